@@ -1,0 +1,51 @@
+//! Replays every committed fuzz corpus file through the same invariant checks
+//! the fuzz targets run, so `cargo test` covers the corpus and past findings.
+
+use std::path::{Path, PathBuf};
+
+fn corpus(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+        .map(|entry| entry.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
+    files
+}
+
+fn replay(target: &str, run: fn(&[u8])) {
+    for file in corpus(target) {
+        let data = std::fs::read(&file).expect("read corpus file");
+        let result = std::panic::catch_unwind(|| run(&data));
+        assert!(
+            result.is_ok(),
+            "{target}: {} breaks an invariant",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn packet_parse_corpus() {
+    replay("packet_parse", tftp_proto::fuzzing::run_packet_parse);
+}
+
+#[test]
+fn options_negotiate_corpus() {
+    replay(
+        "options_negotiate",
+        tftp_proto::fuzzing::run_options_negotiate,
+    );
+}
+
+#[test]
+fn netascii_roundtrip_corpus() {
+    replay(
+        "netascii_roundtrip",
+        tftp_proto::fuzzing::run_netascii_roundtrip,
+    );
+}

@@ -1,0 +1,996 @@
+//! TFTP options (RFC 2347 framework; blksize RFC 2348; timeout and tsize
+//! RFC 2349; windowsize RFC 7440), the local policy ([`Limits`]) and
+//! negotiation for both sides.
+//!
+//! The parser ([`crate::packet`]) records what the peer sent; this module
+//! decides. All option rules live here and nowhere else.
+//!
+//! # Server policy ([`negotiate`])
+//!
+//! | option | acknowledged | lowered | not acknowledged |
+//! |---|---|---|---|
+//! | `blksize` | 8 ..= the limit | above [`Limits::max_blksize`] (or above 65464) → the limit | below 8, not a number, disabled |
+//! | `timeout` | 1 ..= 255 and inside [`Limits::min_timeout`]..=[`Limits::max_timeout`] | never (RFC 2349: the server may not change it) | 0, above 255, outside the limits, not a number, disabled |
+//! | `tsize` | RRQ: answered with the file size; WRQ: echoed | – | size unknown (e.g. netascii or a stream), not a number, disabled |
+//! | `windowsize` | 1 ..= the limit | above [`Limits::max_windowsize`], or above what [`Limits::max_window_bytes`] allows at the negotiated blksize | 0, above 65535, not a number, disabled |
+//!
+//! Names are case-insensitive. Unknown options (including things other
+//! servers let a client set, such as `retries`, `mode` or `default_timeout`)
+//! are kept aside for statistics and never acknowledged. **Duplicates**: the
+//! first occurrence of an option counts; later ones are ignored and counted
+//! ([`RequestedOptions::duplicates`]); the same rule applies to an OACK read by
+//! a client. If nothing is acknowledged there is no OACK at all (plain RFC 1350
+//! answer), never an empty one.
+//!
+//! # Client policy ([`validate_oack`])
+//!
+//! The server may only answer options that were asked for; it may lower
+//! `blksize` (not below 8) and `windowsize` (not below 1), must echo `timeout`,
+//! may answer any `tsize` to a RRQ and must echo `tsize` to a WRQ. Anything else
+//! is an [`OackError`], to be answered with ERROR 8.
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::codec::{parse_decimal, Writer};
+use crate::packet::{BufferTooSmall, RawOptions};
+
+/// Default block size (RFC 1350).
+pub const DEFAULT_BLKSIZE: u16 = 512;
+/// Smallest `blksize` (RFC 2348).
+pub const MIN_BLKSIZE: u16 = 8;
+/// Largest `blksize` (RFC 2348).
+pub const MAX_BLKSIZE: u16 = 65464;
+/// Smallest `timeout`, seconds (RFC 2349).
+pub const MIN_TIMEOUT: u8 = 1;
+/// Largest `timeout`, seconds (RFC 2349).
+pub const MAX_TIMEOUT: u8 = 255;
+/// Default window size: lock-step (RFC 1350).
+pub const DEFAULT_WINDOWSIZE: u16 = 1;
+/// Largest `windowsize` (RFC 7440).
+pub const MAX_WINDOWSIZE: u16 = u16::MAX;
+
+/// Default for [`Limits::max_windowsize`].
+pub const DEFAULT_MAX_WINDOWSIZE: u16 = 64;
+/// Default for [`Limits::max_window_bytes`]: 512 KiB per session.
+pub const DEFAULT_MAX_WINDOW_BYTES: usize = 512 * 1024;
+/// Default for [`Limits::max_request_size`]: RFC 2347 caps a request at 512 bytes.
+pub const DEFAULT_MAX_REQUEST_SIZE: usize = 512;
+/// Default for [`Limits::retries`].
+pub const DEFAULT_RETRIES: u32 = 6;
+/// Default for [`Limits::initial_rto`].
+pub const DEFAULT_INITIAL_RTO: Duration = Duration::from_millis(1000);
+/// Default for [`Limits::min_rto`].
+pub const DEFAULT_MIN_RTO: Duration = Duration::from_millis(50);
+/// Default for [`Limits::max_rto`].
+pub const DEFAULT_MAX_RTO: Duration = Duration::from_secs(10);
+/// Default for [`Limits::dally`].
+pub const DEFAULT_DALLY: Duration = Duration::from_secs(3);
+/// Default for [`Limits::max_transfer_blocks`]: unbounded in practice.
+pub const DEFAULT_MAX_TRANSFER_BLOCKS: u64 = u64::MAX;
+
+/// The four TFTP options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OptionName {
+    /// `blksize` (RFC 2348).
+    Blksize,
+    /// `timeout` (RFC 2349).
+    Timeout,
+    /// `tsize` (RFC 2349).
+    Tsize,
+    /// `windowsize` (RFC 7440).
+    Windowsize,
+}
+
+impl OptionName {
+    /// Recognises an option name, case-insensitively.
+    pub fn from_bytes(name: &[u8]) -> Option<Self> {
+        [
+            OptionName::Blksize,
+            OptionName::Timeout,
+            OptionName::Tsize,
+            OptionName::Windowsize,
+        ]
+        .into_iter()
+        .find(|o| name.eq_ignore_ascii_case(o.as_str().as_bytes()))
+    }
+
+    /// The canonical lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptionName::Blksize => "blksize",
+            OptionName::Timeout => "timeout",
+            OptionName::Tsize => "tsize",
+            OptionName::Windowsize => "windowsize",
+        }
+    }
+}
+
+impl fmt::Display for OptionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Values of the four options: what a client asks for, or what an OACK
+/// carries. `None` means absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+pub struct TransferOptions {
+    /// Block size in bytes.
+    pub blksize: Option<u16>,
+    /// Retransmission timeout in seconds.
+    pub timeout: Option<u8>,
+    /// Transfer size in bytes.
+    pub tsize: Option<u64>,
+    /// Blocks per window.
+    pub windowsize: Option<u16>,
+}
+
+impl TransferOptions {
+    /// True when no option is set (no OACK is sent for an empty set).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The block size in effect: the option or 512.
+    pub fn block_size(&self) -> u16 {
+        self.blksize.unwrap_or(DEFAULT_BLKSIZE)
+    }
+
+    /// The window size in effect: the option or 1.
+    pub fn window_size(&self) -> u16 {
+        self.windowsize.unwrap_or(DEFAULT_WINDOWSIZE)
+    }
+
+    /// Bytes of the `name NUL value NUL` pairs.
+    pub fn encoded_len(&self) -> usize {
+        use crate::codec::decimal_len;
+        let pair = |name: OptionName, v: Option<u64>| {
+            v.map_or(0, |v| name.as_str().len() + 1 + decimal_len(v) + 1)
+        };
+        pair(OptionName::Blksize, self.blksize.map(u64::from))
+            + pair(OptionName::Timeout, self.timeout.map(u64::from))
+            + pair(OptionName::Tsize, self.tsize)
+            + pair(OptionName::Windowsize, self.windowsize.map(u64::from))
+    }
+
+    /// The set options as `(name, value)` in a fixed order.
+    pub fn iter(&self) -> impl Iterator<Item = (OptionName, u64)> {
+        [
+            (OptionName::Blksize, self.blksize.map(u64::from)),
+            (OptionName::Timeout, self.timeout.map(u64::from)),
+            (OptionName::Tsize, self.tsize),
+            (OptionName::Windowsize, self.windowsize.map(u64::from)),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| Some((n, v?)))
+    }
+
+    pub(crate) fn write_pairs(&self, w: &mut Writer<'_>) -> Result<(), BufferTooSmall> {
+        for (name, value) in self.iter() {
+            w.cstr(name.as_str().as_bytes())?;
+            w.decimal(value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which options are enabled at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnabledOptions {
+    /// Accept `blksize`.
+    pub blksize: bool,
+    /// Accept `timeout`.
+    pub timeout: bool,
+    /// Accept `tsize`.
+    pub tsize: bool,
+    /// Accept `windowsize`.
+    pub windowsize: bool,
+}
+
+impl EnabledOptions {
+    /// Every option enabled.
+    pub const ALL: Self = Self {
+        blksize: true,
+        timeout: true,
+        tsize: true,
+        windowsize: true,
+    };
+    /// No option: every request is answered as RFC 1350 does.
+    pub const NONE: Self = Self {
+        blksize: false,
+        timeout: false,
+        tsize: false,
+        windowsize: false,
+    };
+
+    fn get(&self, name: OptionName) -> bool {
+        match name {
+            OptionName::Blksize => self.blksize,
+            OptionName::Timeout => self.timeout,
+            OptionName::Tsize => self.tsize,
+            OptionName::Windowsize => self.windowsize,
+        }
+    }
+}
+
+impl Default for EnabledOptions {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// Local policy: what options may be negotiated, how large a request may be,
+/// and how sessions retransmit. Every field has a named default
+/// (`DEFAULT_*`); [`Limits::default`] is a sensible public-server policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest block size granted (clamped to 8..=65464). Default 65464.
+    pub max_blksize: u16,
+    /// Largest window granted. Default [`DEFAULT_MAX_WINDOWSIZE`].
+    pub max_windowsize: u16,
+    /// Largest `blksize × windowsize` in flight: the memory a sending session
+    /// keeps. Default [`DEFAULT_MAX_WINDOW_BYTES`].
+    pub max_window_bytes: usize,
+    /// Smallest `timeout` option accepted, seconds. Default 1.
+    pub min_timeout: u8,
+    /// Largest `timeout` option accepted, seconds. Default 255.
+    pub max_timeout: u8,
+    /// Options that may be negotiated at all. Default: all.
+    pub enabled: EnabledOptions,
+    /// Largest request datagram (file name + mode + options) accepted.
+    /// Default [`DEFAULT_MAX_REQUEST_SIZE`] (RFC 2347's 512 bytes).
+    pub max_request_size: usize,
+    /// Retransmissions of one packet before the session gives up.
+    /// Default [`DEFAULT_RETRIES`].
+    pub retries: u32,
+    /// First retransmission timeout, before any round trip was measured,
+    /// when no `timeout` option was negotiated. Default 1 s.
+    pub initial_rto: Duration,
+    /// Floor of the adaptive retransmission timeout. Default 50 ms.
+    pub min_rto: Duration,
+    /// Ceiling of the adaptive retransmission timeout (also of its backoff).
+    /// Default 10 s.
+    pub max_rto: Duration,
+    /// How long a receiver lingers after its final ACK to answer a
+    /// retransmitted last DATA. Default 3 s.
+    pub dally: Duration,
+    /// Block number that follows 65535: 0 (the common convention, default)
+    /// or 1 (some old clients).
+    pub rollover_to: u16,
+    /// Most DATA blocks in one transfer (bounds a write's size together with
+    /// the block size). Default: no bound.
+    pub max_transfer_blocks: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_blksize: MAX_BLKSIZE,
+            max_windowsize: DEFAULT_MAX_WINDOWSIZE,
+            max_window_bytes: DEFAULT_MAX_WINDOW_BYTES,
+            min_timeout: MIN_TIMEOUT,
+            max_timeout: MAX_TIMEOUT,
+            enabled: EnabledOptions::ALL,
+            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
+            retries: DEFAULT_RETRIES,
+            initial_rto: DEFAULT_INITIAL_RTO,
+            min_rto: DEFAULT_MIN_RTO,
+            max_rto: DEFAULT_MAX_RTO,
+            dally: DEFAULT_DALLY,
+            rollover_to: 0,
+            max_transfer_blocks: DEFAULT_MAX_TRANSFER_BLOCKS,
+        }
+    }
+}
+
+impl Limits {
+    /// `max_blksize` forced into the RFC range.
+    pub fn effective_max_blksize(&self) -> u16 {
+        self.max_blksize.clamp(MIN_BLKSIZE, MAX_BLKSIZE)
+    }
+
+    /// The largest window allowed at `blksize`: `max_windowsize` capped by
+    /// `max_window_bytes`, never below 1.
+    pub fn max_window_at(&self, blksize: u16) -> u16 {
+        let by_bytes = self.max_window_bytes / usize::from(blksize.max(1));
+        let by_bytes = u16::try_from(by_bytes).unwrap_or(u16::MAX);
+        self.max_windowsize.min(by_bytes).max(1)
+    }
+
+    /// The tighter of two policies, field by field (for per-request narrowing:
+    /// a handler can only ever restrict what the server allows).
+    pub fn narrowed_by(&self, other: &Limits) -> Limits {
+        Limits {
+            max_blksize: self.max_blksize.min(other.max_blksize),
+            max_windowsize: self.max_windowsize.min(other.max_windowsize),
+            max_window_bytes: self.max_window_bytes.min(other.max_window_bytes),
+            min_timeout: self.min_timeout.max(other.min_timeout),
+            max_timeout: self.max_timeout.min(other.max_timeout),
+            enabled: EnabledOptions {
+                blksize: self.enabled.blksize && other.enabled.blksize,
+                timeout: self.enabled.timeout && other.enabled.timeout,
+                tsize: self.enabled.tsize && other.enabled.tsize,
+                windowsize: self.enabled.windowsize && other.enabled.windowsize,
+            },
+            max_request_size: self.max_request_size.min(other.max_request_size),
+            retries: self.retries.min(other.retries),
+            initial_rto: self.initial_rto,
+            min_rto: self.min_rto,
+            max_rto: self.max_rto,
+            dally: self.dally,
+            rollover_to: self.rollover_to,
+            max_transfer_blocks: self.max_transfer_blocks.min(other.max_transfer_blocks),
+        }
+    }
+}
+
+/// Direction of a transfer, named by the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+pub enum Direction {
+    /// RRQ: the server sends.
+    Read,
+    /// WRQ: the client sends.
+    Write,
+}
+
+/// What the peer sent for one known option (first occurrence).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Requested {
+    /// Not in the request.
+    #[default]
+    Absent,
+    /// A decimal number.
+    Value(u64),
+    /// Present but not a decimal number that fits in 64 bits.
+    NotNumeric,
+}
+
+impl Requested {
+    fn from_value(value: &[u8]) -> Self {
+        parse_decimal(value).map_or(Requested::NotNumeric, Requested::Value)
+    }
+}
+
+/// The options of a request, sorted into the four known ones, unknown ones
+/// and duplicates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestedOptions<'a> {
+    /// `blksize` as sent.
+    pub blksize: Requested,
+    /// `timeout` as sent.
+    pub timeout: Requested,
+    /// `tsize` as sent.
+    pub tsize: Requested,
+    /// `windowsize` as sent.
+    pub windowsize: Requested,
+    /// Options that are not TFTP options (never acknowledged).
+    pub unknown: usize,
+    /// Repeated known options that were ignored (the first one counts).
+    pub duplicates: usize,
+    raw: RawOptions<'a>,
+}
+
+impl<'a> RequestedOptions<'a> {
+    /// Sorts a request's options.
+    pub fn from_raw(raw: RawOptions<'a>) -> Self {
+        let mut out = RequestedOptions {
+            blksize: Requested::Absent,
+            timeout: Requested::Absent,
+            tsize: Requested::Absent,
+            windowsize: Requested::Absent,
+            unknown: 0,
+            duplicates: 0,
+            raw,
+        };
+        for pair in raw {
+            let Some(name) = OptionName::from_bytes(pair.name) else {
+                out.unknown += 1;
+                continue;
+            };
+            let slot = out.slot(name);
+            if *slot == Requested::Absent {
+                *slot = Requested::from_value(pair.value);
+            } else {
+                out.duplicates += 1;
+            }
+        }
+        out
+    }
+
+    fn slot(&mut self, name: OptionName) -> &mut Requested {
+        match name {
+            OptionName::Blksize => &mut self.blksize,
+            OptionName::Timeout => &mut self.timeout,
+            OptionName::Tsize => &mut self.tsize,
+            OptionName::Windowsize => &mut self.windowsize,
+        }
+    }
+
+    /// What was sent for `name`.
+    pub fn get(&self, name: OptionName) -> Requested {
+        match name {
+            OptionName::Blksize => self.blksize,
+            OptionName::Timeout => self.timeout,
+            OptionName::Tsize => self.tsize,
+            OptionName::Windowsize => self.windowsize,
+        }
+    }
+
+    /// All options as sent, in order (known, unknown and duplicates).
+    pub fn raw(&self) -> RawOptions<'a> {
+        self.raw
+    }
+
+    /// The options that are not TFTP options, in order.
+    pub fn unknown_options(&self) -> impl Iterator<Item = crate::packet::OptionPair<'a>> {
+        self.raw
+            .iter()
+            .filter(|p| OptionName::from_bytes(p.name).is_none())
+    }
+}
+
+/// What negotiation did with one option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The client did not ask for it.
+    NotRequested,
+    /// Acknowledged as asked (for a RRQ's `tsize`: answered with the size).
+    Accepted,
+    /// Acknowledged with a lower value than asked.
+    Lowered {
+        /// The value the client asked for.
+        requested: u64,
+    },
+    /// Not acknowledged.
+    Ignored(IgnoreReason),
+}
+
+/// Why an option was not acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IgnoreReason {
+    /// Disabled by [`Limits::enabled`].
+    Disabled,
+    /// The value is not a decimal number.
+    NotNumeric,
+    /// Outside the range its RFC allows.
+    OutOfRange,
+    /// Inside the RFC range but outside [`Limits`] (a `timeout` the server
+    /// may not change).
+    OutsideLimits,
+    /// `tsize` for a RRQ whose size is not known in advance.
+    SizeUnknown,
+}
+
+/// The server's answer to a request's options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Negotiation {
+    /// What goes into the OACK; empty means no OACK (plain RFC 1350 answer).
+    pub oack: TransferOptions,
+    /// What happened to `blksize`.
+    pub blksize: Verdict,
+    /// What happened to `timeout`.
+    pub timeout: Verdict,
+    /// What happened to `tsize`.
+    pub tsize: Verdict,
+    /// What happened to `windowsize`.
+    pub windowsize: Verdict,
+}
+
+/// Server-side negotiation: the client's options under `limits` (and the
+/// size of the file for a RRQ's `tsize`, `None` if unknown) give the OACK.
+/// See the module docs for the rules.
+pub fn negotiate(
+    requested: &RequestedOptions<'_>,
+    limits: &Limits,
+    direction: Direction,
+    file_size: Option<u64>,
+) -> Negotiation {
+    let mut oack = TransferOptions::default();
+    let gate = |name: OptionName| -> Result<u64, Verdict> {
+        match requested.get(name) {
+            Requested::Absent => Err(Verdict::NotRequested),
+            _ if !limits.enabled.get(name) => Err(Verdict::Ignored(IgnoreReason::Disabled)),
+            Requested::NotNumeric => Err(Verdict::Ignored(IgnoreReason::NotNumeric)),
+            Requested::Value(v) => Ok(v),
+        }
+    };
+
+    let blksize = gate(OptionName::Blksize).map_or_else(
+        |v| v,
+        |asked| {
+            if asked < u64::from(MIN_BLKSIZE) {
+                return Verdict::Ignored(IgnoreReason::OutOfRange);
+            }
+            let max = limits.effective_max_blksize();
+            let granted = asked.min(u64::from(max)) as u16;
+            oack.blksize = Some(granted);
+            lowered_or_accepted(asked, granted.into())
+        },
+    );
+
+    let timeout = gate(OptionName::Timeout).map_or_else(
+        |v| v,
+        |asked| {
+            if !(u64::from(MIN_TIMEOUT)..=u64::from(MAX_TIMEOUT)).contains(&asked) {
+                return Verdict::Ignored(IgnoreReason::OutOfRange);
+            }
+            if !(u64::from(limits.min_timeout)..=u64::from(limits.max_timeout)).contains(&asked) {
+                return Verdict::Ignored(IgnoreReason::OutsideLimits);
+            }
+            oack.timeout = Some(asked as u8);
+            Verdict::Accepted
+        },
+    );
+
+    let tsize = gate(OptionName::Tsize).map_or_else(
+        |v| v,
+        |asked| match direction {
+            Direction::Read => match file_size {
+                Some(size) => {
+                    oack.tsize = Some(size);
+                    Verdict::Accepted
+                }
+                None => Verdict::Ignored(IgnoreReason::SizeUnknown),
+            },
+            Direction::Write => {
+                oack.tsize = Some(asked);
+                Verdict::Accepted
+            }
+        },
+    );
+
+    let windowsize = gate(OptionName::Windowsize).map_or_else(
+        |v| v,
+        |asked| {
+            if !(1..=u64::from(MAX_WINDOWSIZE)).contains(&asked) {
+                return Verdict::Ignored(IgnoreReason::OutOfRange);
+            }
+            let max = limits.max_window_at(oack.block_size());
+            let granted = asked.min(u64::from(max)) as u16;
+            oack.windowsize = Some(granted);
+            lowered_or_accepted(asked, granted.into())
+        },
+    );
+
+    Negotiation {
+        oack,
+        blksize,
+        timeout,
+        tsize,
+        windowsize,
+    }
+}
+
+fn lowered_or_accepted(asked: u64, granted: u64) -> Verdict {
+    if granted < asked {
+        Verdict::Lowered { requested: asked }
+    } else {
+        Verdict::Accepted
+    }
+}
+
+/// Why a client refuses an OACK (answer with ERROR 8 and
+/// [`OackError::message`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OackError {
+    /// The OACK carries an option that is not a TFTP option.
+    #[error("unknown option in OACK")]
+    UnknownOption,
+    /// The OACK carries an option the client did not ask for.
+    #[error("OACK carries {0}, which was not requested")]
+    NotRequested(OptionName),
+    /// A value is not a decimal number.
+    #[error("OACK value of {0} is not a number")]
+    NotNumeric(OptionName),
+    /// A value the server may not give (raised, below the RFC minimum, or a
+    /// changed `timeout` or WRQ `tsize`).
+    #[error("OACK value of {0} is not acceptable")]
+    BadValue(OptionName),
+}
+
+impl OackError {
+    /// A short message for the ERROR 8 packet.
+    pub fn message(&self) -> &'static str {
+        match self {
+            OackError::UnknownOption => "Unknown option in OACK",
+            OackError::NotRequested(_) => "Unrequested option in OACK",
+            OackError::NotNumeric(_) => "Non-numeric option value in OACK",
+            OackError::BadValue(_) => "Unacceptable option value in OACK",
+        }
+    }
+}
+
+/// Client-side check of an OACK against what was asked: the options in
+/// effect, or the reason to refuse it with ERROR 8.
+pub fn validate_oack(
+    asked: &TransferOptions,
+    oack: RawOptions<'_>,
+    direction: Direction,
+) -> Result<TransferOptions, OackError> {
+    let mut seen = TransferOptions::default();
+    let mut seen_names = [false; 4];
+    for pair in oack {
+        let name = OptionName::from_bytes(pair.name).ok_or(OackError::UnknownOption)?;
+        let index = name as usize;
+        if seen_names[index] {
+            continue; // duplicates: the first counts
+        }
+        seen_names[index] = true;
+        let value = parse_decimal(pair.value).ok_or(OackError::NotNumeric(name))?;
+        let bad = OackError::BadValue(name);
+        match name {
+            OptionName::Blksize => {
+                let max = asked.blksize.ok_or(OackError::NotRequested(name))?;
+                if value < u64::from(MIN_BLKSIZE) || value > u64::from(max) {
+                    return Err(bad);
+                }
+                seen.blksize = Some(value as u16);
+            }
+            OptionName::Timeout => {
+                let want = asked.timeout.ok_or(OackError::NotRequested(name))?;
+                if value != u64::from(want) {
+                    return Err(bad);
+                }
+                seen.timeout = Some(want);
+            }
+            OptionName::Tsize => {
+                let want = asked.tsize.ok_or(OackError::NotRequested(name))?;
+                if direction == Direction::Write && value != want {
+                    return Err(bad);
+                }
+                seen.tsize = Some(value);
+            }
+            OptionName::Windowsize => {
+                let max = asked.windowsize.ok_or(OackError::NotRequested(name))?;
+                if value == 0 || value > u64::from(max) {
+                    return Err(bad);
+                }
+                seen.windowsize = Some(value as u16);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::build_options;
+
+    fn req<'b>(buf: &'b mut [u8], pairs: &[(&[u8], &[u8])]) -> RequestedOptions<'b> {
+        RequestedOptions::from_raw(build_options(buf, pairs).unwrap())
+    }
+
+    fn neg(
+        pairs: &[(&[u8], &[u8])],
+        limits: &Limits,
+        dir: Direction,
+        size: Option<u64>,
+    ) -> Negotiation {
+        let mut buf = [0u8; 512];
+        negotiate(&req(&mut buf, pairs), limits, dir, size)
+    }
+
+    #[test]
+    fn ipxe_request() {
+        let n = neg(
+            &[(b"blksize", b"1432"), (b"tsize", b"0")],
+            &Limits::default(),
+            Direction::Read,
+            Some(1234),
+        );
+        assert_eq!(
+            n.oack,
+            TransferOptions {
+                blksize: Some(1432),
+                tsize: Some(1234),
+                ..Default::default()
+            }
+        );
+        assert_eq!(n.blksize, Verdict::Accepted);
+        assert_eq!(n.tsize, Verdict::Accepted);
+        assert_eq!(n.timeout, Verdict::NotRequested);
+    }
+
+    #[test]
+    fn blksize_rules() {
+        let l = Limits {
+            max_blksize: 1468,
+            ..Limits::default()
+        };
+        let b = |v: &[u8]| neg(&[(b"BLKSIZE", v)], &l, Direction::Read, None);
+        assert_eq!(b(b"8").oack.blksize, Some(8));
+        assert_eq!(b(b"7").blksize, Verdict::Ignored(IgnoreReason::OutOfRange));
+        assert_eq!(b(b"7").oack, TransferOptions::default());
+        assert_eq!(b(b"1468").oack.blksize, Some(1468));
+        assert_eq!(b(b"1469").oack.blksize, Some(1468));
+        assert_eq!(b(b"1469").blksize, Verdict::Lowered { requested: 1469 });
+        assert_eq!(b(b"99999999").oack.blksize, Some(1468));
+        assert_eq!(
+            b(b"abc").blksize,
+            Verdict::Ignored(IgnoreReason::NotNumeric)
+        );
+        let d = Limits::default();
+        assert_eq!(
+            neg(&[(b"blksize", b"65465")], &d, Direction::Read, None)
+                .oack
+                .blksize,
+            Some(65464)
+        );
+        assert_eq!(
+            neg(&[(b"blksize", b"65464")], &d, Direction::Read, None).blksize,
+            Verdict::Accepted
+        );
+        let tiny = Limits {
+            max_blksize: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            neg(&[(b"blksize", b"512")], &tiny, Direction::Read, None)
+                .oack
+                .blksize,
+            Some(8)
+        );
+    }
+
+    #[test]
+    fn timeout_rules() {
+        let l = Limits {
+            min_timeout: 2,
+            max_timeout: 10,
+            ..Limits::default()
+        };
+        let t = |v: &[u8]| neg(&[(b"timeout", v)], &l, Direction::Read, None);
+        assert_eq!(t(b"0").timeout, Verdict::Ignored(IgnoreReason::OutOfRange));
+        assert_eq!(
+            t(b"256").timeout,
+            Verdict::Ignored(IgnoreReason::OutOfRange)
+        );
+        assert_eq!(
+            t(b"1").timeout,
+            Verdict::Ignored(IgnoreReason::OutsideLimits)
+        );
+        assert_eq!(
+            t(b"11").timeout,
+            Verdict::Ignored(IgnoreReason::OutsideLimits)
+        );
+        assert_eq!(t(b"2").oack.timeout, Some(2));
+        assert_eq!(t(b"10").oack.timeout, Some(10));
+        let d = Limits::default();
+        assert_eq!(
+            neg(&[(b"timeout", b"255")], &d, Direction::Read, None)
+                .oack
+                .timeout,
+            Some(255)
+        );
+        assert_eq!(
+            neg(&[(b"timeout", b"1")], &d, Direction::Read, None)
+                .oack
+                .timeout,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn tsize_rules() {
+        let d = Limits::default();
+        assert_eq!(
+            neg(&[(b"tsize", b"0")], &d, Direction::Read, None).tsize,
+            Verdict::Ignored(IgnoreReason::SizeUnknown)
+        );
+        assert_eq!(
+            neg(&[(b"tsize", b"0")], &d, Direction::Read, Some(0))
+                .oack
+                .tsize,
+            Some(0)
+        );
+        assert_eq!(
+            neg(&[(b"tsize", b"77")], &d, Direction::Write, None)
+                .oack
+                .tsize,
+            Some(77)
+        );
+        assert_eq!(
+            neg(&[(b"tsize", b"x")], &d, Direction::Write, None).tsize,
+            Verdict::Ignored(IgnoreReason::NotNumeric)
+        );
+    }
+
+    #[test]
+    fn windowsize_rules() {
+        let l = Limits {
+            max_windowsize: 32,
+            max_window_bytes: 16 * 1468,
+            ..Limits::default()
+        };
+        let w = |b: &[u8], v: &[u8]| {
+            neg(
+                &[(b"blksize", b), (b"windowsize", v)],
+                &l,
+                Direction::Read,
+                None,
+            )
+        };
+        assert_eq!(
+            w(b"1468", b"0").windowsize,
+            Verdict::Ignored(IgnoreReason::OutOfRange)
+        );
+        assert_eq!(
+            w(b"1468", b"65536").windowsize,
+            Verdict::Ignored(IgnoreReason::OutOfRange)
+        );
+        assert_eq!(w(b"1468", b"16").oack.windowsize, Some(16));
+        assert_eq!(w(b"1468", b"17").oack.windowsize, Some(16));
+        assert_eq!(w(b"512", b"64").oack.windowsize, Some(32));
+        // bytes in flight: 65464-byte blocks leave room for one only.
+        assert_eq!(w(b"65464", b"16").oack.windowsize, Some(1));
+        assert_eq!(
+            w(b"65464", b"16").windowsize,
+            Verdict::Lowered { requested: 16 }
+        );
+    }
+
+    #[test]
+    fn unknown_duplicates_and_disabled() {
+        let mut buf = [0u8; 512];
+        let r = req(
+            &mut buf,
+            &[
+                (b"retries", b"100"),
+                (b"blksize", b"1024"),
+                (b"Blksize", b"2048"),
+                (b"mode", b"x"),
+                (b"default_timeout", b"1"),
+            ],
+        );
+        assert_eq!(r.unknown, 3);
+        assert_eq!(r.duplicates, 1);
+        assert_eq!(r.blksize, Requested::Value(1024));
+        assert_eq!(r.unknown_options().count(), 3);
+        let n = negotiate(&r, &Limits::default(), Direction::Read, None);
+        assert_eq!(
+            n.oack,
+            TransferOptions {
+                blksize: Some(1024),
+                ..Default::default()
+            }
+        );
+        let off = Limits {
+            enabled: EnabledOptions::NONE,
+            ..Limits::default()
+        };
+        let n = negotiate(&r, &off, Direction::Read, None);
+        assert!(n.oack.is_empty());
+        assert_eq!(n.blksize, Verdict::Ignored(IgnoreReason::Disabled));
+    }
+
+    #[test]
+    fn oack_encoding() {
+        let o = TransferOptions {
+            blksize: Some(1432),
+            tsize: Some(0),
+            ..Default::default()
+        };
+        let mut buf = [0u8; 64];
+        let n = crate::packet::encode_oack(&mut buf, &o).unwrap();
+        assert_eq!(&buf[..n], b"\x00\x06blksize\x001432\x00tsize\x000\x00");
+        assert_eq!(n, 2 + o.encoded_len());
+    }
+
+    fn oack(
+        pairs: &[(&[u8], &[u8])],
+        asked: &TransferOptions,
+        dir: Direction,
+    ) -> Result<TransferOptions, OackError> {
+        let mut buf = [0u8; 512];
+        validate_oack(asked, build_options(&mut buf, pairs).unwrap(), dir)
+    }
+
+    #[test]
+    fn client_validation() {
+        let asked = TransferOptions {
+            blksize: Some(1468),
+            timeout: Some(5),
+            tsize: Some(0),
+            windowsize: Some(16),
+        };
+        let r = oack(
+            &[
+                (b"blksize", b"1024"),
+                (b"tsize", b"999"),
+                (b"windowsize", b"4"),
+                (b"timeout", b"5"),
+            ],
+            &asked,
+            Direction::Read,
+        );
+        assert_eq!(
+            r,
+            Ok(TransferOptions {
+                blksize: Some(1024),
+                timeout: Some(5),
+                tsize: Some(999),
+                windowsize: Some(4)
+            })
+        );
+        assert_eq!(
+            oack(&[], &asked, Direction::Read),
+            Ok(TransferOptions::default())
+        );
+        assert_eq!(
+            oack(&[(b"blksize", b"1469")], &asked, Direction::Read),
+            Err(OackError::BadValue(OptionName::Blksize))
+        );
+        assert_eq!(
+            oack(&[(b"blksize", b"7")], &asked, Direction::Read),
+            Err(OackError::BadValue(OptionName::Blksize))
+        );
+        assert_eq!(
+            oack(&[(b"windowsize", b"0")], &asked, Direction::Read),
+            Err(OackError::BadValue(OptionName::Windowsize))
+        );
+        assert_eq!(
+            oack(&[(b"windowsize", b"17")], &asked, Direction::Read),
+            Err(OackError::BadValue(OptionName::Windowsize))
+        );
+        assert_eq!(
+            oack(&[(b"timeout", b"6")], &asked, Direction::Read),
+            Err(OackError::BadValue(OptionName::Timeout))
+        );
+        assert_eq!(
+            oack(&[(b"tsize", b"1")], &asked, Direction::Write),
+            Err(OackError::BadValue(OptionName::Tsize))
+        );
+        assert_eq!(
+            oack(&[(b"foo", b"1")], &asked, Direction::Read),
+            Err(OackError::UnknownOption)
+        );
+        assert_eq!(
+            oack(&[(b"blksize", b"x")], &asked, Direction::Read),
+            Err(OackError::NotNumeric(OptionName::Blksize))
+        );
+        let none = TransferOptions::default();
+        assert_eq!(
+            oack(&[(b"tsize", b"1")], &none, Direction::Read),
+            Err(OackError::NotRequested(OptionName::Tsize))
+        );
+        assert_eq!(
+            oack(
+                &[(b"blksize", b"512"), (b"blksize", b"9999")],
+                &asked,
+                Direction::Read
+            )
+            .unwrap()
+            .blksize,
+            Some(512)
+        );
+    }
+
+    #[test]
+    fn narrowing_only_restricts() {
+        let server = Limits::default();
+        let handler = Limits {
+            max_blksize: 1024,
+            enabled: EnabledOptions {
+                windowsize: false,
+                ..EnabledOptions::ALL
+            },
+            ..Limits::default()
+        };
+        let n = server.narrowed_by(&handler);
+        assert_eq!(n.max_blksize, 1024);
+        assert!(!n.enabled.windowsize);
+        let wide = Limits {
+            max_windowsize: 65535,
+            ..Limits::default()
+        };
+        assert_eq!(
+            server.narrowed_by(&wide).max_windowsize,
+            DEFAULT_MAX_WINDOWSIZE
+        );
+    }
+}
