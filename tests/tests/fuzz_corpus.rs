@@ -49,3 +49,25 @@ fn netascii_roundtrip_corpus() {
         tftp_proto::fuzzing::run_netascii_roundtrip,
     );
 }
+
+#[test]
+fn session_corpus() {
+    replay("session", tftp_proto::fuzzing::session::run_session);
+}
+
+/// Seeded random inputs for the session target beyond the corpus.
+#[test]
+fn session_random_inputs() {
+    let mut state = 0x7440_2347_1350_u64;
+    let mut bytes = vec![0u8; 2048];
+    for _ in 0..3000 {
+        for b in bytes.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *b = state as u8;
+        }
+        let len = (state % 2048) as usize;
+        tftp_proto::fuzzing::session::run_session(&bytes[..len]);
+    }
+}

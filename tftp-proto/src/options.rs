@@ -61,7 +61,7 @@ pub const DEFAULT_RETRIES: u32 = 6;
 /// Default for [`Limits::initial_rto`].
 pub const DEFAULT_INITIAL_RTO: Duration = Duration::from_millis(1000);
 /// Default for [`Limits::min_rto`].
-pub const DEFAULT_MIN_RTO: Duration = Duration::from_millis(50);
+pub const DEFAULT_MIN_RTO: Duration = Duration::from_millis(20);
 /// Default for [`Limits::max_rto`].
 pub const DEFAULT_MAX_RTO: Duration = Duration::from_secs(10);
 /// Default for [`Limits::dally`].
@@ -141,6 +141,18 @@ impl TransferOptions {
     /// The window size in effect: the option or 1.
     pub fn window_size(&self) -> u16 {
         self.windowsize.unwrap_or(DEFAULT_WINDOWSIZE)
+    }
+
+    /// The same options forced into their RFC ranges (`blksize` 8..=65464,
+    /// `timeout` ≥ 1, `windowsize` ≥ 1): what a session runs with, whatever
+    /// an application passed in.
+    pub fn clamped_to_rfc(self) -> Self {
+        TransferOptions {
+            blksize: self.blksize.map(|b| b.clamp(MIN_BLKSIZE, MAX_BLKSIZE)),
+            timeout: self.timeout.map(|t| t.max(MIN_TIMEOUT)),
+            tsize: self.tsize,
+            windowsize: self.windowsize.map(|w| w.max(1)),
+        }
     }
 
     /// Bytes of the `name NUL value NUL` pairs.
@@ -248,7 +260,7 @@ pub struct Limits {
     /// First retransmission timeout, before any round trip was measured,
     /// when no `timeout` option was negotiated. Default 1 s.
     pub initial_rto: Duration,
-    /// Floor of the adaptive retransmission timeout. Default 50 ms.
+    /// Floor of the adaptive retransmission timeout. Default 20 ms.
     pub min_rto: Duration,
     /// Ceiling of the adaptive retransmission timeout (also of its backoff).
     /// Default 10 s.

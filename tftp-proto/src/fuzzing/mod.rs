@@ -4,6 +4,9 @@
 //!
 //! This module only adds API; it changes no behaviour of the crate.
 
+pub mod session;
+pub mod sim;
+
 use alloc::vec;
 use alloc::vec::Vec;
 

@@ -1,0 +1,355 @@
+//! The `session` fuzz target: one session of any of the four types fed an
+//! arbitrary sequence of datagrams (from the peer and from strangers, well
+//! formed and not) and clock advances.
+//!
+//! Invariants checked: no panic; each drain of `poll` yields a bounded number
+//! of outputs; DATA goes only to the peer, never beyond the negotiated block
+//! size, and never beyond one window past the highest block the peer
+//! acknowledged; ERROR 5 is the only thing strangers get; once the peer is
+//! silent the session ends within its retry budget.
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use crate::client::{ClientGet, ClientPut};
+use crate::options::{Limits, TransferOptions};
+use crate::packet::{encode_oack, ErrorCode, Mode, Packet};
+use crate::server::{accept, ServerRead, ServerWrite};
+use crate::session::{Output, Session};
+use crate::time::Instant;
+
+/// Which session to fuzz.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum FuzzRole {
+    ServerRead,
+    ServerWrite,
+    ClientGet,
+    ClientPut,
+}
+
+/// Input of the `session` target.
+#[derive(Arbitrary, Debug)]
+pub struct SessionInput<'a> {
+    /// The session type.
+    pub role: FuzzRole,
+    /// Options requested (servers: in the request; clients: asked).
+    pub options: TransferOptions,
+    /// Netascii instead of octet.
+    pub netascii: bool,
+    /// Bytes the sending side has to send.
+    pub source_len: u16,
+    /// Retry limit (small values reach the give-up path).
+    pub retries: u8,
+    /// The events.
+    pub ops: Vec<Op<'a>>,
+}
+
+/// One event.
+#[derive(Arbitrary, Debug)]
+pub enum Op<'a> {
+    /// A well-formed packet from the peer.
+    Peer(FuzzPacket),
+    /// Raw bytes from the peer or a stranger.
+    Raw {
+        /// From a stranger rather than the peer.
+        stranger: bool,
+        /// The datagram.
+        bytes: &'a [u8],
+    },
+    /// The clock moves on by this many milliseconds (and the timer is
+    /// reported if due).
+    Advance(u16),
+    /// The clock jumps to the session's deadline.
+    Timeout,
+    /// The adapter aborts the session.
+    Abort,
+}
+
+/// Packets a plausible (or hostile) peer sends.
+#[derive(Arbitrary, Debug)]
+pub enum FuzzPacket {
+    /// ACK of the highest DATA seen plus an offset.
+    AckNear(i8),
+    /// ACK of any block.
+    Ack(u16),
+    /// DATA with the block the session expects plus an offset.
+    DataNear {
+        /// Offset from the next expected block.
+        offset: i8,
+        /// Payload length.
+        len: u16,
+    },
+    /// An ERROR.
+    Error(u16),
+    /// An OACK with these options.
+    Oack(TransferOptions),
+}
+
+const PEER: &str = "10.1.0.1:5000";
+const STRANGER: &str = "10.1.0.9:5001";
+const LISTEN: &str = "10.1.0.2:69";
+const SERVER_TID: &str = "10.1.0.2:7000";
+
+struct Harness {
+    session: Box<dyn Session>,
+    now: Instant,
+    deadline: Option<Instant>,
+    done: bool,
+    peer: SocketAddr,
+    stranger_pending: u32,
+    source: Vec<u8>,
+    read: usize,
+    /// Highest DATA block seen from the session (64-bit).
+    data_high: u64,
+    /// Highest block the fuzzer acknowledged, as the session would map it.
+    acked: u64,
+    /// Next block the fuzzer would send as DATA (wire number).
+    next_data: u16,
+}
+
+/// Runs [`check_session`] on fuzzer bytes.
+pub fn run_session(data: &[u8]) {
+    if let Ok(input) = SessionInput::arbitrary_take_rest(Unstructured::new(data)) {
+        check_session(&input);
+    }
+}
+
+/// Drives one session through `input`, asserting the invariants.
+pub fn check_session(input: &SessionInput<'_>) {
+    let limits = Limits {
+        retries: u32::from(input.retries % 8),
+        dally: Duration::from_millis(500),
+        max_window_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let mode = if input.netascii {
+        Mode::Netascii
+    } else {
+        Mode::Octet
+    };
+    let now = Instant::ZERO;
+    let peer: SocketAddr = PEER.parse().expect("address");
+    let server_tid: SocketAddr = SERVER_TID.parse().expect("address");
+    let listen: SocketAddr = LISTEN.parse().expect("address");
+    let (session, peer): (Box<dyn Session>, SocketAddr) = match input.role {
+        FuzzRole::ServerRead | FuzzRole::ServerWrite => {
+            let write = input.role == FuzzRole::ServerWrite;
+            let mut req = vec![0u8; 600];
+            let Ok(n) =
+                crate::packet::encode_request(&mut req, write, b"file", mode, &input.options)
+            else {
+                return;
+            };
+            let Ok(request) = accept(&req[..n], peer, &limits) else {
+                return;
+            };
+            let oack = request
+                .negotiate(&limits, Some(u64::from(input.source_len)))
+                .oack;
+            if write {
+                (
+                    Box::new(ServerWrite::new(&request, oack, &limits, now)),
+                    peer,
+                )
+            } else {
+                (
+                    Box::new(ServerRead::new(&request, oack, &limits, now)),
+                    peer,
+                )
+            }
+        }
+        FuzzRole::ClientGet => (
+            Box::new(
+                ClientGet::new(listen, b"file", mode, input.options, &limits, now)
+                    .expect("request"),
+            ),
+            server_tid,
+        ),
+        FuzzRole::ClientPut => (
+            Box::new(
+                ClientPut::new(listen, b"file", mode, input.options, &limits, now)
+                    .expect("request"),
+            ),
+            server_tid,
+        ),
+    };
+    let mut h = Harness {
+        session,
+        now,
+        deadline: None,
+        done: false,
+        peer,
+        stranger_pending: 0,
+        source: vec![0x5a; usize::from(input.source_len)],
+        read: 0,
+        data_high: 0,
+        acked: 0,
+        next_data: 1,
+    };
+    h.drain();
+    let stranger: SocketAddr = STRANGER.parse().expect("address");
+    let mut buf = vec![0u8; 70_000];
+    for op in input.ops.iter().take(2_000) {
+        match op {
+            Op::Peer(p) => {
+                let len = h.encode(p, &mut buf);
+                h.session.handle_datagram(h.now, h.peer, &buf[..len]);
+            }
+            Op::Raw { stranger: s, bytes } => {
+                let from = if *s { stranger } else { h.peer };
+                if *s && !matches!(Packet::parse(bytes), Ok(Packet::Error { .. })) {
+                    h.stranger_pending += 1;
+                }
+                h.session.handle_datagram(h.now, from, bytes);
+            }
+            Op::Advance(ms) => {
+                h.now = h.now + Duration::from_millis(u64::from(*ms));
+                if h.deadline.is_some_and(|d| d <= h.now) {
+                    h.session.handle_timeout(h.now);
+                }
+            }
+            Op::Timeout => {
+                if let Some(d) = h.deadline {
+                    h.now = h.now.max(d);
+                    h.session.handle_timeout(h.now);
+                }
+            }
+            Op::Abort => h.session.abort(ErrorCode::NotDefined, "abort"),
+        }
+        h.drain();
+    }
+    // The peer goes silent: the session must end within its retry budget.
+    let budget = (limits.retries + 3) as usize;
+    for _ in 0..budget {
+        if h.done {
+            break;
+        }
+        let Some(d) = h.deadline else {
+            panic!("a waiting session has no deadline")
+        };
+        h.now = h.now.max(d);
+        h.session.handle_timeout(h.now);
+        h.drain();
+    }
+    assert!(h.done, "session still running after the retry budget");
+    let elapsed = h.now - Instant::ZERO;
+    assert!(elapsed <= Duration::from_secs(3_600), "took {elapsed:?}");
+}
+
+impl Harness {
+    fn drain(&mut self) {
+        let negotiated = self.session.stats().options_negotiated;
+        let window = u64::from(negotiated.window_size());
+        let blksize = usize::from(negotiated.block_size());
+        let mut transmits = 0u64;
+        for _ in 0..(window as usize + 10) * 4 {
+            match self.session.poll(self.now) {
+                Output::Transmit { to, bytes } => {
+                    transmits += 1;
+                    assert!(
+                        transmits <= window + 4 + u64::from(self.stranger_pending),
+                        "too many datagrams at once"
+                    );
+                    if to.port() == 69 {
+                        // A client's request (or its retransmission) to the listening port.
+                        assert!(matches!(
+                            Packet::parse(bytes),
+                            Ok(Packet::Rrq(_) | Packet::Wrq(_))
+                        ));
+                        continue;
+                    }
+                    if to != self.peer {
+                        assert!(
+                            self.stranger_pending > 0,
+                            "datagram to {to}, neither peer nor stranger"
+                        );
+                        assert_eq!(bytes, b"\x00\x05\x00\x05Unknown transfer ID\x00");
+                        self.stranger_pending -= 1;
+                        continue;
+                    }
+                    if let Ok(Packet::Data { block, payload }) = Packet::parse(bytes) {
+                        assert!(payload.len() <= blksize, "DATA above the block size");
+                        let ahead = u64::from(block.wrapping_sub(self.acked as u16));
+                        assert!(
+                            ahead >= 1 && ahead <= window,
+                            "DATA {block} beyond the window (acked {})",
+                            self.acked
+                        );
+                        self.data_high = self.data_high.max(self.acked + ahead);
+                    }
+                }
+                Output::Fill(buf) => {
+                    let rest = self.source.get(self.read..).unwrap_or_default();
+                    let n = buf.len().min(rest.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    self.read += n;
+                    self.session.filled(n);
+                }
+                Output::Deliver(bytes) => {
+                    assert!(bytes.len() <= blksize + 1, "delivered more than a block");
+                    self.session.delivered();
+                }
+                Output::Wait(d) => {
+                    assert!(!self.done);
+                    self.deadline = Some(d);
+                    return;
+                }
+                Output::Done(_) => {
+                    self.done = true;
+                    self.deadline = None;
+                    return;
+                }
+            }
+        }
+        panic!("poll did not settle");
+    }
+
+    fn encode(&mut self, p: &FuzzPacket, buf: &mut [u8]) -> usize {
+        let put = |buf: &mut [u8], op: u16, block: u16| {
+            buf[..2].copy_from_slice(&op.to_be_bytes());
+            buf[2..4].copy_from_slice(&block.to_be_bytes());
+        };
+        match p {
+            FuzzPacket::AckNear(offset) => {
+                let block = (self.data_high as u16).wrapping_add(*offset as u16);
+                self.note_ack(block);
+                put(buf, 4, block);
+                4
+            }
+            FuzzPacket::Ack(block) => {
+                self.note_ack(*block);
+                put(buf, 4, *block);
+                4
+            }
+            FuzzPacket::DataNear { offset, len } => {
+                let block = self.next_data.wrapping_add(*offset as u16);
+                if *offset == 0 {
+                    self.next_data = self.next_data.wrapping_add(1);
+                }
+                put(buf, 3, block);
+                let len = usize::from(*len).min(buf.len() - 4);
+                4 + len
+            }
+            FuzzPacket::Error(code) => {
+                put(buf, 5, *code);
+                buf[4] = 0;
+                5
+            }
+            FuzzPacket::Oack(options) => encode_oack(buf, options).unwrap_or(0),
+        }
+    }
+
+    /// Mirrors how a sender maps an ACK: only blocks it has sent count.
+    fn note_ack(&mut self, block: u16) {
+        let delta = u64::from(block.wrapping_sub(self.acked as u16));
+        if delta >= 1 && self.acked + delta <= self.data_high {
+            self.acked += delta;
+        }
+    }
+}

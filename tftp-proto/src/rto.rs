@@ -1,0 +1,137 @@
+//! Retransmission timeout: fixed when the `timeout` option was negotiated,
+//! otherwise estimated from round trips (RFC 6298 smoothing, Karn's rule:
+//! the caller samples only packets that were not retransmitted), clamped to
+//! [`Limits::min_rto`]..=[`Limits::max_rto`], doubled on each consecutive
+//! timeout and reset on progress.
+//!
+//! [`Limits::min_rto`]: crate::options::Limits::min_rto
+//! [`Limits::max_rto`]: crate::options::Limits::max_rto
+
+use core::time::Duration;
+
+use crate::options::Limits;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rto {
+    fixed: Option<Duration>,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    initial: Duration,
+    min: Duration,
+    max: Duration,
+    backoff: u32,
+}
+
+/// Clock granularity term of RFC 6298 (`G`).
+const GRANULARITY: Duration = Duration::from_millis(1);
+
+impl Rto {
+    pub(crate) fn new(limits: &Limits, timeout_option: Option<u8>) -> Self {
+        let max = limits.max_rto.max(limits.min_rto);
+        Rto {
+            fixed: timeout_option.map(|s| Duration::from_secs(u64::from(s))),
+            srtt: None,
+            rttvar: Duration::ZERO,
+            initial: limits.initial_rto.clamp(limits.min_rto, max),
+            min: limits.min_rto,
+            max,
+            backoff: 0,
+        }
+    }
+
+    /// The current timeout, backoff included.
+    pub(crate) fn current(&self) -> Duration {
+        if let Some(fixed) = self.fixed {
+            return fixed;
+        }
+        let base = match self.srtt {
+            None => self.initial,
+            Some(srtt) => (srtt + (self.rttvar * 4).max(GRANULARITY)).clamp(self.min, self.max),
+        };
+        base.saturating_mul(1u32 << self.backoff.min(16))
+            .min(self.max)
+    }
+
+    /// A round-trip measurement of a packet sent once.
+    pub(crate) fn sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let delta = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+
+    /// Takes over the round-trip estimate of `other` (measured during the
+    /// handshake, before the negotiated options were known).
+    pub(crate) fn inherit(&mut self, other: &Rto) {
+        self.srtt = other.srtt;
+        self.rttvar = other.rttvar;
+    }
+
+    pub(crate) fn on_timeout(&mut self) {
+        self.backoff = self.backoff.saturating_add(1);
+    }
+
+    pub(crate) fn on_progress(&mut self) {
+        self.backoff = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            initial_rto: Duration::from_millis(1000),
+            min_rto: Duration::from_millis(20),
+            max_rto: Duration::from_secs(10),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn initial_then_estimated_then_backoff() {
+        let mut r = Rto::new(&limits(), None);
+        assert_eq!(r.current(), Duration::from_millis(1000));
+        r.sample(Duration::from_millis(10));
+        // srtt 10 + 4 * 5 = 30 ms
+        assert_eq!(r.current(), Duration::from_millis(30));
+        for _ in 0..20 {
+            r.sample(Duration::from_millis(10));
+        }
+        assert!(
+            r.current() >= Duration::from_millis(20) && r.current() < Duration::from_millis(30)
+        );
+        r.on_timeout();
+        r.on_timeout();
+        assert!(r.current() >= Duration::from_millis(80));
+        for _ in 0..40 {
+            r.on_timeout();
+        }
+        assert_eq!(r.current(), Duration::from_secs(10));
+        r.on_progress();
+        assert!(r.current() < Duration::from_millis(30));
+    }
+
+    #[test]
+    fn floor_applies() {
+        let mut r = Rto::new(&limits(), None);
+        r.sample(Duration::from_micros(30));
+        assert_eq!(r.current(), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn fixed_timeout_option() {
+        let mut r = Rto::new(&limits(), Some(5));
+        r.sample(Duration::from_millis(1));
+        r.on_timeout();
+        assert_eq!(r.current(), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,445 @@
+//! The sending engine (server answering a RRQ, client doing a WRQ).
+//!
+//! One engine for lock-step and windowed transfers: lock-step is a window of
+//! one. The engine keeps the current window's blocks (at most `windowsize`
+//! slots of `4 + blksize` bytes, allocated once) so that retransmissions never
+//! re-read the source; [`Limits::max_window_bytes`] bounds that memory.
+//!
+//! ACK rules (RFC 7440 with RFC 1123 4.2.3.1):
+//! - an ACK of the last block sent slides the window;
+//! - an ACK inside the window means the receiver saw a gap after it: the
+//!   window restarts right after the acknowledged block, at once;
+//! - an ACK of the block before the window is a duplicate and sends nothing
+//!   (no Sorcerer's Apprentice), except that with a window above one the
+//!   second duplicate for the same window position restarts it once (the
+//!   receiver's gap report when the first block of a window was lost);
+//! - anything else is stale and ignored.
+//!
+//! [`Limits::max_window_bytes`]: crate::options::Limits::max_window_bytes
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::netascii::Encoder;
+use crate::packet::{encode_data_header, DATA_HEADER_LEN};
+use crate::time::Instant;
+
+/// Duplicate ACKs for one window position that restart the window.
+const DUP_ACK_THRESHOLD: u32 = 2;
+
+pub(crate) struct Sender {
+    blksize: usize,
+    window: u64,
+    /// `window` slots of `DATA_HEADER_LEN + blksize` bytes; block `n` uses
+    /// slot `(n - 1) % window`.
+    slots: Vec<u8>,
+    lens: Vec<usize>,
+    sent_at: Vec<Instant>,
+    resent: Vec<bool>,
+    /// Oldest unacknowledged block.
+    base: u64,
+    /// Next block to transmit.
+    next: u64,
+    /// Highest block whose data is complete.
+    filled: u64,
+    /// Highest block ever transmitted.
+    high: u64,
+    /// The final (short) block, once known.
+    last: Option<u64>,
+    dup_acks: u32,
+    /// Window position (`base`) already restarted by duplicate ACKs.
+    restarted_at: u64,
+    source: Source,
+}
+
+enum Source {
+    /// Bytes are read straight into the slot's payload area.
+    Octet,
+    /// Bytes are read into a staging buffer and encoded into the slot.
+    Netascii(Box<NetasciiStage>),
+}
+
+struct NetasciiStage {
+    encoder: Encoder,
+    stage: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// Encoded bytes already in the block being built.
+    partial: usize,
+}
+
+/// What the engine wants next.
+pub(crate) enum Step {
+    /// Transmit the slot's packet (`len` bytes).
+    Transmit { slot: usize, len: usize },
+    /// The adapter must fill this much of the block being built (`Octet`) or
+    /// the staging buffer (`Netascii`).
+    Fill,
+    /// Nothing to do until an ACK or the timer.
+    Wait,
+}
+
+/// What an ACK did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AckEffect {
+    /// New data acknowledged; `rtt_from` is the first send time of the
+    /// acknowledged block when it was sent only once (Karn).
+    Progress { rtt_from: Option<Instant> },
+    /// The final block is acknowledged.
+    Finished { rtt_from: Option<Instant> },
+    /// A duplicate or stale ACK.
+    Duplicate,
+}
+
+impl Sender {
+    pub(crate) fn new(blksize: u16, window: u16, netascii: bool) -> Self {
+        let blksize = usize::from(blksize);
+        let w = usize::from(window.max(1));
+        let source = if netascii {
+            Source::Netascii(Box::new(NetasciiStage {
+                encoder: Encoder::new(),
+                stage: vec![0; blksize],
+                start: 0,
+                end: 0,
+                eof: false,
+                partial: 0,
+            }))
+        } else {
+            Source::Octet
+        };
+        Sender {
+            blksize,
+            window: w as u64,
+            slots: vec![0; w * (DATA_HEADER_LEN + blksize)],
+            lens: vec![0; w],
+            sent_at: vec![Instant::ZERO; w],
+            resent: vec![false; w],
+            base: 1,
+            next: 1,
+            filled: 0,
+            high: 0,
+            last: None,
+            dup_acks: 0,
+            restarted_at: 0,
+            source,
+        }
+    }
+
+    fn slot(&self, block: u64) -> usize {
+        ((block - 1) % self.window) as usize
+    }
+
+    fn slot_bytes(&mut self, slot: usize) -> &mut [u8] {
+        let size = DATA_HEADER_LEN + self.blksize;
+        let start = slot * size;
+        // NOTE: slot < window, and `slots` holds `window * size` bytes.
+        &mut self.slots[start..start + size]
+    }
+
+    /// Bytes of a slot's packet for transmission.
+    pub(crate) fn packet(&mut self, slot: usize, len: usize) -> &[u8] {
+        &self.slot_bytes(slot)[..len]
+    }
+
+    /// Blocks transmitted and not yet acknowledged.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.next > self.base
+    }
+
+    /// The highest block number transmitted so far (64-bit).
+    #[cfg(test)]
+    pub(crate) fn highest_sent(&self) -> u64 {
+        self.high
+    }
+
+    /// Decides the next step; records the transmission it returns.
+    pub(crate) fn step(&mut self, now: Instant, stats: &mut crate::stats::Stats) -> Step {
+        loop {
+            if self.next <= self.filled {
+                let n = self.next;
+                let slot = self.slot(n);
+                let len = DATA_HEADER_LEN + self.lens[slot];
+                if n <= self.high {
+                    self.resent[slot] = true;
+                    stats.retransmits += 1;
+                } else {
+                    self.high = n;
+                    self.sent_at[slot] = now;
+                    self.resent[slot] = false;
+                    stats.blocks_sent += 1;
+                    stats.bytes_sent += self.lens[slot] as u64;
+                }
+                stats.data_packets_sent += 1;
+                self.next += 1;
+                return Step::Transmit { slot, len };
+            }
+            let room = self.filled + 1 < self.base + self.window;
+            if self.last.is_some() || !room {
+                return Step::Wait;
+            }
+            // Build block `filled + 1`.
+            let block = self.filled + 1;
+            let slot = self.slot(block);
+            let blksize = self.blksize;
+            match &mut self.source {
+                Source::Octet => return Step::Fill,
+                Source::Netascii(st) => {
+                    let size = DATA_HEADER_LEN + blksize;
+                    let payload = &mut self.slots[slot * size + DATA_HEADER_LEN..(slot + 1) * size];
+                    let (c, w) = st
+                        .encoder
+                        .encode(&st.stage[st.start..st.end], &mut payload[st.partial..]);
+                    st.start += c;
+                    st.partial += w;
+                    let drained = st.start == st.end && !st.encoder.has_pending();
+                    if st.partial == blksize || (drained && st.eof) {
+                        let len = st.partial;
+                        st.partial = 0;
+                        self.complete(len);
+                        continue;
+                    }
+                    if drained {
+                        return Step::Fill;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The buffer the adapter must fill after [`Step::Fill`].
+    pub(crate) fn fill_buffer(&mut self) -> &mut [u8] {
+        let slot = self.slot(self.filled + 1);
+        let blksize = self.blksize;
+        if matches!(self.source, Source::Octet) {
+            return &mut self.slot_bytes(slot)[DATA_HEADER_LEN..DATA_HEADER_LEN + blksize];
+        }
+        match &mut self.source {
+            Source::Netascii(st) => &mut st.stage[..],
+            Source::Octet => &mut [],
+        }
+    }
+
+    /// The adapter put `n` bytes into the fill buffer; fewer than its length
+    /// means the source is exhausted.
+    pub(crate) fn filled(&mut self, n: usize) {
+        if self.last.is_some() {
+            return;
+        }
+        match &mut self.source {
+            Source::Octet => {
+                let n = n.min(self.blksize);
+                self.complete(n);
+            }
+            Source::Netascii(st) => {
+                let n = n.min(st.stage.len());
+                st.start = 0;
+                st.end = n;
+                st.eof = n < st.stage.len();
+            }
+        }
+    }
+
+    fn complete(&mut self, len: usize) {
+        let block = self.filled + 1;
+        let slot = self.slot(block);
+        self.lens[slot] = len;
+        // NOTE(unwrap): a slot always has room for the 4-byte header.
+        encode_data_header(self.slot_bytes(slot), block as u16).expect("slot holds a header");
+        self.filled = block;
+        if len < self.blksize {
+            self.last = Some(block);
+        }
+    }
+
+    /// Handles an ACK with the 16-bit block number `wire`.
+    pub(crate) fn on_ack(&mut self, wire: u16) -> AckEffect {
+        let lo = self.base - 1;
+        let hi = self.next - 1;
+        let a = lo + u64::from(wire.wrapping_sub(lo as u16));
+        if a == lo {
+            self.dup_acks += 1;
+            if self.window > 1
+                && self.dup_acks >= DUP_ACK_THRESHOLD
+                && self.restarted_at != self.base
+                && self.in_flight()
+            {
+                self.restarted_at = self.base;
+                self.next = self.base;
+            }
+            return AckEffect::Duplicate;
+        }
+        if a > hi {
+            return AckEffect::Duplicate;
+        }
+        let slot = self.slot(a);
+        let rtt_from = (!self.resent[slot]).then_some(self.sent_at[slot]);
+        self.base = a + 1;
+        self.dup_acks = 0;
+        if a < hi {
+            // A gap after `a`: restart the window there, once for this position.
+            self.restarted_at = self.base;
+            self.next = self.base;
+        }
+        if self.last == Some(a) {
+            AckEffect::Finished { rtt_from }
+        } else {
+            AckEffect::Progress { rtt_from }
+        }
+    }
+
+    /// The retransmission timer fired: resend the window from its start.
+    pub(crate) fn on_timeout(&mut self) {
+        self.next = self.base;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Direction;
+    use crate::packet::Mode;
+
+    fn stats() -> crate::stats::Stats {
+        crate::stats::Stats::new(
+            "127.0.0.1:1".parse().unwrap(),
+            b"f",
+            Mode::Octet,
+            Direction::Read,
+            b"",
+            Instant::ZERO,
+        )
+    }
+
+    /// Drives the sender with `data`, returning the block numbers transmitted.
+    fn pump(s: &mut Sender, data: &mut &[u8], st: &mut crate::stats::Stats) -> Vec<u16> {
+        let mut sent = Vec::new();
+        loop {
+            match s.step(Instant::ZERO, st) {
+                Step::Transmit { slot, len } => {
+                    let p = s.packet(slot, len);
+                    sent.push(u16::from_be_bytes([p[2], p[3]]));
+                }
+                Step::Fill => {
+                    let buf = s.fill_buffer();
+                    let n = buf.len().min(data.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    *data = &data[n..];
+                    s.filled(n);
+                }
+                Step::Wait => return sent,
+            }
+        }
+    }
+
+    #[test]
+    fn window_slides_and_restarts_on_gap() {
+        let mut s = Sender::new(8, 4, false);
+        let mut st = stats();
+        let bytes = [7u8; 8 * 10];
+        let mut data = &bytes[..];
+        assert_eq!(pump(&mut s, &mut data, &mut st), [1, 2, 3, 4]);
+        assert!(matches!(s.on_ack(4), AckEffect::Progress { .. }));
+        assert_eq!(pump(&mut s, &mut data, &mut st), [5, 6, 7, 8]);
+        // Gap after 5: resend from 6 at once.
+        assert!(matches!(s.on_ack(5), AckEffect::Progress { .. }));
+        assert_eq!(pump(&mut s, &mut data, &mut st), [6, 7, 8, 9]);
+        assert_eq!(st.retransmits, 3);
+        // Duplicates of 5 do nothing (Sorcerer's Apprentice), even twice:
+        // this position was already restarted.
+        assert_eq!(s.on_ack(5), AckEffect::Duplicate);
+        assert_eq!(s.on_ack(5), AckEffect::Duplicate);
+        assert_eq!(pump(&mut s, &mut data, &mut st), Vec::<u16>::new());
+        assert!(matches!(s.on_ack(9), AckEffect::Progress { .. }));
+        // 10 full blocks, then the empty final block 11.
+        assert_eq!(pump(&mut s, &mut data, &mut st), [10, 11]);
+        assert!(matches!(s.on_ack(11), AckEffect::Finished { .. }));
+    }
+
+    #[test]
+    fn lock_step_duplicate_ack_sends_nothing() {
+        let mut s = Sender::new(8, 1, false);
+        let mut st = stats();
+        let bytes = [1u8; 20];
+        let mut data = &bytes[..];
+        assert_eq!(pump(&mut s, &mut data, &mut st), [1]);
+        s.on_ack(1);
+        assert_eq!(pump(&mut s, &mut data, &mut st), [2]);
+        for _ in 0..5 {
+            assert_eq!(s.on_ack(1), AckEffect::Duplicate);
+            assert_eq!(pump(&mut s, &mut data, &mut st), Vec::<u16>::new());
+        }
+        s.on_timeout();
+        assert_eq!(pump(&mut s, &mut data, &mut st), [2]);
+        assert_eq!(st.retransmits, 1);
+    }
+
+    #[test]
+    fn first_block_of_window_lost_restarts_after_two_duplicates() {
+        let mut s = Sender::new(8, 4, false);
+        let mut st = stats();
+        let bytes = [1u8; 8 * 9];
+        let mut data = &bytes[..];
+        pump(&mut s, &mut data, &mut st);
+        s.on_ack(4);
+        assert_eq!(pump(&mut s, &mut data, &mut st), [5, 6, 7, 8]);
+        assert_eq!(s.on_ack(4), AckEffect::Duplicate);
+        assert_eq!(pump(&mut s, &mut data, &mut st), Vec::<u16>::new());
+        assert_eq!(s.on_ack(4), AckEffect::Duplicate);
+        assert_eq!(pump(&mut s, &mut data, &mut st), [5, 6, 7, 8]);
+        assert_eq!(s.on_ack(4), AckEffect::Duplicate);
+        assert_eq!(pump(&mut s, &mut data, &mut st), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn rollover_maps_acks_to_64_bits() {
+        let mut s = Sender::new(8, 2, false);
+        let mut st = stats();
+        let bytes = vec![0u8; 8 * 65_540];
+        let mut data = &bytes[..];
+        let mut acked = 0u64;
+        while acked < 65_538 {
+            let sent = pump(&mut s, &mut data, &mut st);
+            let last = *sent.last().unwrap();
+            assert!(matches!(s.on_ack(last), AckEffect::Progress { .. }));
+            acked += sent.len() as u64;
+        }
+        assert_eq!(s.highest_sent(), 65_538);
+        assert_eq!(pump(&mut s, &mut data, &mut st), [3, 4]);
+    }
+
+    #[test]
+    fn netascii_expands_across_blocks() {
+        let mut s = Sender::new(8, 1, true);
+        let mut st = stats();
+        let bytes = b"abcdefg\nxy\r".to_vec();
+        let mut data = &bytes[..];
+        let mut out = Vec::new();
+        loop {
+            match s.step(Instant::ZERO, &mut st) {
+                Step::Transmit { slot, len } => {
+                    let p = s.packet(slot, len).to_vec();
+                    out.extend_from_slice(&p[4..]);
+                    let block = u16::from_be_bytes([p[2], p[3]]);
+                    if s.on_ack(block)
+                        != (AckEffect::Progress {
+                            rtt_from: Some(Instant::ZERO),
+                        })
+                    {
+                        break;
+                    }
+                }
+                Step::Fill => {
+                    let buf = s.fill_buffer();
+                    let n = buf.len().min(data.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    data = &data[n..];
+                    s.filled(n);
+                }
+                Step::Wait => panic!("lock-step with immediate ACKs never waits"),
+            }
+        }
+        assert_eq!(out, b"abcdefg\r\nxy\r\0");
+    }
+}

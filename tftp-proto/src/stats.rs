@@ -1,0 +1,188 @@
+//! Per-session statistics, kept by the sessions as they run (what fbtftp
+//! reports per session, and more), and the final [`Outcome`].
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::options::{Direction, TransferOptions};
+use crate::packet::{ErrorCode, Mode, RawOptions};
+use crate::time::Instant;
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Every byte was transferred and acknowledged.
+    Completed,
+    /// The peer answered our OACK with ERROR 8 (a normal UEFI `tsize` probe, or
+    /// a client that refuses the options): not a failure.
+    OptionsRefused,
+    /// The peer sent an ERROR (its code is in [`Stats::error`]).
+    PeerError(ErrorCode),
+    /// This side ended the session with an ERROR to the peer (bad OACK,
+    /// oversized transfer, local abort).
+    LocalError(ErrorCode),
+    /// The peer went silent past the retry limit.
+    TimedOut,
+}
+
+impl Outcome {
+    /// True for [`Outcome::Completed`] and [`Outcome::OptionsRefused`].
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Completed | Outcome::OptionsRefused)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Completed => f.write_str("completed"),
+            Outcome::OptionsRefused => f.write_str("options refused by peer"),
+            Outcome::PeerError(c) => write!(f, "peer error {}", c.as_u16()),
+            Outcome::LocalError(c) => write!(f, "local error {}", c.as_u16()),
+            Outcome::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+/// An ERROR sent or received, with its message (bytes, truncated to
+/// [`MAX_ERROR_MESSAGE`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// The code.
+    pub code: ErrorCode,
+    /// The message.
+    pub message: Vec<u8>,
+    /// True when the peer sent it, false when this side did.
+    pub from_peer: bool,
+}
+
+/// Longest error message kept in [`ErrorInfo`].
+pub const MAX_ERROR_MESSAGE: usize = 128;
+
+/// Counters and facts about one transfer. Allocated once when the session
+/// starts (file name and options); updated in place afterwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// The peer's address (its transfer ID).
+    pub peer: SocketAddr,
+    /// The local address, when the adapter knows it.
+    pub local: Option<SocketAddr>,
+    /// File name as requested.
+    pub filename: Vec<u8>,
+    /// Transfer mode.
+    pub mode: Mode,
+    /// Read (RRQ) or write (WRQ).
+    pub direction: Direction,
+    /// The options area of the request as sent (name/value pairs).
+    pub options_requested: Vec<u8>,
+    /// The options in effect after negotiation (empty: RFC 1350 defaults).
+    pub options_negotiated: TransferOptions,
+    /// When the session started.
+    pub started: Instant,
+    /// When it ended (`None` while running).
+    pub finished: Option<Instant>,
+    /// DATA packets sent, retransmissions included.
+    pub data_packets_sent: u64,
+    /// Distinct DATA blocks sent (without retransmissions).
+    pub blocks_sent: u64,
+    /// Payload bytes of distinct blocks sent.
+    pub bytes_sent: u64,
+    /// Distinct DATA blocks received in order.
+    pub blocks_received: u64,
+    /// Payload bytes received in order (as on the wire).
+    pub bytes_received: u64,
+    /// Datagrams sent to the peer (all kinds, retransmissions included).
+    pub packets_sent: u64,
+    /// Datagrams received from the peer.
+    pub packets_received: u64,
+    /// DATA blocks sent again.
+    pub retransmits: u64,
+    /// Control packets (request, OACK, ACK) sent again after a timeout.
+    pub control_retransmits: u64,
+    /// ACKs that acknowledged nothing new.
+    pub duplicate_acks: u64,
+    /// DATA blocks received again.
+    pub duplicate_data: u64,
+    /// DATA blocks received ahead of a gap (discarded).
+    pub out_of_order_data: u64,
+    /// Retransmission timer expiries.
+    pub timeouts: u64,
+    /// Datagrams from other addresses answered with ERROR 5.
+    pub foreign_packets: u64,
+    /// Datagrams from the peer that were malformed or unexpected (ignored).
+    pub ignored_packets: u64,
+    /// Transfer size learned from `tsize`, if any.
+    pub transfer_size: Option<u64>,
+    /// The ERROR that ended the session, if any.
+    pub error: Option<ErrorInfo>,
+    /// How it ended (`None` while running).
+    pub outcome: Option<Outcome>,
+}
+
+impl Stats {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        filename: &[u8],
+        mode: Mode,
+        direction: Direction,
+        options_requested: &[u8],
+        started: Instant,
+    ) -> Self {
+        Stats {
+            peer,
+            local: None,
+            filename: filename.to_vec(),
+            mode,
+            direction,
+            options_requested: options_requested.to_vec(),
+            options_negotiated: TransferOptions::default(),
+            started,
+            finished: None,
+            data_packets_sent: 0,
+            blocks_sent: 0,
+            bytes_sent: 0,
+            blocks_received: 0,
+            bytes_received: 0,
+            packets_sent: 0,
+            packets_received: 0,
+            retransmits: 0,
+            control_retransmits: 0,
+            duplicate_acks: 0,
+            duplicate_data: 0,
+            out_of_order_data: 0,
+            timeouts: 0,
+            foreign_packets: 0,
+            ignored_packets: 0,
+            transfer_size: None,
+            error: None,
+            outcome: None,
+        }
+    }
+
+    /// Time from start to end (or to `now` while running).
+    pub fn duration(&self, now: Instant) -> Duration {
+        self.finished.unwrap_or(now) - self.started
+    }
+
+    /// The requested options as pairs, in order.
+    pub fn requested_options(&self) -> RawOptions<'_> {
+        // Stored from a parsed request or built by a client: always well formed.
+        RawOptions::parse(&self.options_requested).unwrap_or_default()
+    }
+
+    /// The file name, lossily as text (for logs).
+    pub fn filename_lossy(&self) -> alloc::string::String {
+        alloc::string::String::from_utf8_lossy(&self.filename).into_owned()
+    }
+
+    pub(crate) fn set_error(&mut self, code: ErrorCode, message: &[u8], from_peer: bool) {
+        let message = message.get(..MAX_ERROR_MESSAGE).unwrap_or(message);
+        self.error = Some(ErrorInfo {
+            code,
+            message: message.to_vec(),
+            from_peer,
+        });
+    }
+}

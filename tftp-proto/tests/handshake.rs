@@ -1,0 +1,496 @@
+//! Scripted exchanges with single sessions: handshakes, errors, strangers,
+//! retransmission timing, dallying. Each test plays the peer by hand.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tftp_proto::client::{ClientGet, ClientPut};
+use tftp_proto::options::{Limits, TransferOptions};
+use tftp_proto::packet::{ErrorCode, Mode};
+use tftp_proto::server::{accept, Request, ServerRead, ServerWrite};
+use tftp_proto::session::{Output, Session};
+use tftp_proto::stats::Outcome;
+use tftp_proto::time::Instant;
+
+const PEER: &str = "192.0.2.7:3000";
+const STRANGER: &str = "192.0.2.7:3001";
+const SERVER: &str = "192.0.2.1:69";
+const SERVER_TID: &str = "192.0.2.1:4000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ms(n: u64) -> Instant {
+    Instant::from_millis(n)
+}
+
+/// What one drain of `poll` produced.
+#[derive(Debug, Default)]
+struct Drained {
+    sent: Vec<(SocketAddr, Vec<u8>)>,
+    delivered: Vec<u8>,
+    wait: Option<Instant>,
+    done: Option<Outcome>,
+}
+
+/// Drains `s` at `now`, filling from `source` (advanced as read).
+fn drain(s: &mut dyn Session, now: Instant, source: &mut &[u8]) -> Drained {
+    let mut d = Drained::default();
+    for _ in 0..10_000 {
+        match s.poll(now) {
+            Output::Transmit { to, bytes } => d.sent.push((to, bytes.to_vec())),
+            Output::Fill(buf) => {
+                let n = buf.len().min(source.len());
+                buf[..n].copy_from_slice(&source[..n]);
+                *source = &source[n..];
+                s.filled(n);
+            }
+            Output::Deliver(bytes) => {
+                d.delivered.extend_from_slice(bytes);
+                s.delivered();
+            }
+            Output::Wait(t) => {
+                d.wait = Some(t);
+                return d;
+            }
+            Output::Done(o) => {
+                d.done = Some(o);
+                return d;
+            }
+        }
+    }
+    panic!("poll never settled");
+}
+
+fn request(bytes: &[u8]) -> Request {
+    accept(bytes, addr(PEER), &Limits::default()).unwrap()
+}
+
+fn data(block: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 3];
+    v.extend_from_slice(&block.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+fn ack(block: u16) -> Vec<u8> {
+    let mut v = vec![0, 4];
+    v.extend_from_slice(&block.to_be_bytes());
+    v
+}
+
+fn error(code: u16, msg: &str) -> Vec<u8> {
+    let mut v = vec![0, 5];
+    v.extend_from_slice(&code.to_be_bytes());
+    v.extend_from_slice(msg.as_bytes());
+    v.push(0);
+    v
+}
+
+fn only(d: &Drained) -> &[u8] {
+    assert_eq!(d.sent.len(), 1, "{d:?}");
+    &d.sent[0].1
+}
+
+#[test]
+fn read_with_options_oack_then_data() {
+    let req = request(b"\x00\x01f\x00octet\x00blksize\x0010\x00tsize\x000\x00");
+    let oack = req.negotiate(&Limits::default(), Some(15)).oack;
+    let mut s = ServerRead::new(&req, oack, &Limits::default(), ms(0));
+    let mut src: &[u8] = b"0123456789abcde";
+    let d = drain(&mut s, ms(0), &mut src);
+    assert_eq!(
+        d.sent,
+        [(
+            addr(PEER),
+            b"\x00\x06blksize\x0010\x00tsize\x0015\x00".to_vec()
+        )]
+    );
+    s.handle_datagram(ms(5), addr(PEER), &ack(0));
+    let d = drain(&mut s, ms(5), &mut src);
+    assert_eq!(only(&d), data(1, b"0123456789"));
+    s.handle_datagram(ms(10), addr(PEER), &ack(1));
+    let d = drain(&mut s, ms(10), &mut src);
+    assert_eq!(only(&d), data(2, b"abcde"));
+    s.handle_datagram(ms(15), addr(PEER), &ack(2));
+    let d = drain(&mut s, ms(15), &mut src);
+    assert_eq!(d.done, Some(Outcome::Completed));
+    assert_eq!(s.stats().blocks_sent, 2);
+    assert_eq!(s.stats().bytes_sent, 15);
+    assert_eq!(s.stats().duration(ms(99)), Duration::from_millis(15));
+}
+
+#[test]
+fn read_without_options_sends_data_1_at_once() {
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut src: &[u8] = &[7u8; 512];
+    let d = drain(&mut s, ms(0), &mut src);
+    assert_eq!(only(&d), data(1, &[7u8; 512]));
+    s.handle_datagram(ms(1), addr(PEER), &ack(1));
+    // 512 bytes exactly: an empty final block.
+    let d = drain(&mut s, ms(1), &mut src);
+    assert_eq!(only(&d), data(2, b""));
+}
+
+#[test]
+fn oack_refused_with_error_8_is_a_clean_probe() {
+    let req = request(b"\x00\x01f\x00octet\x00tsize\x000\x00");
+    let oack = req.negotiate(&Limits::default(), Some(1000)).oack;
+    let mut s = ServerRead::new(&req, oack, &Limits::default(), ms(0));
+    let mut src: &[u8] = &[];
+    drain(&mut s, ms(0), &mut src);
+    s.handle_datagram(ms(1), addr(PEER), &error(8, "tsize probe"));
+    let d = drain(&mut s, ms(1), &mut src);
+    assert!(d.sent.is_empty(), "an ERROR is never answered");
+    assert_eq!(d.done, Some(Outcome::OptionsRefused));
+    assert!(Outcome::OptionsRefused.is_success());
+    assert_eq!(s.stats().error.as_ref().unwrap().message, b"tsize probe");
+}
+
+#[test]
+fn oack_is_retransmitted_then_times_out() {
+    let limits = Limits {
+        retries: 2,
+        initial_rto: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let req = request(b"\x00\x01f\x00octet\x00blksize\x001024\x00");
+    let oack = req.negotiate(&limits, None).oack;
+    let mut s = ServerRead::new(&req, oack, &limits, ms(0));
+    let mut src: &[u8] = &[];
+    let d = drain(&mut s, ms(0), &mut src);
+    assert_eq!(d.wait, Some(ms(100)));
+    // A spurious wake-up before the deadline does nothing.
+    s.handle_timeout(ms(99));
+    assert!(drain(&mut s, ms(99), &mut src).sent.is_empty());
+    s.handle_timeout(ms(100));
+    let d = drain(&mut s, ms(100), &mut src);
+    assert_eq!(only(&d), b"\x00\x06blksize\x001024\x00");
+    assert_eq!(d.wait, Some(ms(300)), "backoff doubles the timer");
+    s.handle_timeout(ms(300));
+    let d = drain(&mut s, ms(300), &mut src);
+    assert_eq!(d.sent.len(), 1);
+    s.handle_timeout(d.wait.unwrap());
+    let d = drain(&mut s, d.wait.unwrap(), &mut src);
+    assert_eq!(d.done, Some(Outcome::TimedOut));
+    assert_eq!(s.stats().timeouts, 3);
+    assert_eq!(s.stats().control_retransmits, 2);
+}
+
+#[test]
+fn negotiated_timeout_option_sets_the_timer() {
+    let req = request(b"\x00\x01f\x00octet\x00timeout\x003\x00");
+    let oack = req.negotiate(&Limits::default(), None).oack;
+    let mut s = ServerRead::new(&req, oack, &Limits::default(), ms(0));
+    let mut src: &[u8] = b"x";
+    let d = drain(&mut s, ms(0), &mut src);
+    assert_eq!(d.wait, Some(ms(3000)));
+}
+
+#[test]
+fn stranger_gets_error_5_and_session_is_untouched() {
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut src: &[u8] = &[1u8; 600];
+    drain(&mut s, ms(0), &mut src);
+    s.handle_datagram(ms(1), addr(STRANGER), &ack(1));
+    let d = drain(&mut s, ms(1), &mut src);
+    assert_eq!(
+        d.sent,
+        [(
+            addr(STRANGER),
+            b"\x00\x05\x00\x05Unknown transfer ID\x00".to_vec()
+        )]
+    );
+    // An ERROR from a stranger is not answered and does not end the session.
+    s.handle_datagram(ms(2), addr(STRANGER), &error(0, "x"));
+    assert!(drain(&mut s, ms(2), &mut src).sent.is_empty());
+    assert_eq!(s.stats().foreign_packets, 2);
+    s.handle_datagram(ms(3), addr(PEER), &ack(1));
+    let d = drain(&mut s, ms(3), &mut src);
+    assert_eq!(only(&d)[..4], [0, 3, 0, 2]);
+}
+
+#[test]
+fn peer_error_ends_the_session_silently() {
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut src: &[u8] = &[1u8; 600];
+    drain(&mut s, ms(0), &mut src);
+    s.handle_datagram(ms(1), addr(PEER), &error(3, "Disk full"));
+    let d = drain(&mut s, ms(1), &mut src);
+    assert!(d.sent.is_empty());
+    assert_eq!(d.done, Some(Outcome::PeerError(ErrorCode::DiskFull)));
+    // Done is sticky and inputs are ignored.
+    s.handle_datagram(ms(2), addr(PEER), &ack(1));
+    assert_eq!(
+        drain(&mut s, ms(2), &mut src).done,
+        Some(Outcome::PeerError(ErrorCode::DiskFull))
+    );
+}
+
+#[test]
+fn write_acks_dallies_and_reacks_the_last_block() {
+    let limits = Limits {
+        dally: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let req = request(b"\x00\x02up\x00octet\x00blksize\x008\x00");
+    let oack = req.negotiate(&limits, None).oack;
+    let mut s = ServerWrite::new(&req, oack, &limits, ms(0));
+    let mut src: &[u8] = &[];
+    assert_eq!(
+        only(&drain(&mut s, ms(0), &mut src)),
+        b"\x00\x06blksize\x008\x00"
+    );
+    s.handle_datagram(ms(1), addr(PEER), &data(1, b"abcdefgh"));
+    let d = drain(&mut s, ms(1), &mut src);
+    assert_eq!(d.delivered, b"abcdefgh");
+    assert_eq!(only(&d), ack(1));
+    // A duplicate of block 1 (our ACK was lost) is re-acknowledged.
+    s.handle_datagram(ms(2), addr(PEER), &data(1, b"abcdefgh"));
+    let d = drain(&mut s, ms(2), &mut src);
+    assert!(d.delivered.is_empty());
+    assert_eq!(only(&d), ack(1));
+    s.handle_datagram(ms(3), addr(PEER), &data(2, b"ef"));
+    let d = drain(&mut s, ms(3), &mut src);
+    assert_eq!(d.delivered, b"ef");
+    assert_eq!(only(&d), ack(2));
+    assert_eq!(d.wait, Some(ms(503)));
+    assert!(s.is_transfer_complete());
+    s.handle_datagram(ms(100), addr(PEER), &data(2, b"ef"));
+    assert_eq!(only(&drain(&mut s, ms(100), &mut src)), ack(2));
+    s.handle_timeout(ms(503));
+    assert_eq!(
+        drain(&mut s, ms(503), &mut src).done,
+        Some(Outcome::Completed)
+    );
+    assert_eq!(s.stats().duplicate_data, 2);
+}
+
+#[test]
+fn write_without_options_acks_0() {
+    let req = request(b"\x00\x02up\x00octet\x00");
+    let mut s = ServerWrite::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut src: &[u8] = &[];
+    assert_eq!(only(&drain(&mut s, ms(0), &mut src)), ack(0));
+}
+
+#[test]
+fn write_limits_oversized_block_and_transfer() {
+    let req = request(b"\x00\x02up\x00octet\x00");
+    let mut s = ServerWrite::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut src: &[u8] = &[];
+    drain(&mut s, ms(0), &mut src);
+    s.handle_datagram(ms(1), addr(PEER), &data(1, &[0u8; 513]));
+    let d = drain(&mut s, ms(1), &mut src);
+    assert_eq!(only(&d)[..4], [0, 5, 0, 4]);
+    assert_eq!(
+        d.done,
+        Some(Outcome::LocalError(ErrorCode::IllegalOperation))
+    );
+
+    let limits = Limits {
+        max_transfer_blocks: 1,
+        ..Limits::default()
+    };
+    let mut s = ServerWrite::new(&req, TransferOptions::default(), &limits, ms(0));
+    drain(&mut s, ms(0), &mut src);
+    s.handle_datagram(ms(1), addr(PEER), &data(1, &[0u8; 512]));
+    drain(&mut s, ms(1), &mut src);
+    s.handle_datagram(ms(2), addr(PEER), &data(2, b"x"));
+    let d = drain(&mut s, ms(2), &mut src);
+    assert_eq!(only(&d)[..4], [0, 5, 0, 3]);
+    assert_eq!(d.done, Some(Outcome::LocalError(ErrorCode::DiskFull)));
+}
+
+#[test]
+fn abort_sends_an_error_and_ends() {
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut src: &[u8] = &[1u8; 600];
+    drain(&mut s, ms(0), &mut src);
+    s.abort(ErrorCode::NotDefined, "read error");
+    let d = drain(&mut s, ms(1), &mut src);
+    assert_eq!(only(&d), error(0, "read error"));
+    assert_eq!(d.done, Some(Outcome::LocalError(ErrorCode::NotDefined)));
+}
+
+#[test]
+fn client_get_checks_oack_and_acks_0() {
+    let opts = TransferOptions {
+        blksize: Some(1024),
+        tsize: Some(0),
+        ..Default::default()
+    };
+    let mut c = ClientGet::new(
+        addr(SERVER),
+        b"f",
+        Mode::Octet,
+        opts,
+        &Limits::default(),
+        ms(0),
+    )
+    .unwrap();
+    let mut src: &[u8] = &[];
+    let d = drain(&mut c, ms(0), &mut src);
+    assert_eq!(
+        d.sent,
+        [(
+            addr(SERVER),
+            b"\x00\x01f\x00octet\x00blksize\x001024\x00tsize\x000\x00".to_vec()
+        )]
+    );
+    c.handle_datagram(
+        ms(2),
+        addr(SERVER_TID),
+        b"\x00\x06blksize\x00512\x00tsize\x00700\x00",
+    );
+    let d = drain(&mut c, ms(2), &mut src);
+    assert_eq!(d.sent, [(addr(SERVER_TID), ack(0))]);
+    assert_eq!(c.transfer_size(), Some(700));
+    assert_eq!(c.stats().peer, addr(SERVER_TID));
+    // The port is now fixed: the listening port is a stranger.
+    c.handle_datagram(ms(3), addr(SERVER), &data(1, b"x"));
+    assert_eq!(drain(&mut c, ms(3), &mut src).sent[0].0, addr(SERVER));
+}
+
+#[test]
+fn client_refuses_a_raised_blksize_with_error_8() {
+    let opts = TransferOptions {
+        blksize: Some(512),
+        ..Default::default()
+    };
+    let mut c = ClientGet::new(
+        addr(SERVER),
+        b"f",
+        Mode::Octet,
+        opts,
+        &Limits::default(),
+        ms(0),
+    )
+    .unwrap();
+    let mut src: &[u8] = &[];
+    drain(&mut c, ms(0), &mut src);
+    c.handle_datagram(ms(1), addr(SERVER_TID), b"\x00\x06blksize\x001024\x00");
+    let d = drain(&mut c, ms(1), &mut src);
+    assert_eq!(d.sent[0].0, addr(SERVER_TID));
+    assert_eq!(d.sent[0].1[..4], [0, 5, 0, 8]);
+    assert_eq!(
+        d.done,
+        Some(Outcome::LocalError(ErrorCode::OptionNegotiation))
+    );
+}
+
+#[test]
+fn client_falls_back_when_server_ignores_options() {
+    let opts = TransferOptions {
+        blksize: Some(1468),
+        windowsize: Some(8),
+        ..Default::default()
+    };
+    let mut c = ClientGet::new(
+        addr(SERVER),
+        b"f",
+        Mode::Octet,
+        opts,
+        &Limits::default(),
+        ms(0),
+    )
+    .unwrap();
+    let mut src: &[u8] = &[];
+    drain(&mut c, ms(0), &mut src);
+    c.handle_datagram(ms(1), addr(SERVER_TID), &data(1, b"short"));
+    let d = drain(&mut c, ms(1), &mut src);
+    assert_eq!(d.delivered, b"short");
+    assert_eq!(d.sent, [(addr(SERVER_TID), ack(1))]);
+    assert!(c.is_transfer_complete());
+    assert!(c.stats().options_negotiated.is_empty());
+}
+
+#[test]
+fn client_ignores_answers_from_another_host() {
+    let mut c = ClientGet::new(
+        addr(SERVER),
+        b"f",
+        Mode::Octet,
+        TransferOptions::default(),
+        &Limits::default(),
+        ms(0),
+    )
+    .unwrap();
+    let mut src: &[u8] = &[];
+    drain(&mut c, ms(0), &mut src);
+    c.handle_datagram(ms(1), addr("198.51.100.1:4000"), &data(1, b"evil"));
+    let d = drain(&mut c, ms(1), &mut src);
+    assert!(d.sent.is_empty() && d.delivered.is_empty());
+    assert_eq!(c.stats().foreign_packets, 1);
+}
+
+#[test]
+fn client_put_sends_data_after_ack_0() {
+    let mut c = ClientPut::new(
+        addr(SERVER),
+        b"up",
+        Mode::Octet,
+        TransferOptions::default(),
+        &Limits::default(),
+        ms(0),
+    )
+    .unwrap();
+    let mut src: &[u8] = b"hello";
+    let d = drain(&mut c, ms(0), &mut src);
+    assert_eq!(only(&d), b"\x00\x02up\x00octet\x00");
+    c.handle_datagram(ms(1), addr(SERVER_TID), &ack(0));
+    let d = drain(&mut c, ms(1), &mut src);
+    assert_eq!(d.sent, [(addr(SERVER_TID), data(1, b"hello"))]);
+    c.handle_datagram(ms(2), addr(SERVER_TID), &ack(1));
+    assert_eq!(
+        drain(&mut c, ms(2), &mut src).done,
+        Some(Outcome::Completed)
+    );
+}
+
+#[test]
+fn client_request_is_retransmitted_to_the_listening_port() {
+    let limits = Limits {
+        initial_rto: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let mut c = ClientGet::new(
+        addr(SERVER),
+        b"f",
+        Mode::Octet,
+        TransferOptions::default(),
+        &limits,
+        ms(0),
+    )
+    .unwrap();
+    let mut src: &[u8] = &[];
+    let d = drain(&mut c, ms(0), &mut src);
+    assert_eq!(d.wait, Some(ms(200)));
+    c.handle_timeout(ms(200));
+    let d = drain(&mut c, ms(200), &mut src);
+    assert_eq!(d.sent, [(addr(SERVER), b"\x00\x01f\x00octet\x00".to_vec())]);
+}
+
+#[test]
+fn garbage_from_the_peer_is_ignored() {
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut src: &[u8] = &[1u8; 600];
+    drain(&mut s, ms(0), &mut src);
+    for junk in [
+        &b""[..],
+        b"\x00",
+        b"\x00\x09xx",
+        b"\x00\x03\x00\x01data",
+        b"\x00\x01f\x00octet\x00",
+    ] {
+        s.handle_datagram(ms(1), addr(PEER), junk);
+        assert!(drain(&mut s, ms(1), &mut src).sent.is_empty());
+    }
+    assert_eq!(s.stats().ignored_packets, 5);
+}
