@@ -1,0 +1,153 @@
+//! The one driving loop (see `tftp_proto::session`): performs the core's
+//! outputs on a tokio UDP socket, a source or a sink, and reports back. No
+//! protocol decision is made here.
+
+use std::io;
+
+use tftp_proto::packet::ErrorCode;
+use tftp_proto::session::{Output, Session};
+use tftp_proto::stats::Outcome;
+use tftp_proto::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+/// Where file bytes come from or go to.
+pub(crate) enum Io<'a> {
+    Source(&'a mut (dyn AsyncRead + Send + Unpin)),
+    Sink(&'a mut (dyn AsyncWrite + Send + Unpin)),
+    None,
+}
+
+/// The adapter's clock: tokio's (so paused-time tests work), from an epoch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    epoch: tokio::time::Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock {
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn to_tokio(self, t: Instant) -> tokio::time::Instant {
+        self.epoch + t.since_epoch()
+    }
+}
+
+/// When to stop driving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// The session is done.
+    Done,
+    /// All data is transferred (a client need not wait out the dally).
+    TransferComplete,
+}
+
+/// Drives `session` until `until`; returns its outcome if it is done.
+pub(crate) async fn drive<S: Session + ?Sized>(
+    session: &mut S,
+    socket: &UdpSocket,
+    io: &mut Io<'_>,
+    clock: Clock,
+    recv_buf: &mut [u8],
+    mut cancel: Option<watch::Receiver<bool>>,
+    until: Until,
+) -> Option<Outcome> {
+    loop {
+        let now = clock.now();
+        match session.poll(now) {
+            Output::Transmit { to, bytes } => {
+                if let Err(e) = socket.send_to(bytes, to).await {
+                    tracing::debug!(%to, error = %e, "send failed");
+                }
+            }
+            Output::Fill(buf) => {
+                let result = match io {
+                    Io::Source(source) => read_full(&mut **source, buf).await,
+                    _ => Err(io::Error::other("no source")),
+                };
+                match result {
+                    Ok(n) => session.filled(n),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "source read failed");
+                        session.abort(ErrorCode::NotDefined, "Read error");
+                    }
+                }
+            }
+            Output::Deliver(bytes) => {
+                let result = match io {
+                    // Flushed per block, so a write error (disk full) is seen
+                    // before the block is acknowledged.
+                    Io::Sink(sink) => match sink.write_all(bytes).await {
+                        Ok(()) => sink.flush().await,
+                        Err(e) => Err(e),
+                    },
+                    _ => Err(io::Error::other("no sink")),
+                };
+                match result {
+                    Ok(()) => session.delivered(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sink write failed");
+                        let code = if e.kind() == io::ErrorKind::StorageFull {
+                            ErrorCode::DiskFull
+                        } else {
+                            ErrorCode::NotDefined
+                        };
+                        session.abort(code, "Write error");
+                    }
+                }
+            }
+            Output::Wait(deadline) => {
+                if until == Until::TransferComplete && session.is_transfer_complete() {
+                    return None;
+                }
+                let sleep = tokio::time::sleep_until(clock.to_tokio(deadline));
+                let cancelled = async {
+                    match cancel.as_mut() {
+                        Some(rx) => {
+                            let _ = rx.wait_for(|stop| *stop).await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    received = socket.recv_from(recv_buf) => match received {
+                        Ok((n, from)) => session.handle_datagram(clock.now(), from, &recv_buf[..n]),
+                        // ICMP errors surface here on some systems: nothing to do.
+                        Err(e) => tracing::trace!(error = %e, "recv failed"),
+                    },
+                    () = sleep => session.handle_timeout(clock.now()),
+                    () = cancelled => {
+                        cancel = None;
+                        session.abort(ErrorCode::NotDefined, "Server shutting down");
+                    }
+                }
+            }
+            Output::Done(outcome) => return Some(outcome),
+        }
+    }
+}
+
+/// Reads until `buf` is full or the source ends.
+async fn read_full(
+    source: &mut (dyn AsyncRead + Send + Unpin),
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..]).await {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
