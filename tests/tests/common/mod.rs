@@ -46,6 +46,7 @@ pub fn root(files: &[(&str, &[u8])]) -> tempfile::TempDir {
 /// A running server and what it recorded.
 pub struct Running {
     pub addr: SocketAddr,
+    pub stats: tftp_tokio::StatsHandle,
     pub sessions: Arc<Mutex<Vec<Stats>>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -59,6 +60,17 @@ impl Running {
         }
         if let Some(task) = self.task.take() {
             task.await.expect("serve task").expect("serve");
+        }
+    }
+}
+
+impl Running {
+    /// Stops without waiting for the drain: aborts the serving task (for tests
+    /// that leave sessions hanging on purpose).
+    pub async fn stop_abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
         }
     }
 }
@@ -82,12 +94,14 @@ pub async fn start_with<H: Handler>(builder: tftp_tokio::ServerBuilder<H>) -> Ru
         .await
         .expect("bind");
     let addr = server.local_addrs()[0];
+    let stats = server.stats_handle();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.serve(async move {
         let _ = stopped.await;
     }));
     Running {
         addr,
+        stats,
         sessions,
         stop: Some(stop),
         task: Some(task),
@@ -99,4 +113,72 @@ pub async fn serve_dir(dir: &Path) -> Running {
     let builder =
         Server::builder(DirHandler::new(dir).expect("root")).listen("127.0.0.1:0".parse().unwrap());
     start_with(builder).await
+}
+
+/// A raw UDP peer for scripted exchanges.
+pub struct Raw {
+    pub socket: tokio::net::UdpSocket,
+}
+
+impl Raw {
+    pub async fn new() -> Self {
+        Raw {
+            socket: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+
+    pub async fn on(ip: &str) -> Self {
+        Raw {
+            socket: tokio::net::UdpSocket::bind(format!("{ip}:0"))
+                .await
+                .unwrap(),
+        }
+    }
+
+    pub async fn send(&self, to: SocketAddr, bytes: &[u8]) {
+        self.socket.send_to(bytes, to).await.unwrap();
+    }
+
+    /// The next datagram, or panic after 5 s.
+    pub async fn recv(&self) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0u8; 70_000];
+        let (n, from) = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.socket.recv_from(&mut buf),
+        )
+        .await
+        .expect("no datagram within 5 s")
+        .unwrap();
+        buf.truncate(n);
+        (buf, from)
+    }
+}
+
+/// A RRQ for `name` with option pairs.
+pub fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
+    let mut v = vec![0, 1];
+    v.extend_from_slice(name.as_bytes());
+    v.push(0);
+    v.extend_from_slice(b"octet\0");
+    for (k, val) in options {
+        v.extend_from_slice(k.as_bytes());
+        v.push(0);
+        v.extend_from_slice(val.as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+pub fn ack(block: u16) -> Vec<u8> {
+    let mut v = vec![0, 4];
+    v.extend_from_slice(&block.to_be_bytes());
+    v
+}
+
+pub fn error(code: u16, msg: &str) -> Vec<u8> {
+    let mut v = vec![0, 5];
+    v.extend_from_slice(&code.to_be_bytes());
+    v.extend_from_slice(msg.as_bytes());
+    v.push(0);
+    v
 }
