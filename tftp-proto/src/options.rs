@@ -11,7 +11,7 @@
 //! |---|---|---|---|
 //! | `blksize` | 8 ..= the limit | above [`Limits::max_blksize`] (or above 65464) → the limit | below 8, not a number, disabled |
 //! | `timeout` | 1 ..= 255 and inside [`Limits::min_timeout`]..=[`Limits::max_timeout`] | never (RFC 2349: the server may not change it) | 0, above 255, outside the limits, not a number, disabled |
-//! | `tsize` | RRQ: answered with the file size; WRQ: echoed | – | size unknown (e.g. netascii or a stream), not a number, disabled |
+//! | `tsize` | RRQ: answered with the file size; WRQ: echoed | – | size unknown (e.g. netascii or a stream), empty file (curl rejects `tsize=0`), not a number, disabled |
 //! | `windowsize` | 1 ..= the limit | above [`Limits::max_windowsize`], or above what [`Limits::max_window_bytes`] allows at the negotiated blksize | 0, above 65535, not a number, disabled |
 //!
 //! Names are case-insensitive. Unknown options (including things other
@@ -474,6 +474,9 @@ pub enum IgnoreReason {
     OutsideLimits,
     /// `tsize` for a RRQ whose size is not known in advance.
     SizeUnknown,
+    /// `tsize` for a RRQ of an empty file (curl rejects `tsize=0` in an
+    /// OACK, so it is not answered).
+    EmptyFile,
 }
 
 /// The server's answer to a request's options.
@@ -541,6 +544,9 @@ pub fn negotiate(
         |v| v,
         |asked| match direction {
             Direction::Read => match file_size {
+                // curl (up to at least 8.x) refuses an OACK with tsize 0 as
+                // invalid; an empty file is sent without the answer instead.
+                Some(0) => Verdict::Ignored(IgnoreReason::EmptyFile),
                 Some(size) => {
                     oack.tsize = Some(size);
                     Verdict::Accepted
@@ -795,10 +801,14 @@ mod tests {
             Verdict::Ignored(IgnoreReason::SizeUnknown)
         );
         assert_eq!(
-            neg(&[(b"tsize", b"0")], &d, Direction::Read, Some(0))
+            neg(&[(b"tsize", b"0")], &d, Direction::Read, Some(0)).tsize,
+            Verdict::Ignored(IgnoreReason::EmptyFile)
+        );
+        assert_eq!(
+            neg(&[(b"tsize", b"0")], &d, Direction::Read, Some(1))
                 .oack
                 .tsize,
-            Some(0)
+            Some(1)
         );
         assert_eq!(
             neg(&[(b"tsize", b"77")], &d, Direction::Write, None)

@@ -1,0 +1,206 @@
+//! Real third-party clients against the tokio server: curl, tftp-hpa's
+//! `tftp`, `atftp` and `busybox tftp`, each fetching files of several sizes
+//! with the options it supports. A missing client is skipped with a printed
+//! reason, or fails the test when `TFTP_INTEROP_REQUIRED=1`.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+const SIZES: &[usize] = &[1, 0, 511, 512, 513, 65_536, 300_001];
+
+fn available(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("TFTP_INTEROP_REQUIRED").as_deref() == Ok("1") {
+            panic!("{program} is not installed and TFTP_INTEROP_REQUIRED=1");
+        }
+        println!("SKIP: {program} is not installed (set TFTP_INTEROP_REQUIRED=1 to fail instead)");
+    }
+    found
+}
+
+/// Runs a client command with a time limit; returns its success.
+async fn run(cmd: &mut Command) -> bool {
+    cmd.kill_on_drop(true).stdin(std::process::Stdio::null());
+    let output = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("client hung")
+        .expect("spawn");
+    if !output.status.success() {
+        println!(
+            "{cmd:?} failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output.status.success()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    out: tempfile::TempDir,
+    server: common::Running,
+}
+
+async fn fixture() -> Fixture {
+    let files: Vec<(String, Vec<u8>)> = SIZES
+        .iter()
+        .map(|&n| (format!("f{n}.bin"), common::content(n, n as u64)))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let dir = common::root(&refs);
+    let server = common::serve_dir(dir.path()).await;
+    Fixture {
+        dir,
+        out: tempfile::tempdir().unwrap(),
+        server,
+    }
+}
+
+fn check(f: &Fixture, name: &str, local: &Path, what: &str) {
+    let want = std::fs::read(f.dir.path().join(name)).unwrap();
+    let got = std::fs::read(local).unwrap_or_else(|e| panic!("{what}: {name} not written: {e}"));
+    assert!(
+        got == want,
+        "{what}: {name}: {} bytes, want {}",
+        got.len(),
+        want.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl() {
+    if !available("curl") {
+        return;
+    }
+    let f = fixture().await;
+    let port = f.server.addr.port();
+    for &size in SIZES {
+        let name = format!("f{size}.bin");
+        for (label, extra) in [
+            ("default", vec![]),
+            ("blksize 1468", vec!["--tftp-blksize", "1468"]),
+            ("no options", vec!["--tftp-no-options"]),
+        ] {
+            let local = f
+                .out
+                .path()
+                .join(format!("curl-{size}-{}", label.replace(' ', "_")));
+            let ok = run(Command::new("curl")
+                .args(["-sS", "-o"])
+                .arg(&local)
+                .args(&extra)
+                .arg(format!("tftp://127.0.0.1:{port}/{name}")))
+            .await;
+            assert!(ok, "curl {label} {name}");
+            check(&f, &name, &local, &format!("curl {label}"));
+        }
+    }
+    // Past the 16-bit block counter: 65 536 blocks of 512 bytes is 32 MiB.
+    let big = common::content(32 * 1024 * 1024 + 1000, 77);
+    std::fs::write(f.dir.path().join("big.bin"), &big).unwrap();
+    let local = f.out.path().join("curl-big");
+    assert!(
+        run(Command::new("curl")
+            .args(["-sS", "-o"])
+            .arg(&local)
+            .arg(format!("tftp://127.0.0.1:{port}/big.bin")))
+        .await
+    );
+    check(&f, "big.bin", &local, "curl rollover");
+    f.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tftp_hpa() {
+    if !available("tftp") {
+        return;
+    }
+    let f = fixture().await;
+    let port = f.server.addr.port().to_string();
+    for &size in SIZES {
+        let name = format!("f{size}.bin");
+        let local = f.out.path().join(format!("hpa-{size}"));
+        let ok = run(Command::new("tftp")
+            .args(["127.0.0.1", &port, "-m", "binary", "-c", "get", &name])
+            .arg(&local))
+        .await;
+        assert!(ok, "tftp-hpa {name}");
+        check(&f, &name, &local, "tftp-hpa");
+    }
+    f.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atftp() {
+    if !available("atftp") {
+        return;
+    }
+    let f = fixture().await;
+    let port = f.server.addr.port().to_string();
+    for &size in SIZES {
+        let name = format!("f{size}.bin");
+        for (label, opts) in [
+            ("plain", vec![]),
+            (
+                "blksize+tsize",
+                vec!["--option", "blksize 1468", "--option", "tsize 0"],
+            ),
+            (
+                "windowsize",
+                vec!["--option", "blksize 1024", "--option", "windowsize 8"],
+            ),
+        ] {
+            let local = f
+                .out
+                .path()
+                .join(format!("atftp-{size}-{}", label.replace('+', "_")));
+            let ok = run(Command::new("atftp")
+                .args(&opts)
+                .args(["-g", "-r", &name, "-l"])
+                .arg(&local)
+                .args(["127.0.0.1", &port]))
+            .await;
+            assert!(ok, "atftp {label} {name}");
+            check(&f, &name, &local, &format!("atftp {label}"));
+        }
+    }
+    f.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busybox() {
+    if !available("busybox") {
+        return;
+    }
+    let f = fixture().await;
+    let port = f.server.addr.port().to_string();
+    for &size in SIZES {
+        let name = format!("f{size}.bin");
+        for (label, opts) in [("plain", vec![]), ("blksize 1468", vec!["-b", "1468"])] {
+            let local = f
+                .out
+                .path()
+                .join(format!("bb-{size}-{}", label.replace(' ', "_")));
+            let ok = run(Command::new("busybox")
+                .arg("tftp")
+                .args(&opts)
+                .args(["-g", "-r", &name, "-l"])
+                .arg(&local)
+                .args(["127.0.0.1", &port]))
+            .await;
+            assert!(ok, "busybox {label} {name}");
+            check(&f, &name, &local, &format!("busybox {label}"));
+        }
+    }
+    f.server.stop().await;
+}
