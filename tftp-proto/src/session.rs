@@ -263,6 +263,14 @@ impl Ctx {
     fn arm(&mut self, now: Instant) {
         self.deadline = Some(now + self.rto.current());
     }
+
+    /// The deadline to wait for; a waiting session always has one (a timer
+    /// that was not running starts now), so every wait ends in a timeout that
+    /// counts toward the retry limit.
+    fn wait_deadline(&mut self, now: Instant) -> Instant {
+        let rto = self.rto.current();
+        *self.deadline.get_or_insert(now + rto)
+    }
 }
 
 impl Transfer {
@@ -305,13 +313,13 @@ impl Transfer {
                     }
                 }
                 Step::Fill => Output::Fill(sender.fill_buffer()),
-                Step::Wait => Output::Wait(ctx.deadline.unwrap_or(now)),
+                Step::Wait => Output::Wait(ctx.wait_deadline(now)),
             },
             State::Receiving(receiver) => match receiver.pending() {
                 Some(bytes) => Output::Deliver(bytes),
-                None => Output::Wait(ctx.deadline.unwrap_or(now)),
+                None => Output::Wait(ctx.wait_deadline(now)),
             },
-            _ => Output::Wait(ctx.deadline.unwrap_or(now)),
+            _ => Output::Wait(ctx.wait_deadline(now)),
         }
     }
 
@@ -398,7 +406,7 @@ impl Transfer {
         let parsed = Packet::parse(datagram);
         if from != self.ctx.peer {
             let same_host = from.ip() == self.ctx.peer.ip();
-            if !self.ctx.peer_locked && same_host && parsed.is_ok() {
+            if !self.ctx.peer_locked && same_host && self.is_first_answer(&parsed) {
                 // The server's first answer comes from its transfer port.
                 self.ctx.peer = from;
                 self.ctx.peer_locked = true;
@@ -467,6 +475,17 @@ impl Transfer {
         }
     }
 
+    /// Whether a client may take `packet` as the server's first answer (and
+    /// fix the server's transfer port from it).
+    fn is_first_answer(&self, packet: &Result<Packet<'_>, crate::packet::ParseError>) -> bool {
+        matches!(
+            (self.ctx.role, packet),
+            (_, Ok(Packet::Error { .. } | Packet::Oack(_)))
+                | (Role::ClientGet, Ok(Packet::Data { block: 1, .. }))
+                | (Role::ClientPut, Ok(Packet::Ack { block: 0 }))
+        )
+    }
+
     fn progress(&mut self) {
         self.ctx.retries = 0;
         self.ctx.rto.on_progress();
@@ -533,7 +552,13 @@ impl Transfer {
                     Err(e) => self.fail(ErrorCode::OptionNegotiation, e.message().as_bytes()),
                 }
             }
-            (Role::ClientGet, Packet::Data { block, payload }) => {
+            (
+                Role::ClientGet,
+                Packet::Data {
+                    block: block @ 1,
+                    payload,
+                },
+            ) => {
                 // The server ignored our options: RFC 1350 defaults.
                 self.sample_tx_rtt(now);
                 self.ctx.apply_options(TransferOptions::default());

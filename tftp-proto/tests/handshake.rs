@@ -494,3 +494,45 @@ fn garbage_from_the_peer_is_ignored() {
     }
     assert_eq!(s.stats().ignored_packets, 5);
 }
+
+/// Fuzz finding: a client whose first "answer" was a bogus DATA lost its
+/// timer and never timed out. Only DATA 1 starts a download without OACK,
+/// and a waiting session always has a deadline.
+#[test]
+fn client_ignores_a_bogus_first_data_and_still_times_out() {
+    let limits = Limits {
+        retries: 2,
+        initial_rto: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let mut c = ClientGet::new(
+        addr(SERVER),
+        b"f",
+        Mode::Octet,
+        TransferOptions::default(),
+        &limits,
+        ms(0),
+    )
+    .unwrap();
+    let mut src: &[u8] = &[];
+    drain(&mut c, ms(0), &mut src);
+    c.handle_datagram(ms(1), addr(SERVER_TID), &data(34, b""));
+    let d = drain(&mut c, ms(1), &mut src);
+    assert!(d.sent.is_empty());
+    assert_eq!(
+        c.stats().peer,
+        addr(SERVER),
+        "a bogus answer does not fix the server's port"
+    );
+    let mut now = d.wait.expect("a deadline");
+    for _ in 0..10 {
+        c.handle_timeout(now);
+        let d = drain(&mut c, now, &mut src);
+        if d.done.is_some() {
+            assert_eq!(d.done, Some(Outcome::TimedOut));
+            return;
+        }
+        now = d.wait.expect("every wait has a deadline");
+    }
+    panic!("never timed out");
+}
