@@ -96,10 +96,7 @@ impl Handler for DirHandler {
             .map_err(|_| TftpError::new(ErrorCode::NotDefined, "Internal error"))?;
         match opened {
             Ok((_, _, false)) => Err(TftpError::access_violation("Not a regular file")),
-            Ok((file, len, true)) => Ok(ReadResponse::new(
-                tokio::fs::File::from_std(file),
-                Some(len),
-            )),
+            Ok((file, len, true)) => Ok(ReadResponse::new(FileSource(file), Some(len))),
             Err(e) => Err(map_error(&e)),
         }
     }
@@ -134,6 +131,27 @@ impl Handler for DirHandler {
             Ok(file) => Ok(WriteResponse::new(tokio::fs::File::from_std(file))),
             Err(e) => Err(map_error(&e)),
         }
+    }
+}
+
+/// A file read with plain `read` calls on the runtime thread, straight into
+/// the DATA packet. Served files are expected on a local filesystem, where a
+/// read from the page cache takes microseconds; a hop to the blocking pool
+/// per block (what `tokio::fs::File` does) costs more than the read itself.
+/// Handlers serving from slow or network filesystems can return a
+/// `tokio::fs::File` instead.
+struct FileSource(std::fs::File);
+
+impl tokio::io::AsyncRead for FileSource {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::io::Read;
+        let n = self.0.read(buf.initialize_unfilled())?;
+        buf.advance(n);
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

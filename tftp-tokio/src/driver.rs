@@ -60,6 +60,9 @@ pub(crate) async fn drive<S: Session + ?Sized>(
     mut cancel: Option<watch::Receiver<bool>>,
     until: Until,
 ) -> Option<Outcome> {
+    // One timer for the whole session, moved only when the deadline changes.
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(sleep);
     loop {
         let now = clock.now();
         match session.poll(now) {
@@ -108,7 +111,22 @@ pub(crate) async fn drive<S: Session + ?Sized>(
                 if until == Until::TransferComplete && session.is_transfer_complete() {
                     return None;
                 }
-                let sleep = tokio::time::sleep_until(clock.to_tokio(deadline));
+                // A datagram already queued needs no timer or wake-up.
+                match socket.try_recv_from(recv_buf) {
+                    Ok((n, from)) => {
+                        session.handle_datagram(clock.now(), from, &recv_buf[..n]);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        tracing::trace!(error = %e, "recv failed");
+                        continue;
+                    }
+                }
+                let wake = clock.to_tokio(deadline);
+                if sleep.deadline() != wake {
+                    sleep.as_mut().reset(wake);
+                }
                 let cancelled = async {
                     match cancel.as_mut() {
                         Some(rx) => {
@@ -118,12 +136,13 @@ pub(crate) async fn drive<S: Session + ?Sized>(
                     }
                 };
                 tokio::select! {
+                    biased;
                     received = socket.recv_from(recv_buf) => match received {
                         Ok((n, from)) => session.handle_datagram(clock.now(), from, &recv_buf[..n]),
                         // ICMP errors surface here on some systems: nothing to do.
                         Err(e) => tracing::trace!(error = %e, "recv failed"),
                     },
-                    () = sleep => session.handle_timeout(clock.now()),
+                    () = sleep.as_mut() => session.handle_timeout(clock.now()),
                     () = cancelled => {
                         cancel = None;
                         session.abort(ErrorCode::NotDefined, "Server shutting down");
