@@ -48,7 +48,7 @@ pub use client::{Client, ClientError};
 pub use dir::DirHandler;
 pub use handler::{Handler, ReadResponse, RequestInfo, TftpError, WriteResponse};
 pub use server::{
-    Server, ServerBuilder, ServerStats, ServerStatsCallback, SessionCallback, StatsHandle,
+    bind_listen_sockets, Server, ServerBuilder, ServerStats, ServerStatsCallback, SessionCallback, StatsHandle,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
     DEFAULT_STATS_INTERVAL,
 };

@@ -259,13 +259,7 @@ impl<H: Handler> ServerBuilder<H> {
             sockets.push(UdpSocket::from_std(socket)?);
         }
         for addr in &self.listen {
-            let n = self.reuse_port.max(1);
-            let mut first_port = None;
-            for _ in 0..n {
-                // After the first socket, reuse the port the kernel picked for port 0.
-                let addr = first_port.map_or(*addr, |p| SocketAddr::new(addr.ip(), p));
-                let socket = bind_udp(addr, self.reuse_port > 0)?;
-                first_port.get_or_insert(socket.local_addr()?.port());
+            for socket in bind_listen_sockets(*addr, self.reuse_port.max(1))? {
                 sockets.push(UdpSocket::from_std(socket)?);
             }
         }
@@ -295,6 +289,21 @@ impl<H: Handler> ServerBuilder<H> {
             on_server_stats: self.on_server_stats,
         })
     }
+}
+
+/// Binds `count` UDP sockets on `addr` (all on the same port, with
+/// `SO_REUSEPORT` when `count > 1`, so the kernel spreads requests across
+/// them). For binding before dropping privileges; pass the sockets to
+/// [`ServerBuilder::listen_socket`].
+pub fn bind_listen_sockets(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    let mut sockets = Vec::with_capacity(count.max(1));
+    let mut port = addr.port();
+    for _ in 0..count.max(1) {
+        let socket = bind_udp(SocketAddr::new(addr.ip(), port), count > 1)?;
+        port = socket.local_addr()?.port();
+        sockets.push(socket);
+    }
+    Ok(sockets)
 }
 
 /// Binds a UDP socket, optionally with `SO_REUSEPORT`.

@@ -1,10 +1,341 @@
-//! # tftpd (not built yet)
+//! # tftpd: the tftp-rs server
 //!
-//! Will be the ready TFTP server binary on `tftp-tokio` (`tftpd --root DIR`,
-//! a drop-in for in.tftpd), with a `tftp` client binary beside it. Until then
-//! it only says so.
+//! `tftpd --root DIR` serves DIR read-only on 127.0.0.1:6969 without root
+//! privileges; see `tftpd --help` and README.md for the flags, systemd socket
+//! activation, inetd mode, metrics and exit codes.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT, transfers drained);
+//! 1 on a runtime error (cannot bind, cannot open the root, cannot drop
+//! privileges); 2 on a usage error.
+#![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("tftpd is not built yet: see README.md");
-    std::process::exit(2);
+mod metrics;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use tftp_proto::options::Limits;
+use tftp_tokio::{bind_listen_sockets, DirHandler, Server};
+
+/// Default listening address: loopback, unprivileged port.
+const DEFAULT_LISTEN: &str = "127.0.0.1:6969";
+
+/// A TFTP server for network boot (RFC 1350, 2347, 2348, 2349, 7440).
+///
+/// Serves the files under --root, read-only unless --allow-write. Paths are
+/// confined to the root by the kernel (openat2 RESOLVE_BENEATH).
+#[derive(Parser, Debug)]
+#[command(name = "tftpd", version, about, long_about = None)]
+struct Args {
+    /// Directory to serve.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    root: PathBuf,
+
+    /// Address to listen on, IPv4 or IPv6 (repeatable). Without a port, 69.
+    /// Default 127.0.0.1:6969, unless sockets come from systemd or inetd.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    listen: Vec<SocketAddr>,
+
+    /// Accept uploads (WRQ) of new files.
+    #[arg(long)]
+    allow_write: bool,
+
+    /// Let uploads replace existing files (needs --allow-write).
+    #[arg(long, requires = "allow_write")]
+    allow_overwrite: bool,
+
+    /// Largest blksize granted (8..=65464).
+    #[arg(long, value_name = "BYTES", default_value_t = 65464, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    max_blksize: u16,
+
+    /// Largest windowsize granted.
+    #[arg(long, value_name = "BLOCKS", default_value_t = tftp_proto::options::DEFAULT_MAX_WINDOWSIZE, value_parser = clap::value_parser!(u16).range(1..))]
+    max_windowsize: u16,
+
+    /// Largest blksize × windowsize in flight per session (memory per session).
+    #[arg(long, value_name = "BYTES", default_value_t = tftp_proto::options::DEFAULT_MAX_WINDOW_BYTES)]
+    max_window_bytes: usize,
+
+    /// First retransmission timeout in milliseconds when the client asks for
+    /// no `timeout` option (it then adapts to the measured round trip).
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=255_000))]
+    timeout: u64,
+
+    /// Retransmissions of one packet before a transfer is abandoned.
+    #[arg(long, default_value_t = tftp_proto::options::DEFAULT_RETRIES)]
+    retries: u32,
+
+    /// Most transfers at once.
+    #[arg(long, value_name = "N", default_value_t = tftp_tokio::DEFAULT_MAX_SESSIONS)]
+    max_sessions: usize,
+
+    /// Most transfers at once from one client IP address.
+    #[arg(long, value_name = "N", default_value_t = tftp_tokio::DEFAULT_MAX_SESSIONS_PER_PEER)]
+    max_sessions_per_peer: usize,
+
+    /// Local ports for transfer sockets, e.g. 50000:50100 (for firewalls).
+    #[arg(long, value_name = "LOW:HIGH", value_parser = parse_port_range)]
+    port_range: Option<(u16, u16)>,
+
+    /// Listening sockets per address (SO_REUSEPORT) and runtime threads.
+    /// Default: the number of CPUs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+
+    /// Seconds a shutdown waits for running transfers before aborting them.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    drain_timeout: u64,
+
+    /// Serve Prometheus metrics over HTTP on this address (GET /metrics).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
+    /// After binding, switch to this user (name or uid[:gid]); needs root.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+
+    /// inetd mode: the listening socket is standard input.
+    #[arg(long)]
+    inetd: bool,
+
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let ip = s.trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 69))
+        .map_err(|_| format!("not an address: {s} (examples: 0.0.0.0, [::]:69, 192.0.2.1:6969)"))
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (low, high) = s.split_once(':').ok_or("expected LOW:HIGH")?;
+    let low: u16 = low.parse().map_err(|_| "LOW is not a port")?;
+    let high: u16 = high.parse().map_err(|_| "HIGH is not a port")?;
+    if low == 0 || low > high {
+        return Err("expected 1 <= LOW <= HIGH".into());
+    }
+    Ok((low, high))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(args: &Args) {
+    let level = match args.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn run(args: Args) -> Result<(), BoxError> {
+    let workers = args.workers.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    });
+    // Sockets and the root are opened first, with the privileges we start
+    // with; then privileges are dropped; only then do threads start.
+    let sockets = listening_sockets(&args, workers)?;
+    let handler = DirHandler::new(&args.root)
+        .map_err(|e| format!("cannot open root {}: {e}", args.root.display()))?
+        .allow_write(args.allow_write)
+        .allow_overwrite(args.allow_overwrite);
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(metrics::bind(addr)?),
+        None => None,
+    };
+    if let Some(user) = &args.user {
+        drop_privileges(user)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
+    runtime.block_on(serve(args, sockets, handler, metrics_listener))
+}
+
+fn listening_sockets(args: &Args, workers: usize) -> Result<Vec<std::net::UdpSocket>, BoxError> {
+    let mut sockets = Vec::new();
+    // systemd socket activation (LISTEN_FDS, LISTEN_PID).
+    let mut fds = listenfd::ListenFd::from_env();
+    for i in 0..fds.len() {
+        if let Some(socket) = fds.take_udp_socket(i)? {
+            tracing::info!(fd = 3 + i, "socket from systemd");
+            sockets.push(socket);
+        }
+    }
+    if args.inetd {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+        sockets.push(std::net::UdpSocket::from(fd));
+        tracing::info!("socket from inetd (standard input)");
+    }
+    let mut listen = args.listen.clone();
+    if listen.is_empty() && sockets.is_empty() {
+        listen.push(DEFAULT_LISTEN.parse().expect("default address"));
+    }
+    for addr in listen {
+        let bound = bind_listen_sockets(addr, workers).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        sockets.extend(bound);
+    }
+    Ok(sockets)
+}
+
+/// Switches to `user` ("name", "uid" or "uid:gid") before any thread starts,
+/// so the per-thread Linux calls apply to the whole process.
+fn drop_privileges(user: &str) -> Result<(), BoxError> {
+    use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+    use rustix::process::{Gid, Uid};
+    let (uid, gid) = lookup_user(user)?;
+    let gid = Gid::from_raw(gid);
+    let uid = Uid::from_raw(uid);
+    set_thread_groups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
+    set_thread_res_gid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
+    set_thread_res_uid(uid, uid, uid).map_err(|e| format!("setresuid: {e}"))?;
+    tracing::info!(user, uid = uid.as_raw(), gid = gid.as_raw(), "dropped privileges");
+    Ok(())
+}
+
+fn lookup_user(user: &str) -> Result<(u32, u32), BoxError> {
+    if let Some((u, g)) = user.split_once(':') {
+        if let (Ok(u), Ok(g)) = (u.parse(), g.parse()) {
+            return Ok((u, g));
+        }
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() >= 4 && (fields[0] == user || fields[2] == user) {
+            return Ok((fields[2].parse()?, fields[3].parse()?));
+        }
+    }
+    Err(format!("unknown user {user}").into())
+}
+
+async fn serve(
+    args: Args,
+    sockets: Vec<std::net::UdpSocket>,
+    handler: DirHandler,
+    metrics_listener: Option<metrics::Listener>,
+) -> Result<(), BoxError> {
+    let limits = Limits {
+        max_blksize: args.max_blksize,
+        max_windowsize: args.max_windowsize,
+        max_window_bytes: args.max_window_bytes,
+        retries: args.retries,
+        initial_rto: Duration::from_millis(args.timeout),
+        ..Limits::default()
+    };
+    let histogram = Arc::new(metrics::Histogram::default());
+    let recorded = Arc::clone(&histogram);
+    let mut builder = Server::builder(handler)
+        .limits(limits)
+        .max_sessions(args.max_sessions)
+        .max_sessions_per_peer(args.max_sessions_per_peer)
+        .drain_timeout(Duration::from_secs(args.drain_timeout))
+        .on_session_end(move |s| {
+            recorded.observe(s);
+            log_session(s);
+        });
+    if let Some((low, high)) = args.port_range {
+        builder = builder.port_range(low, high);
+    }
+    for socket in sockets {
+        builder = builder.listen_socket(socket);
+    }
+    let server = builder.bind().await?;
+    for addr in server.local_addrs() {
+        tracing::info!(%addr, root = %args.root.display(), write = args.allow_write, "listening");
+    }
+    if let Some(listener) = metrics_listener {
+        tracing::info!(addr = %listener.addr(), "metrics on http://{}/metrics", listener.addr());
+        metrics::spawn(listener, server.stats_handle(), histogram);
+    }
+    server.serve(shutdown_signal()).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining transfers"),
+        _ = int.recv() => tracing::info!("SIGINT: draining transfers"),
+    }
+}
+
+/// One structured line per finished session.
+fn log_session(s: &tftp_proto::stats::Stats) {
+    let options: Vec<String> = s
+        .requested_options()
+        .iter()
+        .map(|o| format!("{}={}", String::from_utf8_lossy(o.name), String::from_utf8_lossy(o.value)))
+        .collect();
+    let negotiated: Vec<String> = s.options_negotiated.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let (error_code, error_message) = match &s.error {
+        Some(e) => (Some(e.code.as_u16()), String::from_utf8_lossy(&e.message).into_owned()),
+        None => (None, String::new()),
+    };
+    let duration_ms = s.finished.map(|f| (f - s.started).as_secs_f64() * 1000.0).unwrap_or(0.0);
+    tracing::info!(
+        target: "tftpd::session",
+        peer = %s.peer,
+        local = %s.local.map(|l| l.to_string()).unwrap_or_default(),
+        file = %s.filename_lossy(),
+        direction = ?s.direction,
+        mode = %s.mode,
+        options_requested = %options.join(","),
+        options_negotiated = %negotiated.join(","),
+        outcome = %s.outcome.map(|o| o.to_string()).unwrap_or_default(),
+        bytes_sent = s.bytes_sent,
+        bytes_received = s.bytes_received,
+        blocks_sent = s.blocks_sent,
+        blocks_received = s.blocks_received,
+        retransmits = s.retransmits,
+        duplicate_acks = s.duplicate_acks,
+        duplicate_data = s.duplicate_data,
+        timeouts = s.timeouts,
+        error_code,
+        error_message = %error_message,
+        duration_ms,
+        "session"
+    );
 }
