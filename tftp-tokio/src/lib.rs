@@ -48,8 +48,8 @@ pub use client::{Client, ClientError};
 pub use dir::DirHandler;
 pub use handler::{Handler, ReadResponse, RequestInfo, TftpError, WriteResponse};
 pub use server::{
-    bind_listen_sockets, Server, ServerBuilder, ServerStats, ServerStatsCallback, SessionCallback, StatsHandle,
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
+    bind_listen_sockets, Server, ServerBuilder, ServerStats, ServerStatsCallback, SessionCallback,
+    StatsHandle, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
     DEFAULT_STATS_INTERVAL,
 };
 pub use tftp_proto;

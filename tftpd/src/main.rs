@@ -159,7 +159,9 @@ fn init_logging(args: &Args) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.with_ansi(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -170,7 +172,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn run(args: Args) -> Result<(), BoxError> {
     let workers = args.workers.map(usize::from).unwrap_or_else(|| {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     });
     // Sockets and the root are opened first, with the privileges we start
     // with; then privileges are dropped; only then do threads start.
@@ -186,7 +190,10 @@ fn run(args: Args) -> Result<(), BoxError> {
     if let Some(user) = &args.user {
         drop_privileges(user)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
     runtime.block_on(serve(args, sockets, handler, metrics_listener))
 }
 
@@ -211,7 +218,8 @@ fn listening_sockets(args: &Args, workers: usize) -> Result<Vec<std::net::UdpSoc
         listen.push(DEFAULT_LISTEN.parse().expect("default address"));
     }
     for addr in listen {
-        let bound = bind_listen_sockets(addr, workers).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let bound = bind_listen_sockets(addr, workers)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         sockets.extend(bound);
     }
     Ok(sockets)
@@ -220,15 +228,20 @@ fn listening_sockets(args: &Args, workers: usize) -> Result<Vec<std::net::UdpSoc
 /// Switches to `user` ("name", "uid" or "uid:gid") before any thread starts,
 /// so the per-thread Linux calls apply to the whole process.
 fn drop_privileges(user: &str) -> Result<(), BoxError> {
-    use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
     use rustix::process::{Gid, Uid};
+    use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
     let (uid, gid) = lookup_user(user)?;
     let gid = Gid::from_raw(gid);
     let uid = Uid::from_raw(uid);
     set_thread_groups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
     set_thread_res_gid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
     set_thread_res_uid(uid, uid, uid).map_err(|e| format!("setresuid: {e}"))?;
-    tracing::info!(user, uid = uid.as_raw(), gid = gid.as_raw(), "dropped privileges");
+    tracing::info!(
+        user,
+        uid = uid.as_raw(),
+        gid = gid.as_raw(),
+        "dropped privileges"
+    );
     Ok(())
 }
 
@@ -307,14 +320,30 @@ fn log_session(s: &tftp_proto::stats::Stats) {
     let options: Vec<String> = s
         .requested_options()
         .iter()
-        .map(|o| format!("{}={}", String::from_utf8_lossy(o.name), String::from_utf8_lossy(o.value)))
+        .map(|o| {
+            format!(
+                "{}={}",
+                String::from_utf8_lossy(o.name),
+                String::from_utf8_lossy(o.value)
+            )
+        })
         .collect();
-    let negotiated: Vec<String> = s.options_negotiated.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let negotiated: Vec<String> = s
+        .options_negotiated
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
     let (error_code, error_message) = match &s.error {
-        Some(e) => (Some(e.code.as_u16()), String::from_utf8_lossy(&e.message).into_owned()),
+        Some(e) => (
+            Some(e.code.as_u16()),
+            String::from_utf8_lossy(&e.message).into_owned(),
+        ),
         None => (None, String::new()),
     };
-    let duration_ms = s.finished.map(|f| (f - s.started).as_secs_f64() * 1000.0).unwrap_or(0.0);
+    let duration_ms = s
+        .finished
+        .map(|f| (f - s.started).as_secs_f64() * 1000.0)
+        .unwrap_or(0.0);
     tracing::info!(
         target: "tftpd::session",
         peer = %s.peer,

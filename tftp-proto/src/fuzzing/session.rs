@@ -242,7 +242,10 @@ pub fn check_session(input: &SessionInput<'_>) {
     assert!(h.done, "session still running after the retry budget");
     let silent = h.now - silent_from;
     let per_wait = limits.max_rto.max(Duration::from_secs(255));
-    assert!(silent <= per_wait * (limits.retries + 3), "took {silent:?} to give up");
+    assert!(
+        silent <= per_wait * (limits.retries + 3),
+        "took {silent:?} to give up"
+    );
 }
 
 impl Harness {

@@ -97,7 +97,11 @@ fn resolve(host: &str) -> Result<SocketAddr, String> {
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, 69));
     }
-    let with_port = if host.contains(':') { host.to_string() } else { format!("{host}:69") };
+    let with_port = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:69")
+    };
     with_port
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
@@ -107,7 +111,10 @@ fn resolve(host: &str) -> Result<SocketAddr, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tftp: {e}");
@@ -162,10 +169,13 @@ fn error_stats(e: &Failure) -> Option<&Stats> {
 }
 
 fn client(args: &Args, server: SocketAddr) -> Client {
-    let mut c = Client::new(server).tsize(args.tsize).retries(args.retries).mode(match args.mode {
-        ModeArg::Octet => Mode::Octet,
-        ModeArg::Netascii => Mode::Netascii,
-    });
+    let mut c = Client::new(server)
+        .tsize(args.tsize)
+        .retries(args.retries)
+        .mode(match args.mode {
+            ModeArg::Octet => Mode::Octet,
+            ModeArg::Netascii => Mode::Netascii,
+        });
     if let Some(b) = args.blksize {
         c = c.blksize(b);
     }
@@ -188,30 +198,46 @@ fn progress(args: &Args, len: Option<u64>) -> Option<ProgressBar> {
                 .expect("template")
                 .progress_chars("=> "),
         ),
-        None => ProgressBar::new_spinner()
-            .with_style(ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}").expect("template")),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}").expect("template"),
+        ),
     };
     Some(bar)
 }
 
 fn base_name(path: &str) -> String {
-    Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "download".into())
+    Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into())
 }
 
 async fn run(args: &Args) -> Result<Stats, Failure> {
     match &args.command {
-        Command::Get { host, remote, local } => {
+        Command::Get {
+            host,
+            remote,
+            local,
+        } => {
             let server = resolve(host).map_err(Failure::Local)?;
-            let local = local.clone().unwrap_or_else(|| PathBuf::from(base_name(remote)));
+            let local = local
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(base_name(remote)));
             let bar = progress(args, None);
             let result = if local.as_os_str() == "-" {
-                let mut out = Counting { inner: tokio::io::stdout(), bar: bar.clone() };
+                let mut out = Counting {
+                    inner: tokio::io::stdout(),
+                    bar: bar.clone(),
+                };
                 client(args, server).get(remote, &mut out).await
             } else {
-                let file = tokio::fs::File::create(&local)
-                    .await
-                    .map_err(|e| Failure::Local(format!("cannot create {}: {e}", local.display())))?;
-                let mut out = Counting { inner: file, bar: bar.clone() };
+                let file = tokio::fs::File::create(&local).await.map_err(|e| {
+                    Failure::Local(format!("cannot create {}: {e}", local.display()))
+                })?;
+                let mut out = Counting {
+                    inner: file,
+                    bar: bar.clone(),
+                };
                 let r = client(args, server).get(remote, &mut out).await;
                 if r.is_err() {
                     let _ = tokio::fs::remove_file(&local).await;
@@ -223,15 +249,24 @@ async fn run(args: &Args) -> Result<Stats, Failure> {
             }
             result.map_err(Failure::Client)
         }
-        Command::Put { host, local, remote } => {
+        Command::Put {
+            host,
+            local,
+            remote,
+        } => {
             let server = resolve(host).map_err(Failure::Local)?;
-            let remote = remote.clone().unwrap_or_else(|| base_name(&local.to_string_lossy()));
+            let remote = remote
+                .clone()
+                .unwrap_or_else(|| base_name(&local.to_string_lossy()));
             let file = tokio::fs::File::open(local)
                 .await
                 .map_err(|e| Failure::Local(format!("cannot open {}: {e}", local.display())))?;
             let size = file.metadata().await.ok().map(|m| m.len());
             let bar = progress(args, size);
-            let mut input = Counting { inner: file, bar: bar.clone() };
+            let mut input = Counting {
+                inner: file,
+                bar: bar.clone(),
+            };
             let result = client(args, server).put(&remote, &mut input, size).await;
             if let Some(bar) = bar {
                 bar.finish_and_clear();
@@ -242,7 +277,11 @@ async fn run(args: &Args) -> Result<Stats, Failure> {
 }
 
 fn print_stats(s: &Stats, secs: f64) {
-    let negotiated: Vec<String> = s.options_negotiated.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let negotiated: Vec<String> = s
+        .options_negotiated
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
     let bytes = s.bytes_received.max(s.bytes_sent);
     eprintln!(
         "server {} options [{}] {} bytes in {:.3} s ({:.1} KB/s); blocks {} retransmits {} duplicates {} timeouts {} outcome {}",
@@ -266,7 +305,11 @@ struct Counting<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let (Poll::Ready(Ok(n)), Some(bar)) = (&r, &self.bar) {
             bar.inc(*n as u64);
@@ -282,7 +325,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Counting<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let (Poll::Ready(Ok(())), Some(bar)) = (&r, &self.bar) {
