@@ -24,7 +24,8 @@ fn client_transfer(
     limits: &Limits,
     now: Instant,
 ) -> Result<Transfer, EncodeError> {
-    let options = options.clamped_to_rfc();
+    // Never ask for more than this side's own limits allow.
+    let options = options.clamped_to(limits);
     let write = role == Role::ClientPut;
     let len = 4 + filename.len() + mode.as_str().len() + options.encoded_len();
     let mut tx = vec![0u8; len.max(512)];

@@ -155,6 +155,21 @@ impl TransferOptions {
         }
     }
 
+    /// The same options inside `limits` as well: `blksize` at most
+    /// [`Limits::max_blksize`], `windowsize` at most what
+    /// [`Limits::max_window_at`] allows, so a session's window memory stays
+    /// bounded whatever it is asked to run with.
+    pub fn clamped_to(self, limits: &Limits) -> Self {
+        let o = self.clamped_to_rfc();
+        let blksize = o.blksize.map(|b| b.min(limits.effective_max_blksize()));
+        let block = blksize.unwrap_or(DEFAULT_BLKSIZE);
+        TransferOptions {
+            blksize,
+            windowsize: o.windowsize.map(|w| w.min(limits.max_window_at(block))),
+            ..o
+        }
+    }
+
     /// Bytes of the `name NUL value NUL` pairs.
     pub fn encoded_len(&self) -> usize {
         use crate::codec::decimal_len;

@@ -144,7 +144,7 @@ fn server_transfer(
     limits: &Limits,
     now: Instant,
 ) -> Transfer {
-    let options = options.clamped_to_rfc();
+    let options = options.clamped_to(limits);
     let role = match request.direction {
         Direction::Read => Role::ServerRead,
         Direction::Write => Role::ServerWrite,

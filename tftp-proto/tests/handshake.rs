@@ -536,3 +536,36 @@ fn client_ignores_a_bogus_first_data_and_still_times_out() {
     }
     panic!("never timed out");
 }
+
+/// Fuzz finding (out of memory): a client asking for windowsize 65535 at
+/// blksize 65464 would have kept a 4 GiB window. What a session asks for and
+/// runs with is clamped to its own `Limits::max_window_bytes`.
+#[test]
+fn window_memory_is_bounded_by_the_local_limits() {
+    let ask = TransferOptions {
+        blksize: Some(65464),
+        windowsize: Some(65535),
+        ..Default::default()
+    };
+    let limits = Limits::default();
+    let c = ClientPut::new(addr(SERVER), b"f", Mode::Octet, ask, &limits, ms(0)).unwrap();
+    let asked = c.stats().requested_options();
+    let windowsize = asked
+        .iter()
+        .find(|o| o.name == b"windowsize")
+        .unwrap()
+        .value;
+    let w: usize = std::str::from_utf8(windowsize).unwrap().parse().unwrap();
+    assert!(
+        w * 65464 <= limits.max_window_bytes.max(65464),
+        "asked for {w} blocks"
+    );
+    // A server session given too much by an application is clamped too.
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let s = ServerRead::new(&req, ask, &limits, ms(0));
+    let o = s.stats().options_negotiated;
+    assert!(
+        usize::from(o.window_size()) * usize::from(o.block_size())
+            <= limits.max_window_bytes.max(65464)
+    );
+}
