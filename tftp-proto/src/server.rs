@@ -11,8 +11,9 @@
 //! 4. `ServerRead::new(&request, negotiation.oack, &limits, now)` and drive it
 //!    (see [`crate::session`]).
 
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use crate::options::{
     negotiate, Direction, Limits, Negotiation, RequestedOptions, TransferOptions,
@@ -34,10 +35,42 @@ pub struct Request {
     pub mode: Mode,
     /// The client's address and port (its transfer ID).
     pub peer: SocketAddr,
+    /// The local address the request arrived on, when the adapter knows it.
+    pub local: Option<SocketAddr>,
     options: Vec<u8>,
 }
 
 impl Request {
+    /// The file name as sent (bytes: not assumed to be UTF-8).
+    pub fn filename(&self) -> &[u8] {
+        &self.filename
+    }
+
+    /// The file name as text, with invalid UTF-8 replaced.
+    pub fn filename_lossy(&self) -> alloc::borrow::Cow<'_, str> {
+        alloc::string::String::from_utf8_lossy(&self.filename)
+    }
+
+    /// Transfer mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Read (RRQ) or write (WRQ).
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// The client's address and port.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The local address the request arrived on (set by the adapter).
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
     /// The options as sent, in order.
     pub fn options(&self) -> RawOptions<'_> {
         // Stored from a parsed request: always well formed.
@@ -62,6 +95,45 @@ impl Request {
         negotiate(&self.requested(), limits, self.direction, size)
     }
 }
+
+/// What an application answers a request with when it refuses it: sent to
+/// the client as an ERROR packet with this code and message. Shared by the
+/// adapters' handlers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TftpError {
+    /// The ERROR code.
+    pub code: ErrorCode,
+    /// The message (keep it short; never put local paths in it).
+    pub message: alloc::string::String,
+}
+
+impl TftpError {
+    /// An error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<alloc::string::String>) -> Self {
+        TftpError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// ERROR 1, "File not found".
+    pub fn not_found() -> Self {
+        Self::new(ErrorCode::FileNotFound, "File not found")
+    }
+
+    /// ERROR 2 with a message.
+    pub fn access_violation(message: impl Into<alloc::string::String>) -> Self {
+        Self::new(ErrorCode::AccessViolation, message)
+    }
+}
+
+impl core::fmt::Display for TftpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "TFTP error {}: {}", self.code.as_u16(), self.message)
+    }
+}
+
+impl core::error::Error for TftpError {}
 
 /// Why the first datagram does not start a session, and what to answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +188,7 @@ pub fn accept(datagram: &[u8], peer: SocketAddr, limits: &Limits) -> Result<Requ
             filename: req.filename.to_vec(),
             mode: req.mode,
             peer,
+            local: None,
             options: req.options.as_bytes().to_vec(),
         }),
         Ok(_) => Err(Reject::Ignore),
@@ -135,6 +208,104 @@ fn rejection(error: ParseError) -> Reject {
     Reject::Error {
         code: ErrorCode::IllegalOperation,
         message,
+    }
+}
+
+/// Default for [`Admission`]'s session limit.
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default for [`Admission`]'s per-address limit.
+pub const DEFAULT_MAX_SESSIONS_PER_PEER: usize = 256;
+
+/// Which requests get a session: at most `max_sessions` at once, at most
+/// `max_sessions_per_peer` from one IP address, and one per (peer address
+/// and port, direction, file name) while it runs: a retransmitted request
+/// does not start a second session. Adapters keep one behind a lock and call
+/// [`Admission::admit`] in the accept loop and [`Admission::release`] when the
+/// session ends.
+#[derive(Clone, Debug, Default)]
+pub struct Admission {
+    max_sessions: usize,
+    max_sessions_per_peer: usize,
+    per_ip: BTreeMap<IpAddr, usize>,
+    running: BTreeSet<SessionKey>,
+}
+
+/// Identifies a running session for duplicate detection.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionKey {
+    peer: SocketAddr,
+    write: bool,
+    filename: Vec<u8>,
+}
+
+/// Why [`Admission::admit`] refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The same request is being served: stay silent (the running session
+    /// answers it).
+    Duplicate,
+    /// A limit is reached: answer with [`Refusal::encode`] (ERROR 0).
+    Busy,
+}
+
+impl Refusal {
+    /// The answer to send from the listening socket, if any.
+    pub fn encode(&self, buf: &mut [u8]) -> Option<usize> {
+        match self {
+            Refusal::Duplicate => None,
+            Refusal::Busy => {
+                encode_error(buf, ErrorCode::NotDefined, b"Server busy, try again later").ok()
+            }
+        }
+    }
+}
+
+impl Admission {
+    /// A policy with these limits.
+    pub fn new(max_sessions: usize, max_sessions_per_peer: usize) -> Self {
+        Admission {
+            max_sessions,
+            max_sessions_per_peer,
+            ..Admission::default()
+        }
+    }
+
+    /// Admits `request` (and counts it) or says why not.
+    pub fn admit(&mut self, request: &Request) -> Result<SessionKey, Refusal> {
+        let key = SessionKey {
+            peer: request.peer,
+            write: request.direction == Direction::Write,
+            filename: request.filename.clone(),
+        };
+        if self.running.contains(&key) {
+            return Err(Refusal::Duplicate);
+        }
+        let ip = request.peer.ip();
+        let from_peer = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if self.running.len() >= self.max_sessions || from_peer >= self.max_sessions_per_peer {
+            return Err(Refusal::Busy);
+        }
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        self.running.insert(key.clone());
+        Ok(key)
+    }
+
+    /// The session admitted under `key` ended.
+    pub fn release(&mut self, key: &SessionKey) {
+        if self.running.remove(key) {
+            let ip = key.peer.ip();
+            if let Some(n) = self.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Sessions running.
+    pub fn running(&self) -> usize {
+        self.running.len()
     }
 }
 
@@ -299,6 +470,29 @@ mod tests {
             ),
             Err(Reject::Ignore)
         );
+    }
+
+    #[test]
+    fn admission_limits_and_duplicates() {
+        let mut a = Admission::new(2, 1);
+        let r1 = accept(b"\x00\x01f\x00octet\x00", peer(), &Limits::default()).unwrap();
+        let k1 = a.admit(&r1).unwrap();
+        assert_eq!(a.admit(&r1), Err(Refusal::Duplicate));
+        let mut r2 = r1.clone();
+        r2.peer = "192.0.2.1:40001".parse().unwrap();
+        assert_eq!(a.admit(&r2), Err(Refusal::Busy), "per-peer limit of 1");
+        let mut r3 = r1.clone();
+        r3.peer = "192.0.2.2:1".parse().unwrap();
+        let _k3 = a.admit(&r3).unwrap();
+        let mut r4 = r1.clone();
+        r4.peer = "192.0.2.3:1".parse().unwrap();
+        assert_eq!(a.admit(&r4), Err(Refusal::Busy), "total limit of 2");
+        a.release(&k1);
+        assert!(a.admit(&r2).is_ok());
+        assert_eq!(a.running(), 2);
+        let mut buf = [0u8; 64];
+        assert!(Refusal::Busy.encode(&mut buf).is_some());
+        assert_eq!(Refusal::Duplicate.encode(&mut buf), None);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
+#[cfg(target_has_atomic = "64")]
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
 use crate::options::{Direction, TransferOptions};
@@ -184,5 +186,148 @@ impl Stats {
             message: message.to_vec(),
             from_peer,
         });
+    }
+}
+
+/// Server-wide counters, updated lock-free by every session as it ends
+/// ([`ServerCounters::record`]) and by the accept loop. Shared by the adapters.
+#[cfg(target_has_atomic = "64")]
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    started: AtomicU64,
+    completed: AtomicU64,
+    probed: AtomicU64,
+    failed: AtomicU64,
+    active: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    packets_sent: AtomicU64,
+    packets_received: AtomicU64,
+    retransmits: AtomicU64,
+    timeouts: AtomicU64,
+    errors_by_code: [AtomicU64; 10],
+    rejected_by_limits: AtomicU64,
+    duplicate_requests: AtomicU64,
+    bad_requests: AtomicU64,
+}
+
+/// A snapshot of [`ServerCounters`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Sessions started (requests that got a transfer socket).
+    pub sessions_started: u64,
+    /// Sessions that completed.
+    pub sessions_completed: u64,
+    /// Sessions whose client refused our OACK with ERROR 8 (size probes).
+    pub sessions_probed: u64,
+    /// Sessions that failed (errors, timeouts, handler refusals).
+    pub sessions_failed: u64,
+    /// Sessions running now.
+    pub sessions_active: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Datagrams sent by sessions.
+    pub packets_sent: u64,
+    /// Datagrams received by sessions.
+    pub packets_received: u64,
+    /// DATA retransmissions.
+    pub retransmits: u64,
+    /// Retransmission timer expiries.
+    pub timeouts: u64,
+    /// Sessions that ended with an ERROR, by code 0..=8 (index 9: others).
+    pub errors_by_code: [u64; 10],
+    /// Requests refused by a limit (sessions, sessions per peer).
+    pub rejected_by_limits: u64,
+    /// Retransmitted requests for a session that already runs (ignored).
+    pub duplicate_requests: u64,
+    /// Malformed requests answered with ERROR, and datagrams ignored on the
+    /// listening socket.
+    pub bad_requests: u64,
+}
+
+#[cfg(target_has_atomic = "64")]
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(target_has_atomic = "64")]
+impl ServerCounters {
+    /// A session started.
+    pub fn session_started(&self) {
+        bump(&self.started, 1);
+        bump(&self.active, 1);
+    }
+
+    /// A session ended with these statistics.
+    pub fn record(&self, stats: &Stats) {
+        match stats.outcome {
+            Some(Outcome::Completed) => bump(&self.completed, 1),
+            Some(Outcome::OptionsRefused) => bump(&self.probed, 1),
+            _ => bump(&self.failed, 1),
+        }
+        bump(&self.bytes_sent, stats.bytes_sent);
+        bump(&self.bytes_received, stats.bytes_received);
+        bump(&self.packets_sent, stats.packets_sent);
+        bump(&self.packets_received, stats.packets_received);
+        bump(&self.retransmits, stats.retransmits);
+        bump(&self.timeouts, stats.timeouts);
+        if let (Some(error), Some(outcome)) = (&stats.error, stats.outcome) {
+            if !outcome.is_success() {
+                let i = usize::from(error.code.as_u16()).min(9);
+                bump(&self.errors_by_code[i], 1);
+            }
+        }
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A session ended without statistics (its task failed): counted as
+    /// failed.
+    pub fn session_lost(&self) {
+        bump(&self.failed, 1);
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A request refused by a limit.
+    pub fn rejected(&self) {
+        bump(&self.rejected_by_limits, 1);
+    }
+
+    /// A retransmitted request ignored.
+    pub fn duplicate(&self) {
+        bump(&self.duplicate_requests, 1);
+    }
+
+    /// A malformed request or ignored datagram on the listening socket.
+    pub fn bad_request(&self) {
+        bump(&self.bad_requests, 1);
+    }
+
+    /// Sessions running now.
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// A snapshot.
+    pub fn snapshot(&self) -> ServerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ServerStats {
+            sessions_started: get(&self.started),
+            sessions_completed: get(&self.completed),
+            sessions_probed: get(&self.probed),
+            sessions_failed: get(&self.failed),
+            sessions_active: get(&self.active),
+            bytes_sent: get(&self.bytes_sent),
+            bytes_received: get(&self.bytes_received),
+            packets_sent: get(&self.packets_sent),
+            packets_received: get(&self.packets_received),
+            retransmits: get(&self.retransmits),
+            timeouts: get(&self.timeouts),
+            errors_by_code: core::array::from_fn(|i| get(&self.errors_by_code[i])),
+            rejected_by_limits: get(&self.rejected_by_limits),
+            duplicate_requests: get(&self.duplicate_requests),
+            bad_requests: get(&self.bad_requests),
+        }
     }
 }

@@ -1,14 +1,13 @@
 //! The [`Client`]: `get` into any [`AsyncWrite`], `put` from any
 //! [`AsyncRead`], on the core's client sessions.
 
-use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tftp_proto::client::{ClientGet, ClientPut};
 use tftp_proto::options::{Limits, TransferOptions};
-use tftp_proto::packet::{ErrorCode, Mode};
+use tftp_proto::packet::Mode;
 use tftp_proto::session::Session;
 use tftp_proto::stats::{Outcome, Stats};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -16,62 +15,7 @@ use tokio::net::UdpSocket;
 
 use crate::driver::{drive, Clock, Io, Until};
 
-/// Why a transfer failed.
-#[derive(Debug)]
-pub enum ClientError {
-    /// A local I/O error (socket, source, sink).
-    Io(io::Error),
-    /// The server sent an ERROR.
-    Server {
-        /// Its code.
-        code: ErrorCode,
-        /// Its message.
-        message: String,
-        /// The statistics of the attempt.
-        stats: Box<Stats>,
-    },
-    /// The server stopped answering (after the configured retries).
-    Timeout {
-        /// The statistics of the attempt.
-        stats: Box<Stats>,
-    },
-    /// This side ended the transfer with an ERROR (bad OACK, local failure).
-    Aborted {
-        /// The code sent.
-        code: ErrorCode,
-        /// The message sent.
-        message: String,
-        /// The statistics of the attempt.
-        stats: Box<Stats>,
-    },
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Io(e) => write!(f, "I/O error: {e}"),
-            ClientError::Server { code, message, .. } => {
-                write!(f, "server error {}: {message}", code.as_u16())
-            }
-            ClientError::Timeout { stats } => write!(
-                f,
-                "timed out: no answer from {} after {} retransmission timeouts",
-                stats.peer, stats.timeouts
-            ),
-            ClientError::Aborted { code, message, .. } => {
-                write!(f, "aborted with error {}: {message}", code.as_u16())
-            }
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
-
-impl From<io::Error> for ClientError {
-    fn from(e: io::Error) -> Self {
-        ClientError::Io(e)
-    }
-}
+pub use tftp_blocking::ClientError;
 
 /// A TFTP client for one server.
 #[derive(Clone, Debug)]
@@ -199,7 +143,7 @@ impl Client {
                 });
                 Ok(stats)
             }
-            Some(outcome) => result(outcome, stats),
+            Some(outcome) => ClientError::check(outcome, stats),
         }
     }
 
@@ -240,31 +184,6 @@ impl Client {
         )
         .await;
         let stats = session.stats().clone();
-        result(outcome.unwrap_or(Outcome::Completed), stats)
-    }
-}
-
-fn result(outcome: Outcome, stats: Stats) -> Result<Stats, ClientError> {
-    let error = stats.error.clone();
-    let text = |e: &Option<tftp_proto::stats::ErrorInfo>| {
-        e.as_ref()
-            .map(|e| String::from_utf8_lossy(&e.message).into_owned())
-            .unwrap_or_default()
-    };
-    match outcome {
-        Outcome::Completed | Outcome::OptionsRefused => Ok(stats),
-        Outcome::PeerError(code) => Err(ClientError::Server {
-            code,
-            message: text(&error),
-            stats: Box::new(stats),
-        }),
-        Outcome::LocalError(code) => Err(ClientError::Aborted {
-            code,
-            message: text(&error),
-            stats: Box::new(stats),
-        }),
-        Outcome::TimedOut => Err(ClientError::Timeout {
-            stats: Box::new(stats),
-        }),
+        ClientError::check(outcome.unwrap_or(Outcome::Completed), stats)
     }
 }

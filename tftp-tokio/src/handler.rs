@@ -1,108 +1,17 @@
 //! The framework API: a [`Handler`] decides what each request gets.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 
-use tftp_proto::options::{Direction, Limits, RequestedOptions};
-use tftp_proto::packet::{ErrorCode, Mode, RawOptions};
-use tftp_proto::server::Request;
+use tftp_proto::options::Limits;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// A request as the handler sees it.
-#[derive(Clone, Debug)]
-pub struct RequestInfo {
-    request: Request,
-    /// The local address the request arrived on.
-    pub local: SocketAddr,
-}
+/// A request as the handler sees it: file name, mode, options, peer and
+/// local address (the core's [`Request`](tftp_proto::server::Request)).
+pub type RequestInfo = tftp_proto::server::Request;
 
-impl RequestInfo {
-    pub(crate) fn new(request: Request, local: SocketAddr) -> Self {
-        RequestInfo { request, local }
-    }
-
-    /// The file name as sent (bytes: not assumed to be UTF-8).
-    pub fn filename(&self) -> &[u8] {
-        &self.request.filename
-    }
-
-    /// The file name as text, with invalid UTF-8 replaced.
-    pub fn filename_lossy(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(&self.request.filename)
-    }
-
-    /// Transfer mode.
-    pub fn mode(&self) -> Mode {
-        self.request.mode
-    }
-
-    /// Read (RRQ) or write (WRQ).
-    pub fn direction(&self) -> Direction {
-        self.request.direction
-    }
-
-    /// The client's address and port.
-    pub fn peer(&self) -> SocketAddr {
-        self.request.peer
-    }
-
-    /// The options as sent, in order.
-    pub fn options(&self) -> RawOptions<'_> {
-        self.request.options()
-    }
-
-    /// The options sorted into the four TFTP options, unknown ones and
-    /// duplicates.
-    pub fn requested(&self) -> RequestedOptions<'_> {
-        self.request.requested()
-    }
-
-    /// The underlying core request.
-    pub fn request(&self) -> &Request {
-        &self.request
-    }
-}
-
-/// An error the handler answers a request with: sent to the client as a TFTP
-/// ERROR packet with this code and message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TftpError {
-    /// The ERROR code.
-    pub code: ErrorCode,
-    /// The message (keep it short; never put local paths in it).
-    pub message: String,
-}
-
-impl TftpError {
-    /// An error with a code and message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        TftpError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// ERROR 1, "File not found".
-    pub fn not_found() -> Self {
-        Self::new(ErrorCode::FileNotFound, "File not found")
-    }
-
-    /// ERROR 2 with a message.
-    pub fn access_violation(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::AccessViolation, message)
-    }
-}
-
-impl fmt::Display for TftpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TFTP error {}: {}", self.code.as_u16(), self.message)
-    }
-}
-
-impl std::error::Error for TftpError {}
+pub use tftp_proto::server::TftpError;
 
 /// What a read request gets: any [`AsyncRead`] plus its size if known
 /// (answered to `tsize`), and optionally a narrower policy for this request.

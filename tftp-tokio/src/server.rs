@@ -1,20 +1,20 @@
 //! The [`Server`]: listening sockets, one task and one fresh UDP socket per
 //! transfer, limits, statistics and graceful shutdown.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tftp_proto::options::{Direction, Limits, TransferOptions};
-use tftp_proto::packet::{encode_error, ErrorCode};
-use tftp_proto::server::{accept, Request, ServerRead, ServerWrite};
+use tftp_proto::packet::ErrorCode;
+use tftp_proto::server::{
+    accept, Admission, Refusal, Request, ServerRead, ServerWrite, SessionKey,
+};
 use tftp_proto::session::Session;
-use tftp_proto::stats::{Outcome, Stats};
+use tftp_proto::stats::{Outcome, ServerCounters, Stats};
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Notify};
 
@@ -22,9 +22,9 @@ use crate::driver::{drive, Clock, Io, Until};
 use crate::handler::{Handler, RequestInfo};
 
 /// Default for [`ServerBuilder::max_sessions`].
-pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+pub const DEFAULT_MAX_SESSIONS: usize = tftp_proto::server::DEFAULT_MAX_SESSIONS;
 /// Default for [`ServerBuilder::max_sessions_per_peer`].
-pub const DEFAULT_MAX_SESSIONS_PER_PEER: usize = 64;
+pub const DEFAULT_MAX_SESSIONS_PER_PEER: usize = tftp_proto::server::DEFAULT_MAX_SESSIONS_PER_PEER;
 /// Default for [`ServerBuilder::drain_timeout`].
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default interval of [`ServerBuilder::on_server_stats`] (as fbtftp).
@@ -35,130 +35,14 @@ pub type SessionCallback = Arc<dyn Fn(&Stats) + Send + Sync>;
 /// Called periodically with the server's counters.
 pub type ServerStatsCallback = Arc<dyn Fn(&ServerStats) + Send + Sync>;
 
-/// Server-wide counters (a snapshot).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ServerStats {
-    /// Sessions started (requests that got a transfer socket).
-    pub sessions_started: u64,
-    /// Sessions that completed.
-    pub sessions_completed: u64,
-    /// Sessions whose client refused our OACK with ERROR 8 (UEFI size probes).
-    pub sessions_probed: u64,
-    /// Sessions that failed (errors, timeouts, handler refusals).
-    pub sessions_failed: u64,
-    /// Sessions running now.
-    pub sessions_active: u64,
-    /// Payload bytes sent.
-    pub bytes_sent: u64,
-    /// Payload bytes received.
-    pub bytes_received: u64,
-    /// Datagrams sent by sessions.
-    pub packets_sent: u64,
-    /// Datagrams received by sessions.
-    pub packets_received: u64,
-    /// DATA retransmissions.
-    pub retransmits: u64,
-    /// Retransmission timer expiries.
-    pub timeouts: u64,
-    /// Sessions that ended with an ERROR, by code 0..=8 (index 9: others).
-    pub errors_by_code: [u64; 10],
-    /// Requests refused by a limit (sessions, sessions per peer).
-    pub rejected_by_limits: u64,
-    /// Retransmitted requests for a session that already runs (ignored).
-    pub duplicate_requests: u64,
-    /// Malformed requests answered with ERROR, and datagrams ignored on the
-    /// listening socket.
-    pub bad_requests: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    started: AtomicU64,
-    completed: AtomicU64,
-    probed: AtomicU64,
-    failed: AtomicU64,
-    active: AtomicU64,
-    bytes_sent: AtomicU64,
-    bytes_received: AtomicU64,
-    packets_sent: AtomicU64,
-    packets_received: AtomicU64,
-    retransmits: AtomicU64,
-    timeouts: AtomicU64,
-    errors_by_code: [AtomicU64; 10],
-    rejected_by_limits: AtomicU64,
-    duplicate_requests: AtomicU64,
-    bad_requests: AtomicU64,
-}
-
-fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
-
-impl Counters {
-    fn record(&self, stats: &Stats) {
-        match stats.outcome {
-            Some(Outcome::Completed) => add(&self.completed, 1),
-            Some(Outcome::OptionsRefused) => add(&self.probed, 1),
-            _ => add(&self.failed, 1),
-        }
-        add(&self.bytes_sent, stats.bytes_sent);
-        add(&self.bytes_received, stats.bytes_received);
-        add(&self.packets_sent, stats.packets_sent);
-        add(&self.packets_received, stats.packets_received);
-        add(&self.retransmits, stats.retransmits);
-        add(&self.timeouts, stats.timeouts);
-        if let (Some(error), Some(outcome)) = (&stats.error, stats.outcome) {
-            if !outcome.is_success() {
-                let i = usize::from(error.code.as_u16()).min(9);
-                add(&self.errors_by_code[i], 1);
-            }
-        }
-    }
-
-    fn snapshot(&self) -> ServerStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        ServerStats {
-            sessions_started: get(&self.started),
-            sessions_completed: get(&self.completed),
-            sessions_probed: get(&self.probed),
-            sessions_failed: get(&self.failed),
-            sessions_active: get(&self.active),
-            bytes_sent: get(&self.bytes_sent),
-            bytes_received: get(&self.bytes_received),
-            packets_sent: get(&self.packets_sent),
-            packets_received: get(&self.packets_received),
-            retransmits: get(&self.retransmits),
-            timeouts: get(&self.timeouts),
-            errors_by_code: std::array::from_fn(|i| get(&self.errors_by_code[i])),
-            rejected_by_limits: get(&self.rejected_by_limits),
-            duplicate_requests: get(&self.duplicate_requests),
-            bad_requests: get(&self.bad_requests),
-        }
-    }
-}
-
-/// Who is being served: for the per-peer limit and duplicate requests.
-#[derive(Default)]
-struct Table {
-    per_ip: HashMap<IpAddr, usize>,
-    running: HashSet<(SocketAddr, Direction, Vec<u8>)>,
-    total: usize,
-}
-
-/// Why the table refused a request.
-enum Refusal {
-    Duplicate,
-    Limit,
-}
+pub use tftp_proto::stats::ServerStats;
 
 struct Shared<H> {
     handler: H,
     limits: Limits,
-    max_sessions: usize,
-    max_sessions_per_peer: usize,
     port_range: Option<(u16, u16)>,
-    counters: Counters,
-    table: Mutex<Table>,
+    counters: ServerCounters,
+    admission: Mutex<Admission>,
     idle: Notify,
     on_session_end: Option<SessionCallback>,
     cancel: watch::Sender<bool>,
@@ -274,11 +158,12 @@ impl<H: Handler> ServerBuilder<H> {
             shared: Arc::new(Shared {
                 handler: self.handler,
                 limits: self.limits,
-                max_sessions: self.max_sessions,
-                max_sessions_per_peer: self.max_sessions_per_peer,
                 port_range: self.port_range,
-                counters: Counters::default(),
-                table: Mutex::new(Table::default()),
+                counters: ServerCounters::default(),
+                admission: Mutex::new(Admission::new(
+                    self.max_sessions,
+                    self.max_sessions_per_peer,
+                )),
                 idle: Notify::new(),
                 on_session_end: self.on_session_end,
                 cancel,
@@ -291,35 +176,8 @@ impl<H: Handler> ServerBuilder<H> {
     }
 }
 
-/// Binds `count` UDP sockets on `addr` (all on the same port, with
-/// `SO_REUSEPORT` when `count > 1`, so the kernel spreads requests across
-/// them). For binding before dropping privileges; pass the sockets to
-/// [`ServerBuilder::listen_socket`].
-pub fn bind_listen_sockets(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
-    let mut sockets = Vec::with_capacity(count.max(1));
-    let mut port = addr.port();
-    for _ in 0..count.max(1) {
-        let socket = bind_udp(SocketAddr::new(addr.ip(), port), count > 1)?;
-        port = socket.local_addr()?.port();
-        sockets.push(socket);
-    }
-    Ok(sockets)
-}
-
-/// Binds a UDP socket, optionally with `SO_REUSEPORT`.
-fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
+pub use tftp_blocking::net::bind_listen_sockets;
+use tftp_blocking::net::bind_transfer;
 
 /// A TFTP server: see [`Server::builder`].
 pub struct Server<H> {
@@ -470,13 +328,13 @@ impl<H: Handler> Server<H> {
 async fn wait_idle<H>(shared: &Shared<H>, deadline: tokio::time::Instant) -> bool {
     loop {
         let notified = shared.idle.notified();
-        if shared.counters.active.load(Ordering::Acquire) == 0 {
+        if shared.counters.active() == 0 {
             return true;
         }
         tokio::select! {
             () = notified => {}
             () = tokio::time::sleep_until(deadline) => {
-                return shared.counters.active.load(Ordering::Acquire) == 0;
+                return shared.counters.active() == 0;
             }
         }
     }
@@ -496,44 +354,41 @@ async fn accept_loop<H: Handler>(shared: Arc<Shared<H>>, socket: Arc<UdpSocket>)
         let request = match accept(&buf[..n], peer, &shared.limits) {
             Ok(request) => request,
             Err(reject) => {
-                add(&shared.counters.bad_requests, 1);
+                shared.counters.bad_request();
                 if let Some(len) = reject.encode(&mut reply) {
                     let _ = socket.send_to(&reply[..len], peer).await;
                 }
                 continue;
             }
         };
-        match admit(&shared, &request) {
-            Ok(()) => {}
-            Err(Refusal::Duplicate) => {
-                add(&shared.counters.duplicate_requests, 1);
-                continue;
-            }
-            Err(Refusal::Limit) => {
-                add(&shared.counters.rejected_by_limits, 1);
-                if let Ok(len) = encode_error(
-                    &mut reply,
-                    ErrorCode::NotDefined,
-                    b"Server busy, try again later",
-                ) {
+        // NOTE(unwrap): the lock is never held across an await; a poisoned
+        // lock still holds a consistent table (every update is one call).
+        let admitted = shared
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(&request);
+        let key = match admitted {
+            Ok(key) => key,
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Duplicate => shared.counters.duplicate(),
+                    Refusal::Busy => shared.counters.rejected(),
+                }
+                if let Some(len) = refusal.encode(&mut reply) {
                     let _ = socket.send_to(&reply[..len], peer).await;
                 }
                 continue;
             }
-        }
-        add(&shared.counters.started, 1);
-        add(&shared.counters.active, 1);
+        };
+        shared.counters.session_started();
         let guard = SessionGuard {
             shared: Arc::clone(&shared),
-            key: key(&request),
+            key: Some(key),
         };
         tokio::spawn(async move {
             let stats = run_session(&guard.shared, request, local).await;
-            guard.shared.counters.record(&stats);
-            if let Some(f) = &guard.shared.on_session_end {
-                f(&stats);
-            }
-            drop(guard);
+            guard.finish(&stats);
         });
     }
 }
@@ -548,73 +403,43 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
-fn key(request: &Request) -> (SocketAddr, Direction, Vec<u8>) {
-    (request.peer, request.direction, request.filename.clone())
-}
-
-fn admit<H>(shared: &Shared<H>, request: &Request) -> Result<(), Refusal> {
-    // NOTE(unwrap): the lock is never held across an await or a panic point.
-    let mut table = shared.table.lock().unwrap_or_else(|p| p.into_inner());
-    let k = key(request);
-    if table.running.contains(&k) {
-        return Err(Refusal::Duplicate);
-    }
-    let ip = request.peer.ip();
-    let per_peer = table.per_ip.get(&ip).copied().unwrap_or(0);
-    if table.total >= shared.max_sessions || per_peer >= shared.max_sessions_per_peer {
-        return Err(Refusal::Limit);
-    }
-    table.running.insert(k);
-    *table.per_ip.entry(ip).or_insert(0) += 1;
-    table.total += 1;
-    Ok(())
-}
-
-/// Releases a session's place in the table and counters, even on panic.
+/// Releases a session's admission and records its statistics, even if the
+/// session's task panics.
 struct SessionGuard<H> {
     shared: Arc<Shared<H>>,
-    key: (SocketAddr, Direction, Vec<u8>),
+    key: Option<SessionKey>,
+}
+
+impl<H> SessionGuard<H> {
+    fn finish(mut self, stats: &Stats) {
+        self.release();
+        self.shared.counters.record(stats);
+        if let Some(f) = &self.shared.on_session_end {
+            f(stats);
+        }
+        self.shared.idle.notify_waiters();
+    }
+
+    fn release(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.shared
+                .admission
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .release(&key);
+        }
+    }
 }
 
 impl<H> Drop for SessionGuard<H> {
     fn drop(&mut self) {
-        {
-            let mut table = self.shared.table.lock().unwrap_or_else(|p| p.into_inner());
-            table.running.remove(&self.key);
-            let ip = self.key.0.ip();
-            if let Some(n) = table.per_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    table.per_ip.remove(&ip);
-                }
-            }
-            table.total -= 1;
-        }
-        self.shared.counters.active.fetch_sub(1, Ordering::AcqRel);
-        self.shared.idle.notify_waiters();
-    }
-}
-
-/// Binds the transfer socket (the server's TID) on the local IP the request
-/// arrived on.
-fn bind_transfer(
-    local_ip: IpAddr,
-    port_range: Option<(u16, u16)>,
-    seed: u64,
-) -> io::Result<std::net::UdpSocket> {
-    let Some((low, high)) = port_range else {
-        return bind_udp(SocketAddr::new(local_ip, 0), false);
-    };
-    let span = u64::from(high - low) + 1;
-    let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free port in range");
-    for i in 0..span.min(256) {
-        let port = low + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
-        match bind_udp(SocketAddr::new(local_ip, port), false) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
+        if self.key.is_some() {
+            // Unwinding: the session never recorded its end.
+            self.release();
+            self.shared.counters.session_lost();
+            self.shared.idle.notify_waiters();
         }
     }
-    Err(last)
 }
 
 /// Runs one transfer to its end and returns its statistics.
@@ -642,11 +467,13 @@ async fn run_session<H: Handler>(
             }
         };
     let local = socket.local_addr().ok();
-    let info = RequestInfo::new(request.clone(), listen);
+    let mut request = request;
+    request.local = Some(listen);
+    let info: &RequestInfo = &request;
     let cancel = Some(shared.cancel.subscribe());
     match request.direction {
         Direction::Read => {
-            let response = shared.handler.read(&info).await;
+            let response = shared.handler.read(info).await;
             let (mut session, mut source) = match response {
                 Ok(resp) => {
                     let limits = narrowed(&shared.limits, resp.limits.as_ref());
@@ -686,7 +513,7 @@ async fn run_session<H: Handler>(
             session.stats().clone()
         }
         Direction::Write => {
-            let response = shared.handler.write(&info).await;
+            let response = shared.handler.write(info).await;
             let (mut session, mut sink) = match response {
                 Ok(resp) => {
                     let limits = narrowed(&shared.limits, resp.limits.as_ref());

@@ -94,7 +94,7 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
-    /// After binding, switch to this user (name or uid[:gid]); needs root.
+    /// After binding, switch to this user (a name, or UID:GID); needs root.
     #[arg(long, value_name = "USER")]
     user: Option<String>,
 

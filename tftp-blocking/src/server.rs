@@ -1,0 +1,501 @@
+//! The [`Server`] on std sockets: one accept thread per listening socket, one
+//! thread per transfer (bounded by the session limit; a thread costs far less
+//! than the socket and window it drives), and graceful shutdown through a
+//! [`ShutdownHandle`].
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tftp_proto::options::{Direction, Limits, TransferOptions};
+use tftp_proto::server::{
+    accept, Admission, Refusal, Request, ServerRead, ServerWrite, SessionKey,
+};
+use tftp_proto::session::Session;
+use tftp_proto::stats::{ServerCounters, ServerStats, Stats};
+
+use crate::driver::{drive, Clock, Io};
+use crate::handler::Handler;
+use crate::net::{bind_listen_sockets, bind_transfer};
+
+/// Default for [`ServerBuilder::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an accept thread looks at the stop flag.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
+
+type SessionCallback = Arc<dyn Fn(&Stats) + Send + Sync>;
+type StatsCallback = Arc<dyn Fn(&ServerStats) + Send + Sync>;
+
+struct Shared<H> {
+    handler: H,
+    limits: Limits,
+    port_range: Option<(u16, u16)>,
+    counters: ServerCounters,
+    admission: Mutex<Admission>,
+    on_session_end: Option<SessionCallback>,
+    /// Set on shutdown: stop accepting.
+    stopping: AtomicBool,
+    /// Set after the drain deadline: abort running sessions.
+    aborting: AtomicBool,
+    /// Signalled on shutdown and whenever a session ends.
+    changed: (Mutex<()>, Condvar),
+    clock: Clock,
+}
+
+impl<H> Shared<H> {
+    fn notify(&self) {
+        let _guard = self.changed.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.changed.1.notify_all();
+    }
+
+    /// Waits until `done()` or `timeout`; true if done.
+    fn wait_until(&self, timeout: Duration, done: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut guard = self.changed.0.lock().unwrap_or_else(|p| p.into_inner());
+        while !done() {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            guard = self
+                .changed
+                .1
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// Configures and binds a [`Server`].
+pub struct ServerBuilder<H> {
+    handler: H,
+    listen: Vec<SocketAddr>,
+    sockets: Vec<UdpSocket>,
+    limits: Limits,
+    max_sessions: usize,
+    max_sessions_per_peer: usize,
+    drain_timeout: Duration,
+    port_range: Option<(u16, u16)>,
+    on_session_end: Option<SessionCallback>,
+    on_server_stats: Option<(Duration, StatsCallback)>,
+}
+
+impl<H: Handler> ServerBuilder<H> {
+    /// Adds a listening address (IPv4 or IPv6; repeatable).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// Adds an already bound socket (systemd, inetd).
+    pub fn listen_socket(mut self, socket: UdpSocket) -> Self {
+        self.sockets.push(socket);
+        self
+    }
+
+    /// The protocol policy.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Most sessions at once.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n;
+        self
+    }
+
+    /// Most sessions at once from one IP address.
+    pub fn max_sessions_per_peer(mut self, n: usize) -> Self {
+        self.max_sessions_per_peer = n;
+        self
+    }
+
+    /// How long shutdown waits for running transfers before aborting them.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+
+    /// Binds transfer sockets to ports in `low..=high`.
+    pub fn port_range(mut self, low: u16, high: u16) -> Self {
+        self.port_range = Some((low.min(high), low.max(high)));
+        self
+    }
+
+    /// Calls `f` with each session's statistics when it ends (on its thread).
+    pub fn on_session_end(mut self, f: impl Fn(&Stats) + Send + Sync + 'static) -> Self {
+        self.on_session_end = Some(Arc::new(f));
+        self
+    }
+
+    /// Calls `f` every `interval` with the counters (on a thread of its own).
+    pub fn on_server_stats(
+        mut self,
+        interval: Duration,
+        f: impl Fn(&ServerStats) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_server_stats = Some((interval, Arc::new(f)));
+        self
+    }
+
+    /// Binds the listening sockets.
+    pub fn bind(self) -> io::Result<Server<H>> {
+        let mut sockets = self.sockets;
+        for addr in &self.listen {
+            sockets.extend(bind_listen_sockets(*addr, 1)?);
+        }
+        if sockets.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no listening address",
+            ));
+        }
+        for s in &sockets {
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(Some(ACCEPT_POLL))?;
+        }
+        Ok(Server {
+            shared: Arc::new(Shared {
+                handler: self.handler,
+                limits: self.limits,
+                port_range: self.port_range,
+                counters: ServerCounters::default(),
+                admission: Mutex::new(Admission::new(
+                    self.max_sessions,
+                    self.max_sessions_per_peer,
+                )),
+                on_session_end: self.on_session_end,
+                stopping: AtomicBool::new(false),
+                aborting: AtomicBool::new(false),
+                changed: (Mutex::new(()), Condvar::new()),
+                clock: Clock::new(),
+            }),
+            sockets,
+            drain_timeout: self.drain_timeout,
+            on_server_stats: self.on_server_stats,
+        })
+    }
+}
+
+/// A TFTP server on std sockets and threads.
+pub struct Server<H> {
+    shared: Arc<Shared<H>>,
+    sockets: Vec<UdpSocket>,
+    drain_timeout: Duration,
+    on_server_stats: Option<(Duration, StatsCallback)>,
+}
+
+impl<H> fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addrs", &self.local_addrs())
+            .finish()
+    }
+}
+
+/// Stops a [`Server::serve`] from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<dyn Stop>);
+
+trait Stop: Send + Sync {
+    fn stop(&self);
+    fn snapshot(&self) -> ServerStats;
+}
+
+impl<H: Send + Sync> Stop for Shared<H> {
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.notify();
+    }
+    fn snapshot(&self) -> ServerStats {
+        self.counters.snapshot()
+    }
+}
+
+impl ShutdownHandle {
+    /// Stops accepting; running transfers drain (see [`Server::serve`]).
+    pub fn shutdown(&self) {
+        self.0.stop();
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> ServerStats {
+        self.0.snapshot()
+    }
+}
+
+impl fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShutdownHandle")
+    }
+}
+
+impl Server<()> {
+    /// Starts configuring a server with `handler`.
+    pub fn builder<H: Handler>(handler: H) -> ServerBuilder<H> {
+        ServerBuilder {
+            handler,
+            listen: Vec::new(),
+            sockets: Vec::new(),
+            limits: Limits::default(),
+            max_sessions: tftp_proto::server::DEFAULT_MAX_SESSIONS,
+            max_sessions_per_peer: tftp_proto::server::DEFAULT_MAX_SESSIONS_PER_PEER,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            port_range: None,
+            on_session_end: None,
+            on_server_stats: None,
+        }
+    }
+}
+
+impl<H> Server<H> {
+    /// The bound listening addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// A handle that stops [`Server::serve`] and reads the counters.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shared.clone())
+    }
+
+    /// Serves until [`ShutdownHandle::shutdown`]; then stops accepting, lets
+    /// transfers finish for up to the drain timeout, aborts the rest (they get
+    /// ERROR 0 "Server shutting down") and returns.
+    pub fn serve(self) -> io::Result<()> {
+        let mut accept_threads = Vec::new();
+        for socket in self.sockets {
+            let shared = Arc::clone(&self.shared);
+            accept_threads.push(std::thread::spawn(move || accept_loop(&shared, &socket)));
+        }
+        let stats_thread = self.on_server_stats.map(|(interval, f)| {
+            let shared = Arc::clone(&self.shared);
+            std::thread::spawn(move || loop {
+                if shared.wait_until(interval, || shared.stopping.load(Ordering::Acquire)) {
+                    return;
+                }
+                f(&shared.counters.snapshot());
+            })
+        });
+        let shared = &self.shared;
+        shared.wait_until(Duration::MAX, || shared.stopping.load(Ordering::Acquire));
+        let mut result = Ok(());
+        for t in accept_threads {
+            if let Ok(Err(e)) = t.join() {
+                result = Err(e);
+            }
+        }
+        if !shared.wait_until(self.drain_timeout, || shared.counters.active() == 0) {
+            shared.aborting.store(true, Ordering::Release);
+            shared.wait_until(Duration::from_secs(2), || shared.counters.active() == 0);
+        }
+        if let Some(t) = stats_thread {
+            let _ = t.join();
+        }
+        result
+    }
+}
+
+fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, socket: &UdpSocket) -> io::Result<()> {
+    let local = socket.local_addr()?;
+    let mut buf = vec![0u8; shared.limits.max_request_size + 1];
+    let mut reply = [0u8; 128];
+    while !shared.stopping.load(Ordering::Acquire) {
+        let (n, peer) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        let mut request = match accept(&buf[..n], peer, &shared.limits) {
+            Ok(r) => r,
+            Err(reject) => {
+                shared.counters.bad_request();
+                if let Some(len) = reject.encode(&mut reply) {
+                    let _ = socket.send_to(&reply[..len], peer);
+                }
+                continue;
+            }
+        };
+        let admitted = shared
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(&request);
+        let key = match admitted {
+            Ok(key) => key,
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Duplicate => shared.counters.duplicate(),
+                    Refusal::Busy => shared.counters.rejected(),
+                }
+                if let Some(len) = refusal.encode(&mut reply) {
+                    let _ = socket.send_to(&reply[..len], peer);
+                }
+                continue;
+            }
+        };
+        request.local = Some(local);
+        shared.counters.session_started();
+        let guard = SessionGuard {
+            shared: Arc::clone(shared),
+            key: Some(key),
+        };
+        std::thread::spawn(move || {
+            let stats = run_session(&guard.shared, &request);
+            guard.finish(&stats);
+        });
+    }
+    Ok(())
+}
+
+/// Releases a session's admission and records its end, even on panic.
+struct SessionGuard<H> {
+    shared: Arc<Shared<H>>,
+    key: Option<SessionKey>,
+}
+
+impl<H> SessionGuard<H> {
+    fn finish(mut self, stats: &Stats) {
+        self.release();
+        self.shared.counters.record(stats);
+        if let Some(f) = &self.shared.on_session_end {
+            f(stats);
+        }
+        self.shared.notify();
+    }
+
+    fn release(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.shared
+                .admission
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .release(&key);
+        }
+    }
+}
+
+impl<H> Drop for SessionGuard<H> {
+    fn drop(&mut self) {
+        if self.key.is_some() {
+            self.release();
+            self.shared.counters.session_lost();
+            self.shared.notify();
+        }
+    }
+}
+
+fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
+    let clock = shared.clock;
+    let listen = request.local.unwrap_or(request.peer);
+    let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
+    let socket = match bind_transfer(listen.ip(), shared.port_range, seed) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot bind a transfer socket");
+            let mut s = ServerRead::new(
+                request,
+                TransferOptions::default(),
+                &shared.limits,
+                clock.now(),
+            );
+            s.abort(tftp_proto::packet::ErrorCode::NotDefined, "Server error");
+            let _ = s.poll(clock.now());
+            return s.stats().clone();
+        }
+    };
+    let local = socket.local_addr().ok();
+    let stop = Some(&shared.aborting);
+    let narrowed = |l: Option<&Limits>| {
+        l.map_or_else(|| shared.limits.clone(), |h| shared.limits.narrowed_by(h))
+    };
+    match request.direction {
+        Direction::Read => {
+            let (mut session, mut source) = match shared.handler.read(request) {
+                Ok(resp) => {
+                    let limits = narrowed(resp.limits.as_ref());
+                    let oack = request.negotiate(&limits, resp.size).oack;
+                    (
+                        ServerRead::new(request, oack, &limits, clock.now()),
+                        Some(resp.source),
+                    )
+                }
+                Err(e) => {
+                    let mut s = ServerRead::new(
+                        request,
+                        TransferOptions::default(),
+                        &shared.limits,
+                        clock.now(),
+                    );
+                    s.abort(e.code, &e.message);
+                    (s, None)
+                }
+            };
+            session.stats_mut().local = local;
+            let mut io = source.as_mut().map_or(Io::None, |s| Io::Source(&mut **s));
+            let mut buf = vec![0u8; 1024];
+            if let Err(e) = drive(&mut session, &socket, &mut io, clock, &mut buf, stop, false) {
+                tracing::warn!(error = %e, "transfer socket failed");
+            }
+            session.stats().clone()
+        }
+        Direction::Write => {
+            let (mut session, mut sink) = match shared.handler.write(request) {
+                Ok(resp) => {
+                    let limits = narrowed(resp.limits.as_ref());
+                    let oack = request.negotiate(&limits, None).oack;
+                    (
+                        ServerWrite::new(request, oack, &limits, clock.now()),
+                        Some(resp.sink),
+                    )
+                }
+                Err(e) => {
+                    let mut s = ServerWrite::new(
+                        request,
+                        TransferOptions::default(),
+                        &shared.limits,
+                        clock.now(),
+                    );
+                    s.abort(e.code, &e.message);
+                    (s, None)
+                }
+            };
+            session.stats_mut().local = local;
+            let blksize = usize::from(session.stats().options_negotiated.block_size());
+            let mut io = sink.as_mut().map_or(Io::None, |s| Io::Sink(&mut **s));
+            let mut buf = vec![0u8; blksize + 5];
+            if let Err(e) = drive(&mut session, &socket, &mut io, clock, &mut buf, stop, false) {
+                tracing::warn!(error = %e, "transfer socket failed");
+            }
+            session.stats().clone()
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The [`Server`] on async-io: listening sockets, one task and one fresh UDP
+//! socket per transfer (spawned on smol's global executor, which also runs
+//! under async-std), limits, statistics and graceful shutdown.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use smol::channel::{Receiver, Sender};
+use smol::future::FutureExt;
+use smol::{Async, Timer};
+use tftp_blocking::net::{bind_listen_sockets, bind_transfer};
+use tftp_proto::options::{Direction, Limits, TransferOptions};
+use tftp_proto::packet::ErrorCode;
+use tftp_proto::server::{
+    accept, Admission, Refusal, Request, ServerRead, ServerWrite, SessionKey,
+};
+use tftp_proto::session::Session;
+use tftp_proto::stats::{Outcome, ServerCounters, ServerStats, Stats};
+
+use crate::driver::{drive, Clock, Io};
+use crate::handler::Handler;
+
+/// Default for [`ServerBuilder::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+type SessionCallback = Arc<dyn Fn(&Stats) + Send + Sync>;
+type StatsCallback = Arc<dyn Fn(&ServerStats) + Send + Sync>;
+
+struct Shared<H> {
+    handler: H,
+    limits: Limits,
+    port_range: Option<(u16, u16)>,
+    counters: ServerCounters,
+    admission: Mutex<Admission>,
+    on_session_end: Option<SessionCallback>,
+    /// Closed to abort running sessions.
+    abort: (Sender<()>, Receiver<()>),
+    /// One message per ended session (wakes the drain).
+    ended: (Sender<()>, Receiver<()>),
+    clock: Clock,
+}
+
+/// Configures and binds a [`Server`].
+pub struct ServerBuilder<H> {
+    handler: H,
+    listen: Vec<SocketAddr>,
+    sockets: Vec<UdpSocket>,
+    limits: Limits,
+    max_sessions: usize,
+    max_sessions_per_peer: usize,
+    drain_timeout: Duration,
+    port_range: Option<(u16, u16)>,
+    on_session_end: Option<SessionCallback>,
+    on_server_stats: Option<(Duration, StatsCallback)>,
+}
+
+impl<H: Handler> ServerBuilder<H> {
+    /// Adds a listening address (IPv4 or IPv6; repeatable).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// Adds an already bound socket (systemd, inetd).
+    pub fn listen_socket(mut self, socket: UdpSocket) -> Self {
+        self.sockets.push(socket);
+        self
+    }
+
+    /// The protocol policy.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Most sessions at once.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n;
+        self
+    }
+
+    /// Most sessions at once from one IP address.
+    pub fn max_sessions_per_peer(mut self, n: usize) -> Self {
+        self.max_sessions_per_peer = n;
+        self
+    }
+
+    /// How long shutdown waits for running transfers before aborting them.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+
+    /// Binds transfer sockets to ports in `low..=high`.
+    pub fn port_range(mut self, low: u16, high: u16) -> Self {
+        self.port_range = Some((low.min(high), low.max(high)));
+        self
+    }
+
+    /// Calls `f` with each session's statistics when it ends.
+    pub fn on_session_end(mut self, f: impl Fn(&Stats) + Send + Sync + 'static) -> Self {
+        self.on_session_end = Some(Arc::new(f));
+        self
+    }
+
+    /// Calls `f` every `interval` with the counters.
+    pub fn on_server_stats(
+        mut self,
+        interval: Duration,
+        f: impl Fn(&ServerStats) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_server_stats = Some((interval, Arc::new(f)));
+        self
+    }
+
+    /// Binds the listening sockets.
+    pub fn bind(self) -> io::Result<Server<H>> {
+        let mut sockets = self.sockets;
+        for addr in &self.listen {
+            sockets.extend(bind_listen_sockets(*addr, 1)?);
+        }
+        if sockets.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no listening address",
+            ));
+        }
+        let sockets = sockets
+            .into_iter()
+            .map(Async::new)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Server {
+            shared: Arc::new(Shared {
+                handler: self.handler,
+                limits: self.limits,
+                port_range: self.port_range,
+                counters: ServerCounters::default(),
+                admission: Mutex::new(Admission::new(
+                    self.max_sessions,
+                    self.max_sessions_per_peer,
+                )),
+                on_session_end: self.on_session_end,
+                abort: smol::channel::bounded(1),
+                ended: smol::channel::unbounded(),
+                clock: Clock::new(),
+            }),
+            sockets: sockets.into_iter().map(Arc::new).collect(),
+            drain_timeout: self.drain_timeout,
+            on_server_stats: self.on_server_stats,
+        })
+    }
+}
+
+/// A TFTP server on async-io.
+pub struct Server<H> {
+    shared: Arc<Shared<H>>,
+    sockets: Vec<Arc<Async<UdpSocket>>>,
+    drain_timeout: Duration,
+    on_server_stats: Option<(Duration, StatsCallback)>,
+}
+
+impl<H> fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addrs", &self.local_addrs())
+            .finish()
+    }
+}
+
+impl Server<()> {
+    /// Starts configuring a server with `handler`.
+    pub fn builder<H: Handler>(handler: H) -> ServerBuilder<H> {
+        ServerBuilder {
+            handler,
+            listen: Vec::new(),
+            sockets: Vec::new(),
+            limits: Limits::default(),
+            max_sessions: tftp_proto::server::DEFAULT_MAX_SESSIONS,
+            max_sessions_per_peer: tftp_proto::server::DEFAULT_MAX_SESSIONS_PER_PEER,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            port_range: None,
+            on_session_end: None,
+            on_server_stats: None,
+        }
+    }
+}
+
+impl<H> Server<H> {
+    /// The bound listening addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter_map(|s| s.get_ref().local_addr().ok())
+            .collect()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// Serves until `shutdown` resolves; then stops accepting, lets transfers
+    /// finish for up to the drain timeout, aborts the rest (ERROR 0 "Server
+    /// shutting down") and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let accepts: Vec<_> = self
+            .sockets
+            .iter()
+            .map(|s| smol::spawn(accept_loop(Arc::clone(&self.shared), Arc::clone(s))))
+            .collect();
+        let stats_task = self.on_server_stats.clone().map(|(interval, f)| {
+            let shared = Arc::clone(&self.shared);
+            smol::spawn(async move {
+                let mut tick = Timer::interval(interval);
+                loop {
+                    smol::stream::StreamExt::next(&mut tick).await;
+                    f(&shared.counters.snapshot());
+                }
+            })
+        });
+        shutdown.await;
+        let result = Ok(());
+        for a in accepts {
+            a.cancel().await;
+        }
+        drop(self.sockets);
+        let shared = &self.shared;
+        if !wait_idle(shared, self.drain_timeout).await {
+            shared.abort.0.close();
+            wait_idle(shared, Duration::from_secs(2)).await;
+        }
+        if let Some(t) = stats_task {
+            t.cancel().await;
+        }
+        result
+    }
+}
+
+/// Waits until no session runs or `timeout` passes; true if idle.
+async fn wait_idle<H>(shared: &Shared<H>, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while shared.counters.active() > 0 {
+        let ended = async { shared.ended.1.recv().await.is_ok() };
+        let late = async {
+            Timer::at(deadline).await;
+            false
+        };
+        if !ended.or(late).await {
+            return shared.counters.active() == 0;
+        }
+    }
+    true
+}
+
+async fn accept_loop<H: Handler>(shared: Arc<Shared<H>>, socket: Arc<Async<UdpSocket>>) {
+    if let Err(e) = accept_requests(shared, socket).await {
+        tracing::error!(error = %e, "listening socket failed");
+    }
+}
+
+async fn accept_requests<H: Handler>(
+    shared: Arc<Shared<H>>,
+    socket: Arc<Async<UdpSocket>>,
+) -> io::Result<()> {
+    let local = socket.get_ref().local_addr()?;
+    let mut buf = vec![0u8; shared.limits.max_request_size + 1];
+    let mut reply = [0u8; 128];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        let mut request = match accept(&buf[..n], peer, &shared.limits) {
+            Ok(r) => r,
+            Err(reject) => {
+                shared.counters.bad_request();
+                if let Some(len) = reject.encode(&mut reply) {
+                    let _ = socket.send_to(&reply[..len], peer).await;
+                }
+                continue;
+            }
+        };
+        let admitted = shared
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(&request);
+        let key = match admitted {
+            Ok(key) => key,
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Duplicate => shared.counters.duplicate(),
+                    Refusal::Busy => shared.counters.rejected(),
+                }
+                if let Some(len) = refusal.encode(&mut reply) {
+                    let _ = socket.send_to(&reply[..len], peer).await;
+                }
+                continue;
+            }
+        };
+        request.local = Some(local);
+        shared.counters.session_started();
+        let guard = SessionGuard {
+            shared: Arc::clone(&shared),
+            key: Some(key),
+        };
+        smol::spawn(async move {
+            let stats = run_session(&guard.shared, &request).await;
+            guard.finish(&stats);
+        })
+        .detach();
+    }
+}
+
+/// Releases a session's admission and records its end, even on panic.
+struct SessionGuard<H> {
+    shared: Arc<Shared<H>>,
+    key: Option<SessionKey>,
+}
+
+impl<H> SessionGuard<H> {
+    fn finish(mut self, stats: &Stats) {
+        self.release();
+        self.shared.counters.record(stats);
+        if let Some(f) = &self.shared.on_session_end {
+            f(stats);
+        }
+        let _ = self.shared.ended.0.try_send(());
+    }
+
+    fn release(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.shared
+                .admission
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .release(&key);
+        }
+    }
+}
+
+impl<H> Drop for SessionGuard<H> {
+    fn drop(&mut self) {
+        if self.key.is_some() {
+            self.release();
+            self.shared.counters.session_lost();
+            let _ = self.shared.ended.0.try_send(());
+        }
+    }
+}
+
+async fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
+    let clock = shared.clock;
+    let listen = request.local.unwrap_or(request.peer);
+    let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
+    let socket = match bind_transfer(listen.ip(), shared.port_range, seed).and_then(Async::new) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot bind a transfer socket");
+            let mut s = ServerRead::new(
+                request,
+                TransferOptions::default(),
+                &shared.limits,
+                clock.now(),
+            );
+            s.abort(ErrorCode::NotDefined, "Server error");
+            let _ = s.poll(clock.now());
+            return s.stats().clone();
+        }
+    };
+    let local = socket.get_ref().local_addr().ok();
+    let cancel = Some(shared.abort.1.clone());
+    let narrowed = |l: Option<&Limits>| {
+        l.map_or_else(|| shared.limits.clone(), |h| shared.limits.narrowed_by(h))
+    };
+    match request.direction {
+        Direction::Read => {
+            let (mut session, mut source) = match shared.handler.read(request).await {
+                Ok(resp) => {
+                    let limits = narrowed(resp.limits.as_ref());
+                    let oack = request.negotiate(&limits, resp.size).oack;
+                    (
+                        ServerRead::new(request, oack, &limits, clock.now()),
+                        Some(resp.source),
+                    )
+                }
+                Err(e) => {
+                    let mut s = ServerRead::new(
+                        request,
+                        TransferOptions::default(),
+                        &shared.limits,
+                        clock.now(),
+                    );
+                    s.abort(e.code, &e.message);
+                    (s, None)
+                }
+            };
+            session.stats_mut().local = local;
+            let mut io = source.as_mut().map_or(Io::None, |s| Io::Source(s));
+            let mut buf = vec![0u8; 1024];
+            drive(
+                &mut session,
+                &socket,
+                &mut io,
+                clock,
+                &mut buf,
+                cancel,
+                false,
+            )
+            .await;
+            session.stats().clone()
+        }
+        Direction::Write => {
+            let (mut session, mut sink) = match shared.handler.write(request).await {
+                Ok(resp) => {
+                    let limits = narrowed(resp.limits.as_ref());
+                    let oack = request.negotiate(&limits, None).oack;
+                    (
+                        ServerWrite::new(request, oack, &limits, clock.now()),
+                        Some(resp.sink),
+                    )
+                }
+                Err(e) => {
+                    let mut s = ServerWrite::new(
+                        request,
+                        TransferOptions::default(),
+                        &shared.limits,
+                        clock.now(),
+                    );
+                    s.abort(e.code, &e.message);
+                    (s, None)
+                }
+            };
+            session.stats_mut().local = local;
+            let blksize = usize::from(session.stats().options_negotiated.block_size());
+            let mut io = sink.as_mut().map_or(Io::None, |s| Io::Sink(s));
+            let mut buf = vec![0u8; blksize + 5];
+            let outcome = drive(
+                &mut session,
+                &socket,
+                &mut io,
+                clock,
+                &mut buf,
+                cancel,
+                false,
+            )
+            .await;
+            if let (Some(sink), Some(Outcome::Completed)) = (sink.as_mut(), outcome) {
+                use smol::io::AsyncWriteExt;
+                if let Err(e) = sink.close().await {
+                    tracing::warn!(error = %e, "closing the uploaded file failed");
+                }
+            }
+            session.stats().clone()
+        }
+    }
+}
