@@ -53,19 +53,27 @@ impl<H> Shared<H> {
 
     /// Waits until `done()` or `timeout`; true if done.
     fn wait_until(&self, timeout: Duration, done: impl Fn() -> bool) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = std::time::Instant::now().checked_add(timeout);
         let mut guard = self.changed.0.lock().unwrap_or_else(|p| p.into_inner());
         while !done() {
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            guard = self
-                .changed
-                .1
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            guard = match deadline {
+                None => self
+                    .changed
+                    .1
+                    .wait(guard)
+                    .unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    self.changed
+                        .1
+                        .wait_timeout(guard, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
         }
         true
     }

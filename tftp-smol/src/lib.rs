@@ -37,7 +37,7 @@ mod server;
 
 pub use client::Client;
 pub use handler::{DirHandler, Handler, ReadResponse, WriteResponse};
-pub use server::{Server, ServerBuilder, DEFAULT_DRAIN_TIMEOUT};
+pub use server::{Server, ServerBuilder, StatsHandle, DEFAULT_DRAIN_TIMEOUT};
 pub use tftp_blocking::ClientError;
 pub use tftp_proto;
 pub use tftp_proto::server::{Request, TftpError};

@@ -204,7 +204,30 @@ impl<H> Server<H> {
     }
 }
 
+/// Reads a running server's counters.
+#[derive(Clone)]
+pub struct StatsHandle(Arc<dyn Fn() -> ServerStats + Send + Sync>);
+
+impl StatsHandle {
+    /// A snapshot of the counters.
+    pub fn snapshot(&self) -> ServerStats {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for StatsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StatsHandle")
+    }
+}
+
 impl<H: Handler> Server<H> {
+    /// A handle that reads the counters while the server runs.
+    pub fn stats_handle(&self) -> StatsHandle {
+        let shared = Arc::clone(&self.shared);
+        StatsHandle(Arc::new(move || shared.counters.snapshot()))
+    }
+
     /// Serves until `shutdown` resolves; then stops accepting, lets transfers
     /// finish for up to the drain timeout, aborts the rest (ERROR 0 "Server
     /// shutting down") and returns.

@@ -1,0 +1,665 @@
+//! One behaviour suite, every runtime: the [`Adapter`] trait gives each test a
+//! server (a directory or the dynamic test handler) and a client on one
+//! runtime, behind a blocking interface, and [`for_each_adapter!`] instantiates
+//! a generic test for tokio, smol, async-std (through the smol adapter) and
+//! std threads.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tftp_blocking::ClientError;
+use tftp_proto::options::{EnabledOptions, Limits};
+use tftp_proto::packet::{ErrorCode, Mode};
+use tftp_proto::server::{Request, TftpError};
+use tftp_proto::stats::{ServerStats, Stats};
+
+/// Server settings a test may change.
+#[derive(Clone, Debug)]
+pub struct Cfg {
+    pub allow_write: bool,
+    pub allow_overwrite: bool,
+    pub max_sessions: usize,
+    pub max_sessions_per_peer: usize,
+    pub drain: Duration,
+    pub stats_interval: Option<Duration>,
+}
+
+impl Default for Cfg {
+    fn default() -> Self {
+        Cfg {
+            allow_write: false,
+            allow_overwrite: false,
+            max_sessions: 10_000,
+            max_sessions_per_peer: 2_000,
+            drain: Duration::from_secs(30),
+            stats_interval: None,
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Opts {
+    pub blksize: Option<u16>,
+    pub windowsize: Option<u16>,
+    pub timeout: Option<u8>,
+    pub tsize: bool,
+    pub netascii: bool,
+}
+
+/// A running server behind a blocking interface.
+pub struct Served {
+    pub addr: SocketAddr,
+    pub sessions: Arc<Mutex<Vec<Stats>>>,
+    pub periodic: Arc<(Mutex<Vec<ServerStats>>, std::sync::Condvar)>,
+    pub uploads: Arc<Mutex<Vec<u8>>>,
+    stats: Box<dyn Fn() -> ServerStats + Send>,
+    stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Served {
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        (self.stats)()
+    }
+
+    /// Shuts down and waits until `serve` has returned.
+    pub fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
+}
+
+/// What the dynamic test handler does with a file name.
+pub enum Decision {
+    Bytes(Vec<u8>, Option<Limits>),
+    Stream(Vec<u8>),
+    SlowBytes(Vec<u8>),
+    Error(TftpError),
+}
+
+/// The dynamic test handler's rules, shared by every runtime's handler.
+pub fn decide(req: &Request) -> Decision {
+    match req.filename() {
+        b"config" => Decision::Bytes(format!("client={}\n", req.peer().ip()).into_bytes(), None),
+        b"stream" => Decision::Stream(super::content(30_000, 5)),
+        b"narrow" => Decision::Bytes(
+            super::content(5000, 6),
+            Some(Limits {
+                max_blksize: 1024,
+                ..Limits::default()
+            }),
+        ),
+        b"plain" => Decision::Bytes(
+            super::content(5000, 7),
+            Some(Limits {
+                enabled: EnabledOptions::NONE,
+                ..Limits::default()
+            }),
+        ),
+        b"secret" => Decision::Error(TftpError::access_violation("Go away")),
+        b"slow" => Decision::SlowBytes(b"slow".to_vec()),
+        _ => Decision::Error(TftpError::not_found()),
+    }
+}
+
+/// The dynamic handler's write rule.
+pub fn accept_upload(req: &Request) -> Result<(), TftpError> {
+    if req.filename() == b"upload" {
+        Ok(())
+    } else {
+        Err(TftpError::new(ErrorCode::DiskFull, "Quota exceeded"))
+    }
+}
+
+/// A runtime under test.
+pub trait Adapter {
+    const NAME: &'static str;
+    fn serve_dir(dir: &Path, cfg: &Cfg) -> Served;
+    fn serve_dynamic(cfg: &Cfg) -> Served;
+    fn get(addr: SocketAddr, remote: &str, o: Opts) -> Result<(Vec<u8>, Stats), ClientError>;
+    fn put(addr: SocketAddr, remote: &str, data: &[u8], o: Opts) -> Result<Stats, ClientError>;
+}
+
+type Periodic = Arc<(Mutex<Vec<ServerStats>>, std::sync::Condvar)>;
+type Recorders = (Arc<Mutex<Vec<Stats>>>, Periodic, Arc<Mutex<Vec<u8>>>);
+/// A started server: its address, a counters reader and a stop function.
+type Started = (
+    SocketAddr,
+    Box<dyn Fn() -> ServerStats + Send>,
+    Box<dyn FnOnce() + Send>,
+);
+
+fn recorders() -> Recorders {
+    (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new((Mutex::new(Vec::new()), std::sync::Condvar::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    )
+}
+
+impl Served {
+    /// Waits (up to 10 s) for a periodic report satisfying `pred`.
+    pub fn wait_periodic(&self, pred: impl Fn(&ServerStats) -> bool) -> ServerStats {
+        let (lock, cvar) = &*self.periodic;
+        let guard = lock.lock().unwrap();
+        let (guard, _) = cvar
+            .wait_timeout_while(guard, Duration::from_secs(10), |v| {
+                !v.last().is_some_and(&pred)
+            })
+            .unwrap();
+        guard
+            .last()
+            .cloned()
+            .filter(|s| pred(s))
+            .expect("no such periodic report within 10 s")
+    }
+}
+
+macro_rules! configure {
+    ($builder:expr, $cfg:expr, $sessions:expr, $periodic:expr) => {{
+        let sessions = Arc::clone(&$sessions);
+        let mut b = $builder
+            .listen("127.0.0.1:0".parse().unwrap())
+            .max_sessions($cfg.max_sessions)
+            .max_sessions_per_peer($cfg.max_sessions_per_peer)
+            .drain_timeout($cfg.drain)
+            .on_session_end(move |s| sessions.lock().unwrap().push(s.clone()));
+        if let Some(every) = $cfg.stats_interval {
+            let periodic = Arc::clone(&$periodic);
+            b = b.on_server_stats(every, move |s| {
+                periodic.0.lock().unwrap().push(s.clone());
+                periodic.1.notify_all();
+            });
+        }
+        b
+    }};
+}
+
+macro_rules! client_for {
+    ($client:ty, $addr:expr, $o:expr) => {{
+        let mut c = <$client>::new($addr).tsize($o.tsize);
+        if let Some(b) = $o.blksize {
+            c = c.blksize(b);
+        }
+        if let Some(w) = $o.windowsize {
+            c = c.windowsize(w);
+        }
+        if let Some(t) = $o.timeout {
+            c = c.timeout(t);
+        }
+        if $o.netascii {
+            c = c.mode(Mode::Netascii);
+        }
+        c
+    }};
+}
+
+// ---------------------------------------------------------------- tokio
+
+pub struct Tokio;
+
+struct TokioDynamic(Arc<Mutex<Vec<u8>>>);
+
+impl tftp_tokio::Handler for TokioDynamic {
+    async fn read(&self, req: &Request) -> Result<tftp_tokio::ReadResponse, TftpError> {
+        use tftp_tokio::ReadResponse as R;
+        match decide(req) {
+            Decision::Bytes(b, None) => Ok(R::from_bytes(b)),
+            Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
+            Decision::Stream(b) => Ok(R::stream(std::io::Cursor::new(b))),
+            Decision::SlowBytes(b) => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(R::from_bytes(b))
+            }
+            Decision::Error(e) => Err(e),
+        }
+    }
+
+    async fn write(&self, req: &Request) -> Result<tftp_tokio::WriteResponse, TftpError> {
+        accept_upload(req)?;
+        Ok(tftp_tokio::WriteResponse::new(SharedSink(Arc::clone(
+            &self.0,
+        ))))
+    }
+}
+
+fn run_tokio<H: tftp_tokio::Handler>(builder: tftp_tokio::ServerBuilder<H>) -> Started {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = builder.bind().await.expect("bind");
+            tx.send((server.local_addrs()[0], server.stats_handle()))
+                .unwrap();
+            server
+                .serve(async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .expect("serve");
+        });
+    });
+    let (addr, handle) = rx.recv().unwrap();
+    (
+        addr,
+        Box::new(move || handle.snapshot()),
+        Box::new(move || {
+            let _ = stop_tx.send(());
+            thread.join().unwrap();
+        }),
+    )
+}
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+impl Adapter for Tokio {
+    const NAME: &'static str = "tokio";
+
+    fn serve_dir(dir: &Path, cfg: &Cfg) -> Served {
+        let (sessions, periodic, uploads) = recorders();
+        let h = tftp_tokio::DirHandler::new(dir)
+            .unwrap()
+            .allow_write(cfg.allow_write)
+            .allow_overwrite(cfg.allow_overwrite);
+        let (addr, stats, stop) = run_tokio(configure!(
+            tftp_tokio::Server::builder(h),
+            cfg,
+            sessions,
+            periodic
+        ));
+        Served {
+            addr,
+            sessions,
+            periodic,
+            uploads,
+            stats,
+            stop: Some(stop),
+        }
+    }
+
+    fn serve_dynamic(cfg: &Cfg) -> Served {
+        let (sessions, periodic, uploads) = recorders();
+        let h = TokioDynamic(Arc::clone(&uploads));
+        let (addr, stats, stop) = run_tokio(configure!(
+            tftp_tokio::Server::builder(h),
+            cfg,
+            sessions,
+            periodic
+        ));
+        Served {
+            addr,
+            sessions,
+            periodic,
+            uploads,
+            stats,
+            stop: Some(stop),
+        }
+    }
+
+    fn get(addr: SocketAddr, remote: &str, o: Opts) -> Result<(Vec<u8>, Stats), ClientError> {
+        tokio_rt().block_on(async {
+            let mut out = Vec::new();
+            let stats = client_for!(tftp_tokio::Client, addr, o)
+                .get(remote, &mut out)
+                .await?;
+            Ok((out, stats))
+        })
+    }
+
+    fn put(addr: SocketAddr, remote: &str, data: &[u8], o: Opts) -> Result<Stats, ClientError> {
+        tokio_rt().block_on(async {
+            let mut src = data;
+            client_for!(tftp_tokio::Client, addr, o)
+                .put(remote, &mut src, Some(data.len() as u64))
+                .await
+        })
+    }
+}
+
+/// An AsyncWrite (tokio and futures-io) and Write into shared memory.
+struct SharedSink(Arc<Mutex<Vec<u8>>>);
+
+impl tokio::io::AsyncWrite for SharedSink {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl smol::io::AsyncWrite for SharedSink {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl std::io::Write for SharedSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- smol (and async-std)
+
+pub struct Smol;
+pub struct AsyncStd;
+
+struct SmolDynamic(Arc<Mutex<Vec<u8>>>);
+
+impl tftp_smol::Handler for SmolDynamic {
+    async fn read(&self, req: &Request) -> Result<tftp_smol::ReadResponse, TftpError> {
+        use tftp_smol::ReadResponse as R;
+        match decide(req) {
+            Decision::Bytes(b, None) => Ok(R::from_bytes(b)),
+            Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
+            Decision::Stream(b) => Ok(R::stream(smol::io::Cursor::new(b))),
+            Decision::SlowBytes(b) => {
+                smol::Timer::after(Duration::from_millis(300)).await;
+                Ok(R::from_bytes(b))
+            }
+            Decision::Error(e) => Err(e),
+        }
+    }
+
+    async fn write(&self, req: &Request) -> Result<tftp_smol::WriteResponse, TftpError> {
+        accept_upload(req)?;
+        Ok(tftp_smol::WriteResponse::new(SharedSink(Arc::clone(
+            &self.0,
+        ))))
+    }
+}
+
+/// Runs a smol server on its own thread with `block_on` (smol's, or
+/// async-std's when `async_std` is set).
+fn run_smol<H: tftp_smol::Handler>(
+    builder: tftp_smol::ServerBuilder<H>,
+    async_std: bool,
+) -> Started {
+    let server = builder.bind().expect("bind");
+    let addr = server.local_addrs()[0];
+    let stats = server.stats_handle();
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let thread = std::thread::spawn(move || {
+        let serve = server.serve(async move {
+            let _ = stop_rx.recv().await;
+        });
+        if async_std {
+            async_std::task::block_on(serve).expect("serve");
+        } else {
+            smol::block_on(serve).expect("serve");
+        }
+    });
+    (
+        addr,
+        Box::new(move || stats.snapshot()),
+        Box::new(move || {
+            let _ = stop_tx.try_send(());
+            thread.join().unwrap();
+        }),
+    )
+}
+
+fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
+    let (sessions, periodic, uploads) = recorders();
+    let (addr, stats, stop) = match dir {
+        Some(dir) => {
+            let h = tftp_smol::DirHandler::new(dir)
+                .unwrap()
+                .allow_write(cfg.allow_write)
+                .allow_overwrite(cfg.allow_overwrite);
+            run_smol(
+                configure!(tftp_smol::Server::builder(h), cfg, sessions, periodic),
+                async_std,
+            )
+        }
+        None => {
+            let h = SmolDynamic(Arc::clone(&uploads));
+            run_smol(
+                configure!(tftp_smol::Server::builder(h), cfg, sessions, periodic),
+                async_std,
+            )
+        }
+    };
+    Served {
+        addr,
+        sessions,
+        periodic,
+        uploads,
+        stats,
+        stop: Some(stop),
+    }
+}
+
+async fn smol_get(
+    addr: SocketAddr,
+    remote: &str,
+    o: Opts,
+) -> Result<(Vec<u8>, Stats), ClientError> {
+    let mut out = Vec::new();
+    let stats = client_for!(tftp_smol::Client, addr, o)
+        .get(remote, &mut out)
+        .await?;
+    Ok((out, stats))
+}
+
+async fn smol_put(
+    addr: SocketAddr,
+    remote: &str,
+    data: &[u8],
+    o: Opts,
+) -> Result<Stats, ClientError> {
+    let mut src = data;
+    client_for!(tftp_smol::Client, addr, o)
+        .put(remote, &mut src, Some(data.len() as u64))
+        .await
+}
+
+impl Adapter for Smol {
+    const NAME: &'static str = "smol";
+    fn serve_dir(dir: &Path, cfg: &Cfg) -> Served {
+        smol_served(Some(dir), cfg, false)
+    }
+    fn serve_dynamic(cfg: &Cfg) -> Served {
+        smol_served(None, cfg, false)
+    }
+    fn get(addr: SocketAddr, remote: &str, o: Opts) -> Result<(Vec<u8>, Stats), ClientError> {
+        smol::block_on(smol_get(addr, remote, o))
+    }
+    fn put(addr: SocketAddr, remote: &str, data: &[u8], o: Opts) -> Result<Stats, ClientError> {
+        smol::block_on(smol_put(addr, remote, data, o))
+    }
+}
+
+impl Adapter for AsyncStd {
+    const NAME: &'static str = "async-std";
+    fn serve_dir(dir: &Path, cfg: &Cfg) -> Served {
+        smol_served(Some(dir), cfg, true)
+    }
+    fn serve_dynamic(cfg: &Cfg) -> Served {
+        smol_served(None, cfg, true)
+    }
+    fn get(addr: SocketAddr, remote: &str, o: Opts) -> Result<(Vec<u8>, Stats), ClientError> {
+        async_std::task::block_on(smol_get(addr, remote, o))
+    }
+    fn put(addr: SocketAddr, remote: &str, data: &[u8], o: Opts) -> Result<Stats, ClientError> {
+        async_std::task::block_on(smol_put(addr, remote, data, o))
+    }
+}
+
+// ---------------------------------------------------------------- std threads
+
+pub struct Blocking;
+
+struct BlockingDynamic(Arc<Mutex<Vec<u8>>>);
+
+impl tftp_blocking::Handler for BlockingDynamic {
+    fn read(&self, req: &Request) -> Result<tftp_blocking::ReadResponse, TftpError> {
+        use tftp_blocking::ReadResponse as R;
+        match decide(req) {
+            Decision::Bytes(b, None) => Ok(R::from_bytes(b)),
+            Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
+            Decision::Stream(b) => Ok(R::stream(std::io::Cursor::new(b))),
+            Decision::SlowBytes(b) => {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(R::from_bytes(b))
+            }
+            Decision::Error(e) => Err(e),
+        }
+    }
+
+    fn write(&self, req: &Request) -> Result<tftp_blocking::WriteResponse, TftpError> {
+        accept_upload(req)?;
+        Ok(tftp_blocking::WriteResponse::new(SharedSink(Arc::clone(
+            &self.0,
+        ))))
+    }
+}
+
+fn run_blocking<H: tftp_blocking::Handler>(builder: tftp_blocking::ServerBuilder<H>) -> Started {
+    let server = builder.bind().expect("bind");
+    let addr = server.local_addrs()[0];
+    let handle = server.shutdown_handle();
+    let stats = handle.clone();
+    let thread = std::thread::spawn(move || server.serve().expect("serve"));
+    (
+        addr,
+        Box::new(move || stats.stats()),
+        Box::new(move || {
+            handle.shutdown();
+            thread.join().unwrap();
+        }),
+    )
+}
+
+impl Adapter for Blocking {
+    const NAME: &'static str = "blocking";
+
+    fn serve_dir(dir: &Path, cfg: &Cfg) -> Served {
+        let (sessions, periodic, uploads) = recorders();
+        let h = tftp_blocking::DirHandler::new(dir)
+            .unwrap()
+            .allow_write(cfg.allow_write)
+            .allow_overwrite(cfg.allow_overwrite);
+        let (addr, stats, stop) = run_blocking(configure!(
+            tftp_blocking::Server::builder(h),
+            cfg,
+            sessions,
+            periodic
+        ));
+        Served {
+            addr,
+            sessions,
+            periodic,
+            uploads,
+            stats,
+            stop: Some(stop),
+        }
+    }
+
+    fn serve_dynamic(cfg: &Cfg) -> Served {
+        let (sessions, periodic, uploads) = recorders();
+        let h = BlockingDynamic(Arc::clone(&uploads));
+        let (addr, stats, stop) = run_blocking(configure!(
+            tftp_blocking::Server::builder(h),
+            cfg,
+            sessions,
+            periodic
+        ));
+        Served {
+            addr,
+            sessions,
+            periodic,
+            uploads,
+            stats,
+            stop: Some(stop),
+        }
+    }
+
+    fn get(addr: SocketAddr, remote: &str, o: Opts) -> Result<(Vec<u8>, Stats), ClientError> {
+        let mut out = Vec::new();
+        let stats = client_for!(tftp_blocking::Client, addr, o).get(remote, &mut out)?;
+        Ok((out, stats))
+    }
+
+    fn put(addr: SocketAddr, remote: &str, data: &[u8], o: Opts) -> Result<Stats, ClientError> {
+        let mut src: &[u8] = data;
+        client_for!(tftp_blocking::Client, addr, o).put(remote, &mut src, Some(data.len() as u64))
+    }
+}
+
+/// Instantiates the generic test `$test::<A>()` for every adapter.
+#[macro_export]
+macro_rules! for_each_adapter {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[test]
+                fn tokio() {
+                    super::$test::<super::common::adapters::Tokio>();
+                }
+                #[test]
+                fn smol() {
+                    super::$test::<super::common::adapters::Smol>();
+                }
+                #[test]
+                fn async_std() {
+                    super::$test::<super::common::adapters::AsyncStd>();
+                }
+                #[test]
+                fn blocking() {
+                    super::$test::<super::common::adapters::Blocking>();
+                }
+            }
+        )*
+    };
+}
