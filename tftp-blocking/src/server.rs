@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use tftp_proto::options::{Direction, Limits, TransferOptions};
-use tftp_proto::server::{
-    accept, Admission, Refusal, Request, ServerRead, ServerWrite, SessionKey,
-};
+use tftp_proto::options::{Direction, Limits};
+use tftp_proto::packet::ErrorCode;
+use tftp_proto::server::{accept, Admission, Refusal, Request, ServerSession, SessionKey};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerCounters, ServerStats, Stats};
 
@@ -429,81 +428,71 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot bind a transfer socket");
-            let mut s = ServerRead::new(
+            let s = ServerSession::refuse(
                 request,
-                TransferOptions::default(),
+                ErrorCode::NotDefined,
+                "Server error",
                 &shared.limits,
                 clock.now(),
             );
-            s.abort(tftp_proto::packet::ErrorCode::NotDefined, "Server error");
-            let _ = s.poll(clock.now());
             return s.stats().clone();
         }
     };
-    let local = socket.local_addr().ok();
-    let stop = Some(&shared.aborting);
-    let narrowed = |l: Option<&Limits>| {
-        l.map_or_else(|| shared.limits.clone(), |h| shared.limits.narrowed_by(h))
+    let (mut session, mut source, mut sink) = match request.direction {
+        Direction::Read => match shared.handler.read(request) {
+            Ok(r) => (
+                ServerSession::start(
+                    request,
+                    &shared.limits,
+                    r.limits.as_ref(),
+                    r.size,
+                    clock.now(),
+                ),
+                Some(r.source),
+                None,
+            ),
+            Err(e) => (
+                ServerSession::refuse(request, e.code, &e.message, &shared.limits, clock.now()),
+                None,
+                None,
+            ),
+        },
+        Direction::Write => match shared.handler.write(request) {
+            Ok(w) => (
+                ServerSession::start(
+                    request,
+                    &shared.limits,
+                    w.limits.as_ref(),
+                    None,
+                    clock.now(),
+                ),
+                None,
+                Some(w.sink),
+            ),
+            Err(e) => (
+                ServerSession::refuse(request, e.code, &e.message, &shared.limits, clock.now()),
+                None,
+                None,
+            ),
+        },
     };
-    match request.direction {
-        Direction::Read => {
-            let (mut session, mut source) = match shared.handler.read(request) {
-                Ok(resp) => {
-                    let limits = narrowed(resp.limits.as_ref());
-                    let oack = request.negotiate(&limits, resp.size).oack;
-                    (
-                        ServerRead::new(request, oack, &limits, clock.now()),
-                        Some(resp.source),
-                    )
-                }
-                Err(e) => {
-                    let mut s = ServerRead::new(
-                        request,
-                        TransferOptions::default(),
-                        &shared.limits,
-                        clock.now(),
-                    );
-                    s.abort(e.code, &e.message);
-                    (s, None)
-                }
-            };
-            session.stats_mut().local = local;
-            let mut io = source.as_mut().map_or(Io::None, |s| Io::Source(&mut **s));
-            let mut buf = vec![0u8; 1024];
-            if let Err(e) = drive(&mut session, &socket, &mut io, clock, &mut buf, stop, false) {
-                tracing::warn!(error = %e, "transfer socket failed");
-            }
-            session.stats().clone()
-        }
-        Direction::Write => {
-            let (mut session, mut sink) = match shared.handler.write(request) {
-                Ok(resp) => {
-                    let limits = narrowed(resp.limits.as_ref());
-                    let oack = request.negotiate(&limits, None).oack;
-                    (
-                        ServerWrite::new(request, oack, &limits, clock.now()),
-                        Some(resp.sink),
-                    )
-                }
-                Err(e) => {
-                    let mut s = ServerWrite::new(
-                        request,
-                        TransferOptions::default(),
-                        &shared.limits,
-                        clock.now(),
-                    );
-                    s.abort(e.code, &e.message);
-                    (s, None)
-                }
-            };
-            session.stats_mut().local = local;
-            let blksize = usize::from(session.stats().options_negotiated.block_size());
-            let mut io = sink.as_mut().map_or(Io::None, |s| Io::Sink(&mut **s));
-            let mut buf = vec![0u8; blksize + 5];
-            if let Err(e) = drive(&mut session, &socket, &mut io, clock, &mut buf, stop, false) {
-                tracing::warn!(error = %e, "transfer socket failed");
-            }
-            session.stats().clone()
-        }
+    session.stats_mut().local = socket.local_addr().ok();
+    let mut io = match (source.as_mut(), sink.as_mut()) {
+        (Some(source), _) => Io::Source(&mut **source),
+        (_, Some(sink)) => Io::Sink(&mut **sink),
+        _ => Io::None,
+    };
+    let mut buf = vec![0u8; session.max_datagram()];
+    if let Err(e) = drive(
+        &mut session,
+        &socket,
+        &mut io,
+        clock,
+        &mut buf,
+        Some(&shared.aborting),
+        false,
+    ) {
+        tracing::warn!(error = %e, "transfer socket failed");
     }
+    session.stats().clone()
 }

@@ -390,6 +390,140 @@ impl ServerWrite {
 
 impl_session!(ServerWrite);
 
+/// A server session of either direction, started from a request and the
+/// application's answer: what every adapter runs after calling its handler.
+pub enum ServerSession {
+    /// Serving a RRQ.
+    Read(ServerRead),
+    /// Serving a WRQ.
+    Write(ServerWrite),
+}
+
+impl ServerSession {
+    /// Starts serving `request` under the server's `limits`, narrowed by the
+    /// application's `narrow` (it can only restrict them); `size` is the
+    /// size of a read's source when known (answered to `tsize`).
+    pub fn start(
+        request: &Request,
+        limits: &Limits,
+        narrow: Option<&Limits>,
+        size: Option<u64>,
+        now: Instant,
+    ) -> Self {
+        let limits = match narrow {
+            Some(n) => limits.narrowed_by(n),
+            None => limits.clone(),
+        };
+        match request.direction {
+            Direction::Read => {
+                let oack = request.negotiate(&limits, size).oack;
+                ServerSession::Read(ServerRead::new(request, oack, &limits, now))
+            }
+            Direction::Write => {
+                let oack = request.negotiate(&limits, None).oack;
+                ServerSession::Write(ServerWrite::new(request, oack, &limits, now))
+            }
+        }
+    }
+
+    /// A session that answers `request` with ERROR `code` and `message` (from
+    /// the transfer socket, as RFC 1350 wants) and ends.
+    pub fn refuse(
+        request: &Request,
+        code: ErrorCode,
+        message: &str,
+        limits: &Limits,
+        now: Instant,
+    ) -> Self {
+        let mut s = match request.direction {
+            Direction::Read => ServerSession::Read(ServerRead::new(
+                request,
+                TransferOptions::default(),
+                limits,
+                now,
+            )),
+            Direction::Write => ServerSession::Write(ServerWrite::new(
+                request,
+                TransferOptions::default(),
+                limits,
+                now,
+            )),
+        };
+        crate::session::Session::abort(&mut s, code, message);
+        s
+    }
+
+    /// The largest datagram the session expects from its peer: size the
+    /// receive buffer with it (one byte more reveals an oversized DATA).
+    pub fn max_datagram(&self) -> usize {
+        match self {
+            ServerSession::Read(_) => 1024,
+            ServerSession::Write(w) => {
+                crate::packet::DATA_HEADER_LEN
+                    + usize::from(w.0.ctx.stats.options_negotiated.block_size())
+                    + 1
+            }
+        }
+    }
+}
+
+impl crate::session::Session for ServerSession {
+    fn poll(&mut self, now: Instant) -> crate::session::Output<'_> {
+        match self {
+            ServerSession::Read(s) => s.poll(now),
+            ServerSession::Write(s) => s.poll(now),
+        }
+    }
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        match self {
+            ServerSession::Read(s) => s.handle_datagram(now, from, datagram),
+            ServerSession::Write(s) => s.handle_datagram(now, from, datagram),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            ServerSession::Read(s) => s.handle_timeout(now),
+            ServerSession::Write(s) => s.handle_timeout(now),
+        }
+    }
+    fn filled(&mut self, n: usize) {
+        match self {
+            ServerSession::Read(s) => s.filled(n),
+            ServerSession::Write(s) => s.filled(n),
+        }
+    }
+    fn delivered(&mut self) {
+        match self {
+            ServerSession::Read(s) => s.delivered(),
+            ServerSession::Write(s) => s.delivered(),
+        }
+    }
+    fn abort(&mut self, code: ErrorCode, message: &str) {
+        match self {
+            ServerSession::Read(s) => s.abort(code, message),
+            ServerSession::Write(s) => s.abort(code, message),
+        }
+    }
+    fn stats(&self) -> &Stats {
+        match self {
+            ServerSession::Read(s) => s.stats(),
+            ServerSession::Write(s) => s.stats(),
+        }
+    }
+    fn stats_mut(&mut self) -> &mut Stats {
+        match self {
+            ServerSession::Read(s) => s.stats_mut(),
+            ServerSession::Write(s) => s.stats_mut(),
+        }
+    }
+    fn is_transfer_complete(&self) -> bool {
+        match self {
+            ServerSession::Read(s) => s.is_transfer_complete(),
+            ServerSession::Write(s) => s.is_transfer_complete(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,11 +13,9 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::{Async, Timer};
 use tftp_blocking::net::{bind_listen_sockets, bind_transfer};
-use tftp_proto::options::{Direction, Limits, TransferOptions};
+use tftp_proto::options::{Direction, Limits};
 use tftp_proto::packet::ErrorCode;
-use tftp_proto::server::{
-    accept, Admission, Refusal, Request, ServerRead, ServerWrite, SessionKey,
-};
+use tftp_proto::server::{accept, Admission, Refusal, Request, ServerSession, SessionKey};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{Outcome, ServerCounters, ServerStats, Stats};
 
@@ -396,101 +394,76 @@ async fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot bind a transfer socket");
-            let mut s = ServerRead::new(
+            let s = ServerSession::refuse(
                 request,
-                TransferOptions::default(),
+                ErrorCode::NotDefined,
+                "Server error",
                 &shared.limits,
                 clock.now(),
             );
-            s.abort(ErrorCode::NotDefined, "Server error");
-            let _ = s.poll(clock.now());
             return s.stats().clone();
         }
     };
-    let local = socket.get_ref().local_addr().ok();
-    let cancel = Some(shared.abort.1.clone());
-    let narrowed = |l: Option<&Limits>| {
-        l.map_or_else(|| shared.limits.clone(), |h| shared.limits.narrowed_by(h))
+    let (mut session, mut source, mut sink) = match request.direction {
+        Direction::Read => match shared.handler.read(request).await {
+            Ok(r) => (
+                ServerSession::start(
+                    request,
+                    &shared.limits,
+                    r.limits.as_ref(),
+                    r.size,
+                    clock.now(),
+                ),
+                Some(r.source),
+                None,
+            ),
+            Err(e) => (
+                ServerSession::refuse(request, e.code, &e.message, &shared.limits, clock.now()),
+                None,
+                None,
+            ),
+        },
+        Direction::Write => match shared.handler.write(request).await {
+            Ok(w) => (
+                ServerSession::start(
+                    request,
+                    &shared.limits,
+                    w.limits.as_ref(),
+                    None,
+                    clock.now(),
+                ),
+                None,
+                Some(w.sink),
+            ),
+            Err(e) => (
+                ServerSession::refuse(request, e.code, &e.message, &shared.limits, clock.now()),
+                None,
+                None,
+            ),
+        },
     };
-    match request.direction {
-        Direction::Read => {
-            let (mut session, mut source) = match shared.handler.read(request).await {
-                Ok(resp) => {
-                    let limits = narrowed(resp.limits.as_ref());
-                    let oack = request.negotiate(&limits, resp.size).oack;
-                    (
-                        ServerRead::new(request, oack, &limits, clock.now()),
-                        Some(resp.source),
-                    )
-                }
-                Err(e) => {
-                    let mut s = ServerRead::new(
-                        request,
-                        TransferOptions::default(),
-                        &shared.limits,
-                        clock.now(),
-                    );
-                    s.abort(e.code, &e.message);
-                    (s, None)
-                }
-            };
-            session.stats_mut().local = local;
-            let mut io = source.as_mut().map_or(Io::None, |s| Io::Source(s));
-            let mut buf = vec![0u8; 1024];
-            drive(
-                &mut session,
-                &socket,
-                &mut io,
-                clock,
-                &mut buf,
-                cancel,
-                false,
-            )
-            .await;
-            session.stats().clone()
-        }
-        Direction::Write => {
-            let (mut session, mut sink) = match shared.handler.write(request).await {
-                Ok(resp) => {
-                    let limits = narrowed(resp.limits.as_ref());
-                    let oack = request.negotiate(&limits, None).oack;
-                    (
-                        ServerWrite::new(request, oack, &limits, clock.now()),
-                        Some(resp.sink),
-                    )
-                }
-                Err(e) => {
-                    let mut s = ServerWrite::new(
-                        request,
-                        TransferOptions::default(),
-                        &shared.limits,
-                        clock.now(),
-                    );
-                    s.abort(e.code, &e.message);
-                    (s, None)
-                }
-            };
-            session.stats_mut().local = local;
-            let blksize = usize::from(session.stats().options_negotiated.block_size());
-            let mut io = sink.as_mut().map_or(Io::None, |s| Io::Sink(s));
-            let mut buf = vec![0u8; blksize + 5];
-            let outcome = drive(
-                &mut session,
-                &socket,
-                &mut io,
-                clock,
-                &mut buf,
-                cancel,
-                false,
-            )
-            .await;
-            if let (Some(sink), Some(Outcome::Completed)) = (sink.as_mut(), outcome) {
-                use smol::io::AsyncWriteExt;
-                if let Err(e) = sink.close().await {
-                    tracing::warn!(error = %e, "closing the uploaded file failed");
-                }
-            }
-            session.stats().clone()
+    session.stats_mut().local = socket.get_ref().local_addr().ok();
+    let mut io = match (source.as_mut(), sink.as_mut()) {
+        (Some(source), _) => Io::Source(source),
+        (_, Some(sink)) => Io::Sink(sink),
+        _ => Io::None,
+    };
+    let mut buf = vec![0u8; session.max_datagram()];
+    let outcome = drive(
+        &mut session,
+        &socket,
+        &mut io,
+        clock,
+        &mut buf,
+        Some(shared.abort.1.clone()),
+        false,
+    )
+    .await;
+    if let (Some(sink), Some(Outcome::Completed)) = (sink.as_mut(), outcome) {
+        use smol::io::AsyncWriteExt;
+        if let Err(e) = sink.close().await {
+            tracing::warn!(error = %e, "closing the uploaded file failed");
         }
     }
+    session.stats().clone()
 }

@@ -8,18 +8,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tftp_proto::options::{Direction, Limits, TransferOptions};
+use tftp_proto::options::{Direction, Limits};
 use tftp_proto::packet::ErrorCode;
-use tftp_proto::server::{
-    accept, Admission, Refusal, Request, ServerRead, ServerWrite, SessionKey,
-};
+use tftp_proto::server::{accept, Admission, Refusal, Request, ServerSession, SessionKey};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{Outcome, ServerCounters, Stats};
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Notify};
 
 use crate::driver::{drive, Clock, Io, Until};
-use crate::handler::{Handler, RequestInfo};
+use crate::handler::Handler;
 
 /// Default for [`ServerBuilder::max_sessions`].
 pub const DEFAULT_MAX_SESSIONS: usize = tftp_proto::server::DEFAULT_MAX_SESSIONS;
@@ -445,126 +443,87 @@ impl<H> Drop for SessionGuard<H> {
 /// Runs one transfer to its end and returns its statistics.
 async fn run_session<H: Handler>(
     shared: &Shared<H>,
-    request: Request,
+    mut request: Request,
     listen: SocketAddr,
 ) -> Stats {
     let clock = shared.clock;
+    request.local = Some(listen);
     let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
     let socket =
         match bind_transfer(listen.ip(), shared.port_range, seed).and_then(UdpSocket::from_std) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot bind a transfer socket");
-                let mut s = ServerRead::new(
+                let s = ServerSession::refuse(
                     &request,
-                    TransferOptions::default(),
+                    ErrorCode::NotDefined,
+                    "Server error",
                     &shared.limits,
                     clock.now(),
                 );
-                s.abort(ErrorCode::NotDefined, "Server error");
-                let _ = s.poll(clock.now());
                 return s.stats().clone();
             }
         };
-    let local = socket.local_addr().ok();
-    let mut request = request;
-    request.local = Some(listen);
-    let info: &RequestInfo = &request;
-    let cancel = Some(shared.cancel.subscribe());
-    match request.direction {
-        Direction::Read => {
-            let response = shared.handler.read(info).await;
-            let (mut session, mut source) = match response {
-                Ok(resp) => {
-                    let limits = narrowed(&shared.limits, resp.limits.as_ref());
-                    let oack = request.negotiate(&limits, resp.size).oack;
-                    (
-                        ServerRead::new(&request, oack, &limits, clock.now()),
-                        Some(resp.source),
-                    )
-                }
-                Err(e) => {
-                    let mut s = ServerRead::new(
-                        &request,
-                        TransferOptions::default(),
-                        &shared.limits,
-                        clock.now(),
-                    );
-                    s.abort(e.code, &e.message);
-                    (s, None)
-                }
-            };
-            session.stats_mut().local = local;
-            let mut io = match source.as_mut() {
-                Some(src) => Io::Source(src),
-                None => Io::None,
-            };
-            let mut buf = vec![0u8; 1024];
-            drive(
-                &mut session,
-                &socket,
-                &mut io,
-                clock,
-                &mut buf,
-                cancel,
-                Until::Done,
-            )
-            .await;
-            session.stats().clone()
-        }
-        Direction::Write => {
-            let response = shared.handler.write(info).await;
-            let (mut session, mut sink) = match response {
-                Ok(resp) => {
-                    let limits = narrowed(&shared.limits, resp.limits.as_ref());
-                    let oack = request.negotiate(&limits, None).oack;
-                    (
-                        ServerWrite::new(&request, oack, &limits, clock.now()),
-                        Some(resp.sink),
-                    )
-                }
-                Err(e) => {
-                    let mut s = ServerWrite::new(
-                        &request,
-                        TransferOptions::default(),
-                        &shared.limits,
-                        clock.now(),
-                    );
-                    s.abort(e.code, &e.message);
-                    (s, None)
-                }
-            };
-            session.stats_mut().local = local;
-            let blksize = usize::from(session.stats().options_negotiated.block_size());
-            let mut io = match sink.as_mut() {
-                Some(sink) => Io::Sink(sink),
-                None => Io::None,
-            };
-            let mut buf = vec![0u8; blksize + 5];
-            let outcome = drive(
-                &mut session,
-                &socket,
-                &mut io,
-                clock,
-                &mut buf,
-                cancel,
-                Until::Done,
-            )
-            .await;
-            if let (Some(sink), Some(Outcome::Completed)) = (sink.as_mut(), outcome) {
-                use tokio::io::AsyncWriteExt;
-                if let Err(e) = sink.shutdown().await {
-                    tracing::warn!(error = %e, "closing the uploaded file failed");
-                }
-            }
-            session.stats().clone()
+    let (mut session, mut source, mut sink) = match request.direction {
+        Direction::Read => match shared.handler.read(&request).await {
+            Ok(r) => (
+                ServerSession::start(
+                    &request,
+                    &shared.limits,
+                    r.limits.as_ref(),
+                    r.size,
+                    clock.now(),
+                ),
+                Some(r.source),
+                None,
+            ),
+            Err(e) => (
+                ServerSession::refuse(&request, e.code, &e.message, &shared.limits, clock.now()),
+                None,
+                None,
+            ),
+        },
+        Direction::Write => match shared.handler.write(&request).await {
+            Ok(w) => (
+                ServerSession::start(
+                    &request,
+                    &shared.limits,
+                    w.limits.as_ref(),
+                    None,
+                    clock.now(),
+                ),
+                None,
+                Some(w.sink),
+            ),
+            Err(e) => (
+                ServerSession::refuse(&request, e.code, &e.message, &shared.limits, clock.now()),
+                None,
+                None,
+            ),
+        },
+    };
+    session.stats_mut().local = socket.local_addr().ok();
+    let mut io = match (source.as_mut(), sink.as_mut()) {
+        (Some(source), _) => Io::Source(source),
+        (_, Some(sink)) => Io::Sink(sink),
+        _ => Io::None,
+    };
+    let mut buf = vec![0u8; session.max_datagram()];
+    let outcome = drive(
+        &mut session,
+        &socket,
+        &mut io,
+        clock,
+        &mut buf,
+        Some(shared.cancel.subscribe()),
+        Until::Done,
+    )
+    .await;
+    if let (Some(sink), Some(Outcome::Completed)) = (sink.as_mut(), outcome) {
+        use tokio::io::AsyncWriteExt;
+        if let Err(e) = sink.shutdown().await {
+            tracing::warn!(error = %e, "closing the uploaded file failed");
         }
     }
-}
-
-fn narrowed(server: &Limits, handler: Option<&Limits>) -> Limits {
-    match handler {
-        Some(h) => server.narrowed_by(h),
-        None => server.clone(),
-    }
+    session.stats().clone()
 }
