@@ -365,3 +365,43 @@ fn inetd_mode_serves_the_socket_on_stdin() {
     );
     assert_eq!(std::fs::read(&local).unwrap(), b"inetd");
 }
+
+/// The effective uid of a process, from /proc.
+fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[test]
+fn drops_privileges_after_binding() {
+    if uid_of(std::process::id()) != Some(0) {
+        println!("SKIP: not running as root, --user cannot be tested");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("pub.txt"), b"readable by nobody").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("pub.txt"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let d = Daemon::start(dir.path(), &["--user", "65534:65534"]);
+    assert_eq!(uid_of(d.child.id()), Some(65534), "still root after --user");
+    let out_dir = tempfile::tempdir().unwrap();
+    let local = out_dir.path().join("pub.txt");
+    let out = tftp(&[
+        "get",
+        &d.addr.to_string(),
+        "pub.txt",
+        local.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&local).unwrap(), b"readable by nobody");
+}
