@@ -405,3 +405,43 @@ fn drops_privileges_after_binding() {
     );
     assert_eq!(std::fs::read(&local).unwrap(), b"readable by nobody");
 }
+
+#[test]
+fn serves_ipv4_and_ipv6_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), content(3000)).unwrap();
+    let mut cmd = Command::new(TFTPD);
+    cmd.arg("--root").arg(dir.path()).args([
+        "--listen",
+        "[::1]:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+    ]);
+    let mut d = Daemon::spawn(cmd);
+    let second: SocketAddr = field(&d.wait_for("listening"), "addr=").parse().unwrap();
+    let addrs = [d.addr, second];
+    assert!(
+        addrs.iter().any(|a| a.is_ipv6()) && addrs.iter().any(|a| a.is_ipv4()),
+        "{addrs:?}"
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    for (i, addr) in addrs.iter().enumerate() {
+        let local = out_dir.path().join(format!("f{i}"));
+        let out = tftp(&[
+            "-b",
+            "1468",
+            "get",
+            &addr.to_string(),
+            "f.bin",
+            local.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{addr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&local).unwrap(), content(3000));
+    }
+}
