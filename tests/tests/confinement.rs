@@ -156,3 +156,52 @@ for_each_adapter!(
     nothing_outside_the_root_is_served,
     writes_stay_inside_and_respect_overwrite
 );
+
+/// A failed upload leaves neither a partial file nor a damaged old one: the
+/// bytes go to a temporary file that only a completed transfer puts in place.
+fn failed_upload_changes_nothing<A: Adapter>() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("config.txt"), b"old config").unwrap();
+    let server = A::serve_dir(
+        root.path(),
+        &Cfg {
+            allow_write: true,
+            allow_overwrite: true,
+            ..Cfg::default()
+        },
+    );
+    for name in ["config.txt", "fresh.txt"] {
+        let raw = common::Raw::new();
+        let mut wrq = vec![0, 2];
+        wrq.extend_from_slice(name.as_bytes());
+        wrq.extend_from_slice(b"\x00octet\x00");
+        raw.send(server.addr, &wrq);
+        let (ack0, tid) = raw.recv();
+        assert_eq!(ack0, [0, 4, 0, 0]);
+        let mut data = vec![0, 3, 0, 1];
+        data.extend_from_slice(&[b'x'; 512]);
+        raw.send(tid, &data);
+        let (ack1, _) = raw.recv();
+        assert_eq!(ack1, [0, 4, 0, 1]);
+        // The client gives up half way.
+        raw.send(tid, &common::error(0, "cancelled"));
+    }
+    // stop() returns once both sessions have ended and released their files.
+    server.stop();
+    assert_eq!(
+        std::fs::read(root.path().join("config.txt")).unwrap(),
+        b"old config"
+    );
+    let left: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        ["config.txt"],
+        "{}: partial or temporary files left",
+        A::NAME
+    );
+}
+
+for_each_adapter!(failed_upload_changes_nothing);

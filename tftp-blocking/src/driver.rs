@@ -14,7 +14,10 @@ use tftp_proto::time::Instant;
 /// Where file bytes come from or go to.
 pub(crate) enum Io<'a> {
     Source(&'a mut (dyn Read + Send)),
+    /// A caller's writer: flushed at the end.
     Sink(&'a mut (dyn Write + Send)),
+    /// A server's upload: completed (committed) at the end.
+    Upload(&'a mut dyn crate::handler::Sink),
     None,
 }
 
@@ -71,7 +74,26 @@ pub(crate) fn drive<S: Session + ?Sized>(
             Output::Deliver(bytes) => {
                 let result = match io {
                     Io::Sink(sink) => sink.write_all(bytes).and_then(|()| sink.flush()),
+                    Io::Upload(sink) => sink.write_all(bytes).and_then(|()| sink.flush()),
                     _ => Err(io::Error::other("no sink")),
+                };
+                match result {
+                    Ok(()) => session.delivered(),
+                    Err(e) => {
+                        let code = if e.kind() == io::ErrorKind::StorageFull {
+                            ErrorCode::DiskFull
+                        } else {
+                            ErrorCode::NotDefined
+                        };
+                        session.abort(code, "Write error");
+                    }
+                }
+            }
+            Output::Finish => {
+                let result = match io {
+                    Io::Sink(sink) => sink.flush(),
+                    Io::Upload(sink) => sink.complete(),
+                    _ => Ok(()),
                 };
                 match result {
                     Ok(()) => session.delivered(),

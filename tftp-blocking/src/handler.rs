@@ -56,15 +56,53 @@ impl fmt::Debug for ReadResponse {
     }
 }
 
-/// What a write request gets: any [`Write`] (flushed per block).
+/// Where an upload's bytes go: a [`Write`] (flushed per block) that is told
+/// when the transfer completed.
+pub trait Sink: Write + Send {
+    /// The transfer completed (called once, only on success).
+    fn complete(&mut self) -> std::io::Result<()> {
+        self.flush()
+    }
+}
+
+impl Sink for crate::root::Upload {
+    fn complete(&mut self) -> std::io::Result<()> {
+        self.flush()?;
+        self.guard_mut().1.commit()
+    }
+}
+
+/// A plain [`Write`] as a [`Sink`].
+struct Plain<W>(W);
+
+impl<W: Write + Send> Write for Plain<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write + Send> Sink for Plain<W> {}
+
+/// What a write request gets: a sink for the bytes.
 pub struct WriteResponse {
-    pub(crate) sink: Box<dyn Write + Send>,
+    pub(crate) sink: Box<dyn Sink>,
     pub(crate) limits: Option<Limits>,
 }
 
 impl WriteResponse {
-    /// A sink for the uploaded bytes.
+    /// Any [`Write`] for the uploaded bytes.
     pub fn new(sink: impl Write + Send + 'static) -> Self {
+        WriteResponse {
+            sink: Box::new(Plain(sink)),
+            limits: None,
+        }
+    }
+
+    /// A [`Sink`] that is told when the upload completed.
+    pub fn from_sink(sink: impl Sink + 'static) -> Self {
         WriteResponse {
             sink: Box::new(sink),
             limits: None,
@@ -128,6 +166,8 @@ impl Handler for DirHandler {
     }
 
     fn write(&self, request: &Request) -> Result<WriteResponse, TftpError> {
-        Ok(WriteResponse::new(self.0.open_write(request.filename())?))
+        Ok(WriteResponse::from_sink(
+            self.0.open_write(request.filename())?,
+        ))
     }
 }

@@ -40,7 +40,7 @@ mod server;
 
 pub use client::{fetch, Client};
 pub use error::ClientError;
-pub use handler::{DirHandler, Handler, ReadResponse, WriteResponse};
+pub use handler::{DirHandler, Handler, ReadResponse, Sink, WriteResponse};
 pub use server::{Server, ServerBuilder, ShutdownHandle, DEFAULT_DRAIN_TIMEOUT};
 pub use tftp_proto;
 pub use tftp_proto::server::{Request, TftpError};

@@ -12,6 +12,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cap_std::ambient_authority;
@@ -63,28 +64,129 @@ impl Root {
         Ok((file.into_std(), meta.len()))
     }
 
-    /// Opens a file for an upload (new only, unless overwrite is allowed).
-    pub fn open_write(&self, filename: &[u8]) -> Result<std::fs::File, TftpError> {
+    /// Starts an upload: the bytes go to a temporary file beside the target
+    /// and only [`Upload::commit`] puts them in place, so a failed or
+    /// aborted upload never leaves a partial file nor destroys the old one.
+    /// New files only, unless overwrite is allowed (then regular files only).
+    pub fn open_write(&self, filename: &[u8]) -> Result<Upload, TftpError> {
         if !self.allow_write {
             return Err(TftpError::access_violation("Writes are not allowed"));
         }
-        let path = relative(filename)?;
-        let mut options = OpenOptions::new();
-        options.write(true);
-        if self.allow_overwrite {
-            if let Ok(meta) = self.dir.symlink_metadata(&path) {
-                if !meta.is_file() {
-                    return Err(TftpError::access_violation("Not a regular file"));
-                }
+        let target = relative(filename)?;
+        match self.dir.symlink_metadata(&target) {
+            Ok(meta) if !self.allow_overwrite => {
+                let _ = meta;
+                return Err(TftpError::new(ErrorCode::FileExists, "File already exists"));
             }
-            options.create(true).truncate(true);
-        } else {
-            options.create_new(true);
+            Ok(meta) if !meta.is_file() => {
+                return Err(TftpError::access_violation("Not a regular file"))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(map_error(&e)),
         }
-        self.dir
-            .open_with(&path, &options)
-            .map(|f| f.into_std())
-            .map_err(|e| map_error(&e))
+        let name = target.file_name().ok_or_else(TftpError::not_found)?;
+        let unique = UPLOADS.fetch_add(1, Ordering::Relaxed);
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".tftp-upload-{}-{unique}", std::process::id()));
+        let temp = target.with_file_name(temp_name);
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        let file = self
+            .dir
+            .open_with(&temp, &options)
+            .map_err(|e| map_error(&e))?
+            .into_std();
+        Ok(Upload {
+            file,
+            guard: UploadGuard {
+                dir: Arc::clone(&self.dir),
+                temp,
+                target,
+                overwrite: self.allow_overwrite,
+                done: false,
+            },
+        })
+    }
+}
+
+/// Numbers temporary upload files within this process.
+static UPLOADS: AtomicU64 = AtomicU64::new(0);
+
+/// An upload in progress (see [`Root::open_write`]).
+#[derive(Debug)]
+pub struct Upload {
+    file: std::fs::File,
+    guard: UploadGuard,
+}
+
+impl Upload {
+    /// Splits into the open temporary file and the guard that commits or
+    /// removes it (for adapters that wrap the file in their own I/O type).
+    pub fn into_parts(self) -> (std::fs::File, UploadGuard) {
+        (self.file, self.guard)
+    }
+
+    pub(crate) fn guard_mut(&mut self) -> (&mut std::fs::File, &mut UploadGuard) {
+        (&mut self.file, &mut self.guard)
+    }
+
+    /// Flushes and puts the file in place.
+    pub fn commit(mut self) -> io::Result<()> {
+        std::io::Write::flush(&mut self.file)?;
+        self.guard.commit()
+    }
+}
+
+impl std::io::Write for Upload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Puts an upload's temporary file in place ([`UploadGuard::commit`]) or,
+/// when dropped uncommitted, removes it.
+#[derive(Debug)]
+pub struct UploadGuard {
+    dir: Arc<Dir>,
+    temp: PathBuf,
+    target: PathBuf,
+    overwrite: bool,
+    done: bool,
+}
+
+impl UploadGuard {
+    /// Renames the temporary file to the target: atomically replacing it when
+    /// overwrite is allowed, otherwise linking it only if the name is still
+    /// free (a file created meanwhile is not clobbered).
+    pub fn commit(&mut self) -> io::Result<()> {
+        if self.done {
+            return Ok(());
+        }
+        let result = if self.overwrite {
+            self.dir.rename(&self.temp, &self.dir, &self.target)
+        } else {
+            self.dir
+                .hard_link(&self.temp, &self.dir, &self.target)
+                .and_then(|()| self.dir.remove_file(&self.temp))
+        };
+        if result.is_ok() {
+            self.done = true;
+        }
+        result
+    }
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.dir.remove_file(&self.temp);
+        }
     }
 }
 

@@ -479,19 +479,12 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
     session.stats_mut().local = socket.local_addr().ok();
     let mut io = match (source.as_mut(), sink.as_mut()) {
         (Some(source), _) => Io::Source(&mut **source),
-        (_, Some(sink)) => Io::Sink(&mut **sink),
+        (_, Some(sink)) => Io::Upload(&mut **sink),
         _ => Io::None,
     };
     let mut buf = vec![0u8; session.max_datagram()];
-    if let Err(e) = drive(
-        &mut session,
-        &socket,
-        &mut io,
-        clock,
-        &mut buf,
-        Some(&shared.aborting),
-        false,
-    ) {
+    let stop = Some(&shared.aborting);
+    if let Err(e) = drive(&mut session, &socket, &mut io, clock, &mut buf, stop, false) {
         tracing::warn!(error = %e, "transfer socket failed");
     }
     session.stats().clone()

@@ -75,6 +75,7 @@
 //!         match client.poll(now) {
 //!             Output::Transmit { to, bytes } => out.push_back((to, bytes.to_vec())),
 //!             Output::Deliver(bytes) => { received.extend_from_slice(bytes); client.delivered(); }
+//!             Output::Finish => client.delivered(), // the data is complete (and durable)
 //!             Output::Fill(_) => unreachable!("a downloading client never fills"),
 //!             Output::Wait(_deadline) => return None,
 //!             Output::Done(outcome) => return Some(outcome),
@@ -104,7 +105,7 @@
 //!                     read += n;
 //!                     s.filled(n);
 //!                 }
-//!                 Output::Deliver(_) => unreachable!("a read server never delivers"),
+//!                 Output::Deliver(_) | Output::Finish => unreachable!("a read server never delivers"),
 //!                 Output::Wait(_) | Output::Done(_) => break,
 //!             }
 //!         }

@@ -16,7 +16,7 @@
 //! # use tftp_proto::time::Instant;
 //! # use tftp_proto::stats::Outcome;
 //! # trait Io { fn now(&self) -> Instant; fn send(&mut self, to: std::net::SocketAddr, b: &[u8]);
-//! #   fn read_full(&mut self, b: &mut [u8]) -> usize; fn write_all(&mut self, b: &[u8]);
+//! #   fn read_full(&mut self, b: &mut [u8]) -> usize; fn write_all(&mut self, b: &[u8]); fn flush(&mut self);
 //! #   fn recv_until(&mut self, t: Instant) -> Option<(std::net::SocketAddr, Vec<u8>)>; }
 //! fn drive(session: &mut impl Session, io: &mut impl Io) -> Outcome {
 //!     loop {
@@ -31,6 +31,10 @@
 //!                 io.write_all(bytes);
 //!                 session.delivered();
 //!             }
+//!             Output::Finish => {
+//!                 io.flush(); // make the received file durable first
+//!                 session.delivered();
+//!             }
 //!             Output::Wait(deadline) => match io.recv_until(deadline) {
 //!                 Some((from, datagram)) => session.handle_datagram(io.now(), from, &datagram),
 //!                 None => session.handle_timeout(io.now()),
@@ -42,7 +46,7 @@
 //! ```
 //!
 //! Rules: `Fill` must be answered with [`Session::filled`] (or
-//! [`Session::abort`] if the source failed) and `Deliver` with
+//! [`Session::abort`] if the source failed), `Deliver` and `Finish` with
 //! [`Session::delivered`] before the next `poll`; a timeout reported before
 //! the deadline is a no-op; after `Done` every call is a no-op and `poll`
 //! keeps returning `Done`. An I/O failure on the adapter's side (source read
@@ -83,6 +87,11 @@ pub enum Output<'a> {
     /// Receiver only: write these bytes to the sink, then call
     /// [`Session::delivered`].
     Deliver(&'a [u8]),
+    /// Receiver only: every byte has been delivered. Make the sink durable
+    /// (flush, close, rename into place) and call [`Session::delivered`], or
+    /// [`Session::abort`] if that failed: the final ACK goes out only then,
+    /// so a peer never hears "done" for data that did not make it.
+    Finish,
     /// Nothing to do until a datagram arrives or this deadline passes.
     Wait(Instant),
     /// The session is over; [`Session::stats`] has the details.
@@ -100,7 +109,8 @@ pub trait Session {
     fn handle_timeout(&mut self, now: Instant);
     /// `n` bytes were put into the last [`Output::Fill`] buffer.
     fn filled(&mut self, n: usize);
-    /// The last [`Output::Deliver`] bytes were written.
+    /// The last [`Output::Deliver`] bytes were written, or, after
+    /// [`Output::Finish`], the received data is durable.
     fn delivered(&mut self);
     /// Ends the session with an ERROR to the peer (local failure).
     fn abort(&mut self, code: ErrorCode, message: &str);
@@ -137,6 +147,9 @@ pub(crate) enum State {
     Sending(Sender),
     /// Receiving DATA.
     Receiving(Receiver),
+    /// All data delivered; waiting for the adapter to make it durable before
+    /// the final ACK of block `last`.
+    Finishing { last: u16 },
     /// Final ACK sent; answering a retransmitted last block until `until`
     /// (set when the final ACK goes out).
     Dallying { last: u16, until: Option<Instant> },
@@ -153,6 +166,7 @@ impl fmt::Display for State {
             State::OackSent => "oack-sent",
             State::Sending(_) => "sending",
             State::Receiving(_) => "receiving",
+            State::Finishing { .. } => "finishing",
             State::Dallying { .. } => "dallying",
             State::Closing(_) => "closing",
             State::Done(_) => "done",
@@ -319,6 +333,7 @@ impl Transfer {
                 Some(bytes) => Output::Deliver(bytes),
                 None => Output::Wait(ctx.wait_deadline(now)),
             },
+            State::Finishing { .. } => Output::Finish,
             _ => Output::Wait(ctx.wait_deadline(now)),
         }
     }
@@ -604,6 +619,11 @@ impl Transfer {
     }
 
     pub(crate) fn delivered(&mut self) {
+        if let State::Finishing { last } = self.state {
+            self.ctx.queue_ack(last);
+            self.state = State::Dallying { last, until: None };
+            return;
+        }
         let State::Receiving(receiver) = &mut self.state else {
             return;
         };
@@ -611,12 +631,10 @@ impl Transfer {
             return;
         };
         let block = receiver.last_in_order() as u16;
-        self.ctx.queue_ack(block);
         if last {
-            self.state = State::Dallying {
-                last: block,
-                until: None,
-            };
+            self.state = State::Finishing { last: block };
+        } else {
+            self.ctx.queue_ack(block);
         }
     }
 

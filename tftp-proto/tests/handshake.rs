@@ -50,6 +50,7 @@ fn drain(s: &mut dyn Session, now: Instant, source: &mut &[u8]) -> Drained {
                 d.delivered.extend_from_slice(bytes);
                 s.delivered();
             }
+            Output::Finish => s.delivered(),
             Output::Wait(t) => {
                 d.wait = Some(t);
                 return d;
@@ -568,4 +569,26 @@ fn window_memory_is_bounded_by_the_local_limits() {
         usize::from(o.window_size()) * usize::from(o.block_size())
             <= limits.max_window_bytes.max(65464)
     );
+}
+
+/// The final ACK goes out only after the adapter made the data durable
+/// (`Output::Finish` answered with `delivered`); a failure there becomes an
+/// ERROR instead of a false "done".
+#[test]
+fn final_ack_waits_for_finish() {
+    let req = request(b"\x00\x02up\x00octet\x00");
+    let mut s = ServerWrite::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    assert_eq!(only(&drain(&mut s, ms(0), &mut &[][..])), ack(0));
+    s.handle_datagram(ms(1), addr(PEER), &data(1, b"last"));
+    assert!(matches!(s.poll(ms(1)), Output::Deliver(b"last")));
+    s.delivered();
+    assert!(
+        matches!(s.poll(ms(1)), Output::Finish),
+        "no ACK before the sink is durable"
+    );
+    assert!(!s.is_transfer_complete());
+    s.abort(ErrorCode::DiskFull, "Write error");
+    let d = drain(&mut s, ms(1), &mut &[][..]);
+    assert_eq!(only(&d)[..4], [0, 5, 0, 3]);
+    assert_eq!(d.done, Some(Outcome::LocalError(ErrorCode::DiskFull)));
 }

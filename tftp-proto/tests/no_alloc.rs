@@ -79,6 +79,7 @@ fn drain(
                 *written += bytes.len();
                 s.delivered();
             }
+            Output::Finish => s.delivered(),
             Output::Wait(_) | Output::Done(_) => return,
         }
     }

@@ -114,7 +114,7 @@ impl Client {
         let outcome = drive(
             &mut session,
             &socket,
-            &mut Io::Sink(sink),
+            &mut Io::Sink(sink, false),
             clock,
             &mut buf,
             None,

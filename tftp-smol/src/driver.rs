@@ -16,7 +16,9 @@ use tftp_proto::time::Instant;
 /// Where file bytes come from or go to.
 pub(crate) enum Io<'a> {
     Source(&'a mut (dyn AsyncRead + Send + Unpin)),
-    Sink(&'a mut (dyn AsyncWrite + Send + Unpin)),
+    /// `close`: close the sink at the end (a server's upload: commits it);
+    /// otherwise only flush it (a client's caller keeps its writer).
+    Sink(&'a mut (dyn AsyncWrite + Send + Unpin), bool),
     None,
 }
 
@@ -75,11 +77,29 @@ pub(crate) async fn drive<S: Session + ?Sized>(
             }
             Output::Deliver(bytes) => {
                 let result = match io {
-                    Io::Sink(sink) => match sink.write_all(bytes).await {
+                    Io::Sink(sink, _) => match sink.write_all(bytes).await {
                         Ok(()) => sink.flush().await,
                         Err(e) => Err(e),
                     },
                     _ => Err(io::Error::other("no sink")),
+                };
+                match result {
+                    Ok(()) => session.delivered(),
+                    Err(e) => {
+                        let code = if e.kind() == io::ErrorKind::StorageFull {
+                            ErrorCode::DiskFull
+                        } else {
+                            ErrorCode::NotDefined
+                        };
+                        session.abort(code, "Write error");
+                    }
+                }
+            }
+            Output::Finish => {
+                let result = match io {
+                    Io::Sink(sink, true) => sink.close().await,
+                    Io::Sink(sink, false) => sink.flush().await,
+                    _ => Ok(()),
                 };
                 match result {
                     Ok(()) => session.delivered(),

@@ -140,8 +140,41 @@ impl Handler for DirHandler {
     async fn write(&self, request: &Request) -> Result<WriteResponse, TftpError> {
         let root = self.0.clone();
         let name = request.filename.clone();
-        let file = smol::unblock(move || root.open_write(&name)).await?;
-        Ok(WriteResponse::new(smol::Unblock::new(file)))
+        let upload = smol::unblock(move || root.open_write(&name)).await?;
+        let (file, guard) = upload.into_parts();
+        Ok(WriteResponse::new(Upload {
+            file: smol::Unblock::new(file),
+            guard,
+        }))
+    }
+}
+
+/// An upload: written through `smol::Unblock` to a temporary file that
+/// `close` (called by the server only when the transfer completed) puts in
+/// place; dropped otherwise, the temporary file is removed.
+struct Upload {
+    file: smol::Unblock<std::fs::File>,
+    guard: tftp_blocking::root::UploadGuard,
+}
+
+impl AsyncWrite for Upload {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.file).poll_close(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(self.guard.commit()),
+            other => other,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use tftp_proto::options::{Direction, Limits};
 use tftp_proto::packet::ErrorCode;
 use tftp_proto::server::{accept, Admission, Refusal, Request, ServerSession, SessionKey};
 use tftp_proto::session::Session;
-use tftp_proto::stats::{Outcome, ServerCounters, ServerStats, Stats};
+use tftp_proto::stats::{ServerCounters, ServerStats, Stats};
 
 use crate::driver::{drive, Clock, Io};
 use crate::handler::Handler;
@@ -445,11 +445,11 @@ async fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats
     session.stats_mut().local = socket.get_ref().local_addr().ok();
     let mut io = match (source.as_mut(), sink.as_mut()) {
         (Some(source), _) => Io::Source(source),
-        (_, Some(sink)) => Io::Sink(sink),
+        (_, Some(sink)) => Io::Sink(sink, true),
         _ => Io::None,
     };
     let mut buf = vec![0u8; session.max_datagram()];
-    let outcome = drive(
+    drive(
         &mut session,
         &socket,
         &mut io,
@@ -459,11 +459,5 @@ async fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats
         false,
     )
     .await;
-    if let (Some(sink), Some(Outcome::Completed)) = (sink.as_mut(), outcome) {
-        use smol::io::AsyncWriteExt;
-        if let Err(e) = sink.close().await {
-            tracing::warn!(error = %e, "closing the uploaded file failed");
-        }
-    }
     session.stats().clone()
 }

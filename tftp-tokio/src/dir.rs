@@ -50,10 +50,49 @@ impl Handler for DirHandler {
     async fn write(&self, request: &RequestInfo) -> Result<WriteResponse, TftpError> {
         let root = self.0.clone();
         let name = request.filename.clone();
-        let file = tokio::task::spawn_blocking(move || root.open_write(&name))
+        let upload = tokio::task::spawn_blocking(move || root.open_write(&name))
             .await
             .map_err(|_| internal())??;
-        Ok(WriteResponse::new(tokio::fs::File::from_std(file)))
+        let (file, guard) = upload.into_parts();
+        Ok(WriteResponse::new(Upload {
+            file: tokio::fs::File::from_std(file),
+            guard,
+        }))
+    }
+}
+
+/// An upload: written through `tokio::fs::File` to a temporary file that
+/// `shutdown` (called by the server only when the transfer completed) puts
+/// in place; dropped otherwise, the temporary file is removed.
+struct Upload {
+    file: tokio::fs::File,
+    guard: tftp_blocking::root::UploadGuard,
+}
+
+impl tokio::io::AsyncWrite for Upload {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.file).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match std::pin::Pin::new(&mut self.file).poll_shutdown(cx) {
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(self.guard.commit()),
+            other => other,
+        }
     }
 }
 

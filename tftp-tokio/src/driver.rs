@@ -15,7 +15,9 @@ use tokio::sync::watch;
 /// Where file bytes come from or go to.
 pub(crate) enum Io<'a> {
     Source(&'a mut (dyn AsyncRead + Send + Unpin)),
-    Sink(&'a mut (dyn AsyncWrite + Send + Unpin)),
+    /// `close`: shut the sink down at the end (a server's upload: commits it);
+    /// otherwise only flush it (a client's caller keeps its writer).
+    Sink(&'a mut (dyn AsyncWrite + Send + Unpin), bool),
     None,
 }
 
@@ -88,7 +90,7 @@ pub(crate) async fn drive<S: Session + ?Sized>(
                 let result = match io {
                     // Flushed per block, so a write error (disk full) is seen
                     // before the block is acknowledged.
-                    Io::Sink(sink) => match sink.write_all(bytes).await {
+                    Io::Sink(sink, _) => match sink.write_all(bytes).await {
                         Ok(()) => sink.flush().await,
                         Err(e) => Err(e),
                     },
@@ -98,12 +100,21 @@ pub(crate) async fn drive<S: Session + ?Sized>(
                     Ok(()) => session.delivered(),
                     Err(e) => {
                         tracing::warn!(error = %e, "sink write failed");
-                        let code = if e.kind() == io::ErrorKind::StorageFull {
-                            ErrorCode::DiskFull
-                        } else {
-                            ErrorCode::NotDefined
-                        };
-                        session.abort(code, "Write error");
+                        session.abort(write_error_code(&e), "Write error");
+                    }
+                }
+            }
+            Output::Finish => {
+                let result = match io {
+                    Io::Sink(sink, true) => sink.shutdown().await,
+                    Io::Sink(sink, false) => sink.flush().await,
+                    _ => Ok(()),
+                };
+                match result {
+                    Ok(()) => session.delivered(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "completing the sink failed");
+                        session.abort(write_error_code(&e), "Write error");
                     }
                 }
             }
@@ -151,6 +162,15 @@ pub(crate) async fn drive<S: Session + ?Sized>(
             }
             Output::Done(outcome) => return Some(outcome),
         }
+    }
+}
+
+/// The ERROR code for a failed write.
+fn write_error_code(e: &io::Error) -> ErrorCode {
+    if e.kind() == io::ErrorKind::StorageFull {
+        ErrorCode::DiskFull
+    } else {
+        ErrorCode::NotDefined
     }
 }
 

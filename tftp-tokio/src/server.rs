@@ -12,7 +12,7 @@ use tftp_proto::options::{Direction, Limits};
 use tftp_proto::packet::ErrorCode;
 use tftp_proto::server::{accept, Admission, Refusal, Request, ServerSession, SessionKey};
 use tftp_proto::session::Session;
-use tftp_proto::stats::{Outcome, ServerCounters, Stats};
+use tftp_proto::stats::{ServerCounters, Stats};
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Notify};
 
@@ -505,11 +505,11 @@ async fn run_session<H: Handler>(
     session.stats_mut().local = socket.local_addr().ok();
     let mut io = match (source.as_mut(), sink.as_mut()) {
         (Some(source), _) => Io::Source(source),
-        (_, Some(sink)) => Io::Sink(sink),
+        (_, Some(sink)) => Io::Sink(sink, true),
         _ => Io::None,
     };
     let mut buf = vec![0u8; session.max_datagram()];
-    let outcome = drive(
+    drive(
         &mut session,
         &socket,
         &mut io,
@@ -519,11 +519,5 @@ async fn run_session<H: Handler>(
         Until::Done,
     )
     .await;
-    if let (Some(sink), Some(Outcome::Completed)) = (sink.as_mut(), outcome) {
-        use tokio::io::AsyncWriteExt;
-        if let Err(e) = sink.shutdown().await {
-            tracing::warn!(error = %e, "closing the uploaded file failed");
-        }
-    }
     session.stats().clone()
 }

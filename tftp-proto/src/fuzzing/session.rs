@@ -301,6 +301,7 @@ impl Harness {
                     assert!(bytes.len() <= blksize + 1, "delivered more than a block");
                     self.session.delivered();
                 }
+                Output::Finish => self.session.delivered(),
                 Output::Wait(d) => {
                     assert!(!self.done);
                     self.deadline = Some(d);

@@ -407,6 +407,7 @@ impl World<'_> {
                     side.sink.extend_from_slice(bytes);
                     session.delivered();
                 }
+                Output::Finish => session.delivered(),
                 Output::Wait(deadline) => {
                     side.deadline = Some(deadline);
                     return;
