@@ -29,7 +29,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:6969";
 /// Serves the files under --root, read-only unless --allow-write. Paths are
 /// confined to the root by the kernel (openat2 RESOLVE_BENEATH).
 #[derive(Parser, Debug)]
-#[command(name = "tftpd", version, about, long_about = None)]
+#[command(name = "tftpd", version)]
 struct Args {
     /// Directory to serve.
     #[arg(long, value_name = "DIR", default_value = ".")]

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A TFTP client (RFC 1350, 2347, 2348, 2349, 7440).
 #[derive(Parser, Debug)]
-#[command(name = "tftp", version, about, long_about = None)]
+#[command(name = "tftp", version)]
 struct Args {
     #[command(subcommand)]
     command: Command,
