@@ -212,7 +212,7 @@ impl tftp_tokio::Handler for TokioDynamic {
             Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
             Decision::Stream(b) => Ok(R::stream(std::io::Cursor::new(b))),
             Decision::SlowBytes(b) => {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(Duration::from_millis(1000)).await;
                 Ok(R::from_bytes(b))
             }
             Decision::Error(e) => Err(e),
@@ -404,7 +404,7 @@ impl tftp_smol::Handler for SmolDynamic {
             Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
             Decision::Stream(b) => Ok(R::stream(smol::io::Cursor::new(b))),
             Decision::SlowBytes(b) => {
-                smol::Timer::after(Duration::from_millis(300)).await;
+                smol::Timer::after(Duration::from_millis(1000)).await;
                 Ok(R::from_bytes(b))
             }
             Decision::Error(e) => Err(e),
@@ -550,7 +550,7 @@ impl tftp_blocking::Handler for BlockingDynamic {
             Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
             Decision::Stream(b) => Ok(R::stream(std::io::Cursor::new(b))),
             Decision::SlowBytes(b) => {
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(Duration::from_millis(1000));
                 Ok(R::from_bytes(b))
             }
             Decision::Error(e) => Err(e),
