@@ -60,6 +60,26 @@ fn every_option_combination<A: Adapter>() {
         let (got, _) = A::get(server.addr, "text.txt", o).unwrap();
         assert!(got == text, "{} netascii w={windowsize}", A::NAME);
     }
+    // netascii upload: the client encodes, the server decodes into the file.
+    server.stop();
+    let server = A::serve_dir(
+        dir.path(),
+        &Cfg {
+            allow_write: true,
+            ..Cfg::default()
+        },
+    );
+    let o = Opts {
+        windowsize: Some(8),
+        netascii: true,
+        ..Opts::default()
+    };
+    A::put(server.addr, "uploaded.txt", &text, o).unwrap();
+    assert!(
+        std::fs::read(dir.path().join("uploaded.txt")).unwrap() == text,
+        "{} netascii put",
+        A::NAME
+    );
     let (got, stats) = A::get(server.addr, "small.bin", Opts::default()).unwrap();
     assert_eq!(got, small);
     assert!(stats.options_negotiated.is_empty());
