@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tftp_proto::options::{Direction, Limits};
 use tftp_proto::packet::ErrorCode;
-use tftp_proto::server::{accept, Admission, Refusal, Request, ServerSession, SessionKey};
+use tftp_proto::server::{Admission, Admit, Request, ServerSession, SessionKey};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerCounters, ServerStats, Stats};
 
@@ -341,36 +341,28 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, socket: &UdpSocket) -> io::R
             }
             Err(e) => return Err(e),
         };
-        let mut request = match accept(&buf[..n], peer, &shared.limits) {
-            Ok(r) => r,
-            Err(reject) => {
-                shared.counters.bad_request();
-                if let Some(len) = reject.encode(&mut reply) {
-                    let _ = socket.send_to(&reply[..len], peer);
-                }
-                continue;
-            }
-        };
-        let admitted = shared
+        // NOTE(unwrap): the lock is never held across an await or I/O; every
+        // update is one call, so a poisoned lock still holds a consistent table.
+        let admit = shared
             .admission
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .admit(&request);
-        let key = match admitted {
-            Ok(key) => key,
-            Err(refusal) => {
-                match refusal {
-                    Refusal::Duplicate => shared.counters.duplicate(),
-                    Refusal::Busy => shared.counters.rejected(),
-                }
-                if let Some(len) = refusal.encode(&mut reply) {
-                    let _ = socket.send_to(&reply[..len], peer);
-                }
+            .admit_datagram(
+                &buf[..n],
+                peer,
+                local,
+                &shared.limits,
+                &shared.counters,
+                &mut reply,
+            );
+        let (request, key) = match admit {
+            Admit::Start { request, key } => (request, key),
+            Admit::Reply(len) => {
+                let _ = socket.send_to(&reply[..len], peer);
                 continue;
             }
+            Admit::Ignore => continue,
         };
-        request.local = Some(local);
-        shared.counters.session_started();
         let guard = SessionGuard {
             shared: Arc::clone(shared),
             key: Some(key),

@@ -309,6 +309,61 @@ impl Admission {
     }
 }
 
+/// What the listening socket does with one datagram.
+#[derive(Debug)]
+pub enum Admit {
+    /// Start a session for this request (release `key` when it ends).
+    Start {
+        /// The request, with `local` set.
+        request: Request,
+        /// Its admission, for [`Admission::release`].
+        key: SessionKey,
+    },
+    /// Send the first `n` bytes of the reply buffer back to the sender.
+    Reply(usize),
+    /// Send nothing.
+    Ignore,
+}
+
+#[cfg(target_has_atomic = "64")]
+impl Admission {
+    /// The whole decision for one datagram on the listening socket at
+    /// `local`: parse it ([`accept`]), apply the limits, count it in
+    /// `counters`; an answer to send goes into `reply`.
+    pub fn admit_datagram(
+        &mut self,
+        datagram: &[u8],
+        peer: SocketAddr,
+        local: SocketAddr,
+        limits: &Limits,
+        counters: &crate::stats::ServerCounters,
+        reply: &mut [u8],
+    ) -> Admit {
+        let answer = |len: Option<usize>| len.map_or(Admit::Ignore, Admit::Reply);
+        let mut request = match accept(datagram, peer, limits) {
+            Ok(request) => request,
+            Err(reject) => {
+                counters.bad_request();
+                return answer(reject.encode(reply));
+            }
+        };
+        match self.admit(&request) {
+            Ok(key) => {
+                counters.session_started();
+                request.local = Some(local);
+                Admit::Start { request, key }
+            }
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Duplicate => counters.duplicate(),
+                    Refusal::Busy => counters.rejected(),
+                }
+                answer(refusal.encode(reply))
+            }
+        }
+    }
+}
+
 fn server_transfer(
     request: &Request,
     options: TransferOptions,

@@ -1,89 +1,36 @@
 //! The [`Client`] on async-io: `get` into any `AsyncWrite`, `put` from any
 //! `AsyncRead`.
 
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
 
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::Async;
 use tftp_blocking::ClientError;
-use tftp_proto::client::{ClientGet, ClientPut};
-use tftp_proto::options::{Limits, TransferOptions};
-use tftp_proto::packet::Mode;
+use tftp_proto::client::ClientConfig;
 use tftp_proto::session::Session;
 use tftp_proto::stats::{Outcome, Stats};
 
 use crate::driver::{drive, Clock, Io};
 
-/// A TFTP client for one server.
+/// A TFTP client for one server (settings: [`ClientConfig`]).
 #[derive(Clone, Debug)]
 pub struct Client {
-    server: SocketAddr,
-    mode: Mode,
-    options: TransferOptions,
-    ask_tsize: bool,
-    limits: Limits,
+    config: ClientConfig,
 }
 
 impl Client {
     /// A client for `server`: octet mode, no options.
     pub fn new(server: SocketAddr) -> Self {
         Client {
-            server,
-            mode: Mode::Octet,
-            options: TransferOptions::default(),
-            ask_tsize: false,
-            limits: Limits {
-                dally: Duration::from_secs(1),
-                ..Limits::default()
-            },
+            config: ClientConfig::new(server),
         }
     }
 
-    /// Transfer mode.
-    pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
-        self
-    }
+    tftp_proto::client_setters!();
 
-    /// Asks for this block size.
-    pub fn blksize(mut self, blksize: u16) -> Self {
-        self.options.blksize = Some(blksize);
-        self
-    }
-
-    /// Asks for this window size.
-    pub fn windowsize(mut self, windowsize: u16) -> Self {
-        self.options.windowsize = Some(windowsize);
-        self
-    }
-
-    /// Asks for this retransmission timeout in seconds.
-    pub fn timeout(mut self, seconds: u8) -> Self {
-        self.options.timeout = Some(seconds);
-        self
-    }
-
-    /// Asks for (get) or announces (put) the transfer size.
-    pub fn tsize(mut self, ask: bool) -> Self {
-        self.ask_tsize = ask;
-        self
-    }
-
-    /// Retransmissions before giving up.
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.limits.retries = retries;
-        self
-    }
-
-    /// The full local policy.
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    fn socket(&self) -> std::io::Result<Async<UdpSocket>> {
-        let any: SocketAddr = match self.server {
+    fn socket(&self) -> io::Result<Async<UdpSocket>> {
+        let any: SocketAddr = match self.config.server() {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
@@ -99,17 +46,10 @@ impl Client {
     ) -> Result<Stats, ClientError> {
         let socket = self.socket()?;
         let clock = Clock::new();
-        let mut options = self.options;
-        options.tsize = self.ask_tsize.then_some(0);
-        let mut session = ClientGet::new(
-            self.server,
-            remote.as_ref(),
-            self.mode,
-            options,
-            &self.limits,
-            clock.now(),
-        )
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut session = self
+            .config
+            .get_session(remote.as_ref(), clock.now())
+            .map_err(invalid)?;
         let mut buf = vec![0u8; 65_536];
         let outcome = drive(
             &mut session,
@@ -153,21 +93,10 @@ impl Client {
     ) -> Result<Stats, ClientError> {
         let socket = self.socket()?;
         let clock = Clock::new();
-        let mut options = self.options;
-        options.tsize = if self.ask_tsize && self.mode == Mode::Octet {
-            size
-        } else {
-            None
-        };
-        let mut session = ClientPut::new(
-            self.server,
-            remote.as_ref(),
-            self.mode,
-            options,
-            &self.limits,
-            clock.now(),
-        )
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut session = self
+            .config
+            .put_session(remote.as_ref(), size, clock.now())
+            .map_err(invalid)?;
         let mut buf = vec![0u8; 1024];
         let outcome = drive(
             &mut session,
@@ -184,4 +113,8 @@ impl Client {
             session.stats().clone(),
         )
     }
+}
+
+fn invalid(e: tftp_proto::packet::EncodeError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e)
 }

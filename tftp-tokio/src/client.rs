@@ -3,11 +3,8 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
 
-use tftp_proto::client::{ClientGet, ClientPut};
-use tftp_proto::options::{Limits, TransferOptions};
-use tftp_proto::packet::Mode;
+use tftp_proto::client::ClientConfig;
 use tftp_proto::session::Session;
 use tftp_proto::stats::{Outcome, Stats};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -17,14 +14,10 @@ use crate::driver::{drive, Clock, Io, Until};
 
 pub use tftp_blocking::ClientError;
 
-/// A TFTP client for one server.
+/// A TFTP client for one server (settings: [`ClientConfig`]).
 #[derive(Clone, Debug)]
 pub struct Client {
-    server: SocketAddr,
-    mode: Mode,
-    options: TransferOptions,
-    ask_tsize: bool,
-    limits: Limits,
+    config: ClientConfig,
 }
 
 impl Client {
@@ -32,68 +25,23 @@ impl Client {
     /// default retransmission policy.
     pub fn new(server: SocketAddr) -> Self {
         Client {
-            server,
-            mode: Mode::Octet,
-            options: TransferOptions::default(),
-            ask_tsize: false,
-            limits: Limits {
-                dally: Duration::from_secs(1),
-                ..Limits::default()
-            },
+            config: ClientConfig::new(server),
         }
     }
 
-    /// Transfer mode.
-    pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// Asks for this block size (RFC 2348).
-    pub fn blksize(mut self, blksize: u16) -> Self {
-        self.options.blksize = Some(blksize);
-        self
-    }
-
-    /// Asks for this window size (RFC 7440).
-    pub fn windowsize(mut self, windowsize: u16) -> Self {
-        self.options.windowsize = Some(windowsize);
-        self
-    }
-
-    /// Asks for this retransmission timeout in seconds (RFC 2349).
-    pub fn timeout(mut self, seconds: u8) -> Self {
-        self.options.timeout = Some(seconds);
-        self
-    }
-
-    /// Asks for (get) or announces (put) the transfer size (RFC 2349).
-    pub fn tsize(mut self, ask: bool) -> Self {
-        self.ask_tsize = ask;
-        self
-    }
-
-    /// Retransmissions before giving up.
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.limits.retries = retries;
-        self
-    }
-
-    /// The full local policy (retransmission timer bounds, dally, ...).
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
+    tftp_proto::client_setters!();
 
     async fn socket(&self) -> io::Result<UdpSocket> {
-        let any: SocketAddr = match self.server {
+        let any: SocketAddr = match self.config.server() {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
         UdpSocket::bind(any).await
     }
 
-    /// Downloads `remote` into `sink`; returns the statistics.
+    /// Downloads `remote` into `sink`; returns once all data is in (the
+    /// session lingers in a spawned task to re-acknowledge a retransmitted
+    /// last block).
     pub async fn get(
         &self,
         remote: impl AsRef<[u8]>,
@@ -101,17 +49,10 @@ impl Client {
     ) -> Result<Stats, ClientError> {
         let socket = self.socket().await?;
         let clock = Clock::new();
-        let mut options = self.options;
-        options.tsize = self.ask_tsize.then_some(0);
-        let mut session = ClientGet::new(
-            self.server,
-            remote.as_ref(),
-            self.mode,
-            options,
-            &self.limits,
-            clock.now(),
-        )
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut session = self
+            .config
+            .get_session(remote.as_ref(), clock.now())
+            .map_err(invalid)?;
         let mut buf = vec![0u8; 65_536];
         let outcome = drive(
             &mut session,
@@ -125,11 +66,8 @@ impl Client {
         .await;
         let stats = session.stats().clone();
         match outcome {
-            // All data is in; dally in the background to re-acknowledge a
-            // retransmitted last block.
             None => {
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 65_536];
                     drive(
                         &mut session,
                         &socket,
@@ -157,21 +95,10 @@ impl Client {
     ) -> Result<Stats, ClientError> {
         let socket = self.socket().await?;
         let clock = Clock::new();
-        let mut options = self.options;
-        options.tsize = if self.ask_tsize && self.mode == Mode::Octet {
-            size
-        } else {
-            None
-        };
-        let mut session = ClientPut::new(
-            self.server,
-            remote.as_ref(),
-            self.mode,
-            options,
-            &self.limits,
-            clock.now(),
-        )
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut session = self
+            .config
+            .put_session(remote.as_ref(), size, clock.now())
+            .map_err(invalid)?;
         let mut buf = vec![0u8; 1024];
         let outcome = drive(
             &mut session,
@@ -183,7 +110,13 @@ impl Client {
             Until::Done,
         )
         .await;
-        let stats = session.stats().clone();
-        ClientError::check(outcome.unwrap_or(Outcome::Completed), stats)
+        ClientError::check(
+            outcome.unwrap_or(Outcome::Completed),
+            session.stats().clone(),
+        )
     }
+}
+
+fn invalid(e: tftp_proto::packet::EncodeError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tftp_proto::options::{Direction, Limits};
 use tftp_proto::packet::ErrorCode;
-use tftp_proto::server::{accept, Admission, Refusal, Request, ServerSession, SessionKey};
+use tftp_proto::server::{Admission, Admit, Request, ServerSession, SessionKey};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerCounters, Stats};
 use tokio::net::UdpSocket;
@@ -349,37 +349,28 @@ async fn accept_loop<H: Handler>(shared: Arc<Shared<H>>, socket: Arc<UdpSocket>)
             Err(e) if is_transient(&e) => continue,
             Err(e) => return Err(e),
         };
-        let request = match accept(&buf[..n], peer, &shared.limits) {
-            Ok(request) => request,
-            Err(reject) => {
-                shared.counters.bad_request();
-                if let Some(len) = reject.encode(&mut reply) {
-                    let _ = socket.send_to(&reply[..len], peer).await;
-                }
-                continue;
-            }
-        };
-        // NOTE(unwrap): the lock is never held across an await; a poisoned
-        // lock still holds a consistent table (every update is one call).
-        let admitted = shared
+        // NOTE(unwrap): the lock is never held across an await or I/O; every
+        // update is one call, so a poisoned lock still holds a consistent table.
+        let admit = shared
             .admission
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .admit(&request);
-        let key = match admitted {
-            Ok(key) => key,
-            Err(refusal) => {
-                match refusal {
-                    Refusal::Duplicate => shared.counters.duplicate(),
-                    Refusal::Busy => shared.counters.rejected(),
-                }
-                if let Some(len) = refusal.encode(&mut reply) {
-                    let _ = socket.send_to(&reply[..len], peer).await;
-                }
+            .admit_datagram(
+                &buf[..n],
+                peer,
+                local,
+                &shared.limits,
+                &shared.counters,
+                &mut reply,
+            );
+        let (request, key) = match admit {
+            Admit::Start { request, key } => (request, key),
+            Admit::Reply(len) => {
+                let _ = socket.send_to(&reply[..len], peer).await;
                 continue;
             }
+            Admit::Ignore => continue,
         };
-        shared.counters.session_started();
         let guard = SessionGuard {
             shared: Arc::clone(&shared),
             key: Some(key),
