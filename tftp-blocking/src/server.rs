@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use tftp_proto::options::{Direction, Limits};
+use tftp_proto::options::Direction;
 use tftp_proto::packet::ErrorCode;
-use tftp_proto::server::{Admission, Admit, Request, ServerSession, SessionKey};
+use tftp_proto::server::{Admission, Admit, Request, ServerConfig, ServerSession, SessionKey};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerCounters, ServerStats, Stats};
 
@@ -20,21 +20,17 @@ use crate::driver::{drive, Clock, Io};
 use crate::handler::Handler;
 use crate::net::{bind_listen_sockets, bind_transfer};
 
-/// Default for [`ServerBuilder::drain_timeout`].
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub use tftp_proto::server::DEFAULT_DRAIN_TIMEOUT;
 /// How often an accept thread looks at the stop flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
-type SessionCallback = Arc<dyn Fn(&Stats) + Send + Sync>;
-type StatsCallback = Arc<dyn Fn(&ServerStats) + Send + Sync>;
+use tftp_proto::server::ServerStatsCallback as StatsCallback;
 
 struct Shared<H> {
     handler: H,
-    limits: Limits,
-    port_range: Option<(u16, u16)>,
+    config: ServerConfig,
     counters: ServerCounters,
     admission: Mutex<Admission>,
-    on_session_end: Option<SessionCallback>,
     /// Set on shutdown: stop accepting.
     stopping: AtomicBool,
     /// Set after the drain deadline: abort running sessions.
@@ -81,80 +77,23 @@ impl<H> Shared<H> {
 /// Configures and binds a [`Server`].
 pub struct ServerBuilder<H> {
     handler: H,
-    listen: Vec<SocketAddr>,
-    sockets: Vec<UdpSocket>,
-    limits: Limits,
-    max_sessions: usize,
-    max_sessions_per_peer: usize,
-    drain_timeout: Duration,
-    port_range: Option<(u16, u16)>,
-    on_session_end: Option<SessionCallback>,
-    on_server_stats: Option<(Duration, StatsCallback)>,
+    sockets: Vec<std::net::UdpSocket>,
+    config: ServerConfig,
 }
 
 impl<H: Handler> ServerBuilder<H> {
-    /// Adds a listening address (IPv4 or IPv6; repeatable).
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen.push(addr);
-        self
-    }
+    tftp_proto::server_setters!();
 
-    /// Adds an already bound socket (systemd, inetd).
-    pub fn listen_socket(mut self, socket: UdpSocket) -> Self {
+    /// Adds an already bound socket (systemd socket activation, inetd).
+    pub fn listen_socket(mut self, socket: std::net::UdpSocket) -> Self {
         self.sockets.push(socket);
-        self
-    }
-
-    /// The protocol policy.
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Most sessions at once.
-    pub fn max_sessions(mut self, n: usize) -> Self {
-        self.max_sessions = n;
-        self
-    }
-
-    /// Most sessions at once from one IP address.
-    pub fn max_sessions_per_peer(mut self, n: usize) -> Self {
-        self.max_sessions_per_peer = n;
-        self
-    }
-
-    /// How long shutdown waits for running transfers before aborting them.
-    pub fn drain_timeout(mut self, d: Duration) -> Self {
-        self.drain_timeout = d;
-        self
-    }
-
-    /// Binds transfer sockets to ports in `low..=high`.
-    pub fn port_range(mut self, low: u16, high: u16) -> Self {
-        self.port_range = Some((low.min(high), low.max(high)));
-        self
-    }
-
-    /// Calls `f` with each session's statistics when it ends (on its thread).
-    pub fn on_session_end(mut self, f: impl Fn(&Stats) + Send + Sync + 'static) -> Self {
-        self.on_session_end = Some(Arc::new(f));
-        self
-    }
-
-    /// Calls `f` every `interval` with the counters (on a thread of its own).
-    pub fn on_server_stats(
-        mut self,
-        interval: Duration,
-        f: impl Fn(&ServerStats) + Send + Sync + 'static,
-    ) -> Self {
-        self.on_server_stats = Some((interval, Arc::new(f)));
         self
     }
 
     /// Binds the listening sockets.
     pub fn bind(self) -> io::Result<Server<H>> {
         let mut sockets = self.sockets;
-        for addr in &self.listen {
+        for addr in &self.config.listen {
             sockets.extend(bind_listen_sockets(*addr, 1)?);
         }
         if sockets.is_empty() {
@@ -170,22 +109,17 @@ impl<H: Handler> ServerBuilder<H> {
         Ok(Server {
             shared: Arc::new(Shared {
                 handler: self.handler,
-                limits: self.limits,
-                port_range: self.port_range,
+                config: self.config.clone(),
                 counters: ServerCounters::default(),
-                admission: Mutex::new(Admission::new(
-                    self.max_sessions,
-                    self.max_sessions_per_peer,
-                )),
-                on_session_end: self.on_session_end,
+                admission: Mutex::new(self.config.admission()),
                 stopping: AtomicBool::new(false),
                 aborting: AtomicBool::new(false),
                 changed: (Mutex::new(()), Condvar::new()),
                 clock: Clock::new(),
             }),
             sockets,
-            drain_timeout: self.drain_timeout,
-            on_server_stats: self.on_server_stats,
+            drain_timeout: self.config.drain_timeout,
+            on_server_stats: self.config.on_server_stats.clone(),
         })
     }
 }
@@ -248,15 +182,8 @@ impl Server<()> {
     pub fn builder<H: Handler>(handler: H) -> ServerBuilder<H> {
         ServerBuilder {
             handler,
-            listen: Vec::new(),
             sockets: Vec::new(),
-            limits: Limits::default(),
-            max_sessions: tftp_proto::server::DEFAULT_MAX_SESSIONS,
-            max_sessions_per_peer: tftp_proto::server::DEFAULT_MAX_SESSIONS_PER_PEER,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            port_range: None,
-            on_session_end: None,
-            on_server_stats: None,
+            config: ServerConfig::default(),
         }
     }
 }
@@ -316,7 +243,7 @@ impl<H: Handler> Server<H> {
 
 fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, socket: &UdpSocket) -> io::Result<()> {
     let local = socket.local_addr()?;
-    let mut buf = vec![0u8; shared.limits.max_request_size + 1];
+    let mut buf = vec![0u8; shared.config.limits.max_request_size + 1];
     let mut reply = [0u8; 128];
     while !shared.stopping.load(Ordering::Acquire) {
         let (n, peer) = match socket.recv_from(&mut buf) {
@@ -351,7 +278,7 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, socket: &UdpSocket) -> io::R
                 &buf[..n],
                 peer,
                 local,
-                &shared.limits,
+                &shared.config.limits,
                 &shared.counters,
                 &mut reply,
             );
@@ -385,7 +312,7 @@ impl<H> SessionGuard<H> {
     fn finish(mut self, stats: &Stats) {
         self.release();
         self.shared.counters.record(stats);
-        if let Some(f) = &self.shared.on_session_end {
+        if let Some(f) = &self.shared.config.on_session_end {
             f(stats);
         }
         self.shared.notify();
@@ -416,7 +343,7 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
     let clock = shared.clock;
     let listen = request.local.unwrap_or(request.peer);
     let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
-    let socket = match bind_transfer(listen.ip(), shared.port_range, seed) {
+    let socket = match bind_transfer(listen.ip(), shared.config.port_range, seed) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot bind a transfer socket");
@@ -424,7 +351,7 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
                 request,
                 ErrorCode::NotDefined,
                 "Server error",
-                &shared.limits,
+                &shared.config.limits,
                 clock.now(),
             );
             return s.stats().clone();
@@ -435,7 +362,7 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
             Ok(r) => (
                 ServerSession::start(
                     request,
-                    &shared.limits,
+                    &shared.config.limits,
                     r.limits.as_ref(),
                     r.size,
                     clock.now(),
@@ -444,7 +371,13 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
                 None,
             ),
             Err(e) => (
-                ServerSession::refuse(request, e.code, &e.message, &shared.limits, clock.now()),
+                ServerSession::refuse(
+                    request,
+                    e.code,
+                    &e.message,
+                    &shared.config.limits,
+                    clock.now(),
+                ),
                 None,
                 None,
             ),
@@ -453,7 +386,7 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
             Ok(w) => (
                 ServerSession::start(
                     request,
-                    &shared.limits,
+                    &shared.config.limits,
                     w.limits.as_ref(),
                     None,
                     clock.now(),
@@ -462,7 +395,13 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
                 Some(w.sink),
             ),
             Err(e) => (
-                ServerSession::refuse(request, e.code, &e.message, &shared.limits, clock.now()),
+                ServerSession::refuse(
+                    request,
+                    e.code,
+                    &e.message,
+                    &shared.config.limits,
+                    clock.now(),
+                ),
                 None,
                 None,
             ),

@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tftp_proto::options::{Direction, Limits};
+use tftp_proto::options::Direction;
 use tftp_proto::packet::ErrorCode;
-use tftp_proto::server::{Admission, Admit, Request, ServerSession, SessionKey};
+use tftp_proto::server::{Admission, Admit, Request, ServerConfig, ServerSession, SessionKey};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerCounters, Stats};
 use tokio::net::UdpSocket;
@@ -19,30 +19,18 @@ use tokio::sync::{watch, Notify};
 use crate::driver::{drive, Clock, Io, Until};
 use crate::handler::Handler;
 
-/// Default for [`ServerBuilder::max_sessions`].
-pub const DEFAULT_MAX_SESSIONS: usize = tftp_proto::server::DEFAULT_MAX_SESSIONS;
-/// Default for [`ServerBuilder::max_sessions_per_peer`].
-pub const DEFAULT_MAX_SESSIONS_PER_PEER: usize = tftp_proto::server::DEFAULT_MAX_SESSIONS_PER_PEER;
-/// Default for [`ServerBuilder::drain_timeout`].
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default interval of [`ServerBuilder::on_server_stats`] (as fbtftp).
-pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Called with each session's statistics when it ends.
-pub type SessionCallback = Arc<dyn Fn(&Stats) + Send + Sync>;
-/// Called periodically with the server's counters.
-pub type ServerStatsCallback = Arc<dyn Fn(&ServerStats) + Send + Sync>;
-
+pub use tftp_proto::server::{
+    ServerStatsCallback, SessionCallback, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_STATS_INTERVAL,
+};
 pub use tftp_proto::stats::ServerStats;
 
 struct Shared<H> {
     handler: H,
-    limits: Limits,
-    port_range: Option<(u16, u16)>,
+    config: ServerConfig,
     counters: ServerCounters,
     admission: Mutex<Admission>,
     idle: Notify,
-    on_session_end: Option<SessionCallback>,
     cancel: watch::Sender<bool>,
     clock: Clock,
 }
@@ -50,61 +38,17 @@ struct Shared<H> {
 /// Configures and binds a [`Server`].
 pub struct ServerBuilder<H> {
     handler: H,
-    listen: Vec<SocketAddr>,
     sockets: Vec<std::net::UdpSocket>,
-    limits: Limits,
-    max_sessions: usize,
-    max_sessions_per_peer: usize,
-    drain_timeout: Duration,
-    port_range: Option<(u16, u16)>,
     reuse_port: usize,
-    on_session_end: Option<SessionCallback>,
-    on_server_stats: Option<(Duration, ServerStatsCallback)>,
+    config: ServerConfig,
 }
 
 impl<H: Handler> ServerBuilder<H> {
-    /// Adds a listening address (IPv4 or IPv6; repeatable).
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen.push(addr);
-        self
-    }
+    tftp_proto::server_setters!();
 
     /// Adds an already bound socket (systemd socket activation, inetd).
     pub fn listen_socket(mut self, socket: std::net::UdpSocket) -> Self {
         self.sockets.push(socket);
-        self
-    }
-
-    /// The protocol policy (options, request size, retransmission).
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Most sessions at once; more requests get ERROR 0 "Server busy".
-    /// Default [`DEFAULT_MAX_SESSIONS`].
-    pub fn max_sessions(mut self, n: usize) -> Self {
-        self.max_sessions = n;
-        self
-    }
-
-    /// Most sessions at once from one IP address. Default
-    /// [`DEFAULT_MAX_SESSIONS_PER_PEER`].
-    pub fn max_sessions_per_peer(mut self, n: usize) -> Self {
-        self.max_sessions_per_peer = n;
-        self
-    }
-
-    /// How long shutdown waits for running transfers before aborting them.
-    /// Default [`DEFAULT_DRAIN_TIMEOUT`].
-    pub fn drain_timeout(mut self, d: Duration) -> Self {
-        self.drain_timeout = d;
-        self
-    }
-
-    /// Binds transfer sockets to ports in `low..=high` (for firewalls).
-    pub fn port_range(mut self, low: u16, high: u16) -> Self {
-        self.port_range = Some((low.min(high), low.max(high)));
         self
     }
 
@@ -115,24 +59,6 @@ impl<H: Handler> ServerBuilder<H> {
         self
     }
 
-    /// Calls `f` with each session's statistics when it ends (from the
-    /// session's own task).
-    pub fn on_session_end(mut self, f: impl Fn(&Stats) + Send + Sync + 'static) -> Self {
-        self.on_session_end = Some(Arc::new(f));
-        self
-    }
-
-    /// Calls `f` every `interval` with the server's counters (from a task of
-    /// its own). fbtftp's default interval is [`DEFAULT_STATS_INTERVAL`].
-    pub fn on_server_stats(
-        mut self,
-        interval: Duration,
-        f: impl Fn(&ServerStats) + Send + Sync + 'static,
-    ) -> Self {
-        self.on_server_stats = Some((interval, Arc::new(f)));
-        self
-    }
-
     /// Binds the listening sockets.
     pub async fn bind(self) -> io::Result<Server<H>> {
         let mut sockets = Vec::new();
@@ -140,7 +66,7 @@ impl<H: Handler> ServerBuilder<H> {
             socket.set_nonblocking(true)?;
             sockets.push(UdpSocket::from_std(socket)?);
         }
-        for addr in &self.listen {
+        for addr in &self.config.listen {
             for socket in bind_listen_sockets(*addr, self.reuse_port.max(1))? {
                 sockets.push(UdpSocket::from_std(socket)?);
             }
@@ -155,21 +81,16 @@ impl<H: Handler> ServerBuilder<H> {
         Ok(Server {
             shared: Arc::new(Shared {
                 handler: self.handler,
-                limits: self.limits,
-                port_range: self.port_range,
+                config: self.config.clone(),
                 counters: ServerCounters::default(),
-                admission: Mutex::new(Admission::new(
-                    self.max_sessions,
-                    self.max_sessions_per_peer,
-                )),
+                admission: Mutex::new(self.config.admission()),
                 idle: Notify::new(),
-                on_session_end: self.on_session_end,
                 cancel,
                 clock: Clock::new(),
             }),
             sockets: sockets.into_iter().map(Arc::new).collect(),
-            drain_timeout: self.drain_timeout,
-            on_server_stats: self.on_server_stats,
+            drain_timeout: self.config.drain_timeout,
+            on_server_stats: self.config.on_server_stats.clone(),
         })
     }
 }
@@ -198,16 +119,9 @@ impl Server<()> {
     pub fn builder<H: Handler>(handler: H) -> ServerBuilder<H> {
         ServerBuilder {
             handler,
-            listen: Vec::new(),
             sockets: Vec::new(),
-            limits: Limits::default(),
-            max_sessions: DEFAULT_MAX_SESSIONS,
-            max_sessions_per_peer: DEFAULT_MAX_SESSIONS_PER_PEER,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            port_range: None,
             reuse_port: 0,
-            on_session_end: None,
-            on_server_stats: None,
+            config: ServerConfig::default(),
         }
     }
 }
@@ -341,7 +255,7 @@ async fn wait_idle<H>(shared: &Shared<H>, deadline: tokio::time::Instant) -> boo
 async fn accept_loop<H: Handler>(shared: Arc<Shared<H>>, socket: Arc<UdpSocket>) -> io::Result<()> {
     let local = socket.local_addr()?;
     // One byte more than allowed, to tell an oversized request.
-    let mut buf = vec![0u8; shared.limits.max_request_size + 1];
+    let mut buf = vec![0u8; shared.config.limits.max_request_size + 1];
     let mut reply = [0u8; 128];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -359,7 +273,7 @@ async fn accept_loop<H: Handler>(shared: Arc<Shared<H>>, socket: Arc<UdpSocket>)
                 &buf[..n],
                 peer,
                 local,
-                &shared.limits,
+                &shared.config.limits,
                 &shared.counters,
                 &mut reply,
             );
@@ -403,7 +317,7 @@ impl<H> SessionGuard<H> {
     fn finish(mut self, stats: &Stats) {
         self.release();
         self.shared.counters.record(stats);
-        if let Some(f) = &self.shared.on_session_end {
+        if let Some(f) = &self.shared.config.on_session_end {
             f(stats);
         }
         self.shared.idle.notify_waiters();
@@ -440,27 +354,28 @@ async fn run_session<H: Handler>(
     let clock = shared.clock;
     request.local = Some(listen);
     let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
-    let socket =
-        match bind_transfer(listen.ip(), shared.port_range, seed).and_then(UdpSocket::from_std) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot bind a transfer socket");
-                let s = ServerSession::refuse(
-                    &request,
-                    ErrorCode::NotDefined,
-                    "Server error",
-                    &shared.limits,
-                    clock.now(),
-                );
-                return s.stats().clone();
-            }
-        };
+    let socket = match bind_transfer(listen.ip(), shared.config.port_range, seed)
+        .and_then(UdpSocket::from_std)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot bind a transfer socket");
+            let s = ServerSession::refuse(
+                &request,
+                ErrorCode::NotDefined,
+                "Server error",
+                &shared.config.limits,
+                clock.now(),
+            );
+            return s.stats().clone();
+        }
+    };
     let (mut session, mut source, mut sink) = match request.direction {
         Direction::Read => match shared.handler.read(&request).await {
             Ok(r) => (
                 ServerSession::start(
                     &request,
-                    &shared.limits,
+                    &shared.config.limits,
                     r.limits.as_ref(),
                     r.size,
                     clock.now(),
@@ -469,7 +384,13 @@ async fn run_session<H: Handler>(
                 None,
             ),
             Err(e) => (
-                ServerSession::refuse(&request, e.code, &e.message, &shared.limits, clock.now()),
+                ServerSession::refuse(
+                    &request,
+                    e.code,
+                    &e.message,
+                    &shared.config.limits,
+                    clock.now(),
+                ),
                 None,
                 None,
             ),
@@ -478,7 +399,7 @@ async fn run_session<H: Handler>(
             Ok(w) => (
                 ServerSession::start(
                     &request,
-                    &shared.limits,
+                    &shared.config.limits,
                     w.limits.as_ref(),
                     None,
                     clock.now(),
@@ -487,7 +408,13 @@ async fn run_session<H: Handler>(
                 Some(w.sink),
             ),
             Err(e) => (
-                ServerSession::refuse(&request, e.code, &e.message, &shared.limits, clock.now()),
+                ServerSession::refuse(
+                    &request,
+                    e.code,
+                    &e.message,
+                    &shared.config.limits,
+                    clock.now(),
+                ),
                 None,
                 None,
             ),
