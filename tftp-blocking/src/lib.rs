@@ -35,6 +35,7 @@ mod driver;
 mod error;
 mod handler;
 pub mod net;
+pub mod registry;
 pub mod root;
 mod server;
 

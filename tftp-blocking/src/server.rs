@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::registry::{Registry, Ticket};
 use tftp_proto::options::Direction;
 use tftp_proto::packet::ErrorCode;
-use tftp_proto::server::{Admission, Admit, Request, ServerConfig, ServerSession, SessionKey};
+use tftp_proto::server::{Admit, Request, ServerConfig, ServerSession};
 use tftp_proto::session::Session;
-use tftp_proto::stats::{ServerCounters, ServerStats, Stats};
+use tftp_proto::stats::{ServerStats, Stats};
 
 use crate::driver::{drive, Clock, Io};
 use crate::handler::Handler;
@@ -28,9 +29,7 @@ use tftp_proto::server::ServerStatsCallback as StatsCallback;
 
 struct Shared<H> {
     handler: H,
-    config: ServerConfig,
-    counters: ServerCounters,
-    admission: Mutex<Admission>,
+    registry: Arc<Registry>,
     /// Set on shutdown: stop accepting.
     stopping: AtomicBool,
     /// Set after the drain deadline: abort running sessions.
@@ -109,9 +108,7 @@ impl<H: Handler> ServerBuilder<H> {
         Ok(Server {
             shared: Arc::new(Shared {
                 handler: self.handler,
-                config: self.config.clone(),
-                counters: ServerCounters::default(),
-                admission: Mutex::new(self.config.admission()),
+                registry: Registry::new(self.config.clone()),
                 stopping: AtomicBool::new(false),
                 aborting: AtomicBool::new(false),
                 changed: (Mutex::new(()), Condvar::new()),
@@ -155,7 +152,7 @@ impl<H: Send + Sync> Stop for Shared<H> {
         self.notify();
     }
     fn snapshot(&self) -> ServerStats {
-        self.counters.snapshot()
+        self.registry.counters.snapshot()
     }
 }
 
@@ -219,7 +216,7 @@ impl<H: Handler> Server<H> {
                 if shared.wait_until(interval, || shared.stopping.load(Ordering::Acquire)) {
                     return;
                 }
-                f(&shared.counters.snapshot());
+                f(&shared.registry.counters.snapshot());
             })
         });
         let shared = &self.shared;
@@ -230,9 +227,13 @@ impl<H: Handler> Server<H> {
                 result = Err(e);
             }
         }
-        if !shared.wait_until(self.drain_timeout, || shared.counters.active() == 0) {
+        if !shared.wait_until(self.drain_timeout, || {
+            shared.registry.counters.active() == 0
+        }) {
             shared.aborting.store(true, Ordering::Release);
-            shared.wait_until(Duration::from_secs(2), || shared.counters.active() == 0);
+            shared.wait_until(Duration::from_secs(2), || {
+                shared.registry.counters.active() == 0
+            });
         }
         if let Some(t) = stats_thread {
             let _ = t.join();
@@ -243,7 +244,7 @@ impl<H: Handler> Server<H> {
 
 fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, socket: &UdpSocket) -> io::Result<()> {
     let local = socket.local_addr()?;
-    let mut buf = vec![0u8; shared.config.limits.max_request_size + 1];
+    let mut buf = vec![0u8; shared.registry.config.limits.max_request_size + 1];
     let mut reply = [0u8; 128];
     while !shared.stopping.load(Ordering::Acquire) {
         let (n, peer) = match socket.recv_from(&mut buf) {
@@ -268,20 +269,9 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, socket: &UdpSocket) -> io::R
             }
             Err(e) => return Err(e),
         };
-        // NOTE(unwrap): the lock is never held across an await or I/O; every
-        // update is one call, so a poisoned lock still holds a consistent table.
         let admit = shared
-            .admission
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit_datagram(
-                &buf[..n],
-                peer,
-                local,
-                &shared.config.limits,
-                &shared.counters,
-                &mut reply,
-            );
+            .registry
+            .on_datagram(&buf[..n], peer, local, &mut reply);
         let (request, key) = match admit {
             Admit::Start { request, key } => (request, key),
             Admit::Reply(len) => {
@@ -290,60 +280,22 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, socket: &UdpSocket) -> io::R
             }
             Admit::Ignore => continue,
         };
-        let guard = SessionGuard {
-            shared: Arc::clone(shared),
-            key: Some(key),
-        };
+        let notify = Arc::clone(shared);
+        let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || notify.notify());
+        let shared = Arc::clone(shared);
         std::thread::spawn(move || {
-            let stats = run_session(&guard.shared, &request);
-            guard.finish(&stats);
+            let stats = run_session(&shared, &request);
+            ticket.finish(&stats);
         });
     }
     Ok(())
-}
-
-/// Releases a session's admission and records its end, even on panic.
-struct SessionGuard<H> {
-    shared: Arc<Shared<H>>,
-    key: Option<SessionKey>,
-}
-
-impl<H> SessionGuard<H> {
-    fn finish(mut self, stats: &Stats) {
-        self.release();
-        self.shared.counters.record(stats);
-        if let Some(f) = &self.shared.config.on_session_end {
-            f(stats);
-        }
-        self.shared.notify();
-    }
-
-    fn release(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.shared
-                .admission
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .release(&key);
-        }
-    }
-}
-
-impl<H> Drop for SessionGuard<H> {
-    fn drop(&mut self) {
-        if self.key.is_some() {
-            self.release();
-            self.shared.counters.session_lost();
-            self.shared.notify();
-        }
-    }
 }
 
 fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
     let clock = shared.clock;
     let listen = request.local.unwrap_or(request.peer);
     let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
-    let socket = match bind_transfer(listen.ip(), shared.config.port_range, seed) {
+    let socket = match bind_transfer(listen.ip(), shared.registry.config.port_range, seed) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot bind a transfer socket");
@@ -351,7 +303,7 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
                 request,
                 ErrorCode::NotDefined,
                 "Server error",
-                &shared.config.limits,
+                &shared.registry.config.limits,
                 clock.now(),
             );
             return s.stats().clone();
@@ -362,7 +314,7 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
             Ok(r) => (
                 ServerSession::start(
                     request,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     r.limits.as_ref(),
                     r.size,
                     clock.now(),
@@ -375,7 +327,7 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
                     request,
                     e.code,
                     &e.message,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     clock.now(),
                 ),
                 None,
@@ -386,7 +338,7 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
             Ok(w) => (
                 ServerSession::start(
                     request,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     w.limits.as_ref(),
                     None,
                     clock.now(),
@@ -399,7 +351,7 @@ fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
                     request,
                     e.code,
                     &e.message,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     clock.now(),
                 ),
                 None,

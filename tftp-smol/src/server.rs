@@ -6,18 +6,19 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::{Async, Timer};
 use tftp_blocking::net::{bind_listen_sockets, bind_transfer};
+use tftp_blocking::registry::{Registry, Ticket};
 use tftp_proto::options::Direction;
 use tftp_proto::packet::ErrorCode;
-use tftp_proto::server::{Admission, Admit, Request, ServerConfig, ServerSession, SessionKey};
+use tftp_proto::server::{Admit, Request, ServerConfig, ServerSession};
 use tftp_proto::session::Session;
-use tftp_proto::stats::{ServerCounters, ServerStats, Stats};
+use tftp_proto::stats::{ServerStats, Stats};
 
 use crate::driver::{drive, Clock, Io};
 use crate::handler::Handler;
@@ -28,9 +29,7 @@ use tftp_proto::server::ServerStatsCallback as StatsCallback;
 
 struct Shared<H> {
     handler: H,
-    config: ServerConfig,
-    counters: ServerCounters,
-    admission: Mutex<Admission>,
+    registry: Arc<Registry>,
     /// Closed to abort running sessions.
     abort: (Sender<()>, Receiver<()>),
     /// One message per ended session (wakes the drain).
@@ -73,9 +72,7 @@ impl<H: Handler> ServerBuilder<H> {
         Ok(Server {
             shared: Arc::new(Shared {
                 handler: self.handler,
-                config: self.config.clone(),
-                counters: ServerCounters::default(),
-                admission: Mutex::new(self.config.admission()),
+                registry: Registry::new(self.config.clone()),
                 abort: smol::channel::bounded(1),
                 ended: smol::channel::unbounded(),
                 clock: Clock::new(),
@@ -125,7 +122,7 @@ impl<H> Server<H> {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> ServerStats {
-        self.shared.counters.snapshot()
+        self.shared.registry.counters.snapshot()
     }
 }
 
@@ -150,7 +147,7 @@ impl<H: Handler> Server<H> {
     /// A handle that reads the counters while the server runs.
     pub fn stats_handle(&self) -> StatsHandle {
         let shared = Arc::clone(&self.shared);
-        StatsHandle(Arc::new(move || shared.counters.snapshot()))
+        StatsHandle(Arc::new(move || shared.registry.counters.snapshot()))
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, lets transfers
@@ -168,7 +165,7 @@ impl<H: Handler> Server<H> {
                 let mut tick = Timer::interval(interval);
                 loop {
                     smol::stream::StreamExt::next(&mut tick).await;
-                    f(&shared.counters.snapshot());
+                    f(&shared.registry.counters.snapshot());
                 }
             })
         });
@@ -193,14 +190,14 @@ impl<H: Handler> Server<H> {
 /// Waits until no session runs or `timeout` passes; true if idle.
 async fn wait_idle<H>(shared: &Shared<H>, timeout: Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
-    while shared.counters.active() > 0 {
+    while shared.registry.counters.active() > 0 {
         let ended = async { shared.ended.1.recv().await.is_ok() };
         let late = async {
             Timer::at(deadline).await;
             false
         };
         if !ended.or(late).await {
-            return shared.counters.active() == 0;
+            return shared.registry.counters.active() == 0;
         }
     }
     true
@@ -217,7 +214,7 @@ async fn accept_requests<H: Handler>(
     socket: Arc<Async<UdpSocket>>,
 ) -> io::Result<()> {
     let local = socket.get_ref().local_addr()?;
-    let mut buf = vec![0u8; shared.config.limits.max_request_size + 1];
+    let mut buf = vec![0u8; shared.registry.config.limits.max_request_size + 1];
     let mut reply = [0u8; 128];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -234,20 +231,9 @@ async fn accept_requests<H: Handler>(
             }
             Err(e) => return Err(e),
         };
-        // NOTE(unwrap): the lock is never held across an await or I/O; every
-        // update is one call, so a poisoned lock still holds a consistent table.
         let admit = shared
-            .admission
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit_datagram(
-                &buf[..n],
-                peer,
-                local,
-                &shared.config.limits,
-                &shared.counters,
-                &mut reply,
-            );
+            .registry
+            .on_datagram(&buf[..n], peer, local, &mut reply);
         let (request, key) = match admit {
             Admit::Start { request, key } => (request, key),
             Admit::Reply(len) => {
@@ -256,52 +242,16 @@ async fn accept_requests<H: Handler>(
             }
             Admit::Ignore => continue,
         };
-        let guard = SessionGuard {
-            shared: Arc::clone(&shared),
-            key: Some(key),
-        };
+        let notify = Arc::clone(&shared);
+        let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
+            let _ = notify.ended.0.try_send(());
+        });
+        let shared = Arc::clone(&shared);
         smol::spawn(async move {
-            let stats = run_session(&guard.shared, &request).await;
-            guard.finish(&stats);
+            let stats = run_session(&shared, &request).await;
+            ticket.finish(&stats);
         })
         .detach();
-    }
-}
-
-/// Releases a session's admission and records its end, even on panic.
-struct SessionGuard<H> {
-    shared: Arc<Shared<H>>,
-    key: Option<SessionKey>,
-}
-
-impl<H> SessionGuard<H> {
-    fn finish(mut self, stats: &Stats) {
-        self.release();
-        self.shared.counters.record(stats);
-        if let Some(f) = &self.shared.config.on_session_end {
-            f(stats);
-        }
-        let _ = self.shared.ended.0.try_send(());
-    }
-
-    fn release(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.shared
-                .admission
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .release(&key);
-        }
-    }
-}
-
-impl<H> Drop for SessionGuard<H> {
-    fn drop(&mut self) {
-        if self.key.is_some() {
-            self.release();
-            self.shared.counters.session_lost();
-            let _ = self.shared.ended.0.try_send(());
-        }
     }
 }
 
@@ -309,27 +259,28 @@ async fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats
     let clock = shared.clock;
     let listen = request.local.unwrap_or(request.peer);
     let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
-    let socket =
-        match bind_transfer(listen.ip(), shared.config.port_range, seed).and_then(Async::new) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot bind a transfer socket");
-                let s = ServerSession::refuse(
-                    request,
-                    ErrorCode::NotDefined,
-                    "Server error",
-                    &shared.config.limits,
-                    clock.now(),
-                );
-                return s.stats().clone();
-            }
-        };
+    let socket = match bind_transfer(listen.ip(), shared.registry.config.port_range, seed)
+        .and_then(Async::new)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot bind a transfer socket");
+            let s = ServerSession::refuse(
+                request,
+                ErrorCode::NotDefined,
+                "Server error",
+                &shared.registry.config.limits,
+                clock.now(),
+            );
+            return s.stats().clone();
+        }
+    };
     let (mut session, mut source, mut sink) = match request.direction {
         Direction::Read => match shared.handler.read(request).await {
             Ok(r) => (
                 ServerSession::start(
                     request,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     r.limits.as_ref(),
                     r.size,
                     clock.now(),
@@ -342,7 +293,7 @@ async fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats
                     request,
                     e.code,
                     &e.message,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     clock.now(),
                 ),
                 None,
@@ -353,7 +304,7 @@ async fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats
             Ok(w) => (
                 ServerSession::start(
                     request,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     w.limits.as_ref(),
                     None,
                     clock.now(),
@@ -366,7 +317,7 @@ async fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats
                     request,
                     e.code,
                     &e.message,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     clock.now(),
                 ),
                 None,

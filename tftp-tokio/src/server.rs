@@ -5,14 +5,15 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use tftp_blocking::registry::{Registry, Ticket};
 use tftp_proto::options::Direction;
 use tftp_proto::packet::ErrorCode;
-use tftp_proto::server::{Admission, Admit, Request, ServerConfig, ServerSession, SessionKey};
+use tftp_proto::server::{Admit, Request, ServerConfig, ServerSession};
 use tftp_proto::session::Session;
-use tftp_proto::stats::{ServerCounters, Stats};
+use tftp_proto::stats::Stats;
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Notify};
 
@@ -27,9 +28,7 @@ pub use tftp_proto::stats::ServerStats;
 
 struct Shared<H> {
     handler: H,
-    config: ServerConfig,
-    counters: ServerCounters,
-    admission: Mutex<Admission>,
+    registry: Arc<Registry>,
     idle: Notify,
     cancel: watch::Sender<bool>,
     clock: Clock,
@@ -81,9 +80,7 @@ impl<H: Handler> ServerBuilder<H> {
         Ok(Server {
             shared: Arc::new(Shared {
                 handler: self.handler,
-                config: self.config.clone(),
-                counters: ServerCounters::default(),
-                admission: Mutex::new(self.config.admission()),
+                registry: Registry::new(self.config.clone()),
                 idle: Notify::new(),
                 cancel,
                 clock: Clock::new(),
@@ -137,7 +134,7 @@ impl<H> Server<H> {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> ServerStats {
-        self.shared.counters.snapshot()
+        self.shared.registry.counters.snapshot()
     }
 
     /// A handle that reads the counters while the server runs.
@@ -156,7 +153,7 @@ trait CountersSource: Send + Sync {
 
 impl<H: Send + Sync> CountersSource for Shared<H> {
     fn snapshot(&self) -> ServerStats {
-        self.counters.snapshot()
+        self.registry.counters.snapshot()
     }
 }
 
@@ -195,7 +192,7 @@ impl<H: Handler> Server<H> {
                     tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
                 loop {
                     tick.tick().await;
-                    f(&shared.counters.snapshot());
+                    f(&shared.registry.counters.snapshot());
                 }
             })
         });
@@ -240,13 +237,13 @@ impl<H: Handler> Server<H> {
 async fn wait_idle<H>(shared: &Shared<H>, deadline: tokio::time::Instant) -> bool {
     loop {
         let notified = shared.idle.notified();
-        if shared.counters.active() == 0 {
+        if shared.registry.counters.active() == 0 {
             return true;
         }
         tokio::select! {
             () = notified => {}
             () = tokio::time::sleep_until(deadline) => {
-                return shared.counters.active() == 0;
+                return shared.registry.counters.active() == 0;
             }
         }
     }
@@ -255,7 +252,7 @@ async fn wait_idle<H>(shared: &Shared<H>, deadline: tokio::time::Instant) -> boo
 async fn accept_loop<H: Handler>(shared: Arc<Shared<H>>, socket: Arc<UdpSocket>) -> io::Result<()> {
     let local = socket.local_addr()?;
     // One byte more than allowed, to tell an oversized request.
-    let mut buf = vec![0u8; shared.config.limits.max_request_size + 1];
+    let mut buf = vec![0u8; shared.registry.config.limits.max_request_size + 1];
     let mut reply = [0u8; 128];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -263,20 +260,9 @@ async fn accept_loop<H: Handler>(shared: Arc<Shared<H>>, socket: Arc<UdpSocket>)
             Err(e) if is_transient(&e) => continue,
             Err(e) => return Err(e),
         };
-        // NOTE(unwrap): the lock is never held across an await or I/O; every
-        // update is one call, so a poisoned lock still holds a consistent table.
         let admit = shared
-            .admission
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit_datagram(
-                &buf[..n],
-                peer,
-                local,
-                &shared.config.limits,
-                &shared.counters,
-                &mut reply,
-            );
+            .registry
+            .on_datagram(&buf[..n], peer, local, &mut reply);
         let (request, key) = match admit {
             Admit::Start { request, key } => (request, key),
             Admit::Reply(len) => {
@@ -285,13 +271,14 @@ async fn accept_loop<H: Handler>(shared: Arc<Shared<H>>, socket: Arc<UdpSocket>)
             }
             Admit::Ignore => continue,
         };
-        let guard = SessionGuard {
-            shared: Arc::clone(&shared),
-            key: Some(key),
-        };
+        let notify = Arc::clone(&shared);
+        let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
+            notify.idle.notify_waiters()
+        });
+        let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let stats = run_session(&guard.shared, request, local).await;
-            guard.finish(&stats);
+            let stats = run_session(&shared, request, local).await;
+            ticket.finish(&stats);
         });
     }
 }
@@ -306,45 +293,6 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
-/// Releases a session's admission and records its statistics, even if the
-/// session's task panics.
-struct SessionGuard<H> {
-    shared: Arc<Shared<H>>,
-    key: Option<SessionKey>,
-}
-
-impl<H> SessionGuard<H> {
-    fn finish(mut self, stats: &Stats) {
-        self.release();
-        self.shared.counters.record(stats);
-        if let Some(f) = &self.shared.config.on_session_end {
-            f(stats);
-        }
-        self.shared.idle.notify_waiters();
-    }
-
-    fn release(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.shared
-                .admission
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .release(&key);
-        }
-    }
-}
-
-impl<H> Drop for SessionGuard<H> {
-    fn drop(&mut self) {
-        if self.key.is_some() {
-            // Unwinding: the session never recorded its end.
-            self.release();
-            self.shared.counters.session_lost();
-            self.shared.idle.notify_waiters();
-        }
-    }
-}
-
 /// Runs one transfer to its end and returns its statistics.
 async fn run_session<H: Handler>(
     shared: &Shared<H>,
@@ -354,7 +302,7 @@ async fn run_session<H: Handler>(
     let clock = shared.clock;
     request.local = Some(listen);
     let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
-    let socket = match bind_transfer(listen.ip(), shared.config.port_range, seed)
+    let socket = match bind_transfer(listen.ip(), shared.registry.config.port_range, seed)
         .and_then(UdpSocket::from_std)
     {
         Ok(s) => s,
@@ -364,7 +312,7 @@ async fn run_session<H: Handler>(
                 &request,
                 ErrorCode::NotDefined,
                 "Server error",
-                &shared.config.limits,
+                &shared.registry.config.limits,
                 clock.now(),
             );
             return s.stats().clone();
@@ -375,7 +323,7 @@ async fn run_session<H: Handler>(
             Ok(r) => (
                 ServerSession::start(
                     &request,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     r.limits.as_ref(),
                     r.size,
                     clock.now(),
@@ -388,7 +336,7 @@ async fn run_session<H: Handler>(
                     &request,
                     e.code,
                     &e.message,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     clock.now(),
                 ),
                 None,
@@ -399,7 +347,7 @@ async fn run_session<H: Handler>(
             Ok(w) => (
                 ServerSession::start(
                     &request,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     w.limits.as_ref(),
                     None,
                     clock.now(),
@@ -412,7 +360,7 @@ async fn run_session<H: Handler>(
                     &request,
                     e.code,
                     &e.message,
-                    &shared.config.limits,
+                    &shared.registry.config.limits,
                     clock.now(),
                 ),
                 None,
