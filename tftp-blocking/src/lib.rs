@@ -7,9 +7,8 @@
 //! and the one-call [`fetch`]. Each transfer runs on its own thread with its
 //! own UDP socket; socket read timeouts come from the core's deadlines.
 //!
-//! The crate is also the std layer the async adapters share: [`root::Root`]
-//! (directory confinement), [`net`] (listening and transfer sockets) and
-//! [`ClientError`].
+//! The server, client and driving loop are [`tftp_io::blocking`]'s; this
+//! crate names them for std users.
 //!
 //! ```no_run
 //! use tftp_blocking::{DirHandler, Server};
@@ -30,19 +29,20 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod client;
-mod driver;
-mod error;
-mod handler;
-pub mod net;
-pub mod registry;
-pub mod root;
-mod server;
+pub use tftp_io::blocking::{
+    fetch, Handler, Server, ShutdownHandle, Sink, StdSink, StdSource, Threads,
+};
+pub use tftp_io::{
+    tftp_proto, ClientError, DirHandler, Request, ServerStats, TftpError, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_STATS_INTERVAL,
+};
 
-pub use client::{fetch, Client};
-pub use error::ClientError;
-pub use handler::{DirHandler, Handler, ReadResponse, Sink, WriteResponse};
-pub use server::{Server, ServerBuilder, ShutdownHandle, DEFAULT_DRAIN_TIMEOUT};
-pub use tftp_proto;
-pub use tftp_proto::server::{Request, TftpError};
-pub use tftp_proto::stats::ServerStats;
+/// What a read request gets: any [`std::io::Read`] plus its size if known.
+pub type ReadResponse = tftp_io::ReadResponse<StdSource>;
+/// What a write request gets: any [`std::io::Write`], or a [`Sink`] told
+/// when the upload completed ([`WriteResponse::from_sink`]).
+pub type WriteResponse = tftp_io::WriteResponse<StdSink>;
+/// Configures a [`Server`].
+pub type ServerBuilder<H> = tftp_io::ServerBuilder<H, Threads>;
+/// A TFTP client on std sockets.
+pub type Client = tftp_io::Client<Threads>;

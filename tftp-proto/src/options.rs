@@ -283,9 +283,6 @@ pub struct Limits {
     /// How long a receiver lingers after its final ACK to answer a
     /// retransmitted last DATA. Default 3 s.
     pub dally: Duration,
-    /// Block number that follows 65535: 0 (the common convention, default)
-    /// or 1 (some old clients).
-    pub rollover_to: u16,
     /// Most DATA blocks in one transfer (bounds a write's size together with
     /// the block size). Default: no bound.
     pub max_transfer_blocks: u64,
@@ -306,7 +303,6 @@ impl Default for Limits {
             min_rto: DEFAULT_MIN_RTO,
             max_rto: DEFAULT_MAX_RTO,
             dally: DEFAULT_DALLY,
-            rollover_to: 0,
             max_transfer_blocks: DEFAULT_MAX_TRANSFER_BLOCKS,
         }
     }
@@ -347,7 +343,6 @@ impl Limits {
             min_rto: self.min_rto,
             max_rto: self.max_rto,
             dally: self.dally,
-            rollover_to: self.rollover_to,
             max_transfer_blocks: self.max_transfer_blocks.min(other.max_transfer_blocks),
         }
     }

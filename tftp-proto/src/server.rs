@@ -309,143 +309,6 @@ impl Admission {
     }
 }
 
-/// Default for [`ServerConfig::drain_timeout`].
-pub const DEFAULT_DRAIN_TIMEOUT: core::time::Duration = core::time::Duration::from_secs(30);
-/// Default interval for periodic server statistics (as fbtftp).
-pub const DEFAULT_STATS_INTERVAL: core::time::Duration = core::time::Duration::from_secs(60);
-
-/// Called with each session's statistics when it ends.
-#[cfg(target_has_atomic = "ptr")]
-pub type SessionCallback = alloc::sync::Arc<dyn Fn(&Stats) + Send + Sync>;
-/// Called periodically with the server's counters.
-#[cfg(target_has_atomic = "ptr")]
-pub type ServerStatsCallback = alloc::sync::Arc<dyn Fn(&crate::stats::ServerStats) + Send + Sync>;
-
-/// A server's settings, shared by the adapters' builders (they forward
-/// their builder methods here with [`server_setters!`](crate::server_setters)).
-#[cfg(target_has_atomic = "ptr")]
-#[derive(Clone)]
-pub struct ServerConfig {
-    /// Addresses to listen on.
-    pub listen: Vec<SocketAddr>,
-    /// The protocol policy.
-    pub limits: Limits,
-    /// Most sessions at once ([`DEFAULT_MAX_SESSIONS`]).
-    pub max_sessions: usize,
-    /// Most sessions at once from one IP address ([`DEFAULT_MAX_SESSIONS_PER_PEER`]).
-    pub max_sessions_per_peer: usize,
-    /// How long shutdown waits for running transfers ([`DEFAULT_DRAIN_TIMEOUT`]).
-    pub drain_timeout: core::time::Duration,
-    /// Local ports for transfer sockets.
-    pub port_range: Option<(u16, u16)>,
-    /// Called when each session ends.
-    pub on_session_end: Option<SessionCallback>,
-    /// Called every interval with the counters.
-    pub on_server_stats: Option<(core::time::Duration, ServerStatsCallback)>,
-}
-
-#[cfg(target_has_atomic = "ptr")]
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: Vec::new(),
-            limits: Limits::default(),
-            max_sessions: DEFAULT_MAX_SESSIONS,
-            max_sessions_per_peer: DEFAULT_MAX_SESSIONS_PER_PEER,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            port_range: None,
-            on_session_end: None,
-            on_server_stats: None,
-        }
-    }
-}
-
-#[cfg(target_has_atomic = "ptr")]
-impl ServerConfig {
-    /// The admission policy these settings describe.
-    pub fn admission(&self) -> Admission {
-        Admission::new(self.max_sessions, self.max_sessions_per_peer)
-    }
-}
-
-#[cfg(target_has_atomic = "ptr")]
-impl core::fmt::Debug for ServerConfig {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("listen", &self.listen)
-            .field("limits", &self.limits)
-            .field("max_sessions", &self.max_sessions)
-            .field("max_sessions_per_peer", &self.max_sessions_per_peer)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("port_range", &self.port_range)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Generates an adapter `ServerBuilder`'s common builder methods, forwarding
-/// to the [`ServerConfig`] in its field `config`.
-#[macro_export]
-macro_rules! server_setters {
-    () => {
-        /// Adds a listening address (IPv4 or IPv6; repeatable).
-        pub fn listen(mut self, addr: core::net::SocketAddr) -> Self {
-            self.config.listen.push(addr);
-            self
-        }
-
-        /// The protocol policy (options, request size, retransmission).
-        pub fn limits(mut self, limits: $crate::options::Limits) -> Self {
-            self.config.limits = limits;
-            self
-        }
-
-        /// Most sessions at once; more requests get ERROR 0 "Server busy".
-        pub fn max_sessions(mut self, n: usize) -> Self {
-            self.config.max_sessions = n;
-            self
-        }
-
-        /// Most sessions at once from one IP address.
-        pub fn max_sessions_per_peer(mut self, n: usize) -> Self {
-            self.config.max_sessions_per_peer = n;
-            self
-        }
-
-        /// How long shutdown waits for running transfers before aborting them.
-        pub fn drain_timeout(mut self, d: core::time::Duration) -> Self {
-            self.config.drain_timeout = d;
-            self
-        }
-
-        /// Binds transfer sockets to ports in `low..=high` (for firewalls).
-        pub fn port_range(mut self, low: u16, high: u16) -> Self {
-            self.config.port_range = Some((low.min(high), low.max(high)));
-            self
-        }
-
-        /// Calls `f` with each session's statistics when it ends (from the
-        /// session's own task or thread).
-        pub fn on_session_end(
-            mut self,
-            f: impl Fn(&$crate::stats::Stats) + Send + Sync + 'static,
-        ) -> Self {
-            self.config.on_session_end = Some(std::sync::Arc::new(f));
-            self
-        }
-
-        /// Calls `f` every `interval` with the server's counters (from a task
-        /// or thread of its own).
-        pub fn on_server_stats(
-            mut self,
-            interval: core::time::Duration,
-            f: impl Fn(&$crate::stats::ServerStats) + Send + Sync + 'static,
-        ) -> Self {
-            self.config.on_server_stats = Some((interval, std::sync::Arc::new(f)));
-            self
-        }
-    };
-}
-
 /// What the listening socket does with one datagram.
 #[derive(Debug)]
 pub enum Admit {
@@ -645,6 +508,15 @@ impl ServerSession {
         s
     }
 
+    /// Records the local address of the session's transfer socket in its
+    /// statistics.
+    pub fn set_local(&mut self, local: SocketAddr) {
+        match self {
+            ServerSession::Read(s) => s.0.ctx.stats.local = Some(local),
+            ServerSession::Write(s) => s.0.ctx.stats.local = Some(local),
+        }
+    }
+
     /// The largest datagram the session expects from its peer: size the
     /// receive buffer with it (one byte more reveals an oversized DATA).
     pub fn max_datagram(&self) -> usize {
@@ -700,12 +572,6 @@ impl crate::session::Session for ServerSession {
         match self {
             ServerSession::Read(s) => s.stats(),
             ServerSession::Write(s) => s.stats(),
-        }
-    }
-    fn stats_mut(&mut self) -> &mut Stats {
-        match self {
-            ServerSession::Read(s) => s.stats_mut(),
-            ServerSession::Write(s) => s.stats_mut(),
         }
     }
     fn is_transfer_complete(&self) -> bool {

@@ -116,8 +116,6 @@ pub trait Session {
     fn abort(&mut self, code: ErrorCode, message: &str);
     /// Statistics so far (final once `Done`).
     fn stats(&self) -> &Stats;
-    /// Mutable statistics (for the adapter to record the local address).
-    fn stats_mut(&mut self) -> &mut Stats;
     /// True once all data has been transferred and acknowledged, even if the
     /// session still lingers to re-acknowledge a retransmitted last block.
     fn is_transfer_complete(&self) -> bool;
@@ -682,9 +680,6 @@ macro_rules! impl_session {
             }
             fn stats(&self) -> &$crate::stats::Stats {
                 &self.0.ctx.stats
-            }
-            fn stats_mut(&mut self) -> &mut $crate::stats::Stats {
-                &mut self.0.ctx.stats
             }
             fn is_transfer_complete(&self) -> bool {
                 self.0.is_transfer_complete()

@@ -8,6 +8,10 @@
 //! smol's global executor, so the crate also works from async-std (built on
 //! the same reactor).
 //!
+//! This crate is only the runtime glue: [`Smol`] implements
+//! [`tftp_io::Runtime`]; the server, client and driving loop are
+//! [`tftp_io`]'s, shared with every other runtime.
+//!
 //! ```no_run
 //! use tftp_smol::{DirHandler, Server};
 //!
@@ -30,15 +34,118 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod client;
-mod driver;
-mod handler;
-mod server;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
-pub use client::Client;
-pub use handler::{DirHandler, Handler, ReadResponse, WriteResponse};
-pub use server::{Server, ServerBuilder, StatsHandle, DEFAULT_DRAIN_TIMEOUT};
-pub use tftp_blocking::ClientError;
-pub use tftp_proto;
-pub use tftp_proto::server::{Request, TftpError};
-pub use tftp_proto::stats::ServerStats;
+use smol::Async;
+use tftp_io::{AsyncUdpSocket, Runtime, Serves, Wrap};
+
+pub use tftp_io::{
+    tftp_proto, ClientError, DirHandler, Handler, ReadResponse, Request, ServerStats, StatsHandle,
+    TftpError, WriteResponse, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_STATS_INTERVAL,
+};
+
+/// A TFTP server on smol: see [`tftp_io::Server`].
+pub type Server<H> = tftp_io::Server<H, Smol>;
+/// Configures a [`Server`].
+pub type ServerBuilder<H> = tftp_io::ServerBuilder<H, Smol>;
+/// A TFTP client on smol; `get` and `put` take `futures_io` writers and
+/// readers (`&mut Vec<u8>`, `&mut smol::fs::File`, ...).
+pub type Client = tftp_io::Client<Smol>;
+
+/// The smol / async-io runtime: tasks on smol's global executor, async-io's
+/// timers and sockets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Smol;
+
+impl Runtime for Smol {
+    type Socket = SmolSocket;
+    type Timer = SmolTimer;
+
+    fn wrap_udp(&self, socket: UdpSocket) -> io::Result<SmolSocket> {
+        Async::new(socket).map(SmolSocket)
+    }
+
+    fn timer(&self, at: Instant) -> SmolTimer {
+        SmolTimer(smol::Timer::at(at))
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        smol::spawn(task).detach();
+    }
+}
+
+/// Handlers in `futures_io` terms are served as they are.
+impl<H: Handler> Serves<H> for Smol {
+    type Handler = H;
+    fn handler(handler: H) -> H {
+        handler
+    }
+}
+
+/// Readers and writers in `futures_io` terms are used as they are.
+impl<T: Send + Unpin> Wrap<T> for Smol {
+    type Io = T;
+    fn wrap(io: T) -> T {
+        io
+    }
+}
+
+/// A UDP socket registered with async-io.
+#[derive(Debug)]
+pub struct SmolSocket(Async<UdpSocket>);
+
+impl AsyncUdpSocket for SmolSocket {
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        loop {
+            match self.0.get_ref().recv_from(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.0.poll_readable(cx))?;
+                }
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        to: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.0.get_ref().send_to(buf, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.0.poll_writable(cx))?;
+                }
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+}
+
+/// An async-io timer.
+#[derive(Debug)]
+pub struct SmolTimer(smol::Timer);
+
+impl tftp_io::Timer for SmolTimer {
+    fn reset(&mut self, at: Instant) {
+        self.0.set_at(at);
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}

@@ -10,8 +10,7 @@ async fn main() -> std::io::Result<()> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:6969".into());
     let server = Server::builder(DirHandler::new(&root)?)
         .listen(addr.parse().expect("listen address"))
-        .bind()
-        .await?;
+        .bind()?;
     println!("serving {root} on {:?}; Ctrl-C stops", server.local_addrs());
     server
         .serve(async {

@@ -9,7 +9,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tftp_proto::options::Limits;
+use tftp_tokio::tftp_proto::options::Limits;
 use tftp_tokio::{Handler, ReadResponse, RequestInfo, Server, TftpError};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -75,8 +75,7 @@ async fn main() -> std::io::Result<()> {
                 s.bytes_sent
             )
         })
-        .bind()
-        .await?;
+        .bind()?;
     println!("dynamic boot server on {:?}", server.local_addrs());
     server
         .serve(async {

@@ -31,8 +31,7 @@ async fn main() -> std::io::Result<()> {
                 s.sessions_started, s.sessions_completed, s.sessions_failed, s.sessions_active, s.bytes_sent, s.retransmits, s.errors_by_code
             )
         })
-        .bind()
-        .await?;
+        .bind()?;
     println!("serving {root} on {:?}", server.local_addrs());
     server
         .serve(async {

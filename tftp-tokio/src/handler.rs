@@ -1,101 +1,57 @@
-//! The framework API: a [`Handler`] decides what each request gets.
+//! The framework API in tokio's I/O traits: a [`Handler`] decides what each
+//! request gets; [`Bridge`] serves it through `tftp_io`.
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use tftp_proto::options::Limits;
+use tftp_io::{AsyncSink, AsyncSource, DirHandler, TftpError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::Compat;
+
 /// A request as the handler sees it: file name, mode, options, peer and
-/// local address (the core's [`Request`](tftp_proto::server::Request)).
-pub type RequestInfo = tftp_proto::server::Request;
+/// local address.
+pub type RequestInfo = tftp_io::Request;
 
-pub use tftp_proto::server::TftpError;
-
-/// What a read request gets: any [`AsyncRead`] plus its size if known
+/// What a read request gets: any tokio [`AsyncRead`] plus its size if known
 /// (answered to `tsize`), and optionally a narrower policy for this request.
-pub struct ReadResponse {
-    pub(crate) source: Pin<Box<dyn AsyncRead + Send>>,
-    pub(crate) size: Option<u64>,
-    pub(crate) limits: Option<Limits>,
+pub type ReadResponse = tftp_io::ReadResponse<TokioSource>;
+
+/// What a write request gets: any tokio [`AsyncWrite`] (shut down only when
+/// the transfer completed), and optionally a narrower policy.
+pub type WriteResponse = tftp_io::WriteResponse<TokioSink>;
+
+/// The source of a [`ReadResponse`]: any tokio [`AsyncRead`].
+pub struct TokioSource(Source);
+
+enum Source {
+    Tokio(Pin<Box<dyn AsyncRead + Send>>),
+    Native(AsyncSource),
 }
 
-impl ReadResponse {
-    /// A source of known size (`Some`) or unknown length (`None`: a stream;
-    /// `tsize` is then not acknowledged).
-    pub fn new(source: impl AsyncRead + Send + 'static, size: Option<u64>) -> Self {
-        ReadResponse {
-            source: Box::pin(source),
-            size,
-            limits: None,
-        }
-    }
-
-    /// In-memory bytes (a generated boot config, say).
-    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
-        let bytes = bytes.into();
-        let size = bytes.len() as u64;
-        Self::new(std::io::Cursor::new(bytes), Some(size))
-    }
-
-    /// An open file; its size comes from its metadata.
-    pub async fn from_file(file: tokio::fs::File) -> std::io::Result<Self> {
-        let size = file.metadata().await?.len();
-        Ok(Self::new(file, Some(size)))
-    }
-
-    /// A stream of unknown length.
-    pub fn stream(source: impl AsyncRead + Send + 'static) -> Self {
-        Self::new(source, None)
-    }
-
-    /// Narrows the negotiation for this request (per-client config: cap
-    /// `blksize` for a ROM known to break, turn options off for clients that
-    /// never acknowledge an OACK). It can only restrict the server's limits.
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = Some(limits);
-        self
+impl<R: AsyncRead + Send + 'static> From<R> for TokioSource {
+    fn from(source: R) -> Self {
+        TokioSource(Source::Tokio(Box::pin(source)))
     }
 }
 
-impl fmt::Debug for ReadResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReadResponse")
-            .field("size", &self.size)
-            .field("limits", &self.limits)
-            .finish()
+impl tftp_io::FromBytes for TokioSource {
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        TokioSource::from(std::io::Cursor::new(bytes))
     }
 }
 
-/// What a write request gets: any [`AsyncWrite`] (shut down when the
-/// transfer completes), and optionally a narrower policy.
-pub struct WriteResponse {
-    pub(crate) sink: Pin<Box<dyn AsyncWrite + Send>>,
-    pub(crate) limits: Option<Limits>,
+/// The sink of a [`WriteResponse`]: any tokio [`AsyncWrite`].
+pub struct TokioSink(Sink);
+
+enum Sink {
+    Tokio(Pin<Box<dyn AsyncWrite + Send>>),
+    Native(AsyncSink),
 }
 
-impl WriteResponse {
-    /// A sink for the uploaded bytes.
-    pub fn new(sink: impl AsyncWrite + Send + 'static) -> Self {
-        WriteResponse {
-            sink: Box::pin(sink),
-            limits: None,
-        }
-    }
-
-    /// Narrows the negotiation for this request; see [`ReadResponse::with_limits`].
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = Some(limits);
-        self
-    }
-}
-
-impl fmt::Debug for WriteResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WriteResponse")
-            .field("limits", &self.limits)
-            .finish()
+impl<W: AsyncWrite + Send + 'static> From<W> for TokioSink {
+    fn from(sink: W) -> Self {
+        TokioSink(Sink::Tokio(Box::pin(sink)))
     }
 }
 
@@ -130,6 +86,42 @@ pub trait Handler: Send + Sync + 'static {
         request: &RequestInfo,
     ) -> impl Future<Output = Result<WriteResponse, TftpError>> + Send {
         let _ = request;
-        async { Err(TftpError::access_violation("Writes are not allowed")) }
+        async { Err(tftp_io::writes_refused()) }
+    }
+}
+
+/// The shared directory handler, in tokio terms (its files are read and
+/// written on the runtime thread; see [`DirHandler`]).
+impl Handler for DirHandler {
+    async fn read(&self, request: &RequestInfo) -> Result<ReadResponse, TftpError> {
+        let response = tftp_io::Handler::read(self, request).await?;
+        Ok(response.map_source(|s| TokioSource(Source::Native(s))))
+    }
+
+    async fn write(&self, request: &RequestInfo) -> Result<WriteResponse, TftpError> {
+        let response = tftp_io::Handler::write(self, request).await?;
+        Ok(response.map_sink(|s| TokioSink(Sink::Native(s))))
+    }
+}
+
+/// A tokio [`Handler`] served as a `futures_io` one (what [`Server`](crate::Server) runs).
+#[derive(Debug)]
+pub struct Bridge<H>(pub H);
+
+impl<H: Handler> tftp_io::Handler for Bridge<H> {
+    async fn read(&self, request: &RequestInfo) -> Result<tftp_io::ReadResponse, TftpError> {
+        let response = self.0.read(request).await?;
+        Ok(response.map_source(|s| match s.0 {
+            Source::Tokio(s) => AsyncSource::from(Compat(s)),
+            Source::Native(s) => s,
+        }))
+    }
+
+    async fn write(&self, request: &RequestInfo) -> Result<tftp_io::WriteResponse, TftpError> {
+        let response = self.0.write(request).await?;
+        Ok(response.map_sink(|s| match s.0 {
+            Sink::Tokio(s) => AsyncSink::from(Compat(s)),
+            Sink::Native(s) => s,
+        }))
     }
 }

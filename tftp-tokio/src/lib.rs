@@ -6,11 +6,13 @@
 //! transfer ends, periodic server counters, limits and graceful shutdown; a
 //! [`Client`]; and [`DirHandler`], a directory server confined by the kernel.
 //!
-//! The crate is a thin driver of [`tftp_proto`]: it moves datagrams between
-//! UDP sockets and the core's sessions and bytes between sources/sinks and
-//! the core. Every protocol decision is made in the core. Each transfer runs
-//! in its own task with its own UDP socket (the server's transfer ID), bound
-//! to the local address the request arrived on; the handler runs inside that
+//! This crate is only the runtime glue: [`Tokio`] implements
+//! [`tftp_io::Runtime`], and [`Handler`], [`ReadResponse`] and
+//! [`WriteResponse`] speak tokio's `AsyncRead` / `AsyncWrite`. The server,
+//! client and driving loop are [`tftp_io`]'s, shared with every runtime, and
+//! every protocol decision is made in [`tftp_proto`]. Each transfer runs in
+//! its own task with its own UDP socket (the server's transfer ID), bound to
+//! the local address the request arrived on; the handler runs inside that
 //! task, never in the accept loop.
 //!
 //! ```no_run
@@ -20,8 +22,7 @@
 //! let server = Server::builder(DirHandler::new("/srv/tftp")?)
 //!     .listen("127.0.0.1:6969".parse().unwrap())
 //!     .on_session_end(|stats| println!("{} {}: {:?}", stats.peer, stats.filename_lossy(), stats.outcome))
-//!     .bind()
-//!     .await?;
+//!     .bind()?;
 //! server.serve(async { tokio::signal::ctrl_c().await.ok(); }).await
 //! # }
 //! ```
@@ -38,18 +39,153 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod client;
-mod dir;
-mod driver;
 mod handler;
-mod server;
 
-pub use client::{Client, ClientError};
-pub use dir::DirHandler;
-pub use handler::{Handler, ReadResponse, RequestInfo, TftpError, WriteResponse};
-pub use server::{
-    bind_listen_sockets, Server, ServerBuilder, ServerStats, ServerStatsCallback, SessionCallback,
-    StatsHandle, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
-    DEFAULT_STATS_INTERVAL,
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tftp_io::{AsyncUdpSocket, Runtime, Serves, Wrap};
+
+pub use handler::{
+    Bridge, Handler, ReadResponse, RequestInfo, TokioSink, TokioSource, WriteResponse,
 };
-pub use tftp_proto;
+pub use tftp_io::net::bind_listen_sockets;
+pub use tftp_io::{
+    tftp_proto, ClientError, DirHandler, ServerStats, ServerStatsCallback, SessionCallback,
+    StatsHandle, TftpError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_STATS_INTERVAL,
+};
+
+/// A TFTP server on tokio: see [`tftp_io::Server`].
+pub type Server<H> = tftp_io::Server<H, Tokio>;
+/// Configures a [`Server`].
+pub type ServerBuilder<H> = tftp_io::ServerBuilder<H, Tokio>;
+/// A TFTP client on tokio; `get` and `put` take tokio writers and readers
+/// (`&mut tokio::fs::File`, `&mut Vec<u8>`, ...).
+pub type Client = tftp_io::Client<Tokio>;
+
+/// The tokio runtime: `tokio::spawn`, tokio's timers (so paused-time tests
+/// work) and sockets. Servers and clients must run inside a tokio runtime.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tokio;
+
+impl Runtime for Tokio {
+    type Socket = TokioSocket;
+    type Timer = TokioTimer;
+
+    fn wrap_udp(&self, socket: std::net::UdpSocket) -> io::Result<TokioSocket> {
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket).map(TokioSocket)
+    }
+
+    fn timer(&self, at: Instant) -> TokioTimer {
+        TokioTimer(Box::pin(tokio::time::sleep_until(at.into())))
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(task);
+    }
+
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// Handlers in tokio's I/O traits are bridged to `futures_io`.
+impl<H: Handler> Serves<H> for Tokio {
+    type Handler = Bridge<H>;
+    fn handler(handler: H) -> Bridge<H> {
+        Bridge(handler)
+    }
+}
+
+/// Readers and writers in tokio's I/O traits are seen through [`Compat`].
+impl<T: Send + Unpin> Wrap<T> for Tokio {
+    type Io = Compat<T>;
+    fn wrap(io: T) -> Compat<T> {
+        Compat(io)
+    }
+}
+
+/// A tokio reader or writer as a `futures_io` one.
+#[derive(Debug)]
+pub struct Compat<T>(pub T);
+
+impl<T: tokio::io::AsyncRead + Unpin> futures_io::AsyncRead for Compat<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        Pin::new(&mut self.0)
+            .poll_read(cx, &mut buf)
+            .map_ok(|()| buf.filled().len())
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> futures_io::AsyncWrite for Compat<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// A tokio UDP socket.
+#[derive(Debug)]
+pub struct TokioSocket(tokio::net::UdpSocket);
+
+impl AsyncUdpSocket for TokioSocket {
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        self.0
+            .poll_recv_from(cx, &mut buf)
+            .map_ok(|from| (buf.filled().len(), from))
+    }
+
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        to: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        self.0.poll_send_to(cx, buf, to)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// A tokio timer, kept across waits and reset in place.
+#[derive(Debug)]
+pub struct TokioTimer(Pin<Box<tokio::time::Sleep>>);
+
+impl tftp_io::Timer for TokioTimer {
+    fn reset(&mut self, at: Instant) {
+        self.0.as_mut().reset(at.into());
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}

@@ -292,7 +292,7 @@ async fn serve(
     for socket in sockets {
         builder = builder.listen_socket(socket);
     }
-    let server = builder.bind().await?;
+    let server = builder.bind()?;
     for addr in server.local_addrs() {
         tracing::info!(%addr, root = %args.root.display(), write = args.allow_write, "listening");
     }

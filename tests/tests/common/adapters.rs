@@ -15,6 +15,9 @@ use tftp_proto::packet::{ErrorCode, Mode};
 use tftp_proto::server::{Request, TftpError};
 use tftp_proto::stats::{ServerStats, Stats};
 
+/// How long the suite's clients dally after their final ACK.
+pub const SUITE_DALLY: Duration = Duration::from_millis(100);
+
 /// Server settings a test may change.
 #[derive(Clone, Debug)]
 pub struct Cfg {
@@ -181,7 +184,14 @@ macro_rules! configure {
 
 macro_rules! client_for {
     ($client:ty, $addr:expr, $o:expr) => {{
-        let mut c = <$client>::new($addr).tsize($o.tsize);
+        // The suite's servers are ours, with adaptive timers that retransmit
+        // a lost final DATA within a few RTTs: a short dally keeps it fast
+        // (the default, DEFAULT_CLIENT_DALLY, is for 1 s fixed-timer servers).
+        let limits = Limits {
+            dally: SUITE_DALLY,
+            ..Limits::default()
+        };
+        let mut c = <$client>::new($addr).limits(limits).tsize($o.tsize);
         if let Some(b) = $o.blksize {
             c = c.blksize(b);
         }
@@ -237,7 +247,7 @@ fn run_tokio<H: tftp_tokio::Handler>(builder: tftp_tokio::ServerBuilder<H>) -> S
             .build()
             .unwrap();
         rt.block_on(async move {
-            let server = builder.bind().await.expect("bind");
+            let server = builder.bind().expect("bind");
             tx.send((server.local_addrs()[0], server.stats_handle()))
                 .unwrap();
             server

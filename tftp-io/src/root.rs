@@ -1,5 +1,5 @@
-//! A directory served under kernel confinement, shared by the three
-//! adapters' `DirHandler`s.
+//! A directory served under kernel confinement: what [`DirHandler`](crate::DirHandler)
+//! opens files through.
 //!
 //! Every open goes through [`cap_std::fs::Dir`], which on Linux resolves the
 //! path with `openat2(RESOLVE_BENEATH)` (and an equivalent checked walk where
@@ -114,7 +114,9 @@ impl Root {
 /// Numbers temporary upload files within this process.
 static UPLOADS: AtomicU64 = AtomicU64::new(0);
 
-/// An upload in progress (see [`Root::open_write`]).
+/// An upload in progress (see [`Root::open_write`]): bytes go to the
+/// temporary file; [`Upload::commit`] flushes it and puts it in place, and
+/// dropped uncommitted it is removed.
 #[derive(Debug)]
 pub struct Upload {
     file: std::fs::File,
@@ -122,18 +124,8 @@ pub struct Upload {
 }
 
 impl Upload {
-    /// Splits into the open temporary file and the guard that commits or
-    /// removes it (for adapters that wrap the file in their own I/O type).
-    pub fn into_parts(self) -> (std::fs::File, UploadGuard) {
-        (self.file, self.guard)
-    }
-
-    pub(crate) fn guard_mut(&mut self) -> (&mut std::fs::File, &mut UploadGuard) {
-        (&mut self.file, &mut self.guard)
-    }
-
-    /// Flushes and puts the file in place.
-    pub fn commit(mut self) -> io::Result<()> {
+    /// Flushes and puts the file in place (idempotent).
+    pub fn commit(&mut self) -> io::Result<()> {
         std::io::Write::flush(&mut self.file)?;
         self.guard.commit()
     }
@@ -152,7 +144,7 @@ impl std::io::Write for Upload {
 /// Puts an upload's temporary file in place ([`UploadGuard::commit`]) or,
 /// when dropped uncommitted, removes it.
 #[derive(Debug)]
-pub struct UploadGuard {
+struct UploadGuard {
     dir: Arc<Dir>,
     temp: PathBuf,
     target: PathBuf,
@@ -164,7 +156,7 @@ impl UploadGuard {
     /// Renames the temporary file to the target: atomically replacing it when
     /// overwrite is allowed, otherwise linking it only if the name is still
     /// free (a file created meanwhile is not clobbered).
-    pub fn commit(&mut self) -> io::Result<()> {
+    fn commit(&mut self) -> io::Result<()> {
         if self.done {
             return Ok(());
         }

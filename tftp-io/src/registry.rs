@@ -1,11 +1,13 @@
-//! Server state the three adapters share: the settings, the admission table
+//! Server state every server shares: the settings, the admission table
 //! (behind a lock never held across I/O) and the counters, and the
 //! [`Ticket`] that ends a session's admission exactly once.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tftp_proto::server::{Admission, Admit, ServerConfig, SessionKey};
+use tftp_proto::server::{Admission, Admit, SessionKey};
+
+use crate::config::ServerConfig;
 use tftp_proto::stats::{ServerCounters, Stats};
 
 /// Settings, admission and counters of one server.

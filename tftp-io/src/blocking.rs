@@ -1,0 +1,583 @@
+//! The same server and client on std sockets and threads: one accept thread
+//! per listening socket, one thread per transfer (bounded by the session
+//! limit), socket read timeouts from the core's deadlines. `tftp-blocking`
+//! re-exports this module.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tftp_proto::options::Direction;
+use tftp_proto::packet::ErrorCode;
+use tftp_proto::server::{Admit, Request};
+use tftp_proto::session::{Output, Session};
+use tftp_proto::stats::{Outcome, ServerStats, Stats};
+use tftp_proto::time::Instant;
+
+use crate::config::{ServerBuilder, ABORT_GRACE};
+use crate::error::ClientError;
+use crate::handler::{ReadResponse, TftpError, WriteResponse};
+use crate::net::bind_transfer;
+use crate::registry::{Registry, Ticket};
+use crate::session::{
+    is_transient, no_socket, open, report_delivered, report_filled, Data, Granted, SHUTTING_DOWN,
+};
+use crate::Client;
+
+/// The "runtime" of the blocking server and client: std threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Threads;
+
+/// How often a blocked thread looks at the stop flags.
+const POLL_STOPS: Duration = Duration::from_millis(100);
+
+/// Any [`Read`], boxed: the source of a blocking [`ReadResponse`].
+pub struct StdSource(Box<dyn Read + Send>);
+
+impl<R: Read + Send + 'static> From<R> for StdSource {
+    fn from(source: R) -> Self {
+        StdSource(Box::new(source))
+    }
+}
+
+impl crate::handler::FromBytes for StdSource {
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        StdSource::from(io::Cursor::new(bytes))
+    }
+}
+
+/// Where an upload's bytes go: a [`Write`] (flushed per block) that is told
+/// when the transfer completed.
+pub trait Sink: Write + Send {
+    /// The transfer completed (called once, only on success).
+    fn complete(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
+/// A boxed [`Sink`]: the sink of a blocking [`WriteResponse`]. Any [`Write`]
+/// converts into one (completing it only flushes).
+pub struct StdSink(Box<dyn Sink>);
+
+struct Plain<W>(W);
+
+impl<W: Write + Send> Write for Plain<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write + Send> Sink for Plain<W> {}
+
+impl<W: Write + Send + 'static> From<W> for StdSink {
+    fn from(sink: W) -> Self {
+        StdSink(Box::new(Plain(sink)))
+    }
+}
+
+impl WriteResponse<StdSink> {
+    /// A [`Sink`] that is told when the upload completed.
+    pub fn from_sink(sink: impl Sink + 'static) -> Self {
+        WriteResponse {
+            sink: StdSink(Box::new(sink)),
+            limits: None,
+        }
+    }
+}
+
+/// Decides what each request gets. It runs on the session's own thread, never
+/// on the accept thread, so a slow backend delays only its own client.
+pub trait Handler: Send + Sync + 'static {
+    /// A read request (RRQ).
+    fn read(&self, request: &Request) -> Result<ReadResponse<StdSource>, TftpError>;
+
+    /// A write request (WRQ). Refused with ERROR 2 unless implemented.
+    fn write(&self, request: &Request) -> Result<WriteResponse<StdSink>, TftpError> {
+        let _ = request;
+        Err(crate::handler::writes_refused())
+    }
+}
+
+/// Where file bytes come from or go to.
+enum Io<'a> {
+    Source(&'a mut (dyn Read + Send)),
+    /// A caller's writer: flushed at the end.
+    Download(&'a mut (dyn Write + Send)),
+    /// A server's upload: completed (committed) at the end.
+    Upload(&'a mut dyn Sink),
+    None,
+}
+
+/// The clock of a blocking session: `std::time::Instant` from an epoch.
+#[derive(Clone, Copy, Debug)]
+struct Clock(std::time::Instant);
+
+impl Clock {
+    fn new() -> Self {
+        Clock(std::time::Instant::now())
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.0.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The driving loop on a blocking socket; `abort`, when raised, ends the
+/// session with ERROR 0 "Server shutting down".
+fn drive<S: Session + ?Sized>(
+    session: &mut S,
+    socket: &UdpSocket,
+    io: &mut Io<'_>,
+    clock: Clock,
+    buf: &mut [u8],
+    mut abort: Option<&Stops>,
+) -> io::Result<Outcome> {
+    socket.set_nonblocking(false)?;
+    loop {
+        match session.poll(clock.now()) {
+            Output::Transmit { to, bytes } => {
+                if let Err(e) = socket.send_to(bytes, to) {
+                    tracing::debug!(%to, error = %e, "send failed");
+                }
+            }
+            Output::Fill(out) => {
+                let result = match io {
+                    Io::Source(source) => read_full(&mut **source, out),
+                    _ => Err(io::Error::other("no source")),
+                };
+                report_filled(session, result);
+            }
+            Output::Deliver(bytes) => {
+                let result = match io {
+                    Io::Download(sink) => sink.write_all(bytes).and_then(|()| sink.flush()),
+                    Io::Upload(sink) => sink.write_all(bytes).and_then(|()| sink.flush()),
+                    _ => Err(io::Error::other("no sink")),
+                };
+                report_delivered(session, result);
+            }
+            Output::Finish => {
+                let result = match io {
+                    Io::Download(sink) => sink.flush(),
+                    Io::Upload(sink) => sink.complete(),
+                    _ => Ok(()),
+                };
+                report_delivered(session, result);
+            }
+            Output::Wait(deadline) => {
+                if abort.is_some_and(|s| s.is_aborting()) {
+                    abort = None;
+                    session.abort(ErrorCode::NotDefined, SHUTTING_DOWN);
+                    continue;
+                }
+                let now = clock.now();
+                if deadline <= now {
+                    session.handle_timeout(now);
+                    continue;
+                }
+                let mut wait = deadline - now;
+                if abort.is_some() {
+                    wait = wait.min(POLL_STOPS);
+                }
+                socket.set_read_timeout(Some(wait.max(Duration::from_micros(1))))?;
+                match socket.recv_from(buf) {
+                    Ok((n, from)) => {
+                        let datagram = buf.get(..n).unwrap_or_default();
+                        session.handle_datagram(clock.now(), from, datagram);
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        let now = clock.now();
+                        if now >= deadline {
+                            session.handle_timeout(now);
+                        }
+                    }
+                    // ICMP errors and interruptions: wait again.
+                    Err(e) => tracing::trace!(error = %e, "recv failed"),
+                }
+            }
+            Output::Done(outcome) => return Ok(outcome),
+        }
+    }
+}
+
+/// Reads until `buf` is full or the source ends.
+fn read_full(source: &mut (dyn Read + Send), buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match source.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+// ------------------------------------------------------------------ server
+
+/// The blocking server's flags, behind one lock with a condition variable.
+#[derive(Debug, Default)]
+struct Flags {
+    stopping: bool,
+    aborting: bool,
+    failure: Option<io::Error>,
+}
+
+/// Stop flags and the wake-up for waiters (shutdown, session ends).
+#[derive(Debug, Default)]
+struct Stops {
+    flags: Mutex<Flags>,
+    changed: Condvar,
+    /// `flags.aborting`, readable without the lock on every wait.
+    aborting: AtomicBool,
+}
+
+impl Stops {
+    fn update(&self, f: impl FnOnce(&mut Flags)) {
+        f(&mut self.flags.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_all();
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Flags) -> T) -> T {
+        f(&self.flags.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.read(|f| f.stopping)
+    }
+
+    fn is_aborting(&self) -> bool {
+        self.aborting.load(Ordering::Acquire)
+    }
+
+    fn abort(&self) {
+        self.aborting.store(true, Ordering::Release);
+        self.update(|f| f.aborting = true);
+    }
+
+    /// Waits until `done()` or `timeout`; true if done.
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&Flags) -> bool) -> bool {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        let mut flags = self.flags.lock().unwrap_or_else(|p| p.into_inner());
+        while !done(&flags) {
+            let wait = match deadline {
+                None => POLL_STOPS,
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return false,
+                },
+            };
+            flags = self
+                .changed
+                .wait_timeout(flags, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+struct Shared<H> {
+    handler: H,
+    registry: Arc<Registry>,
+    stops: Stops,
+    clock: Clock,
+}
+
+/// A TFTP server on std sockets and threads (see [`Server::builder`]).
+pub struct Server<H> {
+    shared: Arc<Shared<H>>,
+    sockets: Vec<UdpSocket>,
+}
+
+impl<H: Handler> Server<H> {
+    /// Starts configuring a server with `handler`.
+    pub fn builder(handler: H) -> ServerBuilder<H, Threads> {
+        ServerBuilder::new(handler, Threads)
+    }
+}
+
+impl<H: Handler> ServerBuilder<H, Threads> {
+    /// Binds the listening sockets.
+    pub fn bind(mut self) -> io::Result<Server<H>> {
+        let sockets = self.bind_sockets()?;
+        for s in &sockets {
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(Some(POLL_STOPS))?;
+        }
+        Ok(Server {
+            shared: Arc::new(Shared {
+                handler: self.handler,
+                registry: Registry::new(self.config),
+                stops: Stops::default(),
+                clock: Clock::new(),
+            }),
+            sockets,
+        })
+    }
+}
+
+impl<H> fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addrs", &self.local_addrs())
+            .finish()
+    }
+}
+
+/// Stops a [`Server::serve`] from any thread, and reads the counters.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<dyn Control>);
+
+trait Control: Send + Sync {
+    fn stop(&self);
+    fn snapshot(&self) -> ServerStats;
+}
+
+impl<H: Send + Sync> Control for Shared<H> {
+    fn stop(&self) {
+        self.stops.update(|f| f.stopping = true);
+    }
+    fn snapshot(&self) -> ServerStats {
+        self.registry.counters.snapshot()
+    }
+}
+
+impl ShutdownHandle {
+    /// Stops accepting; running transfers drain (see [`Server::serve`]).
+    pub fn shutdown(&self) {
+        self.0.stop();
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> ServerStats {
+        self.0.snapshot()
+    }
+}
+
+impl fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShutdownHandle")
+    }
+}
+
+impl<H> Server<H> {
+    /// The bound listening addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.registry.counters.snapshot()
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// A handle that stops [`Server::serve`] and reads the counters.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shared.clone())
+    }
+
+    /// Serves until [`ShutdownHandle::shutdown`]; then stops accepting, lets
+    /// transfers finish for up to the drain timeout, aborts the rest (they get
+    /// ERROR 0 "Server shutting down") and returns. If a listening socket
+    /// fails, the server shuts down the same way and returns that error.
+    pub fn serve(self) -> io::Result<()> {
+        let Server { shared, sockets } = self;
+        let mut threads = Vec::new();
+        for socket in sockets {
+            let shared = Arc::clone(&shared);
+            threads.push(std::thread::spawn(move || {
+                if let Err(e) = accept_loop(&shared, &socket) {
+                    tracing::error!(error = %e, "listening socket failed; shutting down");
+                    shared.stops.update(|f| {
+                        f.stopping = true;
+                        f.failure.get_or_insert(e);
+                    });
+                }
+            }));
+        }
+        if let Some((interval, report)) = shared.registry.config.on_server_stats.clone() {
+            let shared = Arc::clone(&shared);
+            threads.push(std::thread::spawn(move || {
+                while !shared.stops.wait_until(interval, |f| f.stopping) {
+                    report(&shared.registry.counters.snapshot());
+                }
+            }));
+        }
+        shared.stops.wait_until(Duration::MAX, |f| f.stopping);
+        let counters = &shared.registry.counters;
+        let drain = shared.registry.config.drain_timeout;
+        if !shared.stops.wait_until(drain, |_| counters.active() == 0) {
+            shared.stops.abort();
+            shared
+                .stops
+                .wait_until(ABORT_GRACE, |_| counters.active() == 0);
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        let failure = shared
+            .stops
+            .flags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failure
+            .take();
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, socket: &UdpSocket) -> io::Result<()> {
+    let local = socket.local_addr()?;
+    let mut buf = vec![0u8; shared.registry.config.limits.max_request_size + 1];
+    let mut reply = [0u8; 128];
+    while !shared.stops.is_stopping() {
+        let (n, peer) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let datagram = buf.get(..n).unwrap_or_default();
+        let (request, key) = match shared
+            .registry
+            .on_datagram(datagram, peer, local, &mut reply)
+        {
+            Admit::Start { request, key } => (request, key),
+            Admit::Reply(len) => {
+                let _ = socket.send_to(reply.get(..len).unwrap_or_default(), peer);
+                continue;
+            }
+            Admit::Ignore => continue,
+        };
+        let notify = Arc::clone(shared);
+        let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
+            notify.stops.update(|_| {})
+        });
+        let session_shared = Arc::clone(shared);
+        let spawned = std::thread::Builder::new().spawn(move || {
+            let stats = run_session(&session_shared, &request);
+            ticket.finish(&stats);
+        });
+        if let Err(e) = spawned {
+            // The ticket went down with the closure: the session counts as lost.
+            tracing::warn!(error = %e, "cannot start a session thread");
+        }
+    }
+    Ok(())
+}
+
+fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
+    let clock = shared.clock;
+    let config = &shared.registry.config;
+    let local_ip = request.local.map_or(request.peer.ip(), |l| l.ip());
+    let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
+    let socket = match bind_transfer(local_ip, config.port_range, seed) {
+        Ok(s) => s,
+        Err(e) => {
+            return no_socket(request, &config.limits, &e, clock.now())
+                .stats()
+                .clone()
+        }
+    };
+    let answer = match request.direction {
+        Direction::Read => shared.handler.read(request).map(Granted::Read),
+        Direction::Write => shared.handler.write(request).map(Granted::Write),
+    };
+    let local = socket.local_addr().ok();
+    let (mut session, mut data) = open(request, &config.limits, answer, local, clock.now());
+    let mut io = match &mut data {
+        Data::Source(s) => Io::Source(&mut *s.0),
+        Data::Sink(w) => Io::Upload(&mut *w.0),
+        Data::None => Io::None,
+    };
+    let mut buf = vec![0u8; session.max_datagram()];
+    if let Err(e) = drive(
+        &mut session,
+        &socket,
+        &mut io,
+        clock,
+        &mut buf,
+        Some(&shared.stops),
+    ) {
+        tracing::warn!(error = %e, "transfer socket failed");
+    }
+    session.stats().clone()
+}
+
+// ------------------------------------------------------------------ client
+
+impl Client<Threads> {
+    /// Downloads `remote` into `sink`; returns after the dally.
+    pub fn get(
+        &self,
+        remote: impl AsRef<[u8]>,
+        sink: &mut (dyn Write + Send),
+    ) -> Result<Stats, ClientError> {
+        let socket = self.std_socket()?;
+        let clock = Clock::new();
+        let mut session = self.get_session(remote.as_ref(), clock.now())?;
+        let mut buf = vec![0u8; 65_536];
+        let outcome = drive(
+            &mut session,
+            &socket,
+            &mut Io::Download(sink),
+            clock,
+            &mut buf,
+            None,
+        )?;
+        ClientError::check(outcome, session.stats().clone())
+    }
+
+    /// Uploads `source` as `remote`; `size` is announced with `tsize` when
+    /// asked for and known.
+    pub fn put(
+        &self,
+        remote: impl AsRef<[u8]>,
+        source: &mut (dyn Read + Send),
+        size: Option<u64>,
+    ) -> Result<Stats, ClientError> {
+        let socket = self.std_socket()?;
+        let clock = Clock::new();
+        let mut session = self.put_session(remote.as_ref(), size, clock.now())?;
+        let mut buf = vec![0u8; 1024];
+        let outcome = drive(
+            &mut session,
+            &socket,
+            &mut Io::Source(source),
+            clock,
+            &mut buf,
+            None,
+        )?;
+        ClientError::check(outcome, session.stats().clone())
+    }
+}
+
+/// Downloads `remote` from `server` into `sink` with `blksize` 1468,
+/// `windowsize` 16 and `tsize`, falling back to what the server supports.
+pub fn fetch(
+    server: SocketAddr,
+    remote: impl AsRef<[u8]>,
+    sink: &mut (dyn Write + Send),
+) -> Result<Stats, ClientError> {
+    Client::<Threads>::new(server)
+        .blksize(1468)
+        .windowsize(16)
+        .tsize(true)
+        .get(remote, sink)
+}

@@ -1,0 +1,210 @@
+//! A server's settings and the one builder every runtime configures them
+//! with ([`ServerBuilder`]); the client's settings live on
+//! [`Client`](crate::Client).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tftp_proto::options::Limits;
+use tftp_proto::server::Admission;
+use tftp_proto::stats::{ServerStats, Stats};
+
+pub use tftp_proto::server::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER};
+
+/// Default for [`ServerBuilder::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default interval for periodic server statistics (as fbtftp).
+pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(60);
+/// How long aborted sessions get to send their ERROR after the drain timeout.
+pub(crate) const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// Called with each session's statistics when it ends.
+pub type SessionCallback = Arc<dyn Fn(&Stats) + Send + Sync>;
+/// Called periodically with the server's counters.
+pub type ServerStatsCallback = Arc<dyn Fn(&ServerStats) + Send + Sync>;
+
+/// A server's settings (what [`ServerBuilder`] collects).
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Listening sockets per address, spread by the kernel with `SO_REUSEPORT`
+    /// when more than one.
+    pub reuse_port: usize,
+    /// The protocol policy.
+    pub limits: Limits,
+    /// Most sessions at once ([`DEFAULT_MAX_SESSIONS`]).
+    pub max_sessions: usize,
+    /// Most sessions at once from one IP address ([`DEFAULT_MAX_SESSIONS_PER_PEER`]).
+    pub max_sessions_per_peer: usize,
+    /// How long shutdown waits for running transfers ([`DEFAULT_DRAIN_TIMEOUT`]).
+    pub drain_timeout: Duration,
+    /// Local ports for transfer sockets.
+    pub port_range: Option<(u16, u16)>,
+    /// Called when each session ends.
+    pub on_session_end: Option<SessionCallback>,
+    /// Called every interval with the counters.
+    pub on_server_stats: Option<(Duration, ServerStatsCallback)>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: Vec::new(),
+            reuse_port: 1,
+            limits: Limits::default(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_peer: DEFAULT_MAX_SESSIONS_PER_PEER,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            port_range: None,
+            on_session_end: None,
+            on_server_stats: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The admission policy these settings describe.
+    pub fn admission(&self) -> Admission {
+        Admission::new(self.max_sessions, self.max_sessions_per_peer)
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("reuse_port", &self.reuse_port)
+            .field("limits", &self.limits)
+            .field("max_sessions", &self.max_sessions)
+            .field("max_sessions_per_peer", &self.max_sessions_per_peer)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("port_range", &self.port_range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a server on runtime `R` (a marker type of the adapter crate,
+/// or [`Threads`](crate::blocking::Threads)) serving handler `H`; `bind`
+/// (defined per kind of runtime) opens the listening sockets.
+pub struct ServerBuilder<H, R> {
+    pub(crate) handler: H,
+    pub(crate) runtime: R,
+    pub(crate) sockets: Vec<std::net::UdpSocket>,
+    pub(crate) config: ServerConfig,
+}
+
+impl<H, R> ServerBuilder<H, R> {
+    pub(crate) fn new(handler: H, runtime: R) -> Self {
+        ServerBuilder {
+            handler,
+            runtime,
+            sockets: Vec::new(),
+            config: ServerConfig::default(),
+        }
+    }
+
+    /// Adds a listening address (IPv4 or IPv6; repeatable).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen.push(addr);
+        self
+    }
+
+    /// Adds an already bound socket (systemd socket activation, inetd).
+    pub fn listen_socket(mut self, socket: std::net::UdpSocket) -> Self {
+        self.sockets.push(socket);
+        self
+    }
+
+    /// Binds `n` listening sockets per address with `SO_REUSEPORT`, so the
+    /// kernel spreads requests across them (one accept loop each).
+    pub fn reuse_port(mut self, n: usize) -> Self {
+        self.config.reuse_port = n.max(1);
+        self
+    }
+
+    /// The protocol policy (options, request size, retransmission).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Most sessions at once; more requests get ERROR 0 "Server busy".
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.config.max_sessions = n;
+        self
+    }
+
+    /// Most sessions at once from one IP address.
+    pub fn max_sessions_per_peer(mut self, n: usize) -> Self {
+        self.config.max_sessions_per_peer = n;
+        self
+    }
+
+    /// How long shutdown waits for running transfers before aborting them.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.config.drain_timeout = d;
+        self
+    }
+
+    /// Binds transfer sockets to ports in `low..=high` (for firewalls).
+    pub fn port_range(mut self, low: u16, high: u16) -> Self {
+        self.config.port_range = Some((low.min(high), low.max(high)));
+        self
+    }
+
+    /// Calls `f` with each session's statistics when it ends (from the
+    /// session's own task or thread).
+    pub fn on_session_end(mut self, f: impl Fn(&Stats) + Send + Sync + 'static) -> Self {
+        self.config.on_session_end = Some(Arc::new(f));
+        self
+    }
+
+    /// Calls `f` every `interval` with the server's counters (from a task
+    /// or thread of its own).
+    pub fn on_server_stats(
+        mut self,
+        interval: Duration,
+        f: impl Fn(&ServerStats) + Send + Sync + 'static,
+    ) -> Self {
+        self.config.on_server_stats = Some((interval, Arc::new(f)));
+        self
+    }
+
+    /// The settings so far.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Binds the configured addresses and returns every listening socket
+    /// (the pre-bound ones first), each non-blocking.
+    pub(crate) fn bind_sockets(&mut self) -> std::io::Result<Vec<std::net::UdpSocket>> {
+        let mut sockets = std::mem::take(&mut self.sockets);
+        for addr in &self.config.listen {
+            sockets.extend(crate::net::bind_listen_sockets(
+                *addr,
+                self.config.reuse_port,
+            )?);
+        }
+        if sockets.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no listening address",
+            ));
+        }
+        for s in &sockets {
+            s.set_nonblocking(true)?;
+        }
+        Ok(sockets)
+    }
+}
+
+impl<H, R> fmt::Debug for ServerBuilder<H, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

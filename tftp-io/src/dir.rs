@@ -1,0 +1,114 @@
+//! [`DirHandler`]: serves the files under a root directory, confined by the
+//! kernel through [`Root`] (`openat2(RESOLVE_BENEATH)` via cap-std). One
+//! type for every runtime: it is a [`Handler`](crate::Handler) (futures-io)
+//! and a [`blocking::Handler`](crate::blocking::Handler) (std I/O), and
+//! tftp-tokio gives it its tokio `Handler`.
+//!
+//! Files are opened, read and written with plain syscalls on the calling
+//! thread, straight into (or out of) the DATA packets: served files are
+//! expected on a local filesystem, where a page-cache read or write takes
+//! microseconds and a hop to a blocking pool costs more than the work.
+//! Handlers serving from slow or network filesystems should return their
+//! own runtime-pooled file type instead.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_io::{AsyncRead, AsyncWrite};
+use tftp_proto::server::{Request, TftpError};
+
+use crate::blocking::{self, StdSink, StdSource};
+use crate::handler::{Handler, ReadResponse, WriteResponse};
+use crate::root::{Root, Upload};
+
+/// Serves a directory; read-only unless writes are enabled.
+#[derive(Clone, Debug)]
+pub struct DirHandler(Root);
+
+impl DirHandler {
+    /// Opens `root`; read-only.
+    pub fn new(root: impl AsRef<Path>) -> io::Result<Self> {
+        Root::open(root).map(DirHandler)
+    }
+
+    /// Accepts uploads of new files (existing files are refused with ERROR 6
+    /// unless [`DirHandler::allow_overwrite`] is also set).
+    pub fn allow_write(self, allow: bool) -> Self {
+        DirHandler(self.0.allow_write(allow))
+    }
+
+    /// Lets uploads replace existing files.
+    pub fn allow_overwrite(self, allow: bool) -> Self {
+        DirHandler(self.0.allow_overwrite(allow))
+    }
+
+    /// The confined root.
+    pub fn root(&self) -> &Root {
+        &self.0
+    }
+}
+
+impl Handler for DirHandler {
+    async fn read(&self, request: &Request) -> Result<ReadResponse, TftpError> {
+        let (file, size) = self.0.open_read(request.filename())?;
+        Ok(ReadResponse::new(FileSource(file), Some(size)))
+    }
+
+    async fn write(&self, request: &Request) -> Result<WriteResponse, TftpError> {
+        Ok(WriteResponse::new(self.0.open_write(request.filename())?))
+    }
+}
+
+impl blocking::Handler for DirHandler {
+    fn read(&self, request: &Request) -> Result<ReadResponse<StdSource>, TftpError> {
+        let (file, size) = self.0.open_read(request.filename())?;
+        Ok(ReadResponse::new(file, Some(size)))
+    }
+
+    fn write(&self, request: &Request) -> Result<WriteResponse<StdSink>, TftpError> {
+        Ok(WriteResponse::from_sink(
+            self.0.open_write(request.filename())?,
+        ))
+    }
+}
+
+/// A file read on the calling thread (see the module docs).
+struct FileSource(std::fs::File);
+
+impl AsyncRead for FileSource {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.0.read(buf))
+    }
+}
+
+/// An upload written on the calling thread; closing it (done by the server
+/// only when the transfer completed) puts it in place.
+impl AsyncWrite for Upload {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.get_mut().write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().flush())
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().commit())
+    }
+}
+
+impl blocking::Sink for Upload {
+    fn complete(&mut self) -> io::Result<()> {
+        self.commit()
+    }
+}

@@ -1,0 +1,231 @@
+//! The one async driving loop (see `tftp_proto::session`): performs the
+//! core's outputs on a runtime's socket, timer and the transfer's source or
+//! sink, and reports back. No protocol decision is made here.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+
+use event_listener::EventListener;
+use futures_io::{AsyncRead, AsyncWrite};
+use tftp_proto::packet::ErrorCode;
+use tftp_proto::session::{Output, Session};
+use tftp_proto::stats::Outcome;
+use tftp_proto::time::Instant;
+
+use crate::runtime::{AsyncUdpSocket, Runtime, Timer};
+use crate::session::{report_delivered, report_filled, Signal, SHUTTING_DOWN};
+
+/// Where file bytes come from or go to.
+pub(crate) enum Io<'a> {
+    Source(Pin<&'a mut (dyn AsyncRead + Send)>),
+    /// A server's upload: closed at the end (which commits it).
+    Upload(Pin<&'a mut (dyn AsyncWrite + Send)>),
+    /// A client's download: flushed at the end (the caller keeps its writer).
+    Download(Pin<&'a mut (dyn AsyncWrite + Send)>),
+    None,
+}
+
+/// A runtime's clock as the core's [`Instant`], from an epoch.
+#[derive(Clone, Debug)]
+pub(crate) struct Clock<R> {
+    runtime: R,
+    epoch: std::time::Instant,
+}
+
+impl<R: Runtime> Clock<R> {
+    pub(crate) fn new(runtime: R) -> Self {
+        let epoch = runtime.now();
+        Clock { runtime, epoch }
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        let elapsed = self.runtime.now().saturating_duration_since(self.epoch);
+        Instant::from_micros(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn to_std(&self, t: Instant) -> std::time::Instant {
+        self.epoch + t.since_epoch()
+    }
+
+    pub(crate) fn runtime(&self) -> &R {
+        &self.runtime
+    }
+}
+
+enum Event {
+    Datagram(io::Result<(usize, std::net::SocketAddr)>),
+    Timeout,
+    Abort,
+}
+
+/// Drives `session` until it is done; `abort`, when raised, ends it with
+/// ERROR 0 "Server shutting down".
+pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
+    session: &mut S,
+    socket: &R::Socket,
+    io: &mut Io<'_>,
+    clock: &Clock<R>,
+    buf: &mut [u8],
+    mut abort: Option<&Signal>,
+) -> Outcome {
+    // One timer for the whole session, moved only when the deadline changes.
+    let mut timer: Option<(R::Timer, Instant)> = None;
+    loop {
+        match session.poll(clock.now()) {
+            Output::Transmit { to, bytes } => {
+                if let Err(e) = poll_fn(|cx| socket.poll_send_to(cx, bytes, to)).await {
+                    tracing::debug!(%to, error = %e, "send failed");
+                }
+            }
+            Output::Fill(out) => {
+                let result = match io {
+                    Io::Source(source) => read_full(source.as_mut(), out).await,
+                    _ => Err(io::Error::other("no source")),
+                };
+                report_filled(session, result);
+            }
+            Output::Deliver(bytes) => {
+                let result = match io {
+                    // Flushed per block, so a write error (disk full) is seen
+                    // before the block is acknowledged.
+                    Io::Upload(sink) | Io::Download(sink) => write_all(sink.as_mut(), bytes).await,
+                    _ => Err(io::Error::other("no sink")),
+                };
+                report_delivered(session, result);
+            }
+            Output::Finish => {
+                let result = match io {
+                    Io::Upload(sink) => poll_fn(|cx| sink.as_mut().poll_close(cx)).await,
+                    Io::Download(sink) => poll_fn(|cx| sink.as_mut().poll_flush(cx)).await,
+                    _ => Ok(()),
+                };
+                report_delivered(session, result);
+            }
+            Output::Wait(deadline) => {
+                let (timer, armed) = match &mut timer {
+                    Some(t) => t,
+                    slot => slot.insert((clock.runtime().timer(clock.to_std(deadline)), deadline)),
+                };
+                if *armed != deadline {
+                    timer.reset(clock.to_std(deadline));
+                    *armed = deadline;
+                }
+                let mut listener: Option<EventListener> = None;
+                let event = poll_fn(|cx| {
+                    if let Poll::Ready(r) = socket.poll_recv_from(cx, buf) {
+                        return Poll::Ready(Event::Datagram(r));
+                    }
+                    if let Some(signal) = abort {
+                        if poll_signal(signal, &mut listener, cx) {
+                            return Poll::Ready(Event::Abort);
+                        }
+                    }
+                    match timer.poll_expired(cx) {
+                        Poll::Ready(()) => Poll::Ready(Event::Timeout),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await;
+                match event {
+                    Event::Datagram(Ok((n, from))) => {
+                        let datagram = buf.get(..n).unwrap_or_default();
+                        session.handle_datagram(clock.now(), from, datagram);
+                    }
+                    // ICMP errors surface here on some systems: nothing to do.
+                    Event::Datagram(Err(e)) => tracing::trace!(error = %e, "recv failed"),
+                    Event::Timeout => session.handle_timeout(clock.now()),
+                    Event::Abort => {
+                        abort = None;
+                        session.abort(ErrorCode::NotDefined, SHUTTING_DOWN);
+                    }
+                }
+            }
+            Output::Done(outcome) => return outcome,
+        }
+    }
+}
+
+/// True once `signal` is raised; otherwise registers `cx` for its
+/// notification.
+pub(crate) fn poll_signal(
+    signal: &Signal,
+    listener: &mut Option<EventListener>,
+    cx: &mut std::task::Context<'_>,
+) -> bool {
+    loop {
+        if signal.is_raised() {
+            return true;
+        }
+        match listener {
+            None => *listener = Some(signal.listen()),
+            Some(l) => match Pin::new(l).poll(cx) {
+                Poll::Ready(()) => *listener = None,
+                Poll::Pending => return false,
+            },
+        }
+    }
+}
+
+/// Waits until `done()` holds (re-checked whenever `signal` notifies) or
+/// `timer` fires; true if done.
+pub(crate) async fn wait_until<T: Timer>(
+    signal: &Signal,
+    done: impl Fn() -> bool,
+    timer: Option<&mut T>,
+) -> bool {
+    let mut timer = timer;
+    let mut listener: Option<EventListener> = None;
+    poll_fn(|cx| loop {
+        if done() {
+            return Poll::Ready(true);
+        }
+        if let Some(t) = timer.as_deref_mut() {
+            if t.poll_expired(cx).is_ready() {
+                return Poll::Ready(done());
+            }
+        }
+        match &mut listener {
+            None => listener = Some(signal.listen()),
+            Some(l) => match Pin::new(l).poll(cx) {
+                Poll::Ready(()) => listener = None,
+                Poll::Pending => return Poll::Pending,
+            },
+        }
+    })
+    .await
+}
+
+/// Reads until `buf` is full or the source ends.
+async fn read_full(
+    mut source: Pin<&mut (dyn AsyncRead + Send)>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match poll_fn(|cx| source.as_mut().poll_read(cx, rest)).await {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Writes all of `bytes` and flushes.
+async fn write_all(
+    mut sink: Pin<&mut (dyn AsyncWrite + Send)>,
+    mut bytes: &[u8],
+) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match poll_fn(|cx| sink.as_mut().poll_write(cx, bytes)).await {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    poll_fn(|cx| sink.as_mut().poll_flush(cx)).await
+}

@@ -1,0 +1,211 @@
+//! The framework API (fbtftp's `get_handler` + `get_response_data`): a
+//! handler answers each request with a response, a source or sink plus an
+//! optional size and a narrower policy. [`ReadResponse`] and
+//! [`WriteResponse`] are generic over the source or sink type, so every
+//! runtime shares them; this module's [`Handler`] is the `futures_io` one
+//! (tftp-smol uses it as it is).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+
+use futures_io::{AsyncRead, AsyncWrite};
+use tftp_proto::options::Limits;
+
+pub use tftp_proto::server::{Request, TftpError};
+
+/// What a read request gets: a source `S` plus its size if known (answered
+/// to `tsize`), and optionally a narrower policy for this request.
+pub struct ReadResponse<S = AsyncSource> {
+    pub(crate) source: S,
+    pub(crate) size: Option<u64>,
+    pub(crate) limits: Option<Limits>,
+}
+
+impl<S> ReadResponse<S> {
+    /// A source of known size (`Some`) or unknown length (`None`: a stream;
+    /// `tsize` is then not acknowledged).
+    pub fn new(source: impl Into<S>, size: Option<u64>) -> Self {
+        ReadResponse {
+            source: source.into(),
+            size,
+            limits: None,
+        }
+    }
+
+    /// In-memory bytes (a generated boot config, say).
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self
+    where
+        S: FromBytes,
+    {
+        let bytes = bytes.into();
+        let size = bytes.len() as u64;
+        ReadResponse {
+            source: S::from_bytes(bytes),
+            size: Some(size),
+            limits: None,
+        }
+    }
+
+    /// A stream of unknown length.
+    pub fn stream(source: impl Into<S>) -> Self {
+        Self::new(source, None)
+    }
+
+    /// Narrows the negotiation for this request (per-client config: cap
+    /// `blksize` for a ROM known to break, turn options off for clients that
+    /// never acknowledge an OACK). It can only restrict the server's limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// The announced size.
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+
+    /// The same response with its source converted (an adapter's bridge).
+    pub fn map_source<T>(self, f: impl FnOnce(S) -> T) -> ReadResponse<T> {
+        ReadResponse {
+            source: f(self.source),
+            size: self.size,
+            limits: self.limits,
+        }
+    }
+}
+
+impl<S> fmt::Debug for ReadResponse<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadResponse")
+            .field("size", &self.size)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a write request gets: a sink `W` for the uploaded bytes (closed, or
+/// told it completed, only when the whole upload arrived), and optionally a
+/// narrower policy.
+pub struct WriteResponse<W = AsyncSink> {
+    pub(crate) sink: W,
+    pub(crate) limits: Option<Limits>,
+}
+
+impl<W> WriteResponse<W> {
+    /// A sink for the uploaded bytes.
+    pub fn new(sink: impl Into<W>) -> Self {
+        WriteResponse {
+            sink: sink.into(),
+            limits: None,
+        }
+    }
+
+    /// Narrows the negotiation for this request; see [`ReadResponse::with_limits`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// The same response with its sink converted (an adapter's bridge).
+    pub fn map_sink<T>(self, f: impl FnOnce(W) -> T) -> WriteResponse<T> {
+        WriteResponse {
+            sink: f(self.sink),
+            limits: self.limits,
+        }
+    }
+}
+
+impl<W> fmt::Debug for WriteResponse<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteResponse")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Any `futures_io::AsyncRead`, boxed: the source of an async
+/// [`ReadResponse`].
+pub struct AsyncSource(pub(crate) Pin<Box<dyn AsyncRead + Send>>);
+
+impl<R: AsyncRead + Send + 'static> From<R> for AsyncSource {
+    fn from(source: R) -> Self {
+        AsyncSource(Box::pin(source))
+    }
+}
+
+/// A source type that can serve bytes from memory
+/// ([`ReadResponse::from_bytes`]).
+pub trait FromBytes {
+    /// A source that yields `bytes`.
+    fn from_bytes(bytes: Vec<u8>) -> Self;
+}
+
+impl FromBytes for AsyncSource {
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        AsyncSource::from(Memory(io::Cursor::new(bytes)))
+    }
+}
+
+/// Bytes in memory as a `futures_io` source.
+struct Memory(io::Cursor<Vec<u8>>);
+
+impl AsyncRead for Memory {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::task::Poll::Ready(io::Read::read(&mut self.0, buf))
+    }
+}
+
+/// Any `futures_io::AsyncWrite`, boxed: the sink of an async
+/// [`WriteResponse`]. `poll_close` is called only when the upload completed.
+pub struct AsyncSink(pub(crate) Pin<Box<dyn AsyncWrite + Send>>);
+
+impl<W: AsyncWrite + Send + 'static> From<W> for AsyncSink {
+    fn from(sink: W) -> Self {
+        AsyncSink(Box::pin(sink))
+    }
+}
+
+/// Decides what each request gets. It runs inside the session's own task,
+/// never in the accept loop, so a slow backend delays only its own client.
+///
+/// ```
+/// use tftp_io::{Handler, ReadResponse, Request, TftpError};
+///
+/// struct Hello;
+///
+/// impl Handler for Hello {
+///     async fn read(&self, req: &Request) -> Result<ReadResponse, TftpError> {
+///         match req.filename() {
+///             b"hello.txt" => Ok(ReadResponse::from_bytes(format!("hello {}\n", req.peer().ip()))),
+///             _ => Err(TftpError::not_found()),
+///         }
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// A read request (RRQ).
+    fn read(
+        &self,
+        request: &Request,
+    ) -> impl Future<Output = Result<ReadResponse, TftpError>> + Send;
+
+    /// A write request (WRQ). Refused with ERROR 2 unless implemented.
+    fn write(
+        &self,
+        request: &Request,
+    ) -> impl Future<Output = Result<WriteResponse, TftpError>> + Send {
+        let _ = request;
+        async { Err(writes_refused()) }
+    }
+}
+
+/// The answer to a write request of a handler that takes none.
+pub fn writes_refused() -> TftpError {
+    TftpError::access_violation("Writes are not allowed")
+}

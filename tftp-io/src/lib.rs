@@ -1,0 +1,69 @@
+//! # tftp-io: the std I/O layer of tftp-rs
+//!
+//! Everything between the sans-IO core ([`tftp_proto`]) and a runtime that
+//! needs std but no particular runtime, written once:
+//!
+//! - sockets ([`net`]): listening sockets (optionally `SO_REUSEPORT`) and one
+//!   fresh transfer socket per session (optionally in a port range);
+//! - confined files ([`root`], [`DirHandler`]): every open is resolved by the
+//!   kernel beneath the served root;
+//! - admission and counters ([`registry`]): limits, duplicate requests and
+//!   the ticket that ends a session's admission exactly once;
+//! - settings ([`ServerBuilder`], [`Client`]) and [`ClientError`];
+//! - the framework API ([`Handler`], [`ReadResponse`], [`WriteResponse`]);
+//! - **one** async server ([`Server`]), client and driving loop, generic over
+//!   a small [`Runtime`] trait (timer, spawn, clock, pollable UDP socket), in
+//!   the shape of quinn's `runtime.rs`;
+//! - **one** blocking server, client and driving loop for std threads
+//!   ([`blocking`]).
+//!
+//! The adapter crates are the glue: `tftp-tokio` and `tftp-smol` implement
+//! [`Runtime`] for their runtime and [`Serves`] / [`Wrap`] for their I/O
+//! traits (tokio's `AsyncRead`/`AsyncWrite` through a compat wrapper;
+//! `futures_io`, which smol uses, natively), and `tftp-blocking` re-exports
+//! [`blocking`]. Every protocol decision stays in the core; every I/O
+//! decision (error mapping and texts, start versus refuse, when a client
+//! returns, shutdown and accept failures) is made here, once.
+//!
+//! ```text
+//! tftp-proto        sans-IO core: packets, options, netascii, sessions
+//!   └─ tftp-io      this crate: sockets, files, admission, server/client/driver
+//!        ├─ tftp-tokio     Runtime for tokio, tokio I/O traits
+//!        ├─ tftp-smol      Runtime for smol/async-io (also async-std)
+//!        └─ tftp-blocking  std threads (re-exports `blocking`)
+//! ```
+//!
+//! Applications use an adapter crate; this one is for writing adapters. A
+//! runtime is about a hundred lines: see `tftp-smol`'s `lib.rs`.
+#![forbid(unsafe_code)]
+
+pub mod blocking;
+mod client;
+mod config;
+mod dir;
+mod driver;
+mod error;
+mod handler;
+pub mod net;
+pub mod registry;
+pub mod root;
+mod runtime;
+mod server;
+mod session;
+
+pub use client::{Client, DEFAULT_CLIENT_DALLY};
+pub use config::{
+    ServerBuilder, ServerConfig, ServerStatsCallback, SessionCallback, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_STATS_INTERVAL,
+};
+pub use dir::DirHandler;
+pub use error::ClientError;
+pub use handler::{
+    writes_refused, AsyncSink, AsyncSource, FromBytes, Handler, ReadResponse, Request, TftpError,
+    WriteResponse,
+};
+pub use runtime::{AsyncUdpSocket, Runtime, Serves, Timer, Wrap};
+pub use server::{Server, StatsHandle};
+pub use session::{DISK_FULL, READ_ERROR, SHUTTING_DOWN, SOCKET_ERROR, WRITE_ERROR};
+pub use tftp_proto;
+pub use tftp_proto::stats::{ServerStats, Stats};

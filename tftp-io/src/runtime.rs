@@ -1,0 +1,85 @@
+//! The small interface an async runtime implements to run the one server,
+//! client and driving loop of this crate (the shape of quinn's
+//! `runtime.rs`): a timer, a spawner, a clock and a UDP socket that can be
+//! polled. An adapter crate implements it in about a hundred lines.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use crate::handler::Handler;
+
+/// An async runtime: spawns tasks, makes timers and wraps std UDP sockets.
+/// Implemented on a zero-sized marker type by each adapter crate.
+pub trait Runtime: Clone + Default + Send + Sync + 'static {
+    /// The runtime's UDP socket.
+    type Socket: AsyncUdpSocket;
+    /// The runtime's timer.
+    type Timer: Timer;
+
+    /// Registers a bound, non-blocking std socket with the runtime.
+    fn wrap_udp(&self, socket: std::net::UdpSocket) -> io::Result<Self::Socket>;
+
+    /// A timer that fires at `at`.
+    fn timer(&self, at: Instant) -> Self::Timer;
+
+    /// Runs `task` to completion in the background.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
+
+    /// The runtime's clock (tokio's paused test clock, say).
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A UDP socket the driving loop polls. `poll_recv_from` and `poll_send_to`
+/// try the syscall first and register for readiness only when it would
+/// block, so a queued datagram costs one syscall.
+pub trait AsyncUdpSocket: Send + Sync + 'static {
+    /// Receives one datagram into `buf`.
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>>;
+
+    /// Sends one datagram.
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        to: SocketAddr,
+    ) -> Poll<io::Result<usize>>;
+
+    /// The bound address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A resettable one-shot timer.
+pub trait Timer: Send + Unpin + 'static {
+    /// Moves the deadline to `at`.
+    fn reset(&mut self, at: Instant);
+    /// Ready once the deadline has passed.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// How runtime `Self` serves handlers of type `H`: the adapter's own
+/// `Handler` trait (in that runtime's I/O traits) becomes this crate's
+/// [`Handler`] here. `Server::builder(h)` picks the impl by `h`'s type.
+pub trait Serves<H>: Runtime {
+    /// The handler the server runs.
+    type Handler: Handler;
+    /// Converts the application's handler.
+    fn handler(handler: H) -> Self::Handler;
+}
+
+/// How runtime `Self` turns a caller's reader or writer `T` (in that
+/// runtime's I/O traits) into a `futures_io` one for the [`Client`](crate::Client).
+pub trait Wrap<T>: Runtime {
+    /// The `futures_io::AsyncRead` or `AsyncWrite` view of `T`.
+    type Io: Send + Unpin;
+    /// Wraps `io`.
+    fn wrap(io: T) -> Self::Io;
+}

@@ -1,0 +1,283 @@
+//! The one async server: listening sockets with one accept loop each, one
+//! task and one fresh UDP socket per transfer, limits, statistics and
+//! graceful shutdown, on any [`Runtime`].
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use event_listener::EventListener;
+use tftp_proto::options::Direction;
+use tftp_proto::server::{Admit, Request};
+use tftp_proto::session::Session;
+use tftp_proto::stats::{ServerStats, Stats};
+
+use crate::config::{ServerBuilder, ABORT_GRACE};
+use crate::driver::{drive, poll_signal, wait_until, Clock, Io};
+use crate::handler::Handler;
+use crate::net::bind_transfer;
+use crate::registry::{Registry, Ticket};
+use crate::runtime::{AsyncUdpSocket, Runtime, Serves, Timer};
+use crate::session::{is_transient, no_socket, open, Data, Granted, Signal};
+
+/// What the server's tasks share.
+pub(crate) struct Shared<H, R> {
+    handler: H,
+    registry: Arc<Registry>,
+    /// Raised on shutdown or when an accept loop fails: stop accepting.
+    stopping: Signal,
+    /// Raised after the drain timeout: abort running sessions.
+    aborting: Signal,
+    /// Notified whenever a session ends.
+    ended: Signal,
+    /// The first accept loop failure, returned by `serve`.
+    failure: Mutex<Option<io::Error>>,
+    clock: Clock<R>,
+}
+
+/// A TFTP server on runtime `R` (see [`Server::builder`]).
+pub struct Server<H, R: Serves<H>> {
+    shared: Arc<Shared<R::Handler, R>>,
+    sockets: Vec<std::net::UdpSocket>,
+}
+
+impl<H, R: Runtime + Serves<H>> Server<H, R> {
+    /// Starts configuring a server with `handler` (a handler in the
+    /// runtime's own I/O traits; see the adapter crate).
+    pub fn builder(handler: H) -> ServerBuilder<H, R> {
+        ServerBuilder::new(handler, R::default())
+    }
+}
+
+impl<H, R: Runtime + Serves<H>> ServerBuilder<H, R> {
+    /// Binds the listening sockets (registered with the runtime when
+    /// [`Server::serve`] starts, so this works outside the runtime too).
+    pub fn bind(mut self) -> io::Result<Server<H, R>> {
+        let sockets = self.bind_sockets()?;
+        Ok(Server {
+            shared: Arc::new(Shared {
+                handler: R::handler(self.handler),
+                registry: Registry::new(self.config),
+                stopping: Signal::default(),
+                aborting: Signal::default(),
+                ended: Signal::default(),
+                failure: Mutex::new(None),
+                clock: Clock::new(self.runtime),
+            }),
+            sockets,
+        })
+    }
+}
+
+impl<H, R: Serves<H>> fmt::Debug for Server<H, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addrs", &self.local_addrs())
+            .finish()
+    }
+}
+
+/// Reads a running server's counters (e.g. for a metrics endpoint).
+#[derive(Clone)]
+pub struct StatsHandle(pub(crate) Arc<Registry>);
+
+impl StatsHandle {
+    /// A snapshot of the counters.
+    pub fn snapshot(&self) -> ServerStats {
+        self.0.counters.snapshot()
+    }
+}
+
+impl fmt::Debug for StatsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StatsHandle")
+            .field(&self.snapshot())
+            .finish()
+    }
+}
+
+impl<H, R: Serves<H>> Server<H, R> {
+    /// The bound listening addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.registry.counters.snapshot()
+    }
+
+    /// A handle that reads the counters while the server runs.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(Arc::clone(&self.shared.registry))
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets running
+    /// transfers finish for up to the drain timeout, aborts the rest (they get
+    /// ERROR 0 "Server shutting down") and returns. If a listening socket
+    /// fails (anything but a transient error), the server shuts down the same
+    /// way and returns that error.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let Server { shared, sockets } = self;
+        let runtime = shared.clock.runtime().clone();
+        let mut wrapped = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            wrapped.push(runtime.wrap_udp(socket)?);
+        }
+        for socket in wrapped {
+            let shared = Arc::clone(&shared);
+            runtime.spawn(async move {
+                if let Err(e) = accept_loop(&shared, &socket).await {
+                    tracing::error!(error = %e, "listening socket failed; shutting down");
+                    let mut failure = shared.failure.lock().unwrap_or_else(|p| p.into_inner());
+                    failure.get_or_insert(e);
+                    drop(failure);
+                    shared.stopping.raise();
+                }
+            });
+        }
+        if let Some((interval, report)) = shared.registry.config.on_server_stats.clone() {
+            let shared = Arc::clone(&shared);
+            let rt = runtime.clone();
+            runtime.spawn(async move {
+                let runtime = rt;
+                let mut next = runtime.now() + interval;
+                let mut timer = runtime.timer(next);
+                let stopping = || shared.stopping.is_raised();
+                while !wait_until(&shared.stopping, stopping, Some(&mut timer)).await {
+                    report(&shared.registry.counters.snapshot());
+                    next += interval;
+                    timer.reset(next);
+                }
+            });
+        }
+        {
+            let stopped =
+                wait_until::<R::Timer>(&shared.stopping, || shared.stopping.is_raised(), None);
+            let (mut shutdown, mut stopped) = (pin!(shutdown), pin!(stopped));
+            poll_fn(|cx| {
+                if shutdown.as_mut().poll(cx).is_ready() || stopped.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+        shared.stopping.raise();
+        drain(&shared, &runtime).await;
+        let failure = shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Waits for running sessions for the drain timeout, then aborts the rest and
+/// gives them a moment to send their ERROR.
+async fn drain<H, R: Runtime>(shared: &Shared<H, R>, runtime: &R) {
+    let idle = || shared.registry.counters.active() == 0;
+    let mut timer = runtime.timer(runtime.now() + shared.registry.config.drain_timeout);
+    if !wait_until(&shared.ended, idle, Some(&mut timer)).await {
+        shared.aborting.raise();
+        timer.reset(runtime.now() + ABORT_GRACE);
+        wait_until(&shared.ended, idle, Some(&mut timer)).await;
+    }
+}
+
+async fn accept_loop<H: Handler, R: Runtime>(
+    shared: &Arc<Shared<H, R>>,
+    socket: &R::Socket,
+) -> io::Result<()> {
+    let local = socket.local_addr()?;
+    // One byte more than allowed, to tell an oversized request.
+    let mut buf = vec![0u8; shared.registry.config.limits.max_request_size + 1];
+    let mut reply = [0u8; 128];
+    let mut listener: Option<EventListener> = None;
+    loop {
+        let received = poll_fn(|cx| {
+            if poll_signal(&shared.stopping, &mut listener, cx) {
+                return Poll::Ready(None);
+            }
+            socket.poll_recv_from(cx, &mut buf).map(Some)
+        })
+        .await;
+        let (n, peer) = match received {
+            None => return Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(e)) if is_transient(&e) => continue,
+            Some(Err(e)) => return Err(e),
+        };
+        let datagram = buf.get(..n).unwrap_or_default();
+        match shared
+            .registry
+            .on_datagram(datagram, peer, local, &mut reply)
+        {
+            Admit::Start { request, key } => {
+                let notify = Arc::clone(shared);
+                let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
+                    notify.ended.notify()
+                });
+                let shared = Arc::clone(shared);
+                shared.clock.runtime().clone().spawn(async move {
+                    let stats = run_session(&shared, request).await;
+                    ticket.finish(&stats);
+                });
+            }
+            Admit::Reply(len) => {
+                let answer = reply.get(..len).unwrap_or_default();
+                let _ = poll_fn(|cx| socket.poll_send_to(cx, answer, peer)).await;
+            }
+            Admit::Ignore => {}
+        }
+    }
+}
+
+/// Runs one transfer to its end and returns its statistics.
+async fn run_session<H: Handler, R: Runtime>(shared: &Shared<H, R>, request: Request) -> Stats {
+    let clock = &shared.clock;
+    let config = &shared.registry.config;
+    let local_ip = request.local.map_or(request.peer.ip(), |l| l.ip());
+    let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
+    let socket = match bind_transfer(local_ip, config.port_range, seed)
+        .and_then(|s| clock.runtime().wrap_udp(s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            return no_socket(&request, &config.limits, &e, clock.now())
+                .stats()
+                .clone()
+        }
+    };
+    let answer = match request.direction {
+        Direction::Read => shared.handler.read(&request).await.map(Granted::Read),
+        Direction::Write => shared.handler.write(&request).await.map(Granted::Write),
+    };
+    let local = socket.local_addr().ok();
+    let (mut session, mut data) = open(&request, &config.limits, answer, local, clock.now());
+    let mut io = match &mut data {
+        Data::Source(s) => Io::Source(s.0.as_mut()),
+        Data::Sink(w) => Io::Upload(w.0.as_mut()),
+        Data::None => Io::None,
+    };
+    let mut buf = vec![0u8; session.max_datagram()];
+    drive(
+        &mut session,
+        &socket,
+        &mut io,
+        clock,
+        &mut buf,
+        Some(&shared.aborting),
+    )
+    .await;
+    session.stats().clone()
+}

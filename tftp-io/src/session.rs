@@ -1,0 +1,167 @@
+//! The decisions every driver shares, made once: how a handler's answer
+//! starts a session or refuses it, and how a local I/O failure becomes the
+//! ERROR the peer gets.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use event_listener::{Event, EventListener};
+use tftp_proto::options::Limits;
+use tftp_proto::packet::ErrorCode;
+use tftp_proto::server::{Request, ServerSession, TftpError};
+use tftp_proto::session::Session;
+use tftp_proto::time::Instant;
+
+use crate::handler::{ReadResponse, WriteResponse};
+
+/// ERROR text sent to sessions aborted at the end of a graceful shutdown.
+pub const SHUTTING_DOWN: &str = "Server shutting down";
+/// ERROR text when the response source fails.
+pub const READ_ERROR: &str = "Read error";
+/// ERROR text when the sink fails (other than a full disk).
+pub const WRITE_ERROR: &str = "Write error";
+/// ERROR text when the sink reports a full disk (sent with ERROR 3).
+pub const DISK_FULL: &str = "Disk full";
+/// ERROR text when no transfer socket could be opened.
+pub const SOCKET_ERROR: &str = "Server error";
+
+/// Which side of the transfer's data an I/O result is from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    /// The response source (a read request, or a client's upload).
+    Source,
+    /// The sink (a write request, or a client's download).
+    Sink,
+}
+
+/// The one mapping from a local I/O failure to the ERROR sent to the peer.
+pub(crate) fn error_reply(side: Side, e: &io::Error) -> (ErrorCode, &'static str) {
+    match side {
+        Side::Source => (ErrorCode::NotDefined, READ_ERROR),
+        Side::Sink if e.kind() == io::ErrorKind::StorageFull => (ErrorCode::DiskFull, DISK_FULL),
+        Side::Sink => (ErrorCode::NotDefined, WRITE_ERROR),
+    }
+}
+
+/// Reports the result of an [`Output::Fill`](tftp_proto::session::Output::Fill).
+pub(crate) fn report_filled<S: Session + ?Sized>(session: &mut S, result: io::Result<usize>) {
+    match result {
+        Ok(n) => session.filled(n),
+        Err(e) => abort(session, Side::Source, &e),
+    }
+}
+
+/// Reports the result of a `Deliver` or `Finish`.
+pub(crate) fn report_delivered<S: Session + ?Sized>(session: &mut S, result: io::Result<()>) {
+    match result {
+        Ok(()) => session.delivered(),
+        Err(e) => abort(session, Side::Sink, &e),
+    }
+}
+
+fn abort<S: Session + ?Sized>(session: &mut S, side: Side, e: &io::Error) {
+    let (code, message) = error_reply(side, e);
+    tracing::warn!(error = %e, ?side, "transfer I/O failed");
+    session.abort(code, message);
+}
+
+/// What the handler granted.
+pub(crate) enum Granted<S, W> {
+    Read(ReadResponse<S>),
+    Write(WriteResponse<W>),
+}
+
+/// The source or sink the session's data goes through.
+pub(crate) enum Data<S, W> {
+    Source(S),
+    Sink(W),
+    None,
+}
+
+/// Starts serving `request` with the handler's answer, or refuses it with
+/// the handler's error (sent from the transfer socket at `local`).
+pub(crate) fn open<S, W>(
+    request: &Request,
+    limits: &Limits,
+    answer: Result<Granted<S, W>, TftpError>,
+    local: Option<SocketAddr>,
+    now: Instant,
+) -> (ServerSession, Data<S, W>) {
+    let (mut session, data) = match answer {
+        Ok(Granted::Read(r)) => (
+            ServerSession::start(request, limits, r.limits.as_ref(), r.size, now),
+            Data::Source(r.source),
+        ),
+        Ok(Granted::Write(w)) => (
+            ServerSession::start(request, limits, w.limits.as_ref(), None, now),
+            Data::Sink(w.sink),
+        ),
+        Err(e) => (
+            ServerSession::refuse(request, e.code, &e.message, limits, now),
+            Data::None,
+        ),
+    };
+    if let Some(local) = local {
+        session.set_local(local);
+    }
+    (session, data)
+}
+
+/// A session that could not get a transfer socket: it ends at once, with
+/// statistics that say so.
+pub(crate) fn no_socket(
+    request: &Request,
+    limits: &Limits,
+    e: &io::Error,
+    now: Instant,
+) -> ServerSession {
+    tracing::warn!(error = %e, "cannot bind a transfer socket");
+    ServerSession::refuse(request, ErrorCode::NotDefined, SOCKET_ERROR, limits, now)
+}
+
+/// Whether an accept loop survives a receive error: ICMP errors reported on
+/// the socket, interruptions and spurious wake-ups are transient; anything
+/// else means the socket is gone, and the server stops (the same policy on
+/// every runtime).
+pub(crate) fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+    )
+}
+
+/// A one-way flag with waiters (stop accepting, abort sessions, session
+/// ended): cheap to check, and async code can wait for it.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    set: AtomicBool,
+    event: Event,
+}
+
+impl Signal {
+    /// Raises the flag and wakes every waiter.
+    pub(crate) fn raise(&self) {
+        self.set.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    /// Wakes every waiter without raising the flag.
+    pub(crate) fn notify(&self) {
+        self.event.notify(usize::MAX);
+    }
+
+    pub(crate) fn is_raised(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// A listener for the next notification; check the condition after
+    /// creating it and before awaiting it.
+    pub(crate) fn listen(&self) -> EventListener {
+        self.event.listen()
+    }
+}
