@@ -75,7 +75,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     loop {
         match session.poll(clock.now()) {
             Output::Transmit { to, bytes } => {
-                if let Err(e) = poll_fn(|cx| socket.poll_send_to(cx, bytes, to)).await {
+                if let Err(e) = poll_fn(|cx| socket.poll_send(cx, bytes, to)).await {
                     tracing::debug!(%to, error = %e, "send failed");
                 }
             }
@@ -114,7 +114,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 }
                 let mut listener: Option<EventListener> = None;
                 let event = poll_fn(|cx| {
-                    if let Poll::Ready(r) = socket.poll_recv_from(cx, buf) {
+                    if let Poll::Ready(r) = socket.poll_recv(cx, buf) {
                         return Poll::Ready(Event::Datagram(r));
                     }
                     if let Some(signal) = abort {

@@ -62,7 +62,7 @@ pub use handler::{
     writes_refused, AsyncSink, AsyncSource, FromBytes, Handler, ReadResponse, Request, TftpError,
     WriteResponse,
 };
-pub use runtime::{AsyncUdpSocket, Runtime, Serves, Timer, Wrap};
+pub use runtime::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Timer, Wrap};
 pub use server::{Server, StatsHandle};
 pub use session::{DISK_FULL, READ_ERROR, SHUTTING_DOWN, SOCKET_ERROR, WRITE_ERROR};
 pub use tftp_proto;

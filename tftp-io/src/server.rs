@@ -208,7 +208,7 @@ async fn accept_loop<H: Handler, R: Runtime>(
             if poll_signal(&shared.stopping, &mut listener, cx) {
                 return Poll::Ready(None);
             }
-            socket.poll_recv_from(cx, &mut buf).map(Some)
+            socket.poll_recv(cx, &mut buf).map(Some)
         })
         .await;
         let (n, peer) = match received {
@@ -235,7 +235,7 @@ async fn accept_loop<H: Handler, R: Runtime>(
             }
             Admit::Reply(len) => {
                 let answer = reply.get(..len).unwrap_or_default();
-                let _ = poll_fn(|cx| socket.poll_send_to(cx, answer, peer)).await;
+                let _ = poll_fn(|cx| socket.poll_send(cx, answer, peer)).await;
             }
             Admit::Ignore => {}
         }

@@ -41,21 +41,13 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use smol::Async;
-use tftp_io::{AsyncUdpSocket, Runtime, Serves, Wrap};
+use tftp_io::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Wrap};
 
-pub use tftp_io::{
-    tftp_proto, ClientError, DirHandler, Handler, ReadResponse, Request, ServerStats, StatsHandle,
-    TftpError, WriteResponse, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_SESSIONS,
-    DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_STATS_INTERVAL,
-};
-
-/// A TFTP server on smol: see [`tftp_io::Server`].
-pub type Server<H> = tftp_io::Server<H, Smol>;
-/// Configures a [`Server`].
-pub type ServerBuilder<H> = tftp_io::ServerBuilder<H, Smol>;
-/// A TFTP client on smol; `get` and `put` take `futures_io` writers and
-/// readers (`&mut Vec<u8>`, `&mut smol::fs::File`, ...).
-pub type Client = tftp_io::Client<Smol>;
+pub use tftp_io::tftp_proto;
+pub use tftp_io::{ClientError, DirHandler, Request, ServerStats, StatsHandle, TftpError};
+pub use tftp_io::{Handler, ReadResponse, WriteResponse};
+pub use tftp_io::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_STATS_INTERVAL};
+pub use tftp_io::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER};
 
 /// The smol / async-io runtime: tasks on smol's global executor, async-io's
 /// timers and sockets.
@@ -79,6 +71,14 @@ impl Runtime for Smol {
     }
 }
 
+/// A TFTP server on smol: see [`tftp_io::Server`].
+pub type Server<H> = tftp_io::Server<H, Smol>;
+/// Configures a [`Server`].
+pub type ServerBuilder<H> = tftp_io::ServerBuilder<H, Smol>;
+/// A TFTP client on smol; `get` and `put` take `futures_io` writers and
+/// readers (`&mut Vec<u8>`, `&mut smol::fs::File`, ...).
+pub type Client = tftp_io::Client<Smol>;
+
 /// Handlers in `futures_io` terms are served as they are.
 impl<H: Handler> Serves<H> for Smol {
     type Handler = H;
@@ -95,36 +95,27 @@ impl<T: Send + Unpin> Wrap<T> for Smol {
     }
 }
 
-/// A UDP socket registered with async-io.
+/// A UDP socket registered with async-io: the syscall first, then readiness.
 #[derive(Debug)]
 pub struct SmolSocket(Async<UdpSocket>);
 
 impl AsyncUdpSocket for SmolSocket {
-    fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received> {
         loop {
             match self.0.get_ref().recv_from(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.0.poll_readable(cx))?;
+                    ready!(self.0.poll_readable(cx))?
                 }
                 result => return Poll::Ready(result),
             }
         }
     }
 
-    fn poll_send_to(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        to: SocketAddr,
-    ) -> Poll<io::Result<usize>> {
+    fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<Sent> {
         loop {
             match self.0.get_ref().send_to(buf, to) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.0.poll_writable(cx))?;
+                    ready!(self.0.poll_writable(cx))?
                 }
                 result => return Poll::Ready(result),
             }

@@ -48,17 +48,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tftp_io::{AsyncUdpSocket, Runtime, Serves, Wrap};
+use tftp_io::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Wrap};
 
-pub use handler::{
-    Bridge, Handler, ReadResponse, RequestInfo, TokioSink, TokioSource, WriteResponse,
-};
+pub use handler::{Bridge, Handler, ReadResponse, RequestInfo, WriteResponse};
+pub use handler::{TokioSink, TokioSource};
 pub use tftp_io::net::bind_listen_sockets;
-pub use tftp_io::{
-    tftp_proto, ClientError, DirHandler, ServerStats, ServerStatsCallback, SessionCallback,
-    StatsHandle, TftpError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_SESSIONS,
-    DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_STATS_INTERVAL,
-};
+pub use tftp_io::tftp_proto;
+pub use tftp_io::{ClientError, DirHandler, ServerStats, StatsHandle, TftpError};
+pub use tftp_io::{ServerStatsCallback, SessionCallback};
+pub use tftp_io::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_STATS_INTERVAL};
+pub use tftp_io::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER};
 
 /// A TFTP server on tokio: see [`tftp_io::Server`].
 pub type Server<H> = tftp_io::Server<H, Tokio>;
@@ -68,8 +67,25 @@ pub type ServerBuilder<H> = tftp_io::ServerBuilder<H, Tokio>;
 /// (`&mut tokio::fs::File`, `&mut Vec<u8>`, ...).
 pub type Client = tftp_io::Client<Tokio>;
 
-/// The tokio runtime: `tokio::spawn`, tokio's timers (so paused-time tests
-/// work) and sockets. Servers and clients must run inside a tokio runtime.
+/// Handlers in tokio's I/O traits are bridged to `futures_io`.
+impl<H: Handler> Serves<H> for Tokio {
+    type Handler = Bridge<H>;
+    fn handler(handler: H) -> Bridge<H> {
+        Bridge(handler)
+    }
+}
+
+/// Readers and writers in tokio's I/O traits are seen through [`Compat`].
+impl<T: Send + Unpin> Wrap<T> for Tokio {
+    type Io = Compat<T>;
+    fn wrap(io: T) -> Compat<T> {
+        Compat(io)
+    }
+}
+
+/// The tokio runtime: `tokio::spawn`, tokio's timers and clock (so paused-time
+/// tests work) and sockets. Servers and clients must run inside a tokio
+/// runtime.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tokio;
 
@@ -95,79 +111,18 @@ impl Runtime for Tokio {
     }
 }
 
-/// Handlers in tokio's I/O traits are bridged to `futures_io`.
-impl<H: Handler> Serves<H> for Tokio {
-    type Handler = Bridge<H>;
-    fn handler(handler: H) -> Bridge<H> {
-        Bridge(handler)
-    }
-}
-
-/// Readers and writers in tokio's I/O traits are seen through [`Compat`].
-impl<T: Send + Unpin> Wrap<T> for Tokio {
-    type Io = Compat<T>;
-    fn wrap(io: T) -> Compat<T> {
-        Compat(io)
-    }
-}
-
-/// A tokio reader or writer as a `futures_io` one.
-#[derive(Debug)]
-pub struct Compat<T>(pub T);
-
-impl<T: tokio::io::AsyncRead + Unpin> futures_io::AsyncRead for Compat<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let mut buf = tokio::io::ReadBuf::new(buf);
-        Pin::new(&mut self.0)
-            .poll_read(cx, &mut buf)
-            .map_ok(|()| buf.filled().len())
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> futures_io::AsyncWrite for Compat<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// A tokio UDP socket.
+/// A tokio UDP socket (tokio tries the syscall before waiting for readiness).
 #[derive(Debug)]
 pub struct TokioSocket(tokio::net::UdpSocket);
 
 impl AsyncUdpSocket for TokioSocket {
-    fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received> {
         let mut buf = tokio::io::ReadBuf::new(buf);
-        self.0
-            .poll_recv_from(cx, &mut buf)
-            .map_ok(|from| (buf.filled().len(), from))
+        let from = std::task::ready!(self.0.poll_recv_from(cx, &mut buf))?;
+        Poll::Ready(Ok((buf.filled().len(), from)))
     }
 
-    fn poll_send_to(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        to: SocketAddr,
-    ) -> Poll<io::Result<usize>> {
+    fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<Sent> {
         self.0.poll_send_to(cx, buf, to)
     }
 
@@ -187,5 +142,31 @@ impl tftp_io::Timer for TokioTimer {
 
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.0.as_mut().poll(cx)
+    }
+}
+
+/// A tokio reader or writer as a `futures_io` one.
+#[derive(Debug)]
+pub struct Compat<T>(pub T);
+
+impl<T: tokio::io::AsyncRead + Unpin> futures_io::AsyncRead for Compat<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Sent> {
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        std::task::ready!(Pin::new(&mut self.0).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(buf.filled().len()))
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> futures_io::AsyncWrite for Compat<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Sent> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -445,3 +445,44 @@ fn serves_ipv4_and_ipv6_at_once() {
         assert_eq!(std::fs::read(&local).unwrap(), content(3000));
     }
 }
+
+/// `tftp get` waits out its dally: a server that retransmits the final DATA
+/// (as if the first ACK was lost) hears the ACK again before tftp exits.
+#[test]
+fn tftp_get_reacknowledges_a_retransmitted_last_block() {
+    let listen = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    listen
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let port = listen.local_addr().unwrap().port().to_string();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 600];
+        let (_, client) = listen.recv_from(&mut buf).expect("RRQ");
+        let tid = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tid.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let data = b"\x00\x03\x00\x01final block";
+        let mut acks = 0;
+        for _ in 0..2 {
+            tid.send_to(data, client).unwrap();
+            let (n, _) = tid.recv_from(&mut buf).expect("ACK");
+            assert_eq!(&buf[..n], b"\x00\x04\x00\x01");
+            acks += 1;
+        }
+        acks
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("got");
+    let result = tftp(&[
+        "get",
+        &format!("127.0.0.1:{port}"),
+        "f",
+        out.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{result:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"final block");
+    assert_eq!(
+        server.join().unwrap(),
+        2,
+        "both copies of the last DATA acknowledged"
+    );
+}

@@ -27,6 +27,10 @@ pub struct Cfg {
     pub max_sessions_per_peer: usize,
     pub drain: Duration,
     pub stats_interval: Option<Duration>,
+    /// Listening sockets per address (`SO_REUSEPORT` when above 1).
+    pub reuse_port: usize,
+    /// Serve on this pre-bound socket instead of binding 127.0.0.1:0.
+    pub listen_socket: Option<Arc<std::net::UdpSocket>>,
 }
 
 impl Default for Cfg {
@@ -38,6 +42,8 @@ impl Default for Cfg {
             max_sessions_per_peer: 2_000,
             drain: Duration::from_secs(30),
             stats_interval: None,
+            reuse_port: 1,
+            listen_socket: None,
         }
     }
 }
@@ -55,6 +61,10 @@ pub struct Opts {
 /// A running server behind a blocking interface.
 pub struct Served {
     pub addr: SocketAddr,
+    /// Every listening address.
+    pub addrs: Vec<SocketAddr>,
+    /// What `serve` returned, once it has.
+    pub result: std::sync::mpsc::Receiver<std::io::Result<()>>,
     pub sessions: Arc<Mutex<Vec<Stats>>>,
     pub periodic: Arc<(Mutex<Vec<ServerStats>>, std::sync::Condvar)>,
     pub uploads: Arc<Mutex<Vec<u8>>>,
@@ -131,9 +141,10 @@ type Periodic = Arc<(Mutex<Vec<ServerStats>>, std::sync::Condvar)>;
 type Recorders = (Arc<Mutex<Vec<Stats>>>, Periodic, Arc<Mutex<Vec<u8>>>);
 /// A started server: its address, a counters reader and a stop function.
 type Started = (
-    SocketAddr,
+    Vec<SocketAddr>,
     Box<dyn Fn() -> ServerStats + Send>,
     Box<dyn FnOnce() + Send>,
+    std::sync::mpsc::Receiver<std::io::Result<()>>,
 );
 
 fn recorders() -> Recorders {
@@ -165,8 +176,12 @@ impl Served {
 macro_rules! configure {
     ($builder:expr, $cfg:expr, $sessions:expr, $periodic:expr) => {{
         let sessions = Arc::clone(&$sessions);
-        let mut b = $builder
-            .listen("127.0.0.1:0".parse().unwrap())
+        let b = match &$cfg.listen_socket {
+            Some(socket) => $builder.listen_socket(socket.try_clone().unwrap()),
+            None => $builder.listen("127.0.0.1:0".parse().unwrap()),
+        };
+        let mut b = b
+            .reuse_port($cfg.reuse_port)
             .max_sessions($cfg.max_sessions)
             .max_sessions_per_peer($cfg.max_sessions_per_peer)
             .drain_timeout($cfg.drain)
@@ -238,34 +253,29 @@ impl tftp_tokio::Handler for TokioDynamic {
 }
 
 fn run_tokio<H: tftp_tokio::Handler>(builder: tftp_tokio::ServerBuilder<H>) -> Started {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (result_tx, result_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = builder.bind().expect("bind");
+    let (addrs, handle) = (server.local_addrs(), server.stats_handle());
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async move {
-            let server = builder.bind().expect("bind");
-            tx.send((server.local_addrs()[0], server.stats_handle()))
-                .unwrap();
-            server
-                .serve(async move {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .expect("serve");
-        });
+        let result = rt.block_on(server.serve(async move {
+            let _ = stop_rx.await;
+        }));
+        let _ = result_tx.send(result);
     });
-    let (addr, handle) = rx.recv().unwrap();
     (
-        addr,
+        addrs,
         Box::new(move || handle.snapshot()),
         Box::new(move || {
             let _ = stop_tx.send(());
             thread.join().unwrap();
         }),
+        result_rx,
     )
 }
 
@@ -285,14 +295,16 @@ impl Adapter for Tokio {
             .unwrap()
             .allow_write(cfg.allow_write)
             .allow_overwrite(cfg.allow_overwrite);
-        let (addr, stats, stop) = run_tokio(configure!(
+        let (addrs, stats, stop, result) = run_tokio(configure!(
             tftp_tokio::Server::builder(h),
             cfg,
             sessions,
             periodic
         ));
         Served {
-            addr,
+            addr: addrs[0],
+            addrs,
+            result,
             sessions,
             periodic,
             uploads,
@@ -304,14 +316,16 @@ impl Adapter for Tokio {
     fn serve_dynamic(cfg: &Cfg) -> Served {
         let (sessions, periodic, uploads) = recorders();
         let h = TokioDynamic(Arc::clone(&uploads));
-        let (addr, stats, stop) = run_tokio(configure!(
+        let (addrs, stats, stop, result) = run_tokio(configure!(
             tftp_tokio::Server::builder(h),
             cfg,
             sessions,
             periodic
         ));
         Served {
-            addr,
+            addr: addrs[0],
+            addrs,
+            result,
             sessions,
             periodic,
             uploads,
@@ -436,32 +450,35 @@ fn run_smol<H: tftp_smol::Handler>(
     async_std: bool,
 ) -> Started {
     let server = builder.bind().expect("bind");
-    let addr = server.local_addrs()[0];
+    let addrs = server.local_addrs();
     let stats = server.stats_handle();
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let (result_tx, result_rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         let serve = server.serve(async move {
             let _ = stop_rx.recv().await;
         });
-        if async_std {
-            async_std::task::block_on(serve).expect("serve");
+        let result = if async_std {
+            async_std::task::block_on(serve)
         } else {
-            smol::block_on(serve).expect("serve");
-        }
+            smol::block_on(serve)
+        };
+        let _ = result_tx.send(result);
     });
     (
-        addr,
+        addrs,
         Box::new(move || stats.snapshot()),
         Box::new(move || {
             let _ = stop_tx.try_send(());
             thread.join().unwrap();
         }),
+        result_rx,
     )
 }
 
 fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
     let (sessions, periodic, uploads) = recorders();
-    let (addr, stats, stop) = match dir {
+    let (addrs, stats, stop, result) = match dir {
         Some(dir) => {
             let h = tftp_smol::DirHandler::new(dir)
                 .unwrap()
@@ -481,7 +498,9 @@ fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
         }
     };
     Served {
-        addr,
+        addr: addrs[0],
+        addrs,
+        result,
         sessions,
         periodic,
         uploads,
@@ -577,17 +596,21 @@ impl tftp_blocking::Handler for BlockingDynamic {
 
 fn run_blocking<H: tftp_blocking::Handler>(builder: tftp_blocking::ServerBuilder<H>) -> Started {
     let server = builder.bind().expect("bind");
-    let addr = server.local_addrs()[0];
+    let addrs = server.local_addrs();
     let handle = server.shutdown_handle();
     let stats = handle.clone();
-    let thread = std::thread::spawn(move || server.serve().expect("serve"));
+    let (result_tx, result_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let _ = result_tx.send(server.serve());
+    });
     (
-        addr,
+        addrs,
         Box::new(move || stats.stats()),
         Box::new(move || {
             handle.shutdown();
             thread.join().unwrap();
         }),
+        result_rx,
     )
 }
 
@@ -600,14 +623,16 @@ impl Adapter for Blocking {
             .unwrap()
             .allow_write(cfg.allow_write)
             .allow_overwrite(cfg.allow_overwrite);
-        let (addr, stats, stop) = run_blocking(configure!(
+        let (addrs, stats, stop, result) = run_blocking(configure!(
             tftp_blocking::Server::builder(h),
             cfg,
             sessions,
             periodic
         ));
         Served {
-            addr,
+            addr: addrs[0],
+            addrs,
+            result,
             sessions,
             periodic,
             uploads,
@@ -619,14 +644,16 @@ impl Adapter for Blocking {
     fn serve_dynamic(cfg: &Cfg) -> Served {
         let (sessions, periodic, uploads) = recorders();
         let h = BlockingDynamic(Arc::clone(&uploads));
-        let (addr, stats, stop) = run_blocking(configure!(
+        let (addrs, stats, stop, result) = run_blocking(configure!(
             tftp_blocking::Server::builder(h),
             cfg,
             sessions,
             periodic
         ));
         Served {
-            addr,
+            addr: addrs[0],
+            addrs,
+            result,
             sessions,
             periodic,
             uploads,
