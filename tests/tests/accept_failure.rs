@@ -85,11 +85,14 @@ impl<H, R: Serves<H>> Serves<H> for Failing<R> {
     }
 }
 
+/// A server's `serve` future.
+type Serving = std::pin::Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
 /// Serves `dir` on runtime `R` (run by `block_on`), fetches once, makes the
 /// listening socket fail, and returns what `serve` returned.
 fn async_server_stops<R>(
     dir: &std::path::Path,
-    block_on: fn(std::pin::Pin<Box<dyn Future<Output = io::Result<()>> + Send>>) -> io::Result<()>,
+    block_on: fn(Serving) -> io::Result<()>,
 ) -> io::Result<()>
 where
     R: Runtime + Serves<tftp_io::DirHandler>,
