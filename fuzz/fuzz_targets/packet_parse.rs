@@ -1,6 +1,6 @@
-//! Fuzz target `packet_parse`: the invariants of `tftp_proto::fuzzing::run_packet_parse`.
+//! Fuzz target `packet_parse`: the invariants of `tftp_proto_check::run_packet_parse`.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    tftp_proto::fuzzing::run_packet_parse(data);
+    let _ = tftp_proto_check::run_packet_parse(data);
 });

@@ -1,6 +1,6 @@
-//! Fuzz target `session`: the invariants of `tftp_proto::fuzzing::session::run_session`.
+//! Fuzz target `session`: the invariants of `tftp_proto_check::session::run_session`.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    tftp_proto::fuzzing::session::run_session(data);
+    let _ = tftp_proto_check::session::run_session(data);
 });

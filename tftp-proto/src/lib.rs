@@ -149,6 +149,3 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod time;
-
-#[cfg(feature = "fuzzing")]
-pub mod fuzzing;

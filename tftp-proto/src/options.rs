@@ -115,7 +115,7 @@ impl fmt::Display for OptionName {
 /// Values of the four options: what a client asks for, or what an OACK
 /// carries. `None` means absent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TransferOptions {
     /// Block size in bytes.
     pub blksize: Option<u16>,
@@ -350,7 +350,7 @@ impl Limits {
 
 /// Direction of a transfer, named by the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Direction {
     /// RRQ: the server sends.
     Read,

@@ -80,7 +80,7 @@ pub struct Request<'a> {
 
 /// Transfer mode of a request. Names are matched case-insensitively.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Mode {
     /// Text with CR LF line ends on the wire (see [`crate::netascii`]).
     Netascii,

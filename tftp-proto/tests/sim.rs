@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
-use tftp_proto::fuzzing::sim::{run, Kind, Netem, Report, Scenario};
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::Mode;
 use tftp_proto::stats::Outcome;
+use tftp_proto_check::sim::{run, Kind, Netem, Report, Scenario};
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

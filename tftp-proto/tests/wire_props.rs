@@ -2,12 +2,12 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
-use tftp_proto::fuzzing::{
+use tftp_proto::options::Direction;
+use tftp_proto::packet::Mode;
+use tftp_proto_check::{
     check_negotiation, check_netascii, check_packet, ArbLimits, BuiltPacket, KnownName,
     NegotiateInput, NetasciiInput, OptName, OptValue, PacketInput,
 };
-use tftp_proto::options::Direction;
-use tftp_proto::packet::Mode;
 
 fn cstring() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(1u8..=255, 0..24)

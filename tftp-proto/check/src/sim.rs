@@ -8,20 +8,20 @@
 //! produces a bounded number of outputs; breaches land in
 //! [`Report::violations`].
 
-use alloc::boxed::Box;
-use alloc::format;
-use alloc::string::String;
-use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
+use std::boxed::Box;
+use std::format;
+use std::string::String;
+use std::vec::Vec;
 
-use crate::client::{ClientGet, ClientPut};
-use crate::options::{Limits, TransferOptions};
-use crate::packet::{Mode, Packet};
-use crate::server::{accept, ServerRead, ServerWrite};
-use crate::session::{Output, Session};
-use crate::stats::{Outcome, Stats};
-use crate::time::Instant;
+use tftp_proto::client::{ClientGet, ClientPut};
+use tftp_proto::options::{Limits, TransferOptions};
+use tftp_proto::packet::{Mode, Packet};
+use tftp_proto::server::{accept, ServerRead, ServerWrite};
+use tftp_proto::session::{Output, Session};
+use tftp_proto::stats::{Outcome, Stats};
+use tftp_proto::time::Instant;
 
 /// A small seeded PRNG (xorshift64*), enough for network emulation.
 #[derive(Clone, Debug)]

@@ -1,23 +1,29 @@
-//! Invariant checks shared by the `fuzz/` targets and the corpus replay test
-//! (feature `fuzzing`). Each `check_*` function panics when an invariant is
-//! broken; each `run_*` function feeds raw fuzzer bytes through `arbitrary`.
+//! # tftp-proto-check: invariant checks and the network simulator
 //!
-//! This module only adds API; it changes no behaviour of the crate.
+//! Dev-only (never published): the invariants the `fuzz/` targets, the
+//! corpus replay test and tftp-proto's property tests share, and the seeded
+//! network simulator of the simulation tests. Each `check_*` function panics
+//! when an invariant is broken; each `run_*` function feeds raw fuzzer bytes
+//! through `arbitrary` and returns whether they decoded into an input.
+//!
+//! It uses only tftp-proto's public API (with its `arbitrary` feature, which
+//! adds `Arbitrary` derives and nothing else), so none of this is part of the
+//! library.
 
 pub mod session;
 pub mod sim;
 
-use alloc::vec;
-use alloc::vec::Vec;
+use std::vec;
+use std::vec::Vec;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::netascii::{Decoder, Encoder};
-use crate::options::{
+use tftp_proto::netascii::{Decoder, Encoder};
+use tftp_proto::options::{
     negotiate, validate_oack, Direction, EnabledOptions, Limits, OptionName, Requested,
     RequestedOptions, TransferOptions, MAX_BLKSIZE, MAX_TIMEOUT, MIN_BLKSIZE, MIN_TIMEOUT,
 };
-use crate::packet::{
+use tftp_proto::packet::{
     build_options, encode_oack, EncodeError, ErrorCode, Mode, Packet, RawOptions, Request,
     MAX_OPTIONS,
 };
@@ -258,7 +264,7 @@ pub fn check_negotiation(input: &NegotiateInput<'_>) {
             OptName::Other(bytes) => bytes.iter().copied().filter(|&b| b != 0).collect(),
         });
         values.push(match value {
-            OptValue::Number(n) => alloc::format!("{n}").into_bytes(),
+            OptValue::Number(n) => std::format!("{n}").into_bytes(),
             OptValue::Other(bytes) => bytes.iter().copied().filter(|&b| b != 0).collect(),
         });
     }
@@ -459,24 +465,36 @@ impl<'a> Splitter<'a> {
 }
 
 /// Runs [`check_packet`] on fuzzer bytes.
-pub fn run_packet_parse(data: &[u8]) {
-    if let Ok(input) = PacketInput::arbitrary_take_rest(Unstructured::new(data)) {
-        check_packet(&input);
-    }
+pub fn run_packet_parse(data: &[u8]) -> bool {
     // The raw bytes themselves are a datagram too.
     check_packet(&PacketInput::Raw(data));
+    match PacketInput::arbitrary_take_rest(Unstructured::new(data)) {
+        Ok(input) => {
+            check_packet(&input);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Runs [`check_negotiation`] on fuzzer bytes.
-pub fn run_options_negotiate(data: &[u8]) {
-    if let Ok(input) = NegotiateInput::arbitrary_take_rest(Unstructured::new(data)) {
-        check_negotiation(&input);
+pub fn run_options_negotiate(data: &[u8]) -> bool {
+    match NegotiateInput::arbitrary_take_rest(Unstructured::new(data)) {
+        Ok(input) => {
+            check_negotiation(&input);
+            true
+        }
+        Err(_) => false,
     }
 }
 
 /// Runs [`check_netascii`] on fuzzer bytes.
-pub fn run_netascii_roundtrip(data: &[u8]) {
-    if let Ok(input) = NetasciiInput::arbitrary_take_rest(Unstructured::new(data)) {
-        check_netascii(&input);
+pub fn run_netascii_roundtrip(data: &[u8]) -> bool {
+    match NetasciiInput::arbitrary_take_rest(Unstructured::new(data)) {
+        Ok(input) => {
+            check_netascii(&input);
+            true
+        }
+        Err(_) => false,
     }
 }

@@ -8,20 +8,20 @@
 //! acknowledged; ERROR 5 is the only thing strangers get; once the peer is
 //! silent the session ends within its retry budget.
 
-use alloc::boxed::Box;
-use alloc::vec;
-use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
+use std::boxed::Box;
+use std::vec;
+use std::vec::Vec;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::client::{ClientGet, ClientPut};
-use crate::options::{Limits, TransferOptions};
-use crate::packet::{encode_oack, ErrorCode, Mode, Packet};
-use crate::server::{accept, ServerRead, ServerWrite};
-use crate::session::{Output, Session};
-use crate::time::Instant;
+use tftp_proto::client::{ClientGet, ClientPut};
+use tftp_proto::options::{Limits, TransferOptions};
+use tftp_proto::packet::{encode_oack, ErrorCode, Mode, Packet};
+use tftp_proto::server::{accept, ServerRead, ServerWrite};
+use tftp_proto::session::{Output, Session};
+use tftp_proto::time::Instant;
 
 /// Which session to fuzz.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,9 +114,14 @@ struct Harness {
 }
 
 /// Runs [`check_session`] on fuzzer bytes.
-pub fn run_session(data: &[u8]) {
-    if let Ok(input) = SessionInput::arbitrary_take_rest(Unstructured::new(data)) {
-        check_session(&input);
+/// Returns whether the bytes decoded into an input.
+pub fn run_session(data: &[u8]) -> bool {
+    match SessionInput::arbitrary_take_rest(Unstructured::new(data)) {
+        Ok(input) => {
+            check_session(&input);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -142,7 +147,7 @@ pub fn check_session(input: &SessionInput<'_>) {
             let write = input.role == FuzzRole::ServerWrite;
             let mut req = vec![0u8; 600];
             let Ok(n) =
-                crate::packet::encode_request(&mut req, write, b"file", mode, &input.options)
+                tftp_proto::packet::encode_request(&mut req, write, b"file", mode, &input.options)
             else {
                 return;
             };
@@ -205,6 +210,11 @@ pub fn check_session(input: &SessionInput<'_>) {
                 let from = if *s { stranger } else { h.peer };
                 if *s && !matches!(Packet::parse(bytes), Ok(Packet::Error { .. })) {
                     h.stranger_pending += 1;
+                }
+                // A raw datagram from the peer that parses moves the session
+                // like a scripted one: track it the same way.
+                if !*s {
+                    h.note_raw(bytes);
                 }
                 h.session.handle_datagram(h.now, from, bytes);
             }
@@ -349,6 +359,17 @@ impl Harness {
                 5
             }
             FuzzPacket::Oack(options) => encode_oack(buf, options).unwrap_or(0),
+        }
+    }
+
+    /// Tracks a raw datagram from the peer that the session accepts.
+    fn note_raw(&mut self, bytes: &[u8]) {
+        match Packet::parse(bytes) {
+            Ok(Packet::Ack { block }) => self.note_ack(block),
+            Ok(Packet::Data { block, .. }) if block == self.next_data => {
+                self.next_data = self.next_data.wrapping_add(1);
+            }
+            _ => {}
         }
     }
 
