@@ -11,9 +11,9 @@ use core::net::SocketAddr;
 
 use crate::options::{Direction, Limits, TransferOptions};
 use crate::packet::{encode_request, EncodeError, Mode};
-use crate::session::{impl_session, Ctx, Role, State, Transfer};
 use crate::stats::Stats;
 use crate::time::Instant;
+use crate::transfer::{impl_session, Ctx, Role, State, Transfer};
 
 fn client_transfer(
     role: Role,

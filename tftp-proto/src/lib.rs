@@ -149,3 +149,4 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod time;
+mod transfer;

@@ -41,9 +41,9 @@ pub const MAX_OPTIONS: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Packet<'a> {
     /// Read request.
-    Rrq(Request<'a>),
+    Rrq(RequestPacket<'a>),
     /// Write request.
-    Wrq(Request<'a>),
+    Wrq(RequestPacket<'a>),
     /// A block of file data.
     Data {
         /// Block number (16 bits on the wire; it wraps).
@@ -69,7 +69,7 @@ pub enum Packet<'a> {
 
 /// The body of a RRQ or WRQ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Request<'a> {
+pub struct RequestPacket<'a> {
     /// The file name as sent: bytes, not assumed to be UTF-8, never empty.
     pub filename: &'a [u8],
     /// Transfer mode.
@@ -252,8 +252,8 @@ impl<'a> Packet<'a> {
         let mut r = Reader::new(datagram);
         let opcode = r.u16().ok_or(ParseError::TooShort)?;
         match opcode {
-            OPCODE_RRQ => Ok(Packet::Rrq(Request::parse(r)?)),
-            OPCODE_WRQ => Ok(Packet::Wrq(Request::parse(r)?)),
+            OPCODE_RRQ => Ok(Packet::Rrq(RequestPacket::parse(r)?)),
+            OPCODE_WRQ => Ok(Packet::Wrq(RequestPacket::parse(r)?)),
             OPCODE_DATA => {
                 let block = r.u16().ok_or(ParseError::TooShort)?;
                 Ok(Packet::Data {
@@ -338,7 +338,7 @@ fn check_cstr(s: &[u8], may_be_empty: bool) -> Result<(), EncodeError> {
     }
 }
 
-impl<'a> Request<'a> {
+impl<'a> RequestPacket<'a> {
     fn parse(mut r: Reader<'a>) -> Result<Self, ParseError> {
         let filename = r.cstr().ok_or(ParseError::MissingNul("file name"))?;
         if filename.is_empty() {
@@ -347,7 +347,7 @@ impl<'a> Request<'a> {
         let mode = r.cstr().ok_or(ParseError::MissingNul("mode"))?;
         let mode = Mode::from_bytes(mode)?;
         let options = RawOptions::parse(r.rest())?;
-        Ok(Request {
+        Ok(RequestPacket {
             filename,
             mode,
             options,
@@ -714,7 +714,7 @@ mod tests {
     #[test]
     fn encode_rejects_what_would_not_parse_back() {
         let mut buf = [0u8; 64];
-        let req = Request {
+        let req = RequestPacket {
             filename: b"a\0b",
             mode: Mode::Octet,
             options: RawOptions::default(),
@@ -723,7 +723,7 @@ mod tests {
             Packet::Rrq(req).encode(&mut buf),
             Err(EncodeError::InvalidString)
         );
-        let req = Request {
+        let req = RequestPacket {
             filename: b"",
             mode: Mode::Octet,
             options: RawOptions::default(),
@@ -732,7 +732,7 @@ mod tests {
             Packet::Rrq(req).encode(&mut buf),
             Err(EncodeError::InvalidString)
         );
-        let req = Request {
+        let req = RequestPacket {
             filename: b"abc",
             mode: Mode::Octet,
             options: RawOptions::default(),

@@ -24,7 +24,7 @@ use tftp_proto::options::{
     RequestedOptions, TransferOptions, MAX_BLKSIZE, MAX_TIMEOUT, MIN_BLKSIZE, MIN_TIMEOUT,
 };
 use tftp_proto::packet::{
-    build_options, encode_oack, EncodeError, ErrorCode, Mode, Packet, RawOptions, Request,
+    build_options, encode_oack, EncodeError, ErrorCode, Mode, Packet, RawOptions, RequestPacket,
     MAX_OPTIONS,
 };
 
@@ -122,7 +122,7 @@ fn check_built(built: &BuiltPacket<'_>) {
             };
             let raw = RawOptions::parse(&opt_buf[..len]).expect("built options parse");
             assert_eq!(raw.len(), options.len());
-            let req = Request {
+            let req = RequestPacket {
                 filename,
                 mode: *mode,
                 options: raw,

@@ -1,0 +1,103 @@
+//! [`Limits`]: the local policy, with a named default for every field.
+
+use super::*;
+
+/// Local policy: what options may be negotiated, how large a request may be,
+/// and how sessions retransmit. Every field has a named default
+/// (`DEFAULT_*`); [`Limits::default`] is a sensible public-server policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest block size granted (clamped to 8..=65464). Default 65464.
+    pub max_blksize: u16,
+    /// Largest window granted. Default [`DEFAULT_MAX_WINDOWSIZE`].
+    pub max_windowsize: u16,
+    /// Largest `blksize × windowsize` in flight: the memory a sending session
+    /// keeps. Default [`DEFAULT_MAX_WINDOW_BYTES`].
+    pub max_window_bytes: usize,
+    /// Smallest `timeout` option accepted, seconds. Default 1.
+    pub min_timeout: u8,
+    /// Largest `timeout` option accepted, seconds. Default 255.
+    pub max_timeout: u8,
+    /// Options that may be negotiated at all. Default: all.
+    pub enabled: EnabledOptions,
+    /// Largest request datagram (file name + mode + options) accepted.
+    /// Default [`DEFAULT_MAX_REQUEST_SIZE`] (RFC 2347's 512 bytes).
+    pub max_request_size: usize,
+    /// Retransmissions of one packet before the session gives up.
+    /// Default [`DEFAULT_RETRIES`].
+    pub retries: u32,
+    /// First retransmission timeout, before any round trip was measured,
+    /// when no `timeout` option was negotiated. Default 1 s.
+    pub initial_rto: Duration,
+    /// Floor of the adaptive retransmission timeout. Default 20 ms.
+    pub min_rto: Duration,
+    /// Ceiling of the adaptive retransmission timeout (also of its backoff).
+    /// Default 10 s.
+    pub max_rto: Duration,
+    /// How long a receiver lingers after its final ACK to answer a
+    /// retransmitted last DATA. Default 3 s.
+    pub dally: Duration,
+    /// Most DATA blocks in one transfer (bounds a write's size together with
+    /// the block size). Default: no bound.
+    pub max_transfer_blocks: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_blksize: MAX_BLKSIZE,
+            max_windowsize: DEFAULT_MAX_WINDOWSIZE,
+            max_window_bytes: DEFAULT_MAX_WINDOW_BYTES,
+            min_timeout: MIN_TIMEOUT,
+            max_timeout: MAX_TIMEOUT,
+            enabled: EnabledOptions::ALL,
+            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
+            retries: DEFAULT_RETRIES,
+            initial_rto: DEFAULT_INITIAL_RTO,
+            min_rto: DEFAULT_MIN_RTO,
+            max_rto: DEFAULT_MAX_RTO,
+            dally: DEFAULT_DALLY,
+            max_transfer_blocks: DEFAULT_MAX_TRANSFER_BLOCKS,
+        }
+    }
+}
+
+impl Limits {
+    /// `max_blksize` forced into the RFC range.
+    pub fn effective_max_blksize(&self) -> u16 {
+        self.max_blksize.clamp(MIN_BLKSIZE, MAX_BLKSIZE)
+    }
+
+    /// The largest window allowed at `blksize`: `max_windowsize` capped by
+    /// `max_window_bytes`, never below 1.
+    pub fn max_window_at(&self, blksize: u16) -> u16 {
+        let by_bytes = self.max_window_bytes / usize::from(blksize.max(1));
+        let by_bytes = u16::try_from(by_bytes).unwrap_or(u16::MAX);
+        self.max_windowsize.min(by_bytes).max(1)
+    }
+
+    /// The tighter of two policies, field by field (for per-request narrowing:
+    /// a handler can only ever restrict what the server allows).
+    pub fn narrowed_by(&self, other: &Limits) -> Limits {
+        Limits {
+            max_blksize: self.max_blksize.min(other.max_blksize),
+            max_windowsize: self.max_windowsize.min(other.max_windowsize),
+            max_window_bytes: self.max_window_bytes.min(other.max_window_bytes),
+            min_timeout: self.min_timeout.max(other.min_timeout),
+            max_timeout: self.max_timeout.min(other.max_timeout),
+            enabled: EnabledOptions {
+                blksize: self.enabled.blksize && other.enabled.blksize,
+                timeout: self.enabled.timeout && other.enabled.timeout,
+                tsize: self.enabled.tsize && other.enabled.tsize,
+                windowsize: self.enabled.windowsize && other.enabled.windowsize,
+            },
+            max_request_size: self.max_request_size.min(other.max_request_size),
+            retries: self.retries.min(other.retries),
+            initial_rto: self.initial_rto,
+            min_rto: self.min_rto,
+            max_rto: self.max_rto,
+            dally: self.dally,
+            max_transfer_blocks: self.max_transfer_blocks.min(other.max_transfer_blocks),
+        }
+    }
+}
