@@ -46,3 +46,8 @@ pub type WriteResponse = tftp_io::WriteResponse<StdSink>;
 pub type ServerBuilder<H> = tftp_io::ServerBuilder<H, Threads>;
 /// A TFTP client on std sockets.
 pub type Client = tftp_io::Client<Threads>;
+
+/// The README's examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

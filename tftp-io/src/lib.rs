@@ -67,3 +67,8 @@ pub use server::{Server, StatsHandle};
 pub use session::{DISK_FULL, READ_ERROR, SHUTTING_DOWN, SOCKET_ERROR, WRITE_ERROR};
 pub use tftp_proto;
 pub use tftp_proto::stats::{ServerStats, Stats};
+
+/// The README's examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -27,7 +27,12 @@ fn client_transfer(
     // Never ask for more than this side's own limits allow.
     let options = options.clamped_to(limits);
     let write = role == Role::ClientPut;
-    let len = 4 + filename.len() + mode.as_str().len() + options.encoded_len();
+    // "opcode filename NUL mode NUL": 4 bytes besides the two strings.
+    let head = filename
+        .len()
+        .saturating_add(mode.as_str().len())
+        .saturating_add(4);
+    let len = head.saturating_add(options.encoded_len());
     let mut tx = vec![0u8; len.max(512)];
     let n = encode_request(&mut tx, write, filename, mode, &options)?;
     let direction = if write {
@@ -36,9 +41,7 @@ fn client_transfer(
         Direction::Read
     };
     // The option pairs follow "opcode filename NUL mode NUL".
-    let pairs = tx
-        .get(4 + filename.len() + mode.as_str().len()..n)
-        .unwrap_or_default();
+    let pairs = tx.get(head..n).unwrap_or_default();
     let stats = Stats::new(server, filename, mode, direction, pairs, now);
     let mut ctx = Ctx::new(role, server, limits, mode == Mode::Netascii, stats);
     ctx.tx = tx;

@@ -84,20 +84,24 @@ impl<'a> Writer<'a> {
 
 /// Writes `value` in decimal into `out` (20 bytes hold any `u64`), returning the length.
 pub(crate) fn format_decimal(mut value: u64, out: &mut [u8; 20]) -> usize {
+    // Digits are written from the back of `tmp`; the slots left over at the
+    // front tell how many there are.
     let mut tmp = [0u8; 20];
-    let mut n = 0;
-    loop {
-        tmp[n] = b'0' + (value % 10) as u8;
-        n += 1;
+    let mut slots = tmp.iter_mut().rev();
+    for slot in slots.by_ref() {
+        // `value % 10` is one digit: the cast keeps it and the sum is at most b'9'.
+        *slot = b'0'.saturating_add((value % 10) as u8);
         value /= 10;
         if value == 0 {
             break;
         }
     }
-    for (dst, src) in out.iter_mut().zip(tmp[..n].iter().rev()) {
+    let unused = slots.len();
+    let digits = tmp.get(unused..).unwrap_or_default();
+    for (dst, src) in out.iter_mut().zip(digits) {
         *dst = *src;
     }
-    n
+    digits.len()
 }
 
 /// Number of decimal digits of `value`.
@@ -113,11 +117,9 @@ pub(crate) fn parse_decimal(bytes: &[u8]) -> Option<u64> {
         return None;
     }
     bytes.iter().try_fold(0u64, |acc, &b| {
-        if b.is_ascii_digit() {
-            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
+        // Radix 10 takes exactly the ASCII digits.
+        let digit = char::from(b).to_digit(10)?;
+        acc.checked_mul(10)?.checked_add(u64::from(digit))
     })
 }
 

@@ -38,7 +38,12 @@
 //!
 //! Bytes from the network never cause a panic: every parse failure is a named
 //! [`ParseError`](packet::ParseError), every unexpected packet is counted and
-//! ignored or answered with an ERROR. A panic is a bug.
+//! ignored or answered with an ERROR. A panic is a bug. The crate's non-test
+//! code is compiled with `clippy::unwrap_used`, `expect_used`,
+//! `indexing_slicing`, `arithmetic_side_effects` and `panic` denied: slices
+//! are read with `get`, counters saturate, and the few remaining `expect`s
+//! (encoding a control packet into a buffer sized for it) each carry an
+//! `#[allow]` with the invariant.
 //!
 //! # Example: a client fetching from a server, both in memory
 //!
@@ -126,6 +131,16 @@
 //! ```
 #![no_std]
 #![forbid(unsafe_code, unused_must_use)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::panic
+    )
+)]
 #![warn(missing_docs)]
 #![warn(
     clippy::std_instead_of_core,
@@ -150,3 +165,8 @@ pub mod session;
 pub mod stats;
 pub mod time;
 mod transfer;
+
+/// The README's example, run by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

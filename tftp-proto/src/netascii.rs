@@ -35,13 +35,15 @@ impl Encoder {
     /// flush a pending byte) until everything is consumed and
     /// [`Encoder::has_pending`] is false.
     pub fn encode(&mut self, input: &[u8], out: &mut [u8]) -> (usize, usize) {
-        let mut consumed = 0;
-        let mut written = 0;
+        // The counts never exceed the slice lengths (`saturating_add` is a
+        // plain increment here).
+        let mut consumed = 0usize;
+        let mut written = 0usize;
         for slot in out.iter_mut() {
             if let Some(byte) = self.pending.take() {
                 *slot = byte;
             } else if let Some(&byte) = input.get(consumed) {
-                consumed += 1;
+                consumed = consumed.saturating_add(1);
                 *slot = match byte {
                     LF => {
                         self.pending = Some(LF);
@@ -56,7 +58,7 @@ impl Encoder {
             } else {
                 break;
             }
-            written += 1;
+            written = written.saturating_add(1);
         }
         (consumed, written)
     }
@@ -83,14 +85,16 @@ impl Decoder {
     /// Decodes as much of `input` as fits into `out`; returns `(consumed,
     /// written)`. An output of `input.len() + 1` bytes always takes all input.
     pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> (usize, usize) {
-        let mut consumed = 0;
-        let mut written = 0;
+        // The counts never exceed the slice lengths (`saturating_add` is a
+        // plain increment here).
+        let mut consumed = 0usize;
+        let mut written = 0usize;
         while let Some(&byte) = input.get(consumed) {
             let Some(slot) = out.get_mut(written) else {
                 if !self.after_cr && byte == CR {
                     // Needs no output: take it now.
                     self.after_cr = true;
-                    consumed += 1;
+                    consumed = consumed.saturating_add(1);
                     continue;
                 }
                 break;
@@ -100,23 +104,23 @@ impl Decoder {
                 match byte {
                     LF => {
                         *slot = LF;
-                        consumed += 1;
+                        consumed = consumed.saturating_add(1);
                     }
                     NUL => {
                         *slot = CR;
-                        consumed += 1;
+                        consumed = consumed.saturating_add(1);
                     }
                     // Malformed: keep the CR, then look at `byte` afresh.
                     _ => *slot = CR,
                 }
-                written += 1;
+                written = written.saturating_add(1);
             } else if byte == CR {
                 self.after_cr = true;
-                consumed += 1;
+                consumed = consumed.saturating_add(1);
             } else {
                 *slot = byte;
-                consumed += 1;
-                written += 1;
+                consumed = consumed.saturating_add(1);
+                written = written.saturating_add(1);
             }
         }
         (consumed, written)

@@ -292,15 +292,21 @@ impl<'a> Packet<'a> {
 
     /// Bytes [`Packet::encode`] writes.
     pub fn encoded_len(&self) -> usize {
-        2 + match self {
-            Packet::Rrq(req) | Packet::Wrq(req) => {
-                req.filename.len() + 1 + req.mode.as_str().len() + 1 + req.options.bytes.len()
-            }
-            Packet::Data { payload, .. } => 2 + payload.len(),
+        // Lengths of slices in memory: the sums never saturate in practice.
+        let body = match self {
+            Packet::Rrq(req) | Packet::Wrq(req) => req
+                .filename
+                .len()
+                .saturating_add(1)
+                .saturating_add(req.mode.as_str().len())
+                .saturating_add(1)
+                .saturating_add(req.options.bytes.len()),
+            Packet::Data { payload, .. } => payload.len().saturating_add(2),
             Packet::Ack { .. } => 2,
-            Packet::Error { message, .. } => 2 + message.len() + 1,
+            Packet::Error { message, .. } => message.len().saturating_add(3),
             Packet::Oack(options) => options.bytes.len(),
-        }
+        };
+        body.saturating_add(2)
     }
 
     /// Writes the packet into `buf`, returning its length.
@@ -445,7 +451,7 @@ impl<'a> RawOptions<'a> {
     /// Checks an option area. Trailing NUL bytes after the last pair are padding.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let mut r = Reader::new(bytes);
-        let mut count = 0;
+        let mut count = 0usize;
         let mut end = 0;
         while !r.remaining().iter().all(|&b| b == 0) {
             let name = r.cstr().ok_or(ParseError::MissingNul("option name"))?;
@@ -453,11 +459,12 @@ impl<'a> RawOptions<'a> {
                 return Err(ParseError::EmptyOptionName);
             }
             r.cstr().ok_or(ParseError::MissingNul("option value"))?;
-            count += 1;
+            count = count.saturating_add(1);
             if count > MAX_OPTIONS {
                 return Err(ParseError::TooManyOptions);
             }
-            end = bytes.len() - r.remaining().len();
+            // `remaining` is a suffix of `bytes`.
+            end = bytes.len().saturating_sub(r.remaining().len());
         }
         Ok(RawOptions {
             bytes: bytes.get(..end).unwrap_or_default(),

@@ -14,6 +14,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::netascii::Decoder;
+use crate::stats::incr;
 
 /// ACKs sent for one gap before waiting for the sender or the timer.
 pub(crate) const GAP_ACKS: u32 = 3;
@@ -62,7 +63,7 @@ impl Receiver {
             expected: 1,
             since_ack: 0,
             // One more byte for a CR held back at the end of a netascii stream.
-            buf: vec![0; blksize + 1],
+            buf: vec![0; blksize.saturating_add(1)],
             pending: None,
             ack_after: None,
             decoder: netascii.then(Decoder::new),
@@ -73,12 +74,15 @@ impl Receiver {
 
     /// The last block received in order (64-bit).
     pub(crate) fn last_in_order(&self) -> u64 {
-        self.expected - 1
+        // `expected` starts at 1 and only grows.
+        self.expected.saturating_sub(1)
     }
 
     /// The bytes to deliver.
     pub(crate) fn pending(&self) -> Option<&[u8]> {
-        self.pending.map(|n| &self.buf[..n])
+        // `n` never exceeds the buffer it was written into.
+        self.pending
+            .map(|n| self.buf.get(..n).unwrap_or(self.buf.as_slice()))
     }
 
     /// Handles DATA `wire` with `payload`; `stats` is updated.
@@ -91,7 +95,7 @@ impl Receiver {
         if self.pending.is_some() {
             // The adapter has not taken the last block yet (a driving bug):
             // drop this one; the sender will resend it.
-            stats.ignored_packets += 1;
+            incr(&mut stats.ignored_packets);
             return DataEffect::Ignored;
         }
         if payload.len() > self.blksize {
@@ -99,16 +103,16 @@ impl Receiver {
         }
         let delta = wire.wrapping_sub(self.expected as u16) as i16;
         if delta > 0 {
-            stats.out_of_order_data += 1;
+            incr(&mut stats.out_of_order_data);
             if self.gap_acks < GAP_ACKS {
-                self.gap_acks += 1;
+                self.gap_acks = self.gap_acks.saturating_add(1);
                 self.since_ack = 0;
                 return DataEffect::GapAck;
             }
             return DataEffect::Ignored;
         }
         if delta < 0 {
-            stats.duplicate_data += 1;
+            incr(&mut stats.duplicate_data);
             if delta == -1 && self.since_ack == 0 {
                 return DataEffect::Reack;
             }
@@ -120,23 +124,30 @@ impl Receiver {
         let last = payload.len() < self.blksize;
         let n = match &mut self.decoder {
             None => {
-                self.buf[..payload.len()].copy_from_slice(payload);
+                // `payload` is at most `blksize` bytes (checked above) and
+                // `buf` holds one more.
+                if let Some(dst) = self.buf.get_mut(..payload.len()) {
+                    dst.copy_from_slice(payload);
+                }
                 payload.len()
             }
             Some(decoder) => {
                 // `buf` holds blksize + 1 bytes: all of the payload fits.
                 let (_, mut w) = decoder.decode(payload, &mut self.buf);
                 if last {
-                    w += decoder.finish(&mut self.buf[w..]);
+                    // `w` bytes of `buf` were just written: `w <= buf.len()`.
+                    let rest = self.buf.get_mut(w..).unwrap_or_default();
+                    w = w.saturating_add(decoder.finish(rest));
                 }
                 w
             }
         };
-        stats.blocks_received += 1;
-        stats.bytes_received += payload.len() as u64;
+        incr(&mut stats.blocks_received);
+        stats.bytes_received = stats.bytes_received.saturating_add(payload.len() as u64);
         self.pending = Some(n);
-        self.expected += 1;
-        self.since_ack += 1;
+        // Block counts (at most `max_blocks`, checked above): never saturate.
+        self.expected = self.expected.saturating_add(1);
+        self.since_ack = self.since_ack.saturating_add(1);
         self.gap_acks = 0;
         if last || self.since_ack >= self.window {
             self.ack_after = Some(last);

@@ -46,7 +46,9 @@ impl Rto {
         }
         let base = match self.srtt {
             None => self.initial,
-            Some(srtt) => (srtt + (self.rttvar * 4).max(GRANULARITY)).clamp(self.min, self.max),
+            Some(srtt) => srtt
+                .saturating_add(self.rttvar.saturating_mul(4).max(GRANULARITY))
+                .clamp(self.min, self.max),
         };
         base.saturating_mul(1u32 << self.backoff.min(16))
             .min(self.max)
@@ -57,12 +59,12 @@ impl Rto {
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
-                self.rttvar = rtt / 2;
+                self.rttvar = div(rtt, 2);
             }
             Some(srtt) => {
                 let delta = srtt.abs_diff(rtt);
-                self.rttvar = (self.rttvar * 3 + delta) / 4;
-                self.srtt = Some((srtt * 7 + rtt) / 8);
+                self.rttvar = div(self.rttvar.saturating_mul(3).saturating_add(delta), 4);
+                self.srtt = Some(div(srtt.saturating_mul(7).saturating_add(rtt), 8));
             }
         }
     }
@@ -81,6 +83,11 @@ impl Rto {
     pub(crate) fn on_progress(&mut self) {
         self.backoff = 0;
     }
+}
+
+/// `d / n` for a constant `n > 0` (`checked_div` only fails for `n == 0`).
+fn div(d: Duration, n: u32) -> Duration {
+    d.checked_div(n).unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]

@@ -20,9 +20,11 @@
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::num::{NonZeroU16, NonZeroU64};
 
 use crate::netascii::Encoder;
 use crate::packet::{encode_data_header, DATA_HEADER_LEN};
+use crate::stats::incr;
 use crate::time::Instant;
 
 /// Duplicate ACKs for one window position that restart the window.
@@ -30,7 +32,7 @@ const DUP_ACK_THRESHOLD: u32 = 2;
 
 pub(crate) struct Sender {
     blksize: usize,
-    window: u64,
+    window: NonZeroU64,
     /// `window` slots of `DATA_HEADER_LEN + blksize` bytes; block `n` uses
     /// slot `(n - 1) % window`.
     slots: Vec<u8>,
@@ -96,7 +98,8 @@ pub(crate) enum AckEffect {
 impl Sender {
     pub(crate) fn new(blksize: u16, window: u16, netascii: bool) -> Self {
         let blksize = usize::from(blksize);
-        let w = usize::from(window.max(1));
+        let window = NonZeroU16::new(window).unwrap_or(NonZeroU16::MIN);
+        let w = usize::from(window.get());
         let source = if netascii {
             Source::Netascii(Box::new(NetasciiStage {
                 encoder: Encoder::new(),
@@ -111,8 +114,10 @@ impl Sender {
         };
         Sender {
             blksize,
-            window: w as u64,
-            slots: vec![0; w * (DATA_HEADER_LEN + blksize)],
+            window: NonZeroU64::from(window),
+            // At most 65535 slots of 65539 bytes (sessions run with clamped
+            // options, far below that); saturating only guards the product.
+            slots: vec![0; w.saturating_mul(slot_size(blksize))],
             lens: vec![0; w],
             sent_at: vec![Instant::ZERO; w],
             resent: vec![false; w],
@@ -127,20 +132,19 @@ impl Sender {
         }
     }
 
+    /// The slot of `block` (blocks start at 1): always below `window`.
     fn slot(&self, block: u64) -> usize {
-        ((block - 1) % self.window) as usize
+        (block.saturating_sub(1) % self.window) as usize
     }
 
     fn slot_bytes(&mut self, slot: usize) -> &mut [u8] {
-        let size = DATA_HEADER_LEN + self.blksize;
-        let start = slot * size;
-        // NOTE: slot < window, and `slots` holds `window * size` bytes.
-        &mut self.slots[start..start + size]
+        slot_in(&mut self.slots, self.blksize, slot)
     }
 
     /// Bytes of a slot's packet for transmission.
     pub(crate) fn packet(&mut self, slot: usize, len: usize) -> &[u8] {
-        &self.slot_bytes(slot)[..len]
+        // `len` is the length `step` returned for this slot: header + payload.
+        self.slot_bytes(slot).get(..len).unwrap_or_default()
     }
 
     /// Blocks transmitted and not yet acknowledged.
@@ -157,42 +161,57 @@ impl Sender {
     /// Decides the next step; records the transmission it returns.
     pub(crate) fn step(&mut self, now: Instant, stats: &mut crate::stats::Stats) -> Step {
         loop {
+            // Block numbers are 64-bit and count from 1: adding 1 to them
+            // (or the window) never saturates.
             if self.next <= self.filled {
                 let n = self.next;
                 let slot = self.slot(n);
-                let len = DATA_HEADER_LEN + self.lens[slot];
+                // Slot indexes are below `window`, the length of the per-slot
+                // vectors: the lookups below always succeed.
+                let payload_len = self.lens.get(slot).copied().unwrap_or(0);
                 if n <= self.high {
-                    self.resent[slot] = true;
-                    stats.retransmits += 1;
+                    if let Some(resent) = self.resent.get_mut(slot) {
+                        *resent = true;
+                    }
+                    incr(&mut stats.retransmits);
                 } else {
                     self.high = n;
-                    self.sent_at[slot] = now;
-                    self.resent[slot] = false;
-                    stats.blocks_sent += 1;
-                    stats.bytes_sent += self.lens[slot] as u64;
+                    if let Some(sent_at) = self.sent_at.get_mut(slot) {
+                        *sent_at = now;
+                    }
+                    if let Some(resent) = self.resent.get_mut(slot) {
+                        *resent = false;
+                    }
+                    incr(&mut stats.blocks_sent);
+                    stats.bytes_sent = stats.bytes_sent.saturating_add(payload_len as u64);
                 }
-                stats.data_packets_sent += 1;
-                self.next += 1;
+                incr(&mut stats.data_packets_sent);
+                self.next = n.saturating_add(1);
+                let len = DATA_HEADER_LEN.saturating_add(payload_len);
                 return Step::Transmit { slot, len };
             }
-            let room = self.filled + 1 < self.base + self.window;
+            let room = self.filled.saturating_add(1) < self.base.saturating_add(self.window.get());
             if self.last.is_some() || !room {
                 return Step::Wait;
             }
             // Build block `filled + 1`.
-            let block = self.filled + 1;
+            let block = self.filled.saturating_add(1);
             let slot = self.slot(block);
             let blksize = self.blksize;
             match &mut self.source {
                 Source::Octet => return Step::Fill,
                 Source::Netascii(st) => {
-                    let size = DATA_HEADER_LEN + blksize;
-                    let payload = &mut self.slots[slot * size + DATA_HEADER_LEN..(slot + 1) * size];
-                    let (c, w) = st
-                        .encoder
-                        .encode(&st.stage[st.start..st.end], &mut payload[st.partial..]);
-                    st.start += c;
-                    st.partial += w;
+                    // `start <= end <= stage.len()` and `partial <= blksize`:
+                    // the sub-slices always exist.
+                    let payload = slot_in(&mut self.slots, blksize, slot)
+                        .get_mut(DATA_HEADER_LEN..)
+                        .unwrap_or_default();
+                    let (c, w) = st.encoder.encode(
+                        st.stage.get(st.start..st.end).unwrap_or_default(),
+                        payload.get_mut(st.partial..).unwrap_or_default(),
+                    );
+                    st.start = st.start.saturating_add(c);
+                    st.partial = st.partial.saturating_add(w);
                     let drained = st.start == st.end && !st.encoder.has_pending();
                     if st.partial == blksize || (drained && st.eof) {
                         let len = st.partial;
@@ -210,10 +229,13 @@ impl Sender {
 
     /// The buffer the adapter must fill after [`Step::Fill`].
     pub(crate) fn fill_buffer(&mut self) -> &mut [u8] {
-        let slot = self.slot(self.filled + 1);
-        let blksize = self.blksize;
+        let slot = self.slot(self.filled.saturating_add(1));
         if matches!(self.source, Source::Octet) {
-            return &mut self.slot_bytes(slot)[DATA_HEADER_LEN..DATA_HEADER_LEN + blksize];
+            // A slot is the header and `blksize` bytes of payload.
+            return self
+                .slot_bytes(slot)
+                .get_mut(DATA_HEADER_LEN..)
+                .unwrap_or_default();
         }
         match &mut self.source {
             Source::Netascii(st) => &mut st.stage[..],
@@ -242,10 +264,13 @@ impl Sender {
     }
 
     fn complete(&mut self, len: usize) {
-        let block = self.filled + 1;
+        let block = self.filled.saturating_add(1);
         let slot = self.slot(block);
-        self.lens[slot] = len;
+        if let Some(slot_len) = self.lens.get_mut(slot) {
+            *slot_len = len;
+        }
         // NOTE(unwrap): a slot always has room for the 4-byte header.
+        #[allow(clippy::expect_used)]
         encode_data_header(self.slot_bytes(slot), block as u16).expect("slot holds a header");
         self.filled = block;
         if len < self.blksize {
@@ -255,12 +280,13 @@ impl Sender {
 
     /// Handles an ACK with the 16-bit block number `wire`.
     pub(crate) fn on_ack(&mut self, wire: u16) -> AckEffect {
-        let lo = self.base - 1;
-        let hi = self.next - 1;
-        let a = lo + u64::from(wire.wrapping_sub(lo as u16));
+        // `next >= base >= 1`, and 64-bit block numbers never reach the top.
+        let lo = self.base.saturating_sub(1);
+        let hi = self.next.saturating_sub(1);
+        let a = lo.saturating_add(u64::from(wire.wrapping_sub(lo as u16)));
         if a == lo {
-            self.dup_acks += 1;
-            if self.window > 1
+            self.dup_acks = self.dup_acks.saturating_add(1);
+            if self.window.get() > 1
                 && self.dup_acks >= DUP_ACK_THRESHOLD
                 && self.restarted_at != self.base
                 && self.in_flight()
@@ -274,8 +300,11 @@ impl Sender {
             return AckEffect::Duplicate;
         }
         let slot = self.slot(a);
-        let rtt_from = (!self.resent[slot]).then_some(self.sent_at[slot]);
-        self.base = a + 1;
+        let rtt_from = match (self.resent.get(slot), self.sent_at.get(slot)) {
+            (Some(false), Some(&sent_at)) => Some(sent_at),
+            _ => None,
+        };
+        self.base = a.saturating_add(1);
         self.dup_acks = 0;
         if a < hi {
             // A gap after `a`: restart the window there, once for this position.
@@ -293,6 +322,20 @@ impl Sender {
     pub(crate) fn on_timeout(&mut self) {
         self.next = self.base;
     }
+}
+
+/// Bytes of one slot: the DATA header and `blksize` bytes of payload.
+fn slot_size(blksize: usize) -> usize {
+    DATA_HEADER_LEN.saturating_add(blksize)
+}
+
+/// Slot `slot` of `slots` (`window` slots of [`slot_size`] bytes); the slot
+/// index is always below `window`, so the slot always exists.
+fn slot_in(slots: &mut [u8], blksize: usize, slot: usize) -> &mut [u8] {
+    slots
+        .chunks_exact_mut(slot_size(blksize))
+        .nth(slot)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -165,7 +165,9 @@ impl Stats {
 
     /// Time from start to end (or to `now` while running).
     pub fn duration(&self, now: Instant) -> Duration {
-        self.finished.unwrap_or(now) - self.started
+        self.finished
+            .unwrap_or(now)
+            .saturating_duration_since(self.started)
     }
 
     /// The requested options as pairs, in order.
@@ -187,6 +189,12 @@ impl Stats {
             from_peer,
         });
     }
+}
+
+/// Adds one to a per-session counter (saturating: a `u64` of packets never
+/// gets there).
+pub(crate) fn incr(counter: &mut u64) {
+    *counter = counter.saturating_add(1);
 }
 
 /// Server-wide counters, updated lock-free by every session as it ends
@@ -276,7 +284,9 @@ impl ServerCounters {
         if let (Some(error), Some(outcome)) = (&stats.error, stats.outcome) {
             if !outcome.is_success() {
                 let i = usize::from(error.code.as_u16()).min(9);
-                bump(&self.errors_by_code[i], 1);
+                if let Some(c) = self.errors_by_code.get(i) {
+                    bump(c, 1);
+                }
             }
         }
         self.active.fetch_sub(1, Ordering::AcqRel);
@@ -324,7 +334,7 @@ impl ServerCounters {
             packets_received: get(&self.packets_received),
             retransmits: get(&self.retransmits),
             timeouts: get(&self.timeouts),
-            errors_by_code: core::array::from_fn(|i| get(&self.errors_by_code[i])),
+            errors_by_code: self.errors_by_code.each_ref().map(get),
             rejected_by_limits: get(&self.rejected_by_limits),
             duplicate_requests: get(&self.duplicate_requests),
             bad_requests: get(&self.bad_requests),

@@ -42,15 +42,20 @@ impl Instant {
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_micros(self.micros.saturating_sub(earlier.micros))
     }
+
+    /// `self + d`, saturating at the end of time (what `+` does).
+    pub(crate) fn saturating_add(self, d: Duration) -> Instant {
+        let add = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        Instant {
+            micros: self.micros.saturating_add(add),
+        }
+    }
 }
 
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, rhs: Duration) -> Instant {
-        let add = u64::try_from(rhs.as_micros()).unwrap_or(u64::MAX);
-        Instant {
-            micros: self.micros.saturating_add(add),
-        }
+        self.saturating_add(rhs)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::receiver::{DataEffect, Receiver};
 use crate::rto::Rto;
 use crate::sender::{AckEffect, Sender, Step};
 use crate::session::Output;
-use crate::stats::{Outcome, Stats};
+use crate::stats::{incr, Outcome, Stats};
 use crate::time::Instant;
 
 /// The ERROR 5 answer to strangers.
@@ -162,12 +162,14 @@ impl Ctx {
 
     fn queue_ack(&mut self, block: u16) {
         // NOTE(unwrap): `tx` holds at least CONTROL_BUF bytes.
+        #[allow(clippy::expect_used)]
         let len = encode_ack(&mut self.tx, block).expect("tx holds an ACK");
         self.queue_tx(len);
     }
 
     fn queue_error(&mut self, code: ErrorCode, message: &[u8]) {
         // NOTE(unwrap): `tx` holds at least CONTROL_BUF bytes; messages are truncated.
+        #[allow(clippy::expect_used)]
         let len = encode_error(&mut self.tx, code, message).expect("tx holds an ERROR");
         self.stats.set_error(code, message, false);
         self.queue_tx(len);
@@ -192,7 +194,7 @@ impl Ctx {
     }
 
     fn arm(&mut self, now: Instant) {
-        self.deadline = Some(now + self.rto.current());
+        self.deadline = Some(now.saturating_add(self.rto.current()));
     }
 
     /// The deadline to wait for; a waiting session always has one (a timer
@@ -200,7 +202,7 @@ impl Ctx {
     /// counts toward the retry limit.
     fn wait_deadline(&mut self, now: Instant) -> Instant {
         let rto = self.rto.current();
-        *self.deadline.get_or_insert(now + rto)
+        *self.deadline.get_or_insert(now.saturating_add(rto))
     }
 }
 
@@ -234,7 +236,7 @@ impl Transfer {
             State::Done(outcome) => Output::Done(*outcome),
             State::Sending(sender) => match sender.step(now, &mut ctx.stats) {
                 Step::Transmit { slot, len } => {
-                    ctx.stats.packets_sent += 1;
+                    incr(&mut ctx.stats.packets_sent);
                     if ctx.deadline.is_none() {
                         ctx.arm(now);
                     }
@@ -266,9 +268,9 @@ impl Transfer {
             at: now,
             resent: resend,
         };
-        ctx.stats.packets_sent += 1;
+        incr(&mut ctx.stats.packets_sent);
         if resend {
-            ctx.stats.control_retransmits += 1;
+            incr(&mut ctx.stats.control_retransmits);
         }
         match &mut self.state {
             State::Dallying { until, .. } => {
@@ -277,8 +279,8 @@ impl Transfer {
                 let linger = ctx
                     .limits
                     .dally
-                    .max((ctx.rto.current() * 3).min(ctx.limits.max_rto));
-                let end = *until.get_or_insert(now + linger);
+                    .max(ctx.rto.current().saturating_mul(3).min(ctx.limits.max_rto));
+                let end = *until.get_or_insert(now.saturating_add(linger));
                 ctx.deadline = Some(end);
             }
             State::Closing(_) | State::Done(_) => {}
@@ -316,8 +318,8 @@ impl Transfer {
             return;
         }
         let ctx = &mut self.ctx;
-        ctx.stats.timeouts += 1;
-        ctx.retries += 1;
+        incr(&mut ctx.stats.timeouts);
+        ctx.retries = ctx.retries.saturating_add(1);
         ctx.deadline = None;
         if ctx.retries > ctx.limits.retries {
             self.finish(now, Outcome::TimedOut);
@@ -355,11 +357,11 @@ impl Transfer {
                 }
                 Peer::Listening(_) => {
                     // No transfer ID exists yet: nobody to tell.
-                    self.ctx.stats.foreign_packets += 1;
+                    incr(&mut self.ctx.stats.foreign_packets);
                     return;
                 }
                 Peer::Locked(_) => {
-                    self.ctx.stats.foreign_packets += 1;
+                    incr(&mut self.ctx.stats.foreign_packets);
                     // Never answer an ERROR.
                     if !matches!(parsed, Ok(Packet::Error { .. })) {
                         self.ctx.stranger = Some(from);
@@ -368,9 +370,9 @@ impl Transfer {
                 }
             }
         }
-        self.ctx.stats.packets_received += 1;
+        incr(&mut self.ctx.stats.packets_received);
         let Ok(packet) = parsed else {
-            self.ctx.stats.ignored_packets += 1;
+            incr(&mut self.ctx.stats.ignored_packets);
             return;
         };
         if let Packet::Error { code, message } = packet {
@@ -395,14 +397,14 @@ impl Transfer {
             (State::Sending(sender), Packet::Ack { block }) => {
                 let (rtt_from, finished) = match sender.on_ack(block) {
                     AckEffect::Duplicate => {
-                        self.ctx.stats.duplicate_acks += 1;
+                        incr(&mut self.ctx.stats.duplicate_acks);
                         return;
                     }
                     AckEffect::Progress { rtt_from } => (rtt_from, false),
                     AckEffect::Finished { rtt_from } => (rtt_from, true),
                 };
                 if let Some(sent) = rtt_from {
-                    self.ctx.rto.sample(now - sent);
+                    self.ctx.rto.sample(now.saturating_duration_since(sent));
                 }
                 self.progress();
                 self.ctx.deadline = None;
@@ -415,11 +417,11 @@ impl Transfer {
             }
             (State::Dallying { last, .. }, Packet::Data { block, .. }) => {
                 if block == *last {
-                    self.ctx.stats.duplicate_data += 1;
+                    incr(&mut self.ctx.stats.duplicate_data);
                     self.ctx.resend_tx();
                 }
             }
-            _ => self.ctx.stats.ignored_packets += 1,
+            _ => incr(&mut self.ctx.stats.ignored_packets),
         }
     }
 
@@ -458,7 +460,7 @@ impl Transfer {
             at, resent: false, ..
         } = self.ctx.control
         {
-            self.ctx.rto.sample(now - at);
+            self.ctx.rto.sample(now.saturating_duration_since(at));
         }
     }
 
@@ -538,7 +540,7 @@ impl Transfer {
                 self.ctx.apply_options(TransferOptions::default());
                 self.start_sending();
             }
-            _ => self.ctx.stats.ignored_packets += 1,
+            _ => incr(&mut self.ctx.stats.ignored_packets),
         }
     }
 

@@ -140,3 +140,8 @@ impl tftp_io::Timer for SmolTimer {
         std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
     }
 }
+
+/// The README's examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -170,3 +170,8 @@ impl<T: tokio::io::AsyncWrite + Unpin> futures_io::AsyncWrite for Compat<T> {
         Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
+
+/// The README's examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -71,7 +71,11 @@ impl Limits {
     /// The largest window allowed at `blksize`: `max_windowsize` capped by
     /// `max_window_bytes`, never below 1.
     pub fn max_window_at(&self, blksize: u16) -> u16 {
-        let by_bytes = self.max_window_bytes / usize::from(blksize.max(1));
+        // A block size of 0 counts as 1 (`checked_div` fails only for 0).
+        let by_bytes = self
+            .max_window_bytes
+            .checked_div(usize::from(blksize))
+            .unwrap_or(self.max_window_bytes);
         let by_bytes = u16::try_from(by_bytes).unwrap_or(u16::MAX);
         self.max_windowsize.min(by_bytes).max(1)
     }

@@ -181,13 +181,15 @@ impl TransferOptions {
     /// Bytes of the `name NUL value NUL` pairs.
     pub fn encoded_len(&self) -> usize {
         use crate::codec::decimal_len;
-        let pair = |name: OptionName, v: Option<u64>| {
-            v.map_or(0, |v| name.as_str().len() + 1 + decimal_len(v) + 1)
-        };
-        pair(OptionName::Blksize, self.blksize.map(u64::from))
-            + pair(OptionName::Timeout, self.timeout.map(u64::from))
-            + pair(OptionName::Tsize, self.tsize)
-            + pair(OptionName::Windowsize, self.windowsize.map(u64::from))
+        // At most four pairs of a few dozen bytes: nothing saturates.
+        self.iter()
+            .map(|(name, v)| {
+                name.as_str()
+                    .len()
+                    .saturating_add(decimal_len(v))
+                    .saturating_add(2)
+            })
+            .fold(0, usize::saturating_add)
     }
 
     /// The set options as `(name, value)` in a fixed order.
@@ -317,14 +319,14 @@ impl<'a> RequestedOptions<'a> {
         };
         for pair in raw {
             let Some(name) = OptionName::from_bytes(pair.name) else {
-                out.unknown += 1;
+                out.unknown = out.unknown.saturating_add(1);
                 continue;
             };
             let slot = out.slot(name);
             if *slot == Requested::Absent {
                 *slot = Requested::from_value(pair.value);
             } else {
-                out.duplicates += 1;
+                out.duplicates = out.duplicates.saturating_add(1);
             }
         }
         out

@@ -45,11 +45,14 @@ pub fn validate_oack(
     let mut seen_names = [false; 4];
     for pair in oack {
         let name = OptionName::from_bytes(pair.name).ok_or(OackError::UnknownOption)?;
-        let index = name as usize;
-        if seen_names[index] {
+        // One flag per `OptionName` variant: the index is always in range.
+        let Some(seen_name) = seen_names.get_mut(name as usize) else {
+            continue;
+        };
+        if *seen_name {
             continue; // duplicates: the first counts
         }
-        seen_names[index] = true;
+        *seen_name = true;
         let value = parse_decimal(pair.value).ok_or(OackError::NotNumeric(name))?;
         let bad = OackError::BadValue(name);
         match name {

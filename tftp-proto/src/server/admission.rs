@@ -77,7 +77,9 @@ impl Admission {
         if self.running.len() >= self.max_sessions || from_peer >= self.max_sessions_per_peer {
             return Err(Refusal::Busy);
         }
-        *self.per_ip.entry(ip).or_insert(0) += 1;
+        // Below `max_sessions_per_peer` (checked above): never saturates.
+        let n = self.per_ip.entry(ip).or_insert(0);
+        *n = n.saturating_add(1);
         self.running.insert(key.clone());
         Ok(key)
     }
@@ -87,7 +89,8 @@ impl Admission {
         if self.running.remove(key) {
             let ip = key.peer.ip();
             if let Some(n) = self.per_ip.get_mut(&ip) {
-                *n -= 1;
+                // Entries are removed at 0, so `n >= 1` here.
+                *n = n.saturating_sub(1);
                 if *n == 0 {
                     self.per_ip.remove(&ip);
                 }

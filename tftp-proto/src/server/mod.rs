@@ -60,6 +60,7 @@ fn server_transfer(
     ctx.apply_options(options);
     if !options.is_empty() {
         // NOTE(unwrap): an OACK of the four options is under 100 bytes; tx holds 512.
+        #[allow(clippy::expect_used)]
         let len = encode_oack(&mut ctx.tx, &options).expect("tx holds an OACK");
         ctx.queue_tx(len);
     }
@@ -100,6 +101,7 @@ impl ServerWrite {
         let mut t = server_transfer(request, options, limits, now);
         if t.ctx.stats.options_negotiated.is_empty() {
             // NOTE(unwrap): tx holds 512 bytes.
+            #[allow(clippy::expect_used)]
             let len = crate::packet::encode_ack(&mut t.ctx.tx, 0).expect("tx holds an ACK");
             t.ctx.queue_tx(len);
         }
@@ -189,9 +191,10 @@ impl ServerSession {
         match self {
             ServerSession::Read(_) => 1024,
             ServerSession::Write(w) => {
+                // A u16 block size plus five bytes: never saturates.
                 crate::packet::DATA_HEADER_LEN
-                    + usize::from(w.0.ctx.stats.options_negotiated.block_size())
-                    + 1
+                    .saturating_add(usize::from(w.0.ctx.stats.options_negotiated.block_size()))
+                    .saturating_add(1)
             }
         }
     }
