@@ -70,8 +70,10 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     buf: &mut [u8],
     mut abort: Option<&Signal>,
 ) -> Outcome {
-    // One timer for the whole session, moved only when the deadline changes.
+    // One timer for the whole session, moved only when the deadline changes,
+    // and one listener for `abort` (registered once, not per wait).
     let mut timer: Option<(R::Timer, Instant)> = None;
+    let mut listener: Option<EventListener> = None;
     loop {
         match session.poll(clock.now()) {
             Output::Transmit { to, bytes } => {
@@ -112,7 +114,6 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                     timer.reset(clock.to_std(deadline));
                     *armed = deadline;
                 }
-                let mut listener: Option<EventListener> = None;
                 let event = poll_fn(|cx| {
                     if let Poll::Ready(r) = socket.poll_recv(cx, buf) {
                         return Poll::Ready(Event::Datagram(r));
