@@ -231,6 +231,8 @@ fn read_full(source: &mut (dyn Read + Send), buf: &mut [u8]) -> io::Result<usize
 struct Flags {
     stopping: bool,
     aborting: bool,
+    /// `serve` is returning: the periodic stats end.
+    finished: bool,
     failure: Option<io::Error>,
 }
 
@@ -399,10 +401,10 @@ impl<H: Handler> Server<H> {
     /// fails, the server shuts down the same way and returns that error.
     pub fn serve(self) -> io::Result<()> {
         let Server { shared, sockets } = self;
-        let mut threads = Vec::new();
+        let mut accepting = Vec::new();
         for socket in sockets {
             let shared = Arc::clone(&shared);
-            threads.push(std::thread::spawn(move || {
+            accepting.push(std::thread::spawn(move || {
                 if let Err(e) = accept_loop(&shared, &socket) {
                     tracing::error!(error = %e, "listening socket failed; shutting down");
                     shared.stops.update(|f| {
@@ -412,15 +414,26 @@ impl<H: Handler> Server<H> {
                 }
             }));
         }
-        if let Some((interval, report)) = shared.registry.config.on_server_stats.clone() {
-            let shared = Arc::clone(&shared);
-            threads.push(std::thread::spawn(move || {
-                while !shared.stops.wait_until(interval, |f| f.stopping) {
-                    report(&shared.registry.counters.snapshot());
-                }
-            }));
-        }
+        let stats = shared
+            .registry
+            .config
+            .on_server_stats
+            .clone()
+            .map(|(interval, report)| {
+                let shared = Arc::clone(&shared);
+                let interval = interval.max(crate::server::MIN_STATS_INTERVAL);
+                std::thread::spawn(move || {
+                    while !shared.stops.wait_until(interval, |f| f.finished) {
+                        report(&shared.registry.counters.snapshot());
+                    }
+                })
+            });
         shared.stops.wait_until(Duration::MAX, |f| f.stopping);
+        // No accept thread may start a session once the drain has begun
+        // (each sees the flag within its receive timeout).
+        for t in accepting {
+            let _ = t.join();
+        }
         let counters = &shared.registry.counters;
         let drain = shared.registry.config.drain_timeout;
         if !shared.stops.wait_until(drain, |_| counters.active() == 0) {
@@ -429,7 +442,8 @@ impl<H: Handler> Server<H> {
                 .stops
                 .wait_until(ABORT_GRACE, |_| counters.active() == 0);
         }
-        for t in threads {
+        shared.stops.update(|f| f.finished = true);
+        if let Some(t) = stats {
             let _ = t.join();
         }
         let failure = shared

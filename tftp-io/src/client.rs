@@ -101,7 +101,11 @@ impl<R> Client<R> {
         self
     }
 
-    /// The full local policy (timer bounds, dally, ...).
+    /// The full local policy (timer bounds, dally, ...). It replaces the
+    /// client's defaults, its [`DEFAULT_CLIENT_DALLY`] included:
+    /// `Limits::default()` has a server's 3 s dally. The receiver lingers
+    /// `max(dally, 3 × RTO)` (capped by `max_rto`), so with a negotiated
+    /// `timeout` of N s a download returns about 3N s after its last block.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -141,7 +145,8 @@ impl<R> Client<R> {
 
 impl<R: Runtime> Client<R> {
     /// Downloads `remote` into `sink` (a writer in the runtime's I/O traits,
-    /// e.g. `&mut file`); returns after the dally.
+    /// e.g. `&mut file`); returns after the dally (see [`Client::limits`]),
+    /// so the statistics' duration includes it.
     pub async fn get<W>(&self, remote: impl AsRef<[u8]>, sink: W) -> Result<Stats, ClientError>
     where
         R: Wrap<W>,

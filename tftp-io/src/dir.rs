@@ -68,9 +68,8 @@ impl blocking::Handler for DirHandler {
     }
 
     fn write(&self, request: &Request) -> Result<WriteResponse<StdSink>, TftpError> {
-        Ok(WriteResponse::from_sink(
-            self.0.open_write(request.filename())?,
-        ))
+        let upload = self.0.open_write(request.filename())?;
+        Ok(WriteResponse::from_sink(UploadSink(upload)))
     }
 }
 
@@ -107,8 +106,21 @@ impl AsyncWrite for Upload {
     }
 }
 
-impl blocking::Sink for Upload {
+/// An upload as a blocking sink: completing it puts it in place.
+struct UploadSink(Upload);
+
+impl Write for UploadSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl blocking::Sink for UploadSink {
     fn complete(&mut self) -> io::Result<()> {
-        self.commit()
+        self.0.commit()
     }
 }

@@ -72,7 +72,9 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
 ) -> Outcome {
     // One timer for the whole session, moved only when the deadline changes,
     // and one listener for `abort` (registered once, not per wait).
-    let mut timer: Option<(R::Timer, Instant)> = None;
+    // `armed` is `None` after the timer fired, so the next wait re-arms it
+    // even for the same deadline.
+    let mut timer: Option<(R::Timer, Option<Instant>)> = None;
     let mut listener: Option<EventListener> = None;
     loop {
         match session.poll(clock.now()) {
@@ -108,20 +110,24 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
             Output::Wait(deadline) => {
                 let (timer, armed) = match &mut timer {
                     Some(t) => t,
-                    slot => slot.insert((clock.runtime().timer(clock.to_std(deadline)), deadline)),
+                    slot => slot.insert((
+                        clock.runtime().timer(clock.to_std(deadline)),
+                        Some(deadline),
+                    )),
                 };
-                if *armed != deadline {
+                if *armed != Some(deadline) {
                     timer.reset(clock.to_std(deadline));
-                    *armed = deadline;
+                    *armed = Some(deadline);
                 }
                 let event = poll_fn(|cx| {
-                    if let Poll::Ready(r) = socket.poll_recv(cx, buf) {
-                        return Poll::Ready(Event::Datagram(r));
-                    }
+                    // Abort first, so a flood of datagrams cannot hide it.
                     if let Some(signal) = abort {
                         if poll_signal(signal, &mut listener, cx) {
                             return Poll::Ready(Event::Abort);
                         }
+                    }
+                    if let Poll::Ready(r) = socket.poll_recv(cx, buf) {
+                        return Poll::Ready(Event::Datagram(r));
                     }
                     match timer.poll_expired(cx) {
                         Poll::Ready(()) => Poll::Ready(Event::Timeout),
@@ -132,11 +138,20 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 match event {
                     Event::Datagram(Ok((n, from))) => {
                         let datagram = buf.get(..n).unwrap_or_default();
-                        session.handle_datagram(clock.now(), from, datagram);
+                        let now = clock.now();
+                        session.handle_datagram(now, from, datagram);
+                        // Nor can it hide the deadline (a spurious timeout is
+                        // a no-op in the core).
+                        if now >= deadline {
+                            session.handle_timeout(now);
+                        }
                     }
                     // ICMP errors surface here on some systems: nothing to do.
                     Event::Datagram(Err(e)) => tracing::trace!(error = %e, "recv failed"),
-                    Event::Timeout => session.handle_timeout(clock.now()),
+                    Event::Timeout => {
+                        *armed = None;
+                        session.handle_timeout(clock.now());
+                    }
                     Event::Abort => {
                         abort = None;
                         session.abort(ErrorCode::NotDefined, SHUTTING_DOWN);

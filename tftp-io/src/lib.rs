@@ -63,7 +63,7 @@ pub use handler::{
     WriteResponse,
 };
 pub use runtime::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Timer, Wrap};
-pub use server::{Server, StatsHandle};
+pub use server::{Server, StatsHandle, MIN_STATS_INTERVAL};
 pub use session::{DISK_FULL, READ_ERROR, SHUTTING_DOWN, SOCKET_ERROR, WRITE_ERROR};
 pub use tftp_proto;
 pub use tftp_proto::stats::{ServerStats, Stats};

@@ -123,21 +123,25 @@ pub struct Upload {
     guard: UploadGuard,
 }
 
+/// Deliberately not `std::io::Write`: a plain writer converts into a
+/// blocking sink that only flushes on completion, which would throw the
+/// upload away; [`DirHandler`](crate::DirHandler) wraps it in sinks that
+/// commit.
 impl Upload {
+    /// Writes some of `buf` to the temporary file.
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        std::io::Write::write(&mut self.file, buf)
+    }
+
+    /// Flushes the temporary file.
+    pub fn flush(&mut self) -> io::Result<()> {
+        std::io::Write::flush(&mut self.file)
+    }
+
     /// Flushes and puts the file in place (idempotent).
     pub fn commit(&mut self) -> io::Result<()> {
-        std::io::Write::flush(&mut self.file)?;
+        self.flush()?;
         self.guard.commit()
-    }
-}
-
-impl std::io::Write for Upload {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
     }
 }
 

@@ -7,6 +7,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -32,8 +33,12 @@ pub(crate) struct Shared<H, R> {
     stopping: Signal,
     /// Raised after the drain timeout: abort running sessions.
     aborting: Signal,
-    /// Notified whenever a session ends.
+    /// Notified whenever a session or an accept loop ends.
     ended: Signal,
+    /// Raised when `serve` returns (or is dropped): the periodic stats end.
+    finished: Signal,
+    /// Accept loops still running.
+    accepting: AtomicUsize,
     /// The first accept loop failure, returned by `serve`.
     failure: Mutex<Option<io::Error>>,
     clock: Clock<R>,
@@ -65,6 +70,8 @@ impl<H, R: Runtime + Serves<H>> ServerBuilder<H, R> {
                 stopping: Signal::default(),
                 aborting: Signal::default(),
                 ended: Signal::default(),
+                finished: Signal::default(),
+                accepting: AtomicUsize::new(0),
                 failure: Mutex::new(None),
                 clock: Clock::new(self.runtime),
             }),
@@ -126,6 +133,9 @@ impl<H, R: Serves<H>> Server<H, R> {
     /// way and returns that error.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let Server { shared, sockets } = self;
+        // Dropping `serve` (a timeout, a select) stops the accept loops and the
+        // periodic stats too; running sessions finish on their own.
+        let _stop_on_drop = StopOnDrop(&shared);
         let runtime = shared.clock.runtime().clone();
         let mut wrapped = Vec::with_capacity(sockets.len());
         for socket in sockets {
@@ -133,6 +143,7 @@ impl<H, R: Serves<H>> Server<H, R> {
         }
         for socket in wrapped {
             let shared = Arc::clone(&shared);
+            shared.accepting.fetch_add(1, Ordering::AcqRel);
             runtime.spawn(async move {
                 if let Err(e) = accept_loop(&shared, &socket).await {
                     tracing::error!(error = %e, "listening socket failed; shutting down");
@@ -141,17 +152,21 @@ impl<H, R: Serves<H>> Server<H, R> {
                     drop(failure);
                     shared.stopping.raise();
                 }
+                drop(socket);
+                shared.accepting.fetch_sub(1, Ordering::AcqRel);
+                shared.ended.notify();
             });
         }
         if let Some((interval, report)) = shared.registry.config.on_server_stats.clone() {
             let shared = Arc::clone(&shared);
             let rt = runtime.clone();
+            let interval = interval.max(MIN_STATS_INTERVAL);
             runtime.spawn(async move {
                 let runtime = rt;
                 let mut next = runtime.now() + interval;
                 let mut timer = runtime.timer(next);
-                let stopping = || shared.stopping.is_raised();
-                while !wait_until(&shared.stopping, stopping, Some(&mut timer)).await {
+                let finished = || shared.finished.is_raised();
+                while !wait_until(&shared.finished, finished, Some(&mut timer)).await {
                     report(&shared.registry.counters.snapshot());
                     next += interval;
                     timer.reset(next);
@@ -172,6 +187,10 @@ impl<H, R: Serves<H>> Server<H, R> {
             .await;
         }
         shared.stopping.raise();
+        // No accept loop may start a session once the drain has begun; their
+        // sockets are closed when `serve` returns.
+        let accepting = || shared.accepting.load(Ordering::Acquire) == 0;
+        wait_until::<R::Timer>(&shared.ended, accepting, None).await;
         drain(&shared, &runtime).await;
         let failure = shared
             .failure
@@ -179,6 +198,19 @@ impl<H, R: Serves<H>> Server<H, R> {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Shortest interval of the periodic server statistics.
+pub const MIN_STATS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Raises `stopping` and `finished` when `serve` returns or is dropped.
+struct StopOnDrop<'a, H, R>(&'a Shared<H, R>);
+
+impl<H, R> Drop for StopOnDrop<'_, H, R> {
+    fn drop(&mut self) {
+        self.0.stopping.raise();
+        self.0.finished.raise();
     }
 }
 
