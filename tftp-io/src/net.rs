@@ -21,6 +21,11 @@ pub fn bind_listen_sockets(addr: SocketAddr, count: usize) -> io::Result<Vec<Udp
     Ok(sockets)
 }
 
+/// The bound addresses of `sockets` (a server's listening addresses).
+pub fn local_addrs(sockets: &[UdpSocket]) -> Vec<SocketAddr> {
+    sockets.iter().filter_map(|s| s.local_addr().ok()).collect()
+}
+
 /// Binds one non-blocking UDP socket.
 pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;

@@ -110,10 +110,7 @@ impl fmt::Debug for StatsHandle {
 impl<H, R: Serves<H>> Server<H, R> {
     /// The bound listening addresses.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.sockets
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .collect()
+        crate::net::local_addrs(&self.sockets)
     }
 
     /// A snapshot of the counters.
