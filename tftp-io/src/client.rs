@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
 use tftp_proto::client::{ClientGet, ClientPut};
-use tftp_proto::options::{Limits, TransferOptions};
+use tftp_proto::options::{Limits, TransferOptions, DEFAULT_MAX_RTO};
 use tftp_proto::packet::Mode;
 use tftp_proto::session::Session;
 use tftp_proto::stats::Stats;
@@ -23,6 +23,11 @@ use crate::runtime::{Runtime, Wrap};
 /// Default for a client's [`Limits::dally`]: long enough to re-acknowledge a
 /// final block that a server with a fixed one-second timer retransmits.
 pub const DEFAULT_CLIENT_DALLY: Duration = Duration::from_secs(1);
+
+/// Default for a client's [`Limits::max_rto`]: with the default 1 s first
+/// timeout and 6 retries, a silent server is given up after
+/// 1 + 2 + 4 + 4 + 4 + 4 + 4 = 23 s (tftp-hpa gives up after 25 s).
+pub const DEFAULT_CLIENT_MAX_RTO: Duration = Duration::from_secs(4);
 
 /// Receive buffer of a download: the largest DATA (65464 + 4) and one byte.
 const GET_BUFFER: usize = 65_536;
@@ -43,7 +48,8 @@ pub struct Client<R> {
 
 impl<R: Default> Client<R> {
     /// A client for `server` (its listening address): octet mode, no
-    /// options, the default policy with a [`DEFAULT_CLIENT_DALLY`] dally.
+    /// options, the default policy with a [`DEFAULT_CLIENT_DALLY`] dally and
+    /// a [`DEFAULT_CLIENT_MAX_RTO`] timer ceiling.
     pub fn new(server: SocketAddr) -> Self {
         Client {
             runtime: R::default(),
@@ -53,6 +59,7 @@ impl<R: Default> Client<R> {
             ask_tsize: false,
             limits: Limits {
                 dally: DEFAULT_CLIENT_DALLY,
+                max_rto: DEFAULT_CLIENT_MAX_RTO,
                 ..Limits::default()
             },
         }
@@ -83,9 +90,13 @@ impl<R> Client<R> {
         self
     }
 
-    /// Asks for this retransmission timeout in seconds (RFC 2349).
+    /// Asks for this retransmission timeout in seconds (RFC 2349). The timer
+    /// ceiling is raised to `3 × seconds` (at most 10 s) if lower, so the
+    /// dally still outlasts a server retransmitting every `seconds`.
     pub fn timeout(mut self, seconds: u8) -> Self {
         self.options.timeout = Some(seconds);
+        let dally = Duration::from_secs(u64::from(seconds) * 3).min(DEFAULT_MAX_RTO);
+        self.limits.max_rto = self.limits.max_rto.max(dally);
         self
     }
 
@@ -102,7 +113,8 @@ impl<R> Client<R> {
     }
 
     /// The full local policy (timer bounds, dally, ...). It replaces the
-    /// client's defaults, its [`DEFAULT_CLIENT_DALLY`] included:
+    /// client's defaults, [`DEFAULT_CLIENT_DALLY`] and
+    /// [`DEFAULT_CLIENT_MAX_RTO`] included:
     /// `Limits::default()` has a server's 3 s dally. The receiver lingers
     /// `max(dally, 3 × RTO)` (capped by `max_rto`), so with a negotiated
     /// `timeout` of N s a download returns about 3N s after its last block.

@@ -51,7 +51,7 @@ mod runtime;
 mod server;
 mod session;
 
-pub use client::{Client, DEFAULT_CLIENT_DALLY};
+pub use client::{Client, DEFAULT_CLIENT_DALLY, DEFAULT_CLIENT_MAX_RTO};
 pub use config::{
     ServerBuilder, ServerConfig, ServerStatsCallback, SessionCallback, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_STATS_INTERVAL,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use tftp_proto::options::Limits;
+use tftp_proto::options::{EnabledOptions, Limits};
 use tftp_tokio::{bind_listen_sockets, DirHandler, Server};
 
 /// Default listening address: loopback, unprivileged port.
@@ -32,83 +32,123 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:6969";
 #[command(name = "tftpd", version)]
 struct Args {
     /// Directory to serve.
-    #[arg(long, value_name = "DIR", default_value = ".")]
+    #[arg(long, env = "TFTPD_ROOT", value_name = "DIR", default_value = ".")]
     root: PathBuf,
 
     /// Address to listen on, IPv4 or IPv6 (repeatable). Without a port, 69.
     /// Default 127.0.0.1:6969, unless sockets come from systemd or inetd.
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    #[arg(long, env = "TFTPD_LISTEN", value_name = "ADDR", value_delimiter = ',', value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
 
     /// Accept uploads (WRQ) of new files.
-    #[arg(long)]
+    #[arg(long, env = "TFTPD_ALLOW_WRITE")]
     allow_write: bool,
 
     /// Let uploads replace existing files (needs --allow-write).
-    #[arg(long, requires = "allow_write")]
+    #[arg(long, env = "TFTPD_ALLOW_OVERWRITE", requires = "allow_write")]
     allow_overwrite: bool,
 
     /// Largest blksize granted (8..=65464).
-    #[arg(long, value_name = "BYTES", default_value_t = 65464, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    #[arg(long, env = "TFTPD_MAX_BLKSIZE", value_name = "BYTES", default_value_t = 65464, value_parser = clap::value_parser!(u16).range(8..=65464))]
     max_blksize: u16,
 
     /// Largest windowsize granted.
-    #[arg(long, value_name = "BLOCKS", default_value_t = tftp_proto::options::DEFAULT_MAX_WINDOWSIZE, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "TFTPD_MAX_WINDOWSIZE", value_name = "BLOCKS", default_value_t = tftp_proto::options::DEFAULT_MAX_WINDOWSIZE, value_parser = clap::value_parser!(u16).range(1..))]
     max_windowsize: u16,
 
     /// Largest blksize × windowsize in flight per session (memory per session).
-    #[arg(long, value_name = "BYTES", default_value_t = tftp_proto::options::DEFAULT_MAX_WINDOW_BYTES)]
+    #[arg(long, env = "TFTPD_MAX_WINDOW_BYTES", value_name = "BYTES", default_value_t = tftp_proto::options::DEFAULT_MAX_WINDOW_BYTES)]
     max_window_bytes: usize,
 
     /// First retransmission timeout in milliseconds when the client asks for
     /// no `timeout` option (it then adapts to the measured round trip).
-    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=255_000))]
+    #[arg(long, env = "TFTPD_TIMEOUT", value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=255_000))]
     timeout: u64,
 
     /// Retransmissions of one packet before a transfer is abandoned.
-    #[arg(long, default_value_t = tftp_proto::options::DEFAULT_RETRIES)]
+    #[arg(long, env = "TFTPD_RETRIES", default_value_t = tftp_proto::options::DEFAULT_RETRIES)]
     retries: u32,
 
     /// Most transfers at once.
-    #[arg(long, value_name = "N", default_value_t = tftp_tokio::DEFAULT_MAX_SESSIONS)]
+    #[arg(long, env = "TFTPD_MAX_SESSIONS", value_name = "N", default_value_t = tftp_tokio::DEFAULT_MAX_SESSIONS)]
     max_sessions: usize,
 
     /// Most transfers at once from one client IP address.
-    #[arg(long, value_name = "N", default_value_t = tftp_tokio::DEFAULT_MAX_SESSIONS_PER_PEER)]
+    #[arg(long, env = "TFTPD_MAX_SESSIONS_PER_PEER", value_name = "N", default_value_t = tftp_tokio::DEFAULT_MAX_SESSIONS_PER_PEER)]
     max_sessions_per_peer: usize,
 
+    /// Never acknowledge this option (repeatable, or comma-separated): for
+    /// boot ROMs that choke on it (tftpd-hpa's -r).
+    #[arg(
+        long,
+        env = "TFTPD_REFUSE",
+        value_name = "OPTION",
+        value_enum,
+        value_delimiter = ','
+    )]
+    refuse: Vec<RefuseArg>,
+
     /// Local ports for transfer sockets, e.g. 50000:50100 (for firewalls).
-    #[arg(long, value_name = "LOW:HIGH", value_parser = parse_port_range)]
+    #[arg(long, env = "TFTPD_PORT_RANGE", value_name = "LOW:HIGH", value_parser = parse_port_range)]
     port_range: Option<(u16, u16)>,
 
     /// Listening sockets per address (SO_REUSEPORT) and runtime threads.
     /// Default: the number of CPUs.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "TFTPD_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
 
     /// Seconds a shutdown waits for running transfers before aborting them.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "TFTPD_DRAIN_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 30
+    )]
     drain_timeout: u64,
 
     /// Serve Prometheus metrics over HTTP on this address (GET /metrics).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "TFTPD_METRICS", value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
     /// After binding, switch to this user (a name, or UID:GID); needs root.
-    #[arg(long, value_name = "USER")]
+    #[arg(long, env = "TFTPD_USER", value_name = "USER")]
     user: Option<String>,
 
     /// inetd mode: the listening socket is standard input.
-    #[arg(long)]
+    #[arg(long, env = "TFTPD_INETD")]
     inetd: bool,
 
     /// More logging (-v debug, -vv trace).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, env = "TFTPD_VERBOSE", action = clap::ArgAction::Count)]
     verbose: u8,
 
     /// Log format on standard error.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "TFTPD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// An option `--refuse` can turn off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RefuseArg {
+    /// RFC 2348 block size.
+    Blksize,
+    /// RFC 2349 transfer size.
+    Tsize,
+    /// RFC 2349 retransmission timeout.
+    Timeout,
+    /// RFC 7440 window size.
+    Windowsize,
+}
+
+/// The negotiable options left after `--refuse`.
+fn enabled_options(refused: &[RefuseArg]) -> EnabledOptions {
+    let on = |o| !refused.contains(&o);
+    EnabledOptions {
+        blksize: on(RefuseArg::Blksize),
+        tsize: on(RefuseArg::Tsize),
+        timeout: on(RefuseArg::Timeout),
+        windowsize: on(RefuseArg::Windowsize),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -273,6 +313,7 @@ async fn serve(
         max_window_bytes: args.max_window_bytes,
         retries: args.retries,
         initial_rto: Duration::from_millis(args.timeout),
+        enabled: enabled_options(&args.refuse),
         ..Limits::default()
     };
     let histogram = Arc::new(metrics::Histogram::default());
@@ -293,8 +334,8 @@ async fn serve(
         builder = builder.listen_socket(socket);
     }
     let server = builder.bind()?;
-    for addr in server.local_addrs() {
-        tracing::info!(%addr, root = %args.root.display(), write = args.allow_write, "listening");
+    for (addr, sockets) in group_addrs(&server.local_addrs()) {
+        tracing::info!(%addr, sockets, root = %args.root.display(), write = args.allow_write, "listening");
     }
     if let Some(listener) = metrics_listener {
         tracing::info!(addr = %listener.addr(), "metrics on http://{}/metrics", listener.addr());
@@ -305,6 +346,19 @@ async fn serve(
     Ok(())
 }
 
+/// Each distinct listening address with its number of sockets (workers),
+/// in order of first appearance.
+fn group_addrs(addrs: &[SocketAddr]) -> Vec<(SocketAddr, usize)> {
+    let mut groups: Vec<(SocketAddr, usize)> = Vec::new();
+    for addr in addrs {
+        match groups.iter_mut().find(|(a, _)| a == addr) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((*addr, 1)),
+        }
+    }
+    groups
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -312,6 +366,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: draining transfers"),
         _ = int.recv() => tracing::info!("SIGINT: draining transfers"),
+    }
+}
+
+/// A session's outcome in one word: `completed`, `options_refused` (the
+/// client declined the OACK, e.g. a UEFI tsize probe), `peer_error`,
+/// `refused` (this server answered the request with an ERROR before any
+/// data moved), `failed` (it ended a started transfer with an ERROR) or
+/// `timed_out`.
+fn outcome_word(s: &tftp_proto::stats::Stats) -> &'static str {
+    use tftp_proto::stats::Outcome;
+    match s.outcome {
+        Some(Outcome::Completed) => "completed",
+        Some(Outcome::OptionsRefused) => "options_refused",
+        Some(Outcome::PeerError(_)) => "peer_error",
+        Some(Outcome::LocalError(_)) if s.blocks_sent == 0 && s.blocks_received == 0 => "refused",
+        Some(Outcome::LocalError(_)) => "failed",
+        Some(Outcome::TimedOut) => "timed_out",
+        None => "unfinished",
     }
 }
 
@@ -340,10 +412,11 @@ fn log_session(s: &tftp_proto::stats::Stats) {
         ),
         None => (None, String::new()),
     };
+    // Rounded to whole milliseconds.
     let duration_ms = s
         .finished
-        .map(|f| (f - s.started).as_secs_f64() * 1000.0)
-        .unwrap_or(0.0);
+        .map(|f| (f - s.started).as_micros().saturating_add(500) / 1000)
+        .unwrap_or(0);
     tracing::info!(
         target: "tftpd::session",
         peer = %s.peer,
@@ -353,7 +426,7 @@ fn log_session(s: &tftp_proto::stats::Stats) {
         mode = %s.mode,
         options_requested = %options.join(","),
         options_negotiated = %negotiated.join(","),
-        outcome = %s.outcome.map(|o| o.to_string()).unwrap_or_default(),
+        outcome = %outcome_word(s),
         bytes_sent = s.bytes_sent,
         bytes_received = s.bytes_received,
         blocks_sent = s.blocks_sent,

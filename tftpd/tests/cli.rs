@@ -1,118 +1,13 @@
 //! Binary-level tests: `tftpd` on an ephemeral loopback port, driven with the
 //! `tftp` binary, curl (when installed), a raw UDP peer and signals.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const TFTPD: &str = env!("CARGO_BIN_EXE_tftpd");
-const TFTP: &str = env!("CARGO_BIN_EXE_tftp");
+mod common;
 
-/// A running tftpd whose stderr lines arrive on a channel.
-struct Daemon {
-    child: Child,
-    lines: Receiver<String>,
-    addr: SocketAddr,
-    metrics: Option<SocketAddr>,
-}
-
-impl Daemon {
-    fn start(root: &Path, extra: &[&str]) -> Daemon {
-        let mut cmd = Command::new(TFTPD);
-        cmd.arg("--root")
-            .arg(root)
-            .args(["--listen", "127.0.0.1:0", "--workers", "1"])
-            .args(extra);
-        Self::spawn(cmd)
-    }
-
-    fn spawn(mut cmd: Command) -> Daemon {
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn tftpd");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut d = Daemon {
-            child,
-            lines,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            metrics: None,
-        };
-        let line = d.wait_for("listening");
-        d.addr = field(&line, "addr=").parse().expect("listening address");
-        d
-    }
-
-    /// The next stderr line containing `needle` (panics after 10 s).
-    fn wait_for(&mut self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no '{needle}' from tftpd"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    fn port(&self) -> String {
-        self.addr.port().to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    fn wait_exit(&mut self) -> i32 {
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            // Bounded poll of the child's exit (not a synchronisation point).
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("tftpd did not exit");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len();
-    line[start..].split_whitespace().next().unwrap()
-}
-
-fn content(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 % 251) as u8).collect()
-}
-
-fn tftp(args: &[&str]) -> std::process::Output {
-    Command::new(TFTP).args(args).output().expect("run tftp")
-}
+use common::*;
 
 #[test]
 fn help_works() {

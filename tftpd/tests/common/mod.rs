@@ -1,0 +1,120 @@
+//! Helpers of the binary-level tests: a `tftpd` child whose stderr lines
+//! arrive on a channel, and small UDP and process utilities.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
+
+pub const TFTPD: &str = env!("CARGO_BIN_EXE_tftpd");
+pub const TFTP: &str = env!("CARGO_BIN_EXE_tftp");
+
+/// A running tftpd whose stderr lines arrive on a channel.
+pub struct Daemon {
+    pub child: Child,
+    pub lines: Receiver<String>,
+    pub addr: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    /// The first "listening" line.
+    pub first_line: String,
+}
+
+impl Daemon {
+    pub fn start(root: &Path, extra: &[&str]) -> Daemon {
+        let mut cmd = Command::new(TFTPD);
+        cmd.arg("--root")
+            .arg(root)
+            .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+            .args(extra);
+        Self::spawn(cmd)
+    }
+
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn tftpd");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = Daemon {
+            child,
+            lines,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            metrics: None,
+            first_line: String::new(),
+        };
+        let line = d.wait_for("listening");
+        d.addr = field(&line, "addr=").parse().expect("listening address");
+        d.first_line = line;
+        d
+    }
+
+    /// The next stderr line containing `needle` (panics after 10 s).
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no '{needle}' from tftpd"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    pub fn wait_exit(&mut self) -> i32 {
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            // Bounded poll of the child's exit (not a synchronisation point).
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tftpd did not exit");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len();
+    line[start..].split_whitespace().next().unwrap()
+}
+
+pub fn content(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+pub fn tftp(args: &[&str]) -> std::process::Output {
+    Command::new(TFTP).args(args).output().expect("run tftp")
+}

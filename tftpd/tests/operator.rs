@@ -1,0 +1,184 @@
+//! What operators moving from tftpd-hpa or dnsmasq rely on: configuration
+//! from the environment, `--version`, `--refuse`, and log lines a human and
+//! a log pipeline can read.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// Sends an RRQ for `file` with `options` (name, value pairs) from a fresh
+/// socket; returns the socket and the first answer.
+fn rrq(server: std::net::SocketAddr, file: &str, options: &[(&str, &str)]) -> (UdpSocket, Vec<u8>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut req = vec![0, 1];
+    for part in [file, "octet"]
+        .into_iter()
+        .chain(options.iter().flat_map(|(n, v)| [*n, *v]))
+    {
+        req.extend_from_slice(part.as_bytes());
+        req.push(0);
+    }
+    sock.send_to(&req, server).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+    buf.truncate(n);
+    (sock, buf)
+}
+
+/// The option names of an OACK, sorted.
+fn oack_names(packet: &[u8]) -> Vec<String> {
+    assert_eq!(&packet[..2], &[0, 6], "an OACK: {packet:?}");
+    packet[2..]
+        .split(|&b| b == 0)
+        .step_by(2)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).to_lowercase())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn every_flag_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), content(2000)).unwrap();
+    let mut cmd = Command::new(TFTPD);
+    cmd.env("TFTPD_ROOT", dir.path())
+        .env("TFTPD_LISTEN", "127.0.0.1:0")
+        .env("TFTPD_WORKERS", "1")
+        .env("TFTPD_REFUSE", "tsize,windowsize")
+        .env("TFTPD_MAX_BLKSIZE", "1024")
+        .env("TFTPD_ALLOW_WRITE", "true");
+    let d = Daemon::spawn(cmd);
+    assert!(d.first_line.contains("write=true"), "{}", d.first_line);
+    // blksize capped at 1024, tsize and windowsize never acknowledged.
+    let (_, answer) = rrq(
+        d.addr,
+        "f.bin",
+        &[("blksize", "1468"), ("tsize", "0"), ("windowsize", "8")],
+    );
+    assert_eq!(oack_names(&answer), ["blksize"]);
+    assert!(answer.windows(5).any(|w| w == b"1024\0"), "{answer:?}");
+}
+
+/// A flag given on the command line wins over the environment.
+#[test]
+fn command_line_overrides_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(TFTPD);
+    cmd.env("TFTPD_LISTEN", "127.0.0.1:1")
+        .env("TFTPD_ROOT", "/nonexistent")
+        .arg("--root")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--workers", "1"]);
+    let d = Daemon::spawn(cmd);
+    assert_ne!(d.addr.port(), 1);
+}
+
+#[test]
+fn version_flags() {
+    for (bin, name) in [(TFTPD, "tftpd"), (TFTP, "tftp")] {
+        let out = Command::new(bin).arg("--version").output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.trim(),
+            format!("{name} {}", env!("CARGO_PKG_VERSION")),
+            "{bin}"
+        );
+    }
+}
+
+#[test]
+fn refused_options_are_never_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), content(700)).unwrap();
+    let all = [
+        ("blksize", "1468"),
+        ("tsize", "0"),
+        ("timeout", "3"),
+        ("windowsize", "4"),
+    ];
+    for (refuse, left) in [
+        ("blksize", vec!["timeout", "tsize", "windowsize"]),
+        ("tsize", vec!["blksize", "timeout", "windowsize"]),
+        ("timeout", vec!["blksize", "tsize", "windowsize"]),
+        ("windowsize", vec!["blksize", "timeout", "tsize"]),
+    ] {
+        let d = Daemon::start(dir.path(), &["--refuse", refuse]);
+        let (_, answer) = rrq(d.addr, "f.bin", &all);
+        assert_eq!(oack_names(&answer), left, "--refuse {refuse}");
+    }
+    // All four refused: no OACK at all, DATA 1 with 512 bytes (RFC 1350).
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--refuse",
+            "blksize",
+            "--refuse",
+            "tsize",
+            "--refuse",
+            "timeout",
+            "--refuse",
+            "windowsize",
+        ],
+    );
+    let (_, answer) = rrq(d.addr, "f.bin", &all);
+    assert_eq!(&answer[..4], &[0, 3, 0, 1]);
+    assert_eq!(answer.len(), 4 + 512);
+    // An unknown option name is a usage error.
+    let out = Command::new(TFTPD)
+        .args(["--refuse", "bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn one_listening_line_per_address_and_readable_session_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), content(3000)).unwrap();
+    let mut cmd = Command::new(TFTPD);
+    cmd.arg("--root")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--workers", "3"]);
+    let mut d = Daemon::spawn(cmd);
+    // The first "listening" line was consumed by spawn; it said 3 sockets.
+    let out = tftp(&["get", &d.addr.to_string(), "missing", "-"]);
+    assert_eq!(out.status.code(), Some(1));
+    let refused = d.wait_for("session");
+    assert!(refused.contains("outcome=refused"), "{refused}");
+    assert!(refused.contains("error_code=1"), "{refused}");
+    let out_dir = tempfile::tempdir().unwrap();
+    let local = out_dir.path().join("f");
+    let out = tftp(&["get", &d.addr.to_string(), "f.bin", local.to_str().unwrap()]);
+    assert!(out.status.success());
+    let done = d.wait_for("session");
+    assert!(done.contains("outcome=completed"), "{done}");
+    let ms = field(&done, "duration_ms=");
+    assert!(ms.parse::<u64>().is_ok(), "whole milliseconds: {done}");
+    // No second "listening" line for the other two worker sockets.
+    d.signal("TERM");
+    let mut lines = Vec::new();
+    while let Ok(line) = d.lines.recv_timeout(Duration::from_secs(10)) {
+        lines.push(line);
+    }
+    assert!(!lines.iter().any(|l| l.contains("listening")), "{lines:?}");
+}
+
+#[test]
+fn listening_line_counts_worker_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(TFTPD);
+    cmd.arg("--root")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--workers", "3"]);
+    let d = Daemon::spawn(cmd);
+    assert!(d.first_line.contains("sockets=3"), "{}", d.first_line);
+}
