@@ -1,5 +1,5 @@
 //! [`DirHandler`]: serves the files under a root directory, confined by the
-//! kernel through [`Root`] (`openat2(RESOLVE_BENEATH)` via cap-std). One
+//! kernel through [`Root`] (`openat2(RESOLVE_IN_ROOT)`: chroot semantics). One
 //! type for every runtime: it is a [`Handler`](crate::Handler) (futures-io)
 //! and a [`blocking::Handler`](crate::blocking::Handler) (std I/O), and
 //! tftp-tokio gives it its tokio `Handler`.
@@ -25,50 +25,87 @@ use crate::root::{Root, Upload};
 
 /// Serves a directory; read-only unless writes are enabled.
 #[derive(Clone, Debug)]
-pub struct DirHandler(Root);
+pub struct DirHandler {
+    root: Root,
+    per_client_root: bool,
+}
 
 impl DirHandler {
     /// Opens `root`; read-only.
     pub fn new(root: impl AsRef<Path>) -> io::Result<Self> {
-        Root::open(root).map(DirHandler)
+        Ok(DirHandler {
+            root: Root::open(root)?,
+            per_client_root: false,
+        })
     }
 
     /// Accepts uploads of new files (existing files are refused with ERROR 6
     /// unless [`DirHandler::allow_overwrite`] is also set).
-    pub fn allow_write(self, allow: bool) -> Self {
-        DirHandler(self.0.allow_write(allow))
+    pub fn allow_write(mut self, allow: bool) -> Self {
+        self.root = self.root.allow_write(allow);
+        self
     }
 
     /// Lets uploads replace existing files.
-    pub fn allow_overwrite(self, allow: bool) -> Self {
-        DirHandler(self.0.allow_overwrite(allow))
+    pub fn allow_overwrite(mut self, allow: bool) -> Self {
+        self.root = self.root.allow_overwrite(allow);
+        self
+    }
+
+    /// dnsmasq's `tftp-unique-root`: a client whose address names a
+    /// directory of the root (`ROOT/192.0.2.7/`, `ROOT/2001:db8::7/`) is
+    /// served from that directory only, reads and writes; every other client
+    /// is served from the root. The client cannot name a path above its
+    /// directory; symlinks in it may point into the rest of the root (for
+    /// shared files), never outside.
+    pub fn per_client_root(mut self, on: bool) -> Self {
+        self.per_client_root = on;
+        self
     }
 
     /// The confined root.
     pub fn root(&self) -> &Root {
-        &self.0
+        &self.root
+    }
+
+    /// The client's own directory, when `per_client_root` is on and it exists.
+    fn scope(&self, request: &Request) -> Option<Vec<u8>> {
+        self.per_client_root
+            .then(|| self.root.client_scope(request.peer().ip()))
+            .flatten()
+    }
+
+    fn open_read(&self, request: &Request) -> Result<(std::fs::File, u64), TftpError> {
+        let scope = self.scope(request);
+        self.root.open_read_in(scope.as_deref(), request.filename())
+    }
+
+    fn open_write(&self, request: &Request) -> Result<Upload, TftpError> {
+        let scope = self.scope(request);
+        self.root
+            .open_write_in(scope.as_deref(), request.filename())
     }
 }
 
 impl Handler for DirHandler {
     async fn read(&self, request: &Request) -> Result<ReadResponse, TftpError> {
-        let (file, size) = self.0.open_read(request.filename())?;
+        let (file, size) = self.open_read(request)?;
         Ok(ReadResponse::new(FileSource(file), Some(size)))
     }
 
     async fn write(&self, request: &Request) -> Result<WriteResponse, TftpError> {
-        Ok(WriteResponse::new(self.0.open_write(request.filename())?))
+        Ok(WriteResponse::new(self.open_write(request)?))
     }
 }
 
 impl blocking::Handler for DirHandler {
     fn read(&self, request: &Request) -> Result<ReadResponse<StdSource>, TftpError> {
-        let (file, size) = self.0.open_read(request.filename())?;
+        let (file, size) = self.open_read(request)?;
         Ok(ReadResponse::new(file, Some(size)))
     }
 
     fn write(&self, request: &Request) -> Result<WriteResponse<StdSink>, TftpError> {
-        let upload = self.0.open_write(request.filename())?;
+        let upload = self.open_write(request)?;
         Ok(WriteResponse::from_sink(UploadSink(upload)))
     }
 }

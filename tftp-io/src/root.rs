@@ -1,15 +1,18 @@
 //! A directory served under kernel confinement: what [`DirHandler`](crate::DirHandler)
 //! opens files through.
 //!
-//! Every open goes through [`cap_std::fs::Dir`], which on Linux resolves the
-//! path with `openat2(RESOLVE_BENEATH)` (and an equivalent checked walk where
-//! that is unavailable): `..`, absolute paths and symlinks that leave the root
-//! fail in the kernel, whatever the file name looks like. No root privileges
-//! are needed. A leading `/` in a request is taken relative to the root (many
-//! boot ROMs send `/pxelinux.0`). Error messages never contain local paths.
+//! Paths resolve as under tftpd-hpa's chroot, without root privileges: with
+//! `openat2(RESOLVE_IN_ROOT)` (see [`resolve`](crate::resolve), which has a
+//! checked walk for kernels without it), so an absolute symlink inside the
+//! root (`/boot/vmlinuz -> /images/v6.1/vmlinuz`) and `..` in a symlink's
+//! target resolve inside the root, and nothing resolves outside it. A
+//! request whose own name climbs above the root (`../x`) is refused. A
+//! leading `/` in a request is taken relative to the root (many boot ROMs
+//! send `/pxelinux.0`). Error messages never contain local paths.
 
 use std::ffi::OsStr;
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +20,11 @@ use std::sync::Arc;
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
+use rustix::fs::OFlags;
 use tftp_proto::packet::ErrorCode;
 use tftp_proto::server::TftpError;
+
+use crate::resolve;
 
 /// A served directory; read-only unless writes are enabled.
 #[derive(Clone, Debug)]
@@ -53,15 +59,41 @@ impl Root {
         self
     }
 
-    /// Opens a regular file for reading; returns it with its size.
+    /// Opens a regular file for reading; returns it with its size. The open
+    /// never blocks (`O_NONBLOCK`, so a FIFO cannot stall the caller) and
+    /// never takes a controlling terminal (`O_NOCTTY`); anything but a
+    /// regular file is refused before a byte is read.
     pub fn open_read(&self, filename: &[u8]) -> Result<(std::fs::File, u64), TftpError> {
-        let path = relative(filename)?;
-        let file = self.dir.open(&path).map_err(|e| map_error(&e))?;
+        self.open_read_in(None, filename)
+    }
+
+    /// [`Root::open_read`] in the subdirectory `scope` of the root (see
+    /// [`Root::client_scope`]): `filename` cannot climb out of it, though
+    /// symlinks in it may point anywhere inside the root.
+    pub fn open_read_in(
+        &self,
+        scope: Option<&[u8]>,
+        filename: &[u8],
+    ) -> Result<(std::fs::File, u64), TftpError> {
+        let path = scoped(scope, relative(filename)?);
+        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = std::fs::File::from(
+            resolve::open(&*self.dir, &path, flags).map_err(|e| map_error(&e))?,
+        );
         let meta = file.metadata().map_err(|e| map_error(&e))?;
         if !meta.is_file() {
             return Err(TftpError::access_violation("Not a regular file"));
         }
-        Ok((file.into_std(), meta.len()))
+        Ok((file, meta.len()))
+    }
+
+    /// The subdirectory of the root named after `client` (its address as
+    /// text: `192.0.2.7`, `2001:db8::7`), if one exists: dnsmasq's
+    /// `tftp-unique-root`. IPv4-mapped IPv6 addresses count as IPv4.
+    pub fn client_scope(&self, client: IpAddr) -> Option<Vec<u8>> {
+        let name = client.to_canonical().to_string().into_bytes();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        resolve::open(&*self.dir, &name, flags).ok().map(|_| name)
     }
 
     /// Starts an upload: the bytes go to a temporary file beside the target
@@ -69,13 +101,26 @@ impl Root {
     /// aborted upload never leaves a partial file nor destroys the old one.
     /// New files only, unless overwrite is allowed (then regular files only).
     pub fn open_write(&self, filename: &[u8]) -> Result<Upload, TftpError> {
+        self.open_write_in(None, filename)
+    }
+
+    /// [`Root::open_write`] in the subdirectory `scope` of the root.
+    pub fn open_write_in(
+        &self,
+        scope: Option<&[u8]>,
+        filename: &[u8],
+    ) -> Result<Upload, TftpError> {
         if !self.allow_write {
             return Err(TftpError::access_violation("Writes are not allowed"));
         }
-        let target = relative(filename)?;
-        match self.dir.symlink_metadata(&target) {
-            Ok(meta) if !self.allow_overwrite => {
-                let _ = meta;
+        let path = scoped(scope, relative(filename)?);
+        let (parent, name) = split_last(&path).ok_or_else(TftpError::not_found)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let parent = resolve::open(&*self.dir, parent, flags).map_err(|e| map_error(&e))?;
+        let dir = Dir::from_std_file(std::fs::File::from(parent));
+        let target = PathBuf::from(OsStr::from_bytes(name));
+        match dir.symlink_metadata(&target) {
+            Ok(_) if !self.allow_overwrite => {
                 return Err(TftpError::new(ErrorCode::FileExists, "File already exists"));
             }
             Ok(meta) if !meta.is_file() => {
@@ -85,23 +130,21 @@ impl Root {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(map_error(&e)),
         }
-        let name = target.file_name().ok_or_else(TftpError::not_found)?;
         let unique = UPLOADS.fetch_add(1, Ordering::Relaxed);
         let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
+        temp_name.push(&target);
         temp_name.push(format!(".tftp-upload-{}-{unique}", std::process::id()));
-        let temp = target.with_file_name(temp_name);
+        let temp = PathBuf::from(temp_name);
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
-        let file = self
-            .dir
+        let file = dir
             .open_with(&temp, &options)
             .map_err(|e| map_error(&e))?
             .into_std();
         Ok(Upload {
             file,
             guard: UploadGuard {
-                dir: Arc::clone(&self.dir),
+                dir,
                 temp,
                 target,
                 overwrite: self.allow_overwrite,
@@ -149,7 +192,8 @@ impl Upload {
 /// when dropped uncommitted, removes it.
 #[derive(Debug)]
 struct UploadGuard {
-    dir: Arc<Dir>,
+    /// The target's directory.
+    dir: Dir,
     temp: PathBuf,
     target: PathBuf,
     overwrite: bool,
@@ -186,8 +230,11 @@ impl Drop for UploadGuard {
     }
 }
 
-/// The request's file name as a path relative to the root.
-fn relative(filename: &[u8]) -> Result<PathBuf, TftpError> {
+/// The request's file name relative to the root: leading `/`s stripped (the
+/// root stands for `/`). A name that climbs above the root with `..` is
+/// refused here, before the kernel sees it; `..` that stays inside (and
+/// symlinks) are left to the kernel.
+fn relative(filename: &[u8]) -> Result<&[u8], TftpError> {
     let mut name = filename;
     while let Some(rest) = name.strip_prefix(b"/") {
         name = rest;
@@ -195,7 +242,41 @@ fn relative(filename: &[u8]) -> Result<PathBuf, TftpError> {
     if name.is_empty() {
         return Err(TftpError::not_found());
     }
-    Ok(PathBuf::from(OsStr::from_bytes(name)))
+    let mut depth = 0usize;
+    for part in name.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| TftpError::access_violation("Access violation"))?;
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(name)
+}
+
+/// `name` inside the subdirectory `scope`.
+fn scoped(scope: Option<&[u8]>, name: &[u8]) -> Vec<u8> {
+    match scope {
+        Some(scope) => [scope, b"/", name].concat(),
+        None => name.to_vec(),
+    }
+}
+
+/// The parent path (`.` when there is none) and the last component, which
+/// must be a file name (not `.` or `..`).
+fn split_last(path: &[u8]) -> Option<(&[u8], &[u8])> {
+    let path = path.strip_suffix(b"/").unwrap_or(path);
+    let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (path.get(..i)?, path.get(i + 1..)?),
+        None => (&b"."[..], path),
+    };
+    match name {
+        b"" | b"." | b".." => None,
+        _ => Some((if parent.is_empty() { b"." } else { parent }, name)),
+    }
 }
 
 fn map_error(e: &io::Error) -> TftpError {
@@ -216,9 +297,26 @@ mod tests {
 
     #[test]
     fn leading_slashes_are_relative() {
-        assert_eq!(relative(b"/boot/x").unwrap(), PathBuf::from("boot/x"));
-        assert_eq!(relative(b"//x").unwrap(), PathBuf::from("x"));
-        assert_eq!(relative(b"x").unwrap(), PathBuf::from("x"));
+        assert_eq!(relative(b"/boot/x").unwrap(), b"boot/x");
+        assert_eq!(relative(b"//x").unwrap(), b"x");
+        assert_eq!(relative(b"x").unwrap(), b"x");
         assert!(relative(b"/").is_err());
+    }
+
+    #[test]
+    fn names_that_climb_above_the_root_are_refused() {
+        for name in [&b".."[..], b"../x", b"/../x", b"a/../../x", b"a/./../.."] {
+            assert!(relative(name).is_err(), "{}", String::from_utf8_lossy(name));
+        }
+        assert_eq!(relative(b"a/../b").unwrap(), b"a/../b");
+    }
+
+    #[test]
+    fn split_last_names_a_file() {
+        assert_eq!(split_last(b"a/b/c"), Some((&b"a/b"[..], &b"c"[..])));
+        assert_eq!(split_last(b"c"), Some((&b"."[..], &b"c"[..])));
+        assert_eq!(split_last(b"/c"), Some((&b"."[..], &b"c"[..])));
+        assert_eq!(split_last(b"a/.."), None);
+        assert_eq!(split_last(b"a/."), None);
     }
 }

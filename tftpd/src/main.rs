@@ -26,8 +26,9 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:6969";
 
 /// A TFTP server for network boot (RFC 1350, 2347, 2348, 2349, 7440).
 ///
-/// Serves the files under --root, read-only unless --allow-write. Paths are
-/// confined to the root by the kernel (openat2 RESOLVE_BENEATH).
+/// Serves the files under --root, read-only unless --allow-write. Paths
+/// resolve as under a chroot to the root (openat2 RESOLVE_IN_ROOT): absolute
+/// symlinks inside it work, nothing outside it is reachable.
 #[derive(Parser, Debug)]
 #[command(name = "tftpd", version)]
 struct Args {
@@ -39,6 +40,11 @@ struct Args {
     /// Default 127.0.0.1:6969, unless sockets come from systemd or inetd.
     #[arg(long, env = "TFTPD_LISTEN", value_name = "ADDR", value_delimiter = ',', value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
+
+    /// Serve each client from ROOT/<client-ip>/ when that directory exists
+    /// (dnsmasq's tftp-unique-root); other clients get ROOT.
+    #[arg(long, env = "TFTPD_PER_CLIENT_ROOT", value_name = "KEY", value_enum)]
+    per_client_root: Option<ClientKey>,
 
     /// Accept uploads (WRQ) of new files.
     #[arg(long, env = "TFTPD_ALLOW_WRITE")]
@@ -125,6 +131,13 @@ struct Args {
     /// Log format on standard error.
     #[arg(long, env = "TFTPD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// What names a client's own directory (`--per-client-root`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ClientKey {
+    /// The client's IP address as text: 192.0.2.7, 2001:db8::7.
+    Ip,
 }
 
 /// An option `--refuse` can turn off.
@@ -222,7 +235,8 @@ fn run(args: Args) -> Result<(), BoxError> {
     let handler = DirHandler::new(&args.root)
         .map_err(|e| format!("cannot open root {}: {e}", args.root.display()))?
         .allow_write(args.allow_write)
-        .allow_overwrite(args.allow_overwrite);
+        .allow_overwrite(args.allow_overwrite)
+        .per_client_root(args.per_client_root == Some(ClientKey::Ip));
     let metrics_listener = match args.metrics {
         Some(addr) => Some(metrics::bind(addr)?),
         None => None,

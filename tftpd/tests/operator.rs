@@ -182,3 +182,62 @@ fn listening_line_counts_worker_sockets() {
     let d = Daemon::spawn(cmd);
     assert!(d.first_line.contains("sockets=3"), "{}", d.first_line);
 }
+
+/// Fetches a file of under 512 bytes from `from` (a 127.0.0.x address):
+/// its bytes, or the ERROR code.
+fn get_small_from(from: &str, server: std::net::SocketAddr, name: &str) -> Result<Vec<u8>, u16> {
+    let sock = UdpSocket::bind(format!("{from}:0")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut req = vec![0, 1];
+    req.extend_from_slice(name.as_bytes());
+    req.extend_from_slice(b"\0octet\0");
+    sock.send_to(&req, server).unwrap();
+    let mut buf = [0u8; 600];
+    let (n, tid) = sock.recv_from(&mut buf).expect("an answer");
+    match buf[..2] {
+        [0, 3] => {
+            sock.send_to(&[0, 4, 0, 1], tid).unwrap();
+            Ok(buf[4..n].to_vec())
+        }
+        [0, 5] => Err(u16::from_be_bytes([buf[2], buf[3]])),
+        _ => panic!("unexpected {:?}", &buf[..n]),
+    }
+}
+
+#[test]
+fn per_client_root_by_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("127.0.0.2")).unwrap();
+    std::fs::write(dir.path().join("127.0.0.2/boot.cfg"), b"mine").unwrap();
+    std::fs::write(dir.path().join("boot.cfg"), b"default").unwrap();
+    let d = Daemon::start(dir.path(), &["--per-client-root", "ip"]);
+    assert_eq!(
+        get_small_from("127.0.0.2", d.addr, "boot.cfg").unwrap(),
+        b"mine"
+    );
+    assert_eq!(
+        get_small_from("127.0.0.3", d.addr, "boot.cfg").unwrap(),
+        b"default"
+    );
+    let out = Command::new(TFTPD)
+        .args(["--per-client-root", "mac"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "only ip is a key");
+}
+
+/// A tree migrated from tftpd-hpa: an absolute symlink inside the root.
+#[test]
+fn absolute_symlinks_resolve_inside_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("images")).unwrap();
+    std::fs::create_dir_all(dir.path().join("boot")).unwrap();
+    std::fs::write(dir.path().join("images/vmlinuz"), b"kernel").unwrap();
+    std::os::unix::fs::symlink("/images/vmlinuz", dir.path().join("boot/vmlinuz")).unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    assert_eq!(
+        get_small_from("127.0.0.1", d.addr, "boot/vmlinuz").unwrap(),
+        b"kernel"
+    );
+}

@@ -23,6 +23,8 @@ pub const SUITE_DALLY: Duration = Duration::from_millis(100);
 pub struct Cfg {
     pub allow_write: bool,
     pub allow_overwrite: bool,
+    /// `DirHandler::per_client_root`.
+    pub per_client_root: bool,
     pub max_sessions: usize,
     pub max_sessions_per_peer: usize,
     pub drain: Duration,
@@ -38,6 +40,7 @@ impl Default for Cfg {
         Cfg {
             allow_write: false,
             allow_overwrite: false,
+            per_client_root: false,
             max_sessions: 10_000,
             max_sessions_per_peer: 2_000,
             drain: Duration::from_secs(30),
@@ -294,7 +297,8 @@ impl Adapter for Tokio {
         let h = tftp_tokio::DirHandler::new(dir)
             .unwrap()
             .allow_write(cfg.allow_write)
-            .allow_overwrite(cfg.allow_overwrite);
+            .allow_overwrite(cfg.allow_overwrite)
+            .per_client_root(cfg.per_client_root);
         let (addrs, stats, stop, result) = run_tokio(configure!(
             tftp_tokio::Server::builder(h),
             cfg,
@@ -483,7 +487,8 @@ fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
             let h = tftp_smol::DirHandler::new(dir)
                 .unwrap()
                 .allow_write(cfg.allow_write)
-                .allow_overwrite(cfg.allow_overwrite);
+                .allow_overwrite(cfg.allow_overwrite)
+                .per_client_root(cfg.per_client_root);
             run_smol(
                 configure!(tftp_smol::Server::builder(h), cfg, sessions, periodic),
                 async_std,
@@ -622,7 +627,8 @@ impl Adapter for Blocking {
         let h = tftp_blocking::DirHandler::new(dir)
             .unwrap()
             .allow_write(cfg.allow_write)
-            .allow_overwrite(cfg.allow_overwrite);
+            .allow_overwrite(cfg.allow_overwrite)
+            .per_client_root(cfg.per_client_root);
         let (addrs, stats, stop, result) = run_blocking(configure!(
             tftp_blocking::Server::builder(h),
             cfg,

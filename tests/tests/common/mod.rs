@@ -70,6 +70,25 @@ impl Raw {
     }
 }
 
+impl Raw {
+    /// Fetches a file of less than 512 bytes lock-step without options:
+    /// its bytes, or the code of the server's ERROR.
+    pub fn get_small(&self, server: SocketAddr, name: &str) -> Result<Vec<u8>, u16> {
+        self.send(server, &rrq(name, &[]));
+        let (packet, from) = self.recv();
+        match packet.get(..2) {
+            Some([0, 3]) => {
+                assert_eq!(&packet[2..4], &[0, 1], "DATA 1");
+                assert!(packet.len() < 4 + 512, "a small file");
+                self.send(from, &ack(1));
+                Ok(packet[4..].to_vec())
+            }
+            Some([0, 5]) => Err(u16::from_be_bytes([packet[2], packet[3]])),
+            _ => panic!("unexpected answer {packet:?}"),
+        }
+    }
+}
+
 /// A RRQ for `name` with option pairs.
 pub fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
     let mut v = vec![0, 1];
