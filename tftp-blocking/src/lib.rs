@@ -32,6 +32,7 @@
 pub use tftp_io::blocking::{
     fetch, Handler, Server, ShutdownHandle, Sink, StdSink, StdSource, Threads,
 };
+pub use tftp_io::remap::{self, Remap, RemapRules};
 pub use tftp_io::{
     tftp_proto, ClientError, DirHandler, Request, ServerStats, TftpError, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_STATS_INTERVAL,

@@ -46,6 +46,7 @@ mod error;
 mod handler;
 pub mod net;
 pub mod registry;
+pub mod remap;
 pub mod resolve;
 pub mod root;
 mod runtime;

@@ -43,6 +43,7 @@ use std::time::Instant;
 use smol::Async;
 use tftp_io::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Wrap};
 
+pub use tftp_io::remap::{self, Remap, RemapRules};
 pub use tftp_io::tftp_proto;
 pub use tftp_io::{ClientError, DirHandler, Request, ServerStats, StatsHandle, TftpError};
 pub use tftp_io::{Handler, ReadResponse, WriteResponse};

@@ -104,6 +104,17 @@ impl Handler for DirHandler {
     }
 }
 
+/// Remap rules in front of a tokio handler (see [`tftp_io::remap`]).
+impl<H: Handler> Handler for tftp_io::remap::Remap<H> {
+    async fn read(&self, request: &RequestInfo) -> Result<ReadResponse, TftpError> {
+        self.inner().read(&self.remapped(request)?).await
+    }
+
+    async fn write(&self, request: &RequestInfo) -> Result<WriteResponse, TftpError> {
+        self.inner().write(&self.remapped(request)?).await
+    }
+}
+
 /// A tokio [`Handler`] served as a `futures_io` one (what [`Server`](crate::Server) runs).
 #[derive(Debug)]
 pub struct Bridge<H>(pub H);

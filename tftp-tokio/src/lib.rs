@@ -53,6 +53,7 @@ use tftp_io::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Wrap};
 pub use handler::{Bridge, Handler, ReadResponse, RequestInfo, WriteResponse};
 pub use handler::{TokioSink, TokioSource};
 pub use tftp_io::net::bind_listen_sockets;
+pub use tftp_io::remap::{self, Remap, RemapRules};
 pub use tftp_io::tftp_proto;
 pub use tftp_io::{ClientError, DirHandler, ServerStats, StatsHandle, TftpError};
 pub use tftp_io::{ServerStatsCallback, SessionCallback};

@@ -12,14 +12,15 @@
 mod metrics;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use tftp_proto::options::{EnabledOptions, Limits};
-use tftp_tokio::{bind_listen_sockets, DirHandler, Server};
+use tftp_tokio::{bind_listen_sockets, DirHandler, Handler, Server};
+use tftp_tokio::{Remap, RemapRules};
 
 /// Default listening address: loopback, unprivileged port.
 const DEFAULT_LISTEN: &str = "127.0.0.1:6969";
@@ -40,6 +41,10 @@ struct Args {
     /// Default 127.0.0.1:6969, unless sockets come from systemd or inetd.
     #[arg(long, env = "TFTPD_LISTEN", value_name = "ADDR", value_delimiter = ',', value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
+
+    /// Rewrite requested file names with tftpd-hpa's remap rules (its -m).
+    #[arg(short = 'm', long, env = "TFTPD_MAP_FILE", value_name = "FILE")]
+    map_file: Option<PathBuf>,
 
     /// Serve each client from ROOT/<client-ip>/ when that directory exists
     /// (dnsmasq's tftp-unique-root); other clients get ROOT.
@@ -195,7 +200,17 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args);
-    match run(args) {
+    // A rule file that cannot be used is a usage error, like a bad flag.
+    let rules = match args.map_file.as_deref().map(RemapRules::from_file) {
+        Some(Err(e)) => {
+            let file = args.map_file.as_deref().unwrap_or(Path::new("")).display();
+            eprintln!("tftpd: --map-file {file}: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(rules)) => Some(rules),
+        None => None,
+    };
+    match run(args, rules) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -223,7 +238,7 @@ fn init_logging(args: &Args) {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn run(args: Args) -> Result<(), BoxError> {
+fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
     let workers = args.workers.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -248,7 +263,14 @@ fn run(args: Args) -> Result<(), BoxError> {
         .worker_threads(workers)
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args, sockets, handler, metrics_listener))
+    match rules {
+        Some(rules) => {
+            tracing::info!(rules = rules.len(), "file name remapping");
+            let handler = Remap::new(rules, handler);
+            runtime.block_on(serve(args, sockets, handler, metrics_listener))
+        }
+        None => runtime.block_on(serve(args, sockets, handler, metrics_listener)),
+    }
 }
 
 fn listening_sockets(args: &Args, workers: usize) -> Result<Vec<std::net::UdpSocket>, BoxError> {
@@ -315,10 +337,10 @@ fn lookup_user(user: &str) -> Result<(u32, u32), BoxError> {
     Err(format!("unknown user {user}").into())
 }
 
-async fn serve(
+async fn serve<H: Handler>(
     args: Args,
     sockets: Vec<std::net::UdpSocket>,
-    handler: DirHandler,
+    handler: H,
     metrics_listener: Option<metrics::Listener>,
 ) -> Result<(), BoxError> {
     let limits = Limits {

@@ -241,3 +241,36 @@ fn absolute_symlinks_resolve_inside_the_root() {
         b"kernel"
     );
 }
+
+#[test]
+fn map_file_rewrites_and_bad_rules_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("boot")).unwrap();
+    std::fs::write(dir.path().join("boot/wdsnbp.com"), b"wds").unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::write(&rules, "# WDS\nrg \\\\ /\n").unwrap();
+    let d = Daemon::start(dir.path(), &["--map-file", rules.to_str().unwrap()]);
+    assert_eq!(
+        get_small_from("127.0.0.1", d.addr, r"boot\wdsnbp.com").unwrap(),
+        b"wds"
+    );
+    drop(d);
+    // tftpd-hpa's short flag works too, and a bad regex names its line.
+    std::fs::write(&rules, "rg \\\\ /\n\nr (unclosed x\n").unwrap();
+    let out = Command::new(TFTPD)
+        .arg("--root")
+        .arg(dir.path())
+        .arg("-m")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3"), "{err}");
+    // A missing file too.
+    let out = Command::new(TFTPD)
+        .args(["-m", "/nonexistent/rules"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -25,6 +25,8 @@ pub struct Cfg {
     pub allow_overwrite: bool,
     /// `DirHandler::per_client_root`.
     pub per_client_root: bool,
+    /// Serve the directory behind these remap rules.
+    pub remap: Option<Arc<tftp_io::remap::RemapRules>>,
     pub max_sessions: usize,
     pub max_sessions_per_peer: usize,
     pub drain: Duration,
@@ -41,6 +43,7 @@ impl Default for Cfg {
             allow_write: false,
             allow_overwrite: false,
             per_client_root: false,
+            remap: None,
             max_sessions: 10_000,
             max_sessions_per_peer: 2_000,
             drain: Duration::from_secs(30),
@@ -299,12 +302,20 @@ impl Adapter for Tokio {
             .allow_write(cfg.allow_write)
             .allow_overwrite(cfg.allow_overwrite)
             .per_client_root(cfg.per_client_root);
-        let (addrs, stats, stop, result) = run_tokio(configure!(
-            tftp_tokio::Server::builder(h),
-            cfg,
-            sessions,
-            periodic
-        ));
+        let (addrs, stats, stop, result) = match &cfg.remap {
+            Some(rules) => run_tokio(configure!(
+                tftp_tokio::Server::builder(tftp_tokio::Remap::new(Arc::clone(rules), h)),
+                cfg,
+                sessions,
+                periodic
+            )),
+            None => run_tokio(configure!(
+                tftp_tokio::Server::builder(h),
+                cfg,
+                sessions,
+                periodic
+            )),
+        };
         Served {
             addr: addrs[0],
             addrs,
@@ -489,10 +500,21 @@ fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
                 .allow_write(cfg.allow_write)
                 .allow_overwrite(cfg.allow_overwrite)
                 .per_client_root(cfg.per_client_root);
-            run_smol(
-                configure!(tftp_smol::Server::builder(h), cfg, sessions, periodic),
-                async_std,
-            )
+            match &cfg.remap {
+                Some(rules) => run_smol(
+                    configure!(
+                        tftp_smol::Server::builder(tftp_smol::Remap::new(Arc::clone(rules), h)),
+                        cfg,
+                        sessions,
+                        periodic
+                    ),
+                    async_std,
+                ),
+                None => run_smol(
+                    configure!(tftp_smol::Server::builder(h), cfg, sessions, periodic),
+                    async_std,
+                ),
+            }
         }
         None => {
             let h = SmolDynamic(Arc::clone(&uploads));
@@ -629,12 +651,20 @@ impl Adapter for Blocking {
             .allow_write(cfg.allow_write)
             .allow_overwrite(cfg.allow_overwrite)
             .per_client_root(cfg.per_client_root);
-        let (addrs, stats, stop, result) = run_blocking(configure!(
-            tftp_blocking::Server::builder(h),
-            cfg,
-            sessions,
-            periodic
-        ));
+        let (addrs, stats, stop, result) = match &cfg.remap {
+            Some(rules) => run_blocking(configure!(
+                tftp_blocking::Server::builder(tftp_blocking::Remap::new(Arc::clone(rules), h)),
+                cfg,
+                sessions,
+                periodic
+            )),
+            None => run_blocking(configure!(
+                tftp_blocking::Server::builder(h),
+                cfg,
+                sessions,
+                periodic
+            )),
+        };
         Served {
             addr: addrs[0],
             addrs,
