@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -58,6 +59,27 @@ impl<S: AsyncUdpSocket> AsyncUdpSocket for FailingSocket<S> {
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+    // The accept loop receives through this one (for the destination address).
+    fn poll_recv_with(
+        &self,
+        cx: &mut Context<'_>,
+        recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> Poll<io::Result<()>> {
+        if failed(self.0.local_addr().ok()) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket gone",
+            )));
+        }
+        self.0.poll_recv_with(cx, recv)
+    }
+    fn poll_send_with(
+        &self,
+        cx: &mut Context<'_>,
+        send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> Poll<io::Result<()>> {
+        self.0.poll_send_with(cx, send)
     }
 }
 

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tftp_proto::time::Instant;
 use crate::config::{ServerBuilder, ABORT_GRACE};
 use crate::error::ClientError;
 use crate::handler::{ReadResponse, TftpError, WriteResponse};
+use crate::listen::{Listener, LISTEN_BUFFER};
 use crate::net::bind_transfer;
 use crate::registry::{Registry, Ticket};
 use crate::session::{
@@ -301,6 +303,7 @@ struct Shared<H> {
 pub struct Server<H> {
     shared: Arc<Shared<H>>,
     sockets: Vec<UdpSocket>,
+    listeners: Vec<Listener>,
 }
 
 impl<H: Handler> Server<H> {
@@ -314,7 +317,9 @@ impl<H: Handler> ServerBuilder<H, Threads> {
     /// Binds the listening sockets.
     pub fn bind(mut self) -> io::Result<Server<H>> {
         let sockets = self.bind_sockets()?;
+        let mut listeners = Vec::with_capacity(sockets.len());
         for s in &sockets {
+            listeners.push(Listener::new(s)?);
             s.set_nonblocking(false)?;
             s.set_read_timeout(Some(POLL_STOPS))?;
         }
@@ -326,6 +331,7 @@ impl<H: Handler> ServerBuilder<H, Threads> {
                 clock: Clock::new(),
             }),
             sockets,
+            listeners,
         })
     }
 }
@@ -397,12 +403,16 @@ impl<H: Handler> Server<H> {
     /// ERROR 0 "Server shutting down") and returns. If a listening socket
     /// fails, the server shuts down the same way and returns that error.
     pub fn serve(self) -> io::Result<()> {
-        let Server { shared, sockets } = self;
+        let Server {
+            shared,
+            sockets,
+            listeners,
+        } = self;
         let mut accepting = Vec::new();
-        for socket in sockets {
+        for (socket, listener) in sockets.into_iter().zip(listeners) {
             let shared = Arc::clone(&shared);
             accepting.push(std::thread::spawn(move || {
-                if let Err(e) = accept_loop(&shared, &socket) {
+                if let Err(e) = accept_loop(&shared, &socket, &listener) {
                     tracing::error!(error = %e, "listening socket failed; shutting down");
                     shared.stops.update(|f| {
                         f.stopping = true;
@@ -454,40 +464,49 @@ impl<H: Handler> Server<H> {
     }
 }
 
-fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, socket: &UdpSocket) -> io::Result<()> {
-    let local = socket.local_addr()?;
-    let mut buf = vec![0u8; shared.registry.config.limits.max_request_size + 1];
+fn accept_loop<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    socket: &UdpSocket,
+    listener: &Listener,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; LISTEN_BUFFER];
+    // One byte more than allowed, to tell an oversized request.
+    let keep = shared.registry.config.limits.max_request_size + 1;
     let mut reply = [0u8; 128];
     while !shared.stops.is_stopping() {
-        let (n, peer) = match socket.recv_from(&mut buf) {
+        let received = match listener.recv(socket.as_fd(), &mut buf) {
             Ok(r) => r,
             Err(e) if is_transient(&e) => continue,
             Err(e) => return Err(e),
         };
-        let datagram = buf.get(..n).unwrap_or_default();
-        let (request, key) = match shared
-            .registry
-            .on_datagram(datagram, peer, local, &mut reply)
-        {
-            Admit::Start { request, key } => (request, key),
-            Admit::Reply(len) => {
-                let _ = socket.send_to(reply.get(..len).unwrap_or_default(), peer);
-                continue;
+        let (peer, local) = (received.peer(), listener.local_for(&received));
+        for datagram in received.datagrams(&buf) {
+            let datagram = datagram.get(..keep).unwrap_or(datagram);
+            let (request, key) = match shared
+                .registry
+                .on_datagram(datagram, peer, local, &mut reply)
+            {
+                Admit::Start { request, key } => (request, key),
+                Admit::Reply(len) => {
+                    let answer = reply.get(..len).unwrap_or_default();
+                    let _ = listener.send(socket.as_fd(), peer, local, answer);
+                    continue;
+                }
+                Admit::Ignore => continue,
+            };
+            let notify = Arc::clone(shared);
+            let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
+                notify.stops.update(|_| {})
+            });
+            let session_shared = Arc::clone(shared);
+            let spawned = std::thread::Builder::new().spawn(move || {
+                let stats = run_session(&session_shared, &request);
+                ticket.finish(&stats);
+            });
+            if let Err(e) = spawned {
+                // The ticket went down with the closure: the session counts as lost.
+                tracing::warn!(error = %e, "cannot start a session thread");
             }
-            Admit::Ignore => continue,
-        };
-        let notify = Arc::clone(shared);
-        let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
-            notify.stops.update(|_| {})
-        });
-        let session_shared = Arc::clone(shared);
-        let spawned = std::thread::Builder::new().spawn(move || {
-            let stats = run_session(&session_shared, &request);
-            ticket.finish(&stats);
-        });
-        if let Err(e) = spawned {
-            // The ticket went down with the closure: the session counts as lost.
-            tracing::warn!(error = %e, "cannot start a session thread");
         }
     }
     Ok(())

@@ -44,6 +44,7 @@ mod dir;
 mod driver;
 mod error;
 mod handler;
+mod listen;
 pub mod net;
 pub mod registry;
 pub mod remap;

@@ -2,7 +2,7 @@
 //! `SO_REUSEPORT`) and transfer sockets (optionally in a port range).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -40,9 +40,35 @@ pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// Binds a transfer socket (the server's transfer ID) on `local_ip`, on any
-/// port or on a port in `range` (tried from a position derived from `seed`).
+/// Binds a transfer socket (the server's transfer ID) on `local_ip` (the
+/// address the request arrived on), on any port or on a port in `range`
+/// (tried from a position derived from `seed`). If `local_ip` cannot be
+/// bound (a subnet broadcast the request was sent to, a link-local address
+/// without its scope), the wildcard address of its family is used.
 pub fn bind_transfer(
+    local_ip: IpAddr,
+    range: Option<(u16, u16)>,
+    seed: u64,
+) -> io::Result<UdpSocket> {
+    match bind_transfer_on(local_ip, range, seed) {
+        Err(e)
+            if !local_ip.is_unspecified()
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrNotAvailable | io::ErrorKind::InvalidInput
+                ) =>
+        {
+            let wildcard = match local_ip {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            bind_transfer_on(wildcard, range, seed)
+        }
+        result => result,
+    }
+}
+
+fn bind_transfer_on(
     local_ip: IpAddr,
     range: Option<(u16, u16)>,
     seed: u64,
@@ -56,7 +82,8 @@ pub fn bind_transfer(
         let port = low + (seed.wrapping_add(i.wrapping_mul(7919)) % span) as u16;
         match bind_udp(SocketAddr::new(local_ip, port), false) {
             Ok(s) => return Ok(s),
-            Err(e) => last = e,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
+            Err(e) => return Err(e),
         }
     }
     Err(last)

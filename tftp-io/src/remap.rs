@@ -508,6 +508,11 @@ mod tests {
         assert_eq!(map(r"r ^ \i/", "f").unwrap(), "192.0.2.7/f");
         assert_eq!(map(r"r ^.*$ \x", "f").unwrap(), "C0000207");
         assert_eq!(map(r"r ^(.*)$ \U\1\E-\L\1", "AbC").unwrap(), "ABC-abc");
+        // dnsmasq's tftp-lowercase.
+        assert_eq!(
+            map(r"r ^.*$ \L\0", "PXELinux.CFG/Default").unwrap(),
+            "pxelinux.cfg/default"
+        );
         assert_eq!(map(r"r x a\\b\ c\#d", "x").unwrap(), r"a\b c#d");
         assert_eq!(
             map_as(r"r ^ \i-\x-", "f", Direction::Read, V6).unwrap(),

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -46,6 +47,22 @@ pub trait AsyncUdpSocket: Send + Sync + 'static {
 
     /// The bound address.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Runs `recv`, a non-blocking receive on the socket's descriptor (the
+    /// listening socket's `recvmsg` with control messages), until it does
+    /// not fail with `WouldBlock`, waiting for readability in between.
+    fn poll_recv_with(
+        &self,
+        cx: &mut Context<'_>,
+        recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> Poll<io::Result<()>>;
+
+    /// The same for a non-blocking send, waiting for writability.
+    fn poll_send_with(
+        &self,
+        cx: &mut Context<'_>,
+        send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> Poll<io::Result<()>>;
 }
 
 /// What [`AsyncUdpSocket::poll_recv`] yields: the datagram's length and sender.

@@ -6,6 +6,7 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use tftp_proto::stats::{ServerStats, Stats};
 use crate::config::{ServerBuilder, ABORT_GRACE};
 use crate::driver::{drive, poll_signal, wait_until, Clock, Io};
 use crate::handler::Handler;
+use crate::listen::{Listener, LISTEN_BUFFER};
 use crate::net::bind_transfer;
 use crate::registry::{Registry, Ticket};
 use crate::runtime::{AsyncUdpSocket, Runtime, Serves, Timer};
@@ -136,13 +138,14 @@ impl<H, R: Serves<H>> Server<H, R> {
         let runtime = shared.clock.runtime().clone();
         let mut wrapped = Vec::with_capacity(sockets.len());
         for socket in sockets {
-            wrapped.push(runtime.wrap_udp(socket)?);
+            let listener = Listener::new(&socket)?;
+            wrapped.push((runtime.wrap_udp(socket)?, listener));
         }
-        for socket in wrapped {
+        for (socket, listener) in wrapped {
             let shared = Arc::clone(&shared);
             shared.accepting.fetch_add(1, Ordering::AcqRel);
             runtime.spawn(async move {
-                if let Err(e) = accept_loop(&shared, &socket).await {
+                if let Err(e) = accept_loop(&shared, &socket, &listener).await {
                     tracing::error!(error = %e, "listening socket failed; shutting down");
                     let mut failure = shared.failure.lock().unwrap_or_else(|p| p.into_inner());
                     failure.get_or_insert(e);
@@ -226,47 +229,55 @@ async fn drain<H, R: Runtime>(shared: &Shared<H, R>, runtime: &R) {
 async fn accept_loop<H: Handler, R: Runtime>(
     shared: &Arc<Shared<H, R>>,
     socket: &R::Socket,
+    listener: &Listener,
 ) -> io::Result<()> {
-    let local = socket.local_addr()?;
+    let mut buf = vec![0u8; LISTEN_BUFFER];
     // One byte more than allowed, to tell an oversized request.
-    let mut buf = vec![0u8; shared.registry.config.limits.max_request_size + 1];
+    let keep = shared.registry.config.limits.max_request_size + 1;
     let mut reply = [0u8; 128];
-    let mut listener: Option<EventListener> = None;
+    let mut stop: Option<EventListener> = None;
     loop {
+        let mut got = None;
         let received = poll_fn(|cx| {
-            if poll_signal(&shared.stopping, &mut listener, cx) {
+            if poll_signal(&shared.stopping, &mut stop, cx) {
                 return Poll::Ready(None);
             }
-            socket.poll_recv(cx, &mut buf).map(Some)
+            let mut recv = |fd: BorrowedFd<'_>| listener.recv(fd, &mut buf).map(|r| got = Some(r));
+            socket.poll_recv_with(cx, &mut recv).map(Some)
         })
         .await;
-        let (n, peer) = match received {
-            None => return Ok(()),
-            Some(Ok(r)) => r,
-            Some(Err(e)) if is_transient(&e) => continue,
-            Some(Err(e)) => return Err(e),
+        let received = match (received, got) {
+            (None, _) => return Ok(()),
+            (Some(Ok(())), Some(r)) => r,
+            (Some(Ok(())), None) => continue,
+            (Some(Err(e)), _) if is_transient(&e) => continue,
+            (Some(Err(e)), _) => return Err(e),
         };
-        let datagram = buf.get(..n).unwrap_or_default();
-        match shared
-            .registry
-            .on_datagram(datagram, peer, local, &mut reply)
-        {
-            Admit::Start { request, key } => {
-                let notify = Arc::clone(shared);
-                let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
-                    notify.ended.notify()
-                });
-                let shared = Arc::clone(shared);
-                shared.clock.runtime().clone().spawn(async move {
-                    let stats = run_session(&shared, request).await;
-                    ticket.finish(&stats);
-                });
+        let (peer, local) = (received.peer(), listener.local_for(&received));
+        for datagram in received.datagrams(&buf) {
+            let datagram = datagram.get(..keep).unwrap_or(datagram);
+            match shared
+                .registry
+                .on_datagram(datagram, peer, local, &mut reply)
+            {
+                Admit::Start { request, key } => {
+                    let notify = Arc::clone(shared);
+                    let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
+                        notify.ended.notify()
+                    });
+                    let shared = Arc::clone(shared);
+                    shared.clock.runtime().clone().spawn(async move {
+                        let stats = run_session(&shared, request).await;
+                        ticket.finish(&stats);
+                    });
+                }
+                Admit::Reply(len) => {
+                    let answer = reply.get(..len).unwrap_or_default();
+                    let mut send = |fd: BorrowedFd<'_>| listener.send(fd, peer, local, answer);
+                    let _ = poll_fn(|cx| socket.poll_send_with(cx, &mut send)).await;
+                }
+                Admit::Ignore => {}
             }
-            Admit::Reply(len) => {
-                let answer = reply.get(..len).unwrap_or_default();
-                let _ = poll_fn(|cx| socket.poll_send(cx, answer, peer)).await;
-            }
-            Admit::Ignore => {}
         }
     }
 }

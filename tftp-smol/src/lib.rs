@@ -37,6 +37,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -125,6 +126,36 @@ impl AsyncUdpSocket for SmolSocket {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.get_ref().local_addr()
+    }
+
+    fn poll_recv_with(
+        &self,
+        cx: &mut Context<'_>,
+        recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            match recv(self.0.get_ref().as_fd()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.0.poll_readable(cx))?
+                }
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_send_with(
+        &self,
+        cx: &mut Context<'_>,
+        send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            match send(self.0.get_ref().as_fd()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.0.poll_writable(cx))?
+                }
+                result => return Poll::Ready(result),
+            }
+        }
     }
 }
 

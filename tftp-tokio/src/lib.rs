@@ -44,11 +44,13 @@ mod handler;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tftp_io::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Wrap};
+use tokio::io::Interest;
 
 pub use handler::{Bridge, Handler, ReadResponse, RequestInfo, WriteResponse};
 pub use handler::{TokioSink, TokioSource};
@@ -129,6 +131,45 @@ impl AsyncUdpSocket for TokioSocket {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+
+    fn poll_recv_with(
+        &self,
+        cx: &mut Context<'_>,
+        recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> Poll<io::Result<()>> {
+        self.poll_io(cx, Interest::READABLE, recv)
+    }
+
+    fn poll_send_with(
+        &self,
+        cx: &mut Context<'_>,
+        send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> Poll<io::Result<()>> {
+        self.poll_io(cx, Interest::WRITABLE, send)
+    }
+}
+
+impl TokioSocket {
+    /// `io` once readiness for `interest` is reported, until it does not
+    /// block (tokio clears the readiness when it does).
+    fn poll_io(
+        &self,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        io: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if interest.is_readable() {
+                std::task::ready!(self.0.poll_recv_ready(cx))?;
+            } else {
+                std::task::ready!(self.0.poll_send_ready(cx))?;
+            }
+            match self.0.try_io(interest, || io(self.0.as_fd())) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
     }
 }
 
