@@ -2,7 +2,7 @@
 //! opens files through.
 //!
 //! Paths resolve as under tftpd-hpa's chroot, without root privileges: with
-//! `openat2(RESOLVE_IN_ROOT)` (see [`resolve`](crate::resolve), which has a
+//! `openat2(RESOLVE_IN_ROOT)` (see [`crate::resolve`], which has a
 //! checked walk for kernels without it), so an absolute symlink inside the
 //! root (`/boot/vmlinuz -> /images/v6.1/vmlinuz`) and `..` in a symlink's
 //! target resolve inside the root, and nothing resolves outside it. A

@@ -46,7 +46,7 @@ struct Args {
     #[arg(short = 'm', long, env = "TFTPD_MAP_FILE", value_name = "FILE")]
     map_file: Option<PathBuf>,
 
-    /// Serve each client from ROOT/<client-ip>/ when that directory exists
+    /// Serve each client from ROOT/CLIENT-IP/ when that directory exists
     /// (dnsmasq's tftp-unique-root); other clients get ROOT.
     #[arg(long, env = "TFTPD_PER_CLIENT_ROOT", value_name = "KEY", value_enum)]
     per_client_root: Option<ClientKey>,
