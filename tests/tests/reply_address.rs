@@ -71,6 +71,34 @@ fn ipv6_wildcard_answers_from_the_address_asked<A: Adapter>() {
     server.stop();
 }
 
+/// A request sent to a broadcast address is answered from the wildcard
+/// address (the kernel picks the interface's own), so the client's ACKs
+/// reach the transfer socket and the transfer completes.
+fn broadcast_requests_complete<A: Adapter>() {
+    let data = common::content(600, 3);
+    let root = common::root(&[("f", &data)]);
+    let (server, port) = serve_on::<A>("0.0.0.0:0", root.path());
+    let client = Raw::on("127.0.0.1");
+    client.socket.set_broadcast(true).unwrap();
+    let broadcast: IpAddr = "127.255.255.255".parse().unwrap();
+    client.send(SocketAddr::new(broadcast, port), &common::rrq("f", &[]));
+    let (first, tid) = client.recv();
+    assert_eq!(&first[..4], &[0, 3, 0, 1], "{}", A::NAME);
+    assert_eq!(tid.ip(), "127.0.0.1".parse::<IpAddr>().unwrap());
+    client.send(tid, &ack(1));
+    let (second, from) = client.recv();
+    assert_eq!(from, tid);
+    assert_eq!(
+        &second[..4],
+        &[0, 3, 0, 2],
+        "{}: ACK 1 reached the server",
+        A::NAME
+    );
+    assert_eq!([&first[4..], &second[4..]].concat(), data);
+    client.send(tid, &ack(2));
+    server.stop();
+}
+
 /// An empty datagram looks like a shut-down socket to the receive path;
 /// a flood of them must not stop the listener.
 fn empty_datagrams_do_not_stop_the_listener<A: Adapter>() {
@@ -91,6 +119,7 @@ fn empty_datagrams_do_not_stop_the_listener<A: Adapter>() {
 }
 
 for_each_adapter!(
+    broadcast_requests_complete,
     empty_datagrams_do_not_stop_the_listener,
     data_comes_from_the_address_asked,
     ipv6_wildcard_answers_from_the_address_asked,

@@ -9,7 +9,11 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::BorrowedFd;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use socket2::{Domain, Socket, Type};
 
 /// Receive buffer of a listening socket: large enough for datagrams the
 /// kernel coalesced (UDP GRO), which [`Received::datagrams`] splits again.
@@ -20,6 +24,8 @@ pub(crate) const LISTEN_BUFFER: usize = 65_536;
 pub(crate) struct Listener {
     state: UdpSocketState,
     bound: SocketAddr,
+    /// Destination addresses known to be unicast (true) or broadcast.
+    unicast: Mutex<HashMap<IpAddr, bool>>,
 }
 
 /// One receive: the sender, the destination address and the datagrams.
@@ -36,6 +42,7 @@ impl Listener {
         Ok(Listener {
             state,
             bound: socket.local_addr()?,
+            unicast: Mutex::new(HashMap::new()),
         })
     }
 
@@ -43,8 +50,10 @@ impl Listener {
     pub(crate) fn recv(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
         let mut meta = [RecvMeta::default()];
         let mut bufs = [IoSliceMut::new(buf)];
-        // quinn-udp panics on a receive without a sender (a socket shut
-        // down under us); that ends this listener with an error instead.
+        // A socket shut down under us returns receives without a sender,
+        // which quinn-udp does not expect: check first (one poll), and end
+        // this listener with an error rather than let it spin or panic.
+        shut_down(fd)?;
         let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.state.recv(UdpSockRef::from(&fd), &mut bufs, &mut meta)
         }));
@@ -53,9 +62,6 @@ impl Listener {
             Err(_) => return Err(shut_down_error()),
         };
         let [meta] = meta;
-        if meta.len == 0 {
-            shut_down(fd)?;
-        }
         Ok(Received { meta })
     }
 
@@ -87,18 +93,58 @@ impl Listener {
     }
 
     /// The local address a request arrived on: its destination when that is
-    /// a unicast address of this host, else the bound address (a broadcast
-    /// RRQ is answered from a socket on the wildcard address).
+    /// a unicast address (only this host's reach it), else the bound address
+    /// (a broadcast or multicast RRQ is answered from a socket on the
+    /// wildcard address, which the kernel sends from the interface's own).
     pub(crate) fn local_for(&self, received: &Received) -> SocketAddr {
         let port = self.bound.port();
         match received.meta.dst_ip {
-            Some(ip) if is_unicast(ip) && ip.is_ipv4() == self.bound.is_ipv4() => {
+            Some(ip)
+                if ip != self.bound.ip()
+                    && ip.is_ipv4() == self.bound.is_ipv4()
+                    && self.is_unicast(ip) =>
+            {
                 SocketAddr::new(ip, port)
             }
             _ => self.bound,
         }
     }
+
+    /// Whether `ip` is a unicast address, remembered per address: a
+    /// subnet-directed broadcast (`192.0.2.255`) can be bound like any
+    /// address, but a socket bound to it never hears the client's ACKs. The
+    /// kernel tells them apart: `connect()` to a broadcast address fails
+    /// without `SO_BROADCAST`.
+    fn is_unicast(&self, ip: IpAddr) -> bool {
+        if !plausibly_unicast(ip) {
+            return false;
+        }
+        let mut known = self.unicast.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&unicast) = known.get(&ip) {
+            return unicast;
+        }
+        let probe = Socket::new(
+            Domain::for_address(SocketAddr::new(ip, 0)),
+            Type::DGRAM,
+            None,
+        )
+        .and_then(|s| s.connect(&SocketAddr::new(ip, DISCARD_PORT).into()));
+        let unicast = probe.is_ok();
+        if known.len() >= MAX_REMEMBERED {
+            known.clear();
+        }
+        known.insert(ip, unicast);
+        unicast
+    }
 }
+
+/// The port the probe of [`Listener::is_unicast`] connects to (nothing is
+/// ever sent).
+const DISCARD_PORT: u16 = 9;
+
+/// Destination addresses remembered per listening socket (they are this
+/// host's addresses and broadcast addresses, a short list).
+const MAX_REMEMBERED: usize = 256;
 
 impl Received {
     /// The sender.
@@ -123,10 +169,9 @@ impl Received {
     }
 }
 
-/// An empty receive is either an empty datagram or a socket that was shut
-/// down (quinn-udp cannot tell them apart: no sender comes with the latter,
-/// and it reports a stale one). A shut-down socket polls as hung up; that
-/// is an error, so the accept loop ends rather than spinning.
+/// Whether the socket was shut down (it then polls as hung up): an error, so
+/// the accept loop ends. A receive on it would return at once, without a
+/// sender.
 fn shut_down(fd: BorrowedFd<'_>) -> io::Result<()> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let mut fds = [PollFd::new(&fd, PollFlags::RDHUP)];
@@ -149,11 +194,10 @@ fn shut_down_error() -> io::Error {
     )
 }
 
-/// Whether a destination address can be a transfer socket's own: not
-/// unspecified, multicast or the limited broadcast. A subnet-directed
-/// broadcast passes here and fails to bind; the server then falls back to
-/// the wildcard address.
-fn is_unicast(ip: IpAddr) -> bool {
+/// Whether a destination address can be a transfer socket's own, as far as
+/// the address alone tells: not unspecified, multicast or the limited
+/// broadcast (subnet-directed broadcasts need [`Listener::is_unicast`]).
+fn plausibly_unicast(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4 == Ipv4Addr::BROADCAST),
         IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
@@ -188,11 +232,16 @@ mod tests {
 
     #[test]
     fn only_unicast_destinations_are_bound() {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let listener = Listener::new(&socket).unwrap();
         for ip in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "::", "ff02::1"] {
-            assert!(!is_unicast(ip.parse().unwrap()), "{ip}");
+            assert!(!listener.is_unicast(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["127.0.0.2", "192.0.2.255", "::1", "fe80::1"] {
-            assert!(is_unicast(ip.parse().unwrap()), "{ip}");
+        // The loopback network's broadcast address (lo has 127.0.0.1/8).
+        assert!(!listener.is_unicast("127.255.255.255".parse().unwrap()));
+        for ip in ["127.0.0.1", "127.0.0.2", "::1"] {
+            assert!(listener.is_unicast(ip.parse().unwrap()), "{ip}");
+            assert!(listener.is_unicast(ip.parse().unwrap()), "{ip}, remembered");
         }
     }
 }

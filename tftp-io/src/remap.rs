@@ -172,6 +172,8 @@ impl RemapRules {
                 .to_owned();
             let regex = RegexBuilder::new(&pattern)
                 .case_insensitive(flags.icase)
+                // POSIX regcomp without REG_NEWLINE: `.` matches a newline.
+                .dot_matches_new_line(true)
                 .unicode(false)
                 .build()
                 .map_err(|e| error(format!("bad regex {pattern:?}: {e}")))?;
@@ -589,6 +591,15 @@ mod tests {
             assert_eq!(e.line, line, "{text}: {e}");
             assert!(e.to_string().starts_with(&format!("line {line}: ")));
         }
+    }
+
+    #[test]
+    fn dot_matches_a_newline_as_in_posix() {
+        assert_eq!(map(r"rP ^(.*/)?([^/]*)$ in/\2", "x").unwrap(), "x");
+        assert_eq!(
+            map_as(r"rP ^(.*/)?([^/]*)$ in/\2", "a\nb/c", Direction::Write, V4).unwrap(),
+            "in/c"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
@@ -38,9 +38,18 @@ pub fn open(root: impl AsFd, path: &[u8], flags: OFlags) -> io::Result<OwnedFd> 
             match rustix::fs::openat2(root, path, flags, Mode::empty(), resolve) {
                 Ok(fd) => return Ok(fd),
                 Err(rustix::io::Errno::AGAIN) => continue,
-                Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                Err(rustix::io::Errno::NOSYS) => {
                     NO_OPENAT2.store(true, Ordering::Relaxed);
                     break;
+                }
+                // A seccomp filter that forbids openat2 answers EPERM; so can
+                // a policy on this one file. Only the former turns it off.
+                Err(rustix::io::Errno::PERM) => {
+                    if openat2_filtered(root) {
+                        NO_OPENAT2.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    return Err(rustix::io::Errno::PERM.into());
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -49,11 +58,27 @@ pub fn open(root: impl AsFd, path: &[u8], flags: OFlags) -> io::Result<OwnedFd> 
     open_walking(root, path, flags)
 }
 
+/// Whether `openat2` fails even for the root itself (a seccomp filter).
+fn openat2_filtered(root: BorrowedFd<'_>) -> bool {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    matches!(
+        rustix::fs::openat2(root, ".", flags, Mode::empty(), resolve),
+        Err(rustix::io::Errno::PERM | rustix::io::Errno::NOSYS)
+    )
+}
+
 /// The walk [`open`] falls back to (public to the crate for tests).
 pub(crate) fn open_walking(root: impl AsFd, path: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let mut stack: Vec<OwnedFd> = vec![rustix::fs::openat(root, ".", dir_flags, Mode::empty())?];
     let mut queue: VecDeque<Vec<u8>> = components(path).collect();
+    // `name/` must be a directory, as in the kernel's own resolution.
+    let flags = if path.ends_with(b"/") {
+        flags | OFlags::DIRECTORY
+    } else {
+        flags
+    };
     let mut links = 0usize;
     while let Some(name) = queue.pop_front() {
         let here = stack.last().ok_or_else(not_found)?;
@@ -171,6 +196,8 @@ mod tests {
             ("out_dir_rel", Err(io::ErrorKind::NotFound)),
             ("../secret", Err(io::ErrorKind::NotFound)),
             ("missing", Err(io::ErrorKind::NotFound)),
+            // A trailing slash wants a directory.
+            ("images/v6.1/vmlinuz/", Err(io::ErrorKind::NotADirectory)),
         ];
         let flags = OFlags::RDONLY | OFlags::NONBLOCK;
         for (path, want) in cases {

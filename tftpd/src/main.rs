@@ -56,7 +56,11 @@ struct Args {
     allow_write: bool,
 
     /// Let uploads replace existing files (needs --allow-write).
-    #[arg(long, env = "TFTPD_ALLOW_OVERWRITE", requires = "allow_write")]
+    #[arg(
+        long,
+        env = "TFTPD_ALLOW_OVERWRITE",
+        requires_if("true", "allow_write")
+    )]
     allow_overwrite: bool,
 
     /// Largest blksize granted (8..=65464).
@@ -407,8 +411,8 @@ async fn shutdown_signal() {
 
 /// A session's outcome in one word: `completed`, `options_refused` (the
 /// client declined the OACK, e.g. a UEFI tsize probe), `peer_error`,
-/// `refused` (this server answered the request with an ERROR before any
-/// data moved), `failed` (it ended a started transfer with an ERROR) or
+/// `refused` (this server answered the request with an ERROR: no OACK, no
+/// data), `failed` (it ended a started transfer with an ERROR) or
 /// `timed_out`.
 fn outcome_word(s: &tftp_proto::stats::Stats) -> &'static str {
     use tftp_proto::stats::Outcome;
@@ -416,11 +420,16 @@ fn outcome_word(s: &tftp_proto::stats::Stats) -> &'static str {
         Some(Outcome::Completed) => "completed",
         Some(Outcome::OptionsRefused) => "options_refused",
         Some(Outcome::PeerError(_)) => "peer_error",
-        Some(Outcome::LocalError(_)) if s.blocks_sent == 0 && s.blocks_received == 0 => "refused",
+        Some(Outcome::LocalError(_)) if nothing_moved(s) => "refused",
         Some(Outcome::LocalError(_)) => "failed",
         Some(Outcome::TimedOut) => "timed_out",
         None => "unfinished",
     }
+}
+
+/// No OACK, no DATA: the request itself was answered with an ERROR.
+fn nothing_moved(s: &tftp_proto::stats::Stats) -> bool {
+    s.blocks_sent == 0 && s.blocks_received == 0 && s.options_negotiated == Default::default()
 }
 
 /// One structured line per finished session.

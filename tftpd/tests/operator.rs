@@ -274,3 +274,23 @@ fn map_file_rewrites_and_bad_rules_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A switch set to false in the environment is off, and does not demand
+/// the switches it would need when on.
+#[test]
+fn false_switches_in_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(TFTPD);
+    cmd.env("TFTPD_ALLOW_OVERWRITE", "false")
+        .arg("--root")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--workers", "1"]);
+    let d = Daemon::spawn(cmd);
+    assert!(d.first_line.contains("write=false"), "{}", d.first_line);
+    let out = Command::new(TFTPD)
+        .env("TFTPD_ALLOW_OVERWRITE", "true")
+        .args(["--root", "."])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "overwrite needs --allow-write");
+}
