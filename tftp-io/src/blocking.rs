@@ -22,10 +22,11 @@ use crate::config::{ServerBuilder, ABORT_GRACE};
 use crate::error::ClientError;
 use crate::handler::{ReadResponse, TftpError, WriteResponse};
 use crate::listen::{Listener, LISTEN_BUFFER};
-use crate::net::bind_transfer;
+use crate::net::{bind_transfer, random_seed};
 use crate::registry::{Registry, Ticket};
 use crate::session::{
-    is_transient, no_socket, open, report_delivered, report_filled, Data, Granted, SHUTTING_DOWN,
+    busy_packet, is_transient, no_socket, open, report_delivered, report_filled, Data, Granted,
+    SHUTTING_DOWN,
 };
 use crate::Client;
 
@@ -411,8 +412,9 @@ impl<H: Handler> Server<H> {
         let mut accepting = Vec::new();
         for (socket, listener) in sockets.into_iter().zip(listeners) {
             let shared = Arc::clone(&shared);
+            let listening = Arc::new((socket, listener));
             accepting.push(std::thread::spawn(move || {
-                if let Err(e) = accept_loop(&shared, &socket, &listener) {
+                if let Err(e) = accept_loop(&shared, &listening) {
                     tracing::error!(error = %e, "listening socket failed; shutting down");
                     shared.stops.update(|f| {
                         f.stopping = true;
@@ -464,11 +466,20 @@ impl<H: Handler> Server<H> {
     }
 }
 
-fn accept_loop<H: Handler>(
-    shared: &Arc<Shared<H>>,
-    socket: &UdpSocket,
-    listener: &Listener,
-) -> io::Result<()> {
+/// A listening socket and its quinn-udp state, shared by its accept thread
+/// and the sessions it starts (which answer "busy" from it when they
+/// cannot get a socket of their own).
+type Listening = (UdpSocket, Listener);
+
+/// Sends the ERROR 0 "busy" answer to `request` from the listening socket.
+fn reply_busy((socket, listener): &Listening, request: &Request) {
+    let from = request.local.unwrap_or_else(|| listener.bound());
+    let busy = busy_packet(&mut [0u8; 64]).to_vec();
+    let _ = listener.send(socket.as_fd(), request.peer, from, &busy);
+}
+
+fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, listening: &Arc<Listening>) -> io::Result<()> {
+    let (socket, listener) = (&listening.0, &listening.1);
     let mut buf = vec![0u8; LISTEN_BUFFER];
     // One byte more than allowed, to tell an oversized request.
     let keep = shared.registry.config.limits.max_request_size + 1;
@@ -499,30 +510,35 @@ fn accept_loop<H: Handler>(
                 notify.stops.update(|_| {})
             });
             let session_shared = Arc::clone(shared);
+            let session_listening = Arc::clone(listening);
+            // Kept to answer "busy" if the thread cannot start.
+            let asked = Request::clone(&request);
             let spawned = std::thread::Builder::new().spawn(move || {
-                let stats = run_session(&session_shared, &request);
+                let stats = run_session(&session_shared, &request, &session_listening);
                 ticket.finish(&stats);
             });
             if let Err(e) = spawned {
-                // The ticket went down with the closure: the session counts as lost.
+                // The ticket went down with the closure: the session counts
+                // as lost. The client is told, and the server goes on.
                 tracing::warn!(error = %e, "cannot start a session thread");
+                reply_busy(listening, &asked);
             }
         }
     }
     Ok(())
 }
 
-fn run_session<H: Handler>(shared: &Shared<H>, request: &Request) -> Stats {
+fn run_session<H: Handler>(shared: &Shared<H>, request: &Request, listening: &Listening) -> Stats {
     let clock = shared.clock;
     let config = &shared.registry.config;
     let local_ip = request.local.map_or(request.peer.ip(), |l| l.ip());
-    let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
-    let socket = match bind_transfer(local_ip, config.port_range, seed) {
+    let socket = match bind_transfer(local_ip, config.port_range, random_seed()) {
         Ok(s) => s,
         Err(e) => {
+            reply_busy(listening, request);
             return no_socket(request, &config.limits, &e, clock.now())
                 .stats()
-                .clone()
+                .clone();
         }
     };
     let answer = match request.direction {

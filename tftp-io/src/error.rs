@@ -15,7 +15,8 @@ pub enum ClientError {
     Server {
         /// Its code.
         code: ErrorCode,
-        /// Its message.
+        /// Its message, as sent (lossily UTF-8); `Display` escapes its
+        /// control characters.
         message: String,
         /// The statistics of the attempt.
         stats: Box<Stats>,
@@ -76,6 +77,7 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Io(e) => write!(f, "I/O error: {e}"),
             ClientError::Server { code, message, .. } => {
+                let message = crate::escape_controls(message);
                 write!(f, "server error {}: {message}", code.as_u16())
             }
             ClientError::Timeout { stats } => write!(
@@ -84,6 +86,7 @@ impl fmt::Display for ClientError {
                 stats.peer, stats.timeouts
             ),
             ClientError::Aborted { code, message, .. } => {
+                let message = crate::escape_controls(message);
                 write!(f, "aborted with error {}: {message}", code.as_u16())
             }
         }

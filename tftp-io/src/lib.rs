@@ -53,6 +53,7 @@ pub mod root;
 mod runtime;
 mod server;
 mod session;
+mod text;
 
 pub use client::{Client, DEFAULT_CLIENT_DALLY, DEFAULT_CLIENT_MAX_RTO};
 pub use config::{
@@ -67,7 +68,8 @@ pub use handler::{
 };
 pub use runtime::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Timer, Wrap};
 pub use server::{Server, StatsHandle, MIN_STATS_INTERVAL};
-pub use session::{DISK_FULL, READ_ERROR, SHUTTING_DOWN, SOCKET_ERROR, WRITE_ERROR};
+pub use session::{DISK_FULL, FILE_EXISTS, READ_ERROR, SHUTTING_DOWN, SOCKET_ERROR, WRITE_ERROR};
+pub use text::escape_controls;
 pub use tftp_proto;
 pub use tftp_proto::stats::{ServerStats, Stats};
 

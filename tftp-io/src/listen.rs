@@ -46,6 +46,11 @@ impl Listener {
         })
     }
 
+    /// The address the socket is bound to.
+    pub(crate) fn bound(&self) -> SocketAddr {
+        self.bound
+    }
+
     /// One `recvmsg` into `buf`.
     pub(crate) fn recv(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
         let mut meta = [RecvMeta::default()];

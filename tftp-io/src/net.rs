@@ -40,6 +40,19 @@ pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// A seed for [`bind_transfer`] from the kernel's random source, so
+/// transfer ports in a range cannot be predicted (the clock when the
+/// kernel's source fails).
+pub fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(8) => u64::from_ne_bytes(bytes),
+        _ => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
+}
+
 /// Binds a transfer socket (the server's transfer ID) on `local_ip` (the
 /// address the request arrived on), on any port or on a port in `range`
 /// (tried from a position derived from `seed`). If `local_ip` cannot be

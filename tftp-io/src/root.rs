@@ -76,6 +76,9 @@ impl Root {
         filename: &[u8],
     ) -> Result<(std::fs::File, u64), TftpError> {
         let path = scoped(scope, relative(filename)?);
+        if is_upload_temp(&path) {
+            return Err(TftpError::not_found());
+        }
         let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let file = std::fs::File::from(
             resolve::open(&*self.dir, &path, flags).map_err(|e| map_error(&e))?,
@@ -85,6 +88,14 @@ impl Root {
             return Err(TftpError::access_violation("Not a regular file"));
         }
         Ok((file, meta.len()))
+    }
+
+    /// Removes the temporary files uploads left behind (a crash, a kill)
+    /// anywhere under the root, without following symlinks and at most
+    /// [`MAX_CLEANUP_DEPTH`] directories deep; returns how many. Such files are
+    /// never served anyway. Run it at startup, before serving.
+    pub fn remove_stale_uploads(&self) -> io::Result<usize> {
+        remove_stale(&self.dir, 0)
     }
 
     /// The subdirectory of the root named after `client` (its address as
@@ -130,10 +141,13 @@ impl Root {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(map_error(&e)),
         }
+        if is_upload_temp(name) {
+            return Err(TftpError::access_violation("Access violation"));
+        }
         let unique = UPLOADS.fetch_add(1, Ordering::Relaxed);
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(&target);
-        temp_name.push(format!(".tftp-upload-{}-{unique}", std::process::id()));
+        temp_name.push(format!("{UPLOAD_MARK}{}-{unique}", std::process::id()));
         let temp = PathBuf::from(temp_name);
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
@@ -152,6 +166,19 @@ impl Root {
             },
         })
     }
+}
+
+/// What names an upload's temporary file: `.NAME.tftp-upload-PID-N`.
+const UPLOAD_MARK: &str = ".tftp-upload-";
+
+/// Whether the last component of `path` is an upload's temporary file: never
+/// served (a crash may leave one half-written) nor uploaded to.
+fn is_upload_temp(path: &[u8]) -> bool {
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    name.starts_with(b".")
+        && name
+            .windows(UPLOAD_MARK.len())
+            .any(|w| w == UPLOAD_MARK.as_bytes())
 }
 
 /// Numbers temporary upload files within this process.
@@ -181,10 +208,17 @@ impl Upload {
         std::io::Write::flush(&mut self.file)
     }
 
-    /// Flushes and puts the file in place (idempotent).
+    /// Flushes, makes the bytes durable (`fsync` of the file), puts the file
+    /// in place and makes that durable too (`fsync` of its directory), so
+    /// the final ACK promises only what survives a power cut. Idempotent.
     pub fn commit(&mut self) -> io::Result<()> {
         self.flush()?;
-        self.guard.commit()
+        if !self.guard.done {
+            self.file.sync_all()?;
+        }
+        self.guard.commit()?;
+        rustix::fs::fsync(&self.guard.dir)?;
+        Ok(())
     }
 }
 
@@ -228,6 +262,32 @@ impl Drop for UploadGuard {
             let _ = self.dir.remove_file(&self.temp);
         }
     }
+}
+
+/// How deep [`Root::remove_stale_uploads`] looks.
+pub const MAX_CLEANUP_DEPTH: usize = 16;
+
+fn remove_stale(dir: &Dir, depth: usize) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let kind = entry.file_type()?;
+        if kind.is_dir() && depth < MAX_CLEANUP_DEPTH {
+            // An unreadable subdirectory is skipped, not fatal.
+            match entry
+                .open_dir()
+                .and_then(|sub| remove_stale(&sub, depth + 1))
+            {
+                Ok(n) => removed += n,
+                Err(e) => tracing::warn!(error = %e, "upload cleanup skipped a directory"),
+            }
+        } else if kind.is_file() && is_upload_temp(name.as_bytes()) {
+            dir.remove_file(&name)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The request's file name relative to the root: leading `/`s stripped (the
@@ -309,6 +369,34 @@ mod tests {
             assert!(relative(name).is_err(), "{}", String::from_utf8_lossy(name));
         }
         assert_eq!(relative(b"a/../b").unwrap(), b"a/../b");
+    }
+
+    #[test]
+    fn stale_uploads_are_found_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("pxelinux.cfg")).unwrap();
+        std::fs::write(p.join(".a.tftp-upload-1-0"), b"stale").unwrap();
+        std::fs::write(p.join("pxelinux.cfg/.01-aa.tftp-upload-9-3"), b"stale").unwrap();
+        std::fs::write(p.join("pxelinux.cfg/default"), b"keep").unwrap();
+        std::fs::write(p.join(".hidden"), b"keep").unwrap();
+        std::os::unix::fs::symlink("/", p.join("up")).unwrap();
+        let root = Root::open(p).unwrap();
+        assert_eq!(root.remove_stale_uploads().unwrap(), 2);
+        assert!(!p.join(".a.tftp-upload-1-0").exists());
+        assert!(!p.join("pxelinux.cfg/.01-aa.tftp-upload-9-3").exists());
+        assert!(p.join("pxelinux.cfg/default").exists());
+        assert!(p.join(".hidden").exists());
+        assert_eq!(root.remove_stale_uploads().unwrap(), 0);
+    }
+
+    #[test]
+    fn upload_temporaries_are_recognised() {
+        assert!(is_upload_temp(b".a.tftp-upload-1-0"));
+        assert!(is_upload_temp(b"dir/.a.tftp-upload-1-0"));
+        assert!(!is_upload_temp(b"a.tftp-upload-1-0"));
+        assert!(!is_upload_temp(b".tftp-upload/x"));
+        assert!(!is_upload_temp(b".hidden"));
     }
 
     #[test]

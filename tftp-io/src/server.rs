@@ -22,10 +22,10 @@ use crate::config::{ServerBuilder, ABORT_GRACE};
 use crate::driver::{drive, poll_signal, wait_until, Clock, Io};
 use crate::handler::Handler;
 use crate::listen::{Listener, LISTEN_BUFFER};
-use crate::net::bind_transfer;
+use crate::net::{bind_transfer, random_seed};
 use crate::registry::{Registry, Ticket};
 use crate::runtime::{AsyncUdpSocket, Runtime, Serves, Timer};
-use crate::session::{is_transient, no_socket, open, Data, Granted, Signal};
+use crate::session::{busy_packet, is_transient, no_socket, open, Data, Granted, Signal};
 
 /// What the server's tasks share.
 pub(crate) struct Shared<H, R> {
@@ -139,20 +139,23 @@ impl<H, R: Serves<H>> Server<H, R> {
         let mut wrapped = Vec::with_capacity(sockets.len());
         for socket in sockets {
             let listener = Listener::new(&socket)?;
-            wrapped.push((runtime.wrap_udp(socket)?, listener));
+            wrapped.push(Arc::new(Listening {
+                socket: runtime.wrap_udp(socket)?,
+                listener,
+            }));
         }
-        for (socket, listener) in wrapped {
+        for listening in wrapped {
             let shared = Arc::clone(&shared);
             shared.accepting.fetch_add(1, Ordering::AcqRel);
             runtime.spawn(async move {
-                if let Err(e) = accept_loop(&shared, &socket, &listener).await {
+                if let Err(e) = accept_loop(&shared, &listening).await {
                     tracing::error!(error = %e, "listening socket failed; shutting down");
                     let mut failure = shared.failure.lock().unwrap_or_else(|p| p.into_inner());
                     failure.get_or_insert(e);
                     drop(failure);
                     shared.stopping.raise();
                 }
-                drop(socket);
+                drop(listening);
                 shared.accepting.fetch_sub(1, Ordering::AcqRel);
                 shared.ended.notify();
             });
@@ -226,11 +229,27 @@ async fn drain<H, R: Runtime>(shared: &Shared<H, R>, runtime: &R) {
     }
 }
 
+/// A listening socket and its quinn-udp state, shared by its accept loop
+/// and the sessions it starts (which answer from it when they cannot get a
+/// socket of their own).
+struct Listening<S> {
+    socket: S,
+    listener: Listener,
+}
+
+impl<S: AsyncUdpSocket> Listening<S> {
+    /// Sends `bytes` to `to` from `from`, the request's destination.
+    async fn reply(&self, bytes: &[u8], to: SocketAddr, from: SocketAddr) {
+        let mut send = |fd: BorrowedFd<'_>| self.listener.send(fd, to, from, bytes);
+        let _ = poll_fn(|cx| self.socket.poll_send_with(cx, &mut send)).await;
+    }
+}
+
 async fn accept_loop<H: Handler, R: Runtime>(
     shared: &Arc<Shared<H, R>>,
-    socket: &R::Socket,
-    listener: &Listener,
+    listening: &Arc<Listening<R::Socket>>,
 ) -> io::Result<()> {
+    let (socket, listener) = (&listening.socket, &listening.listener);
     let mut buf = vec![0u8; LISTEN_BUFFER];
     // One byte more than allowed, to tell an oversized request.
     let keep = shared.registry.config.limits.max_request_size + 1;
@@ -266,15 +285,15 @@ async fn accept_loop<H: Handler, R: Runtime>(
                         notify.ended.notify()
                     });
                     let shared = Arc::clone(shared);
+                    let listening = Arc::clone(listening);
                     shared.clock.runtime().clone().spawn(async move {
-                        let stats = run_session(&shared, request).await;
+                        let stats = run_session(&shared, request, &listening).await;
                         ticket.finish(&stats);
                     });
                 }
                 Admit::Reply(len) => {
                     let answer = reply.get(..len).unwrap_or_default();
-                    let mut send = |fd: BorrowedFd<'_>| listener.send(fd, peer, local, answer);
-                    let _ = poll_fn(|cx| socket.poll_send_with(cx, &mut send)).await;
+                    listening.reply(answer, peer, local).await;
                 }
                 Admit::Ignore => {}
             }
@@ -283,19 +302,28 @@ async fn accept_loop<H: Handler, R: Runtime>(
 }
 
 /// Runs one transfer to its end and returns its statistics.
-async fn run_session<H: Handler, R: Runtime>(shared: &Shared<H, R>, request: Request) -> Stats {
+async fn run_session<H: Handler, R: Runtime>(
+    shared: &Shared<H, R>,
+    request: Request,
+    listening: &Listening<R::Socket>,
+) -> Stats {
     let clock = &shared.clock;
     let config = &shared.registry.config;
     let local_ip = request.local.map_or(request.peer.ip(), |l| l.ip());
-    let seed = clock.now().as_micros() ^ u64::from(request.peer.port());
-    let socket = match bind_transfer(local_ip, config.port_range, seed)
+    let socket = match bind_transfer(local_ip, config.port_range, random_seed())
         .and_then(|s| clock.runtime().wrap_udp(s))
     {
         Ok(s) => s,
         Err(e) => {
+            // No socket of our own (out of descriptors or ports): the client
+            // hears "busy" from the listening socket instead of silence.
+            let from = request.local.unwrap_or_else(|| listening.listener.bound());
+            listening
+                .reply(busy_packet(&mut [0u8; 64]), request.peer, from)
+                .await;
             return no_socket(&request, &config.limits, &e, clock.now())
                 .stats()
-                .clone()
+                .clone();
         }
     };
     let answer = match request.direction {

@@ -21,10 +21,15 @@ pub const SHUTTING_DOWN: &str = "Server shutting down";
 pub const READ_ERROR: &str = "Read error";
 /// ERROR text when the sink fails (other than a full disk).
 pub const WRITE_ERROR: &str = "Write error";
+/// ERROR text when a new-only upload finds its name taken at the end (sent
+/// with ERROR 6).
+pub const FILE_EXISTS: &str = "File already exists";
 /// ERROR text when the sink reports a full disk (sent with ERROR 3).
 pub const DISK_FULL: &str = "Disk full";
-/// ERROR text when no transfer socket could be opened.
-pub const SOCKET_ERROR: &str = "Server error";
+/// ERROR text (with ERROR 0, from the listening socket) when a request
+/// cannot have a session now: no transfer socket could be opened (out of
+/// descriptors or ports) or no session thread started.
+pub const SOCKET_ERROR: &str = "Server busy, try again later";
 
 /// Which side of the transfer's data an I/O result is from.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +45,11 @@ pub(crate) fn error_reply(side: Side, e: &io::Error) -> (ErrorCode, &'static str
     match side {
         Side::Source => (ErrorCode::NotDefined, READ_ERROR),
         Side::Sink if e.kind() == io::ErrorKind::StorageFull => (ErrorCode::DiskFull, DISK_FULL),
+        // A new-only upload whose name was taken meanwhile (the loser of
+        // two concurrent uploads of one name).
+        Side::Sink if e.kind() == io::ErrorKind::AlreadyExists => {
+            (ErrorCode::FileExists, FILE_EXISTS)
+        }
         Side::Sink => (ErrorCode::NotDefined, WRITE_ERROR),
     }
 }
@@ -118,6 +128,13 @@ pub(crate) fn no_socket(
 ) -> ServerSession {
     tracing::warn!(error = %e, "cannot bind a transfer socket");
     ServerSession::refuse(request, ErrorCode::NotDefined, SOCKET_ERROR, limits, now)
+}
+
+/// The ERROR 0 [`SOCKET_ERROR`] packet, in `buf`.
+pub(crate) fn busy_packet(buf: &mut [u8; 64]) -> &[u8] {
+    let len = tftp_proto::packet::encode_error(buf, ErrorCode::NotDefined, SOCKET_ERROR.as_bytes())
+        .unwrap_or(0);
+    buf.get(..len).unwrap_or_default()
 }
 
 /// Whether an accept loop survives a receive error: ICMP errors reported on

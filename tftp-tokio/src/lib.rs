@@ -57,7 +57,7 @@ pub use handler::{TokioSink, TokioSource};
 pub use tftp_io::net::bind_listen_sockets;
 pub use tftp_io::remap::{self, Remap, RemapRules};
 pub use tftp_io::tftp_proto;
-pub use tftp_io::{ClientError, DirHandler, ServerStats, StatsHandle, TftpError};
+pub use tftp_io::{escape_controls, ClientError, DirHandler, ServerStats, StatsHandle, TftpError};
 pub use tftp_io::{ServerStatsCallback, SessionCallback};
 pub use tftp_io::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_STATS_INTERVAL};
 pub use tftp_io::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER};

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use tftp_proto::options::{EnabledOptions, Limits};
-use tftp_tokio::{bind_listen_sockets, DirHandler, Handler, Server};
+use tftp_tokio::{bind_listen_sockets, escape_controls, DirHandler, Handler, Server};
 use tftp_tokio::{Remap, RemapRules};
 
 /// Default listening address: loopback, unprivileged port.
@@ -242,7 +242,26 @@ fn init_logging(args: &Args) {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Raises the soft limit on open descriptors to the hard one: each
+/// session holds a socket and usually a file, and the default soft limit
+/// (often 1024) would run out long before `--max-sessions`.
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(soft = ?limit.maximum, "raised the descriptor limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
+        }
+    }
+}
+
 fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
+    raise_descriptor_limit();
     let workers = args.workers.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -256,6 +275,15 @@ fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
         .allow_write(args.allow_write)
         .allow_overwrite(args.allow_overwrite)
         .per_client_root(args.per_client_root == Some(ClientKey::Ip));
+    if args.allow_write {
+        // A crash can leave half-written uploads; they are never served,
+        // and are removed here.
+        match handler.root().remove_stale_uploads() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed stale upload temporary files"),
+            Err(e) => tracing::warn!(error = %e, "cannot remove stale upload temporary files"),
+        }
+    }
     let metrics_listener = match args.metrics {
         Some(addr) => Some(metrics::bind(addr)?),
         None => None,
@@ -358,6 +386,8 @@ async fn serve<H: Handler>(
     };
     let histogram = Arc::new(metrics::Histogram::default());
     let recorded = Arc::clone(&histogram);
+    // JSON escapes every string itself; text lines need it done here.
+    let escape = args.log_format == LogFormat::Text;
     let mut builder = Server::builder(handler)
         .limits(limits)
         .max_sessions(args.max_sessions)
@@ -365,7 +395,7 @@ async fn serve<H: Handler>(
         .drain_timeout(Duration::from_secs(args.drain_timeout))
         .on_session_end(move |s| {
             recorded.observe(s);
-            log_session(s);
+            log_session(s, escape);
         });
     if let Some((low, high)) = args.port_range {
         builder = builder.port_range(low, high);
@@ -432,8 +462,18 @@ fn nothing_moved(s: &tftp_proto::stats::Stats) -> bool {
     s.blocks_sent == 0 && s.blocks_received == 0 && s.options_negotiated == Default::default()
 }
 
-/// One structured line per finished session.
-fn log_session(s: &tftp_proto::stats::Stats) {
+/// One structured line per finished session. Peer-supplied fields (file
+/// name, options, the peer's ERROR text) have their control characters
+/// escaped when `escape` is set (the text format), so they cannot forge a
+/// line or reach a terminal as escape sequences.
+fn log_session(s: &tftp_proto::stats::Stats, escape: bool) {
+    let clean = |text: String| -> String {
+        if escape {
+            escape_controls(&text).into_owned()
+        } else {
+            text
+        }
+    };
     let options: Vec<String> = s
         .requested_options()
         .iter()
@@ -445,6 +485,7 @@ fn log_session(s: &tftp_proto::stats::Stats) {
             )
         })
         .collect();
+    let options = clean(options.join(","));
     let negotiated: Vec<String> = s
         .options_negotiated
         .iter()
@@ -453,10 +494,11 @@ fn log_session(s: &tftp_proto::stats::Stats) {
     let (error_code, error_message) = match &s.error {
         Some(e) => (
             Some(e.code.as_u16()),
-            String::from_utf8_lossy(&e.message).into_owned(),
+            clean(String::from_utf8_lossy(&e.message).into_owned()),
         ),
         None => (None, String::new()),
     };
+    let file = clean(s.filename_lossy());
     // Rounded to whole milliseconds.
     let duration_ms = s
         .finished
@@ -466,10 +508,10 @@ fn log_session(s: &tftp_proto::stats::Stats) {
         target: "tftpd::session",
         peer = %s.peer,
         local = %s.local.map(|l| l.to_string()).unwrap_or_default(),
-        file = %s.filename_lossy(),
+        file = %file,
         direction = ?s.direction,
         mode = %s.mode,
-        options_requested = %options.join(","),
+        options_requested = %options,
         options_negotiated = %negotiated.join(","),
         outcome = %outcome_word(s),
         bytes_sent = s.bytes_sent,

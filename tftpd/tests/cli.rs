@@ -381,3 +381,59 @@ fn tftp_get_reacknowledges_a_retransmitted_last_block() {
         "both copies of the last DATA acknowledged"
     );
 }
+
+/// A failed download leaves an existing local file as it was (and no
+/// temporary file); a successful one replaces it.
+#[test]
+fn tftp_get_never_harms_an_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("new.img"), content(2000)).unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    let host = format!("127.0.0.1:{}", d.port());
+    let out_dir = tempfile::tempdir().unwrap();
+    let local = out_dir.path().join("boot.img");
+    std::fs::write(&local, b"the old image").unwrap();
+    let out = tftp(&["get", &host, "missing", local.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read(&local).unwrap(), b"the old image");
+    let left: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
+    let out = tftp(&["get", &host, "new.img", local.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&local).unwrap(), content(2000));
+    assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 1);
+}
+
+/// A server's ERROR text reaches the terminal with its control characters
+/// escaped.
+#[test]
+fn tftp_escapes_the_servers_error_text() {
+    let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
+    listen
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let port = listen.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 600];
+        let (_, client) = listen.recv_from(&mut buf).expect("RRQ");
+        listen
+            .send_to(b"\x00\x05\x00\x01\x1b[2Jgone\nforged line\x00", client)
+            .unwrap();
+    });
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = tftp(&[
+        "get",
+        &format!("127.0.0.1:{port}"),
+        "f",
+        out_dir.path().join("f").to_str().unwrap(),
+    ]);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains('\x1b'), "{err:?}");
+    assert!(err.contains(r"\u{1b}[2Jgone\nforged line"), "{err:?}");
+}

@@ -294,3 +294,56 @@ fn false_switches_in_the_environment() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "overwrite needs --allow-write");
 }
+
+/// The soft descriptor limit is raised to the hard one at start.
+#[test]
+fn descriptor_limit_is_raised() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"ulimit -S -n 256 && exec "$0" --root "$1" --listen 127.0.0.1:0 --workers 1"#)
+        .arg(TFTPD)
+        .arg(dir.path());
+    let d = Daemon::spawn(cmd);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files  SOFT  HARD  files"
+    assert_eq!(fields[3], fields[4], "{line}");
+    assert_ne!(fields[3], "256", "{line}");
+}
+
+/// Control characters in a requested name are escaped in the text log, so
+/// a name cannot forge a log line or reach a terminal as an escape.
+#[test]
+fn peer_text_is_escaped_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), &[]);
+    assert_eq!(
+        get_small_from("127.0.0.1", d.addr, "evil\n2026-01-01 INFO forged\x1b[2J"),
+        Err(1)
+    );
+    let line = d.wait_for("tftpd::session");
+    assert!(
+        line.contains(r"file=evil\n2026-01-01 INFO forged\u{1b}[2J"),
+        "{line}"
+    );
+    assert!(!line.contains('\x1b'), "{line}");
+}
+
+/// Half-written uploads a crash left behind are removed at startup when
+/// writes are enabled.
+#[test]
+fn stale_upload_temporaries_are_removed_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/.f.tftp-upload-77-0"), b"half").unwrap();
+    std::fs::write(dir.path().join("sub/f"), b"whole").unwrap();
+    let d = Daemon::start(dir.path(), &["--allow-write"]);
+    drop(d);
+    assert!(!dir.path().join("sub/.f.tftp-upload-77-0").exists());
+    assert!(dir.path().join("sub/f").exists());
+}

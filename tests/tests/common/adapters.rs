@@ -25,6 +25,8 @@ pub struct Cfg {
     pub allow_overwrite: bool,
     /// `DirHandler::per_client_root`.
     pub per_client_root: bool,
+    /// Transfer ports (`port_range`).
+    pub port_range: Option<(u16, u16)>,
     /// Serve the directory behind these remap rules.
     pub remap: Option<Arc<tftp_io::remap::RemapRules>>,
     pub max_sessions: usize,
@@ -44,6 +46,7 @@ impl Default for Cfg {
             allow_overwrite: false,
             per_client_root: false,
             remap: None,
+            port_range: None,
             max_sessions: 10_000,
             max_sessions_per_peer: 2_000,
             drain: Duration::from_secs(30),
@@ -192,6 +195,9 @@ macro_rules! configure {
             .max_sessions_per_peer($cfg.max_sessions_per_peer)
             .drain_timeout($cfg.drain)
             .on_session_end(move |s| sessions.lock().unwrap().push(s.clone()));
+        if let Some((low, high)) = $cfg.port_range {
+            b = b.port_range(low, high);
+        }
         if let Some(every) = $cfg.stats_interval {
             let periodic = Arc::clone(&$periodic);
             b = b.on_server_stats(every, move |s| {

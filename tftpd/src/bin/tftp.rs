@@ -205,6 +205,15 @@ fn progress(args: &Args, len: Option<u64>) -> Option<ProgressBar> {
     Some(bar)
 }
 
+/// `.NAME.tftp-PID` beside `local`.
+fn temp_path(local: &Path) -> PathBuf {
+    let name = local
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    local.with_file_name(format!(".{name}.tftp-{}", std::process::id()))
+}
+
 fn base_name(path: &str) -> String {
     Path::new(path)
         .file_name()
@@ -231,16 +240,44 @@ async fn run(args: &Args) -> Result<Stats, Failure> {
                 };
                 client(args, server).get(remote, &mut out).await
             } else {
-                let file = tokio::fs::File::create(&local).await.map_err(|e| {
-                    Failure::Local(format!("cannot create {}: {e}", local.display()))
-                })?;
+                // Into a temporary file beside the target, renamed over it
+                // only when the download completed: a failed download never
+                // harms an existing file.
+                let temp = temp_path(&local);
+                let file = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&temp)
+                    .await
+                    .map_err(|e| {
+                        Failure::Local(format!("cannot create {}: {e}", temp.display()))
+                    })?;
                 let mut out = Counting {
                     inner: file,
                     bar: bar.clone(),
                 };
                 let r = client(args, server).get(remote, &mut out).await;
-                if r.is_err() {
-                    let _ = tokio::fs::remove_file(&local).await;
+                let synced = match &r {
+                    Ok(_) => out.inner.sync_all().await,
+                    Err(_) => Ok(()),
+                };
+                drop(out);
+                let placed = match (&r, synced) {
+                    (Ok(_), Ok(())) => tokio::fs::rename(&temp, &local).await,
+                    (Ok(_), Err(e)) => Err(e),
+                    (Err(_), _) => Ok(()),
+                };
+                if r.is_err() || placed.is_err() {
+                    let _ = tokio::fs::remove_file(&temp).await;
+                }
+                if let Err(e) = placed {
+                    if let Some(bar) = bar {
+                        bar.finish_and_clear();
+                    }
+                    return Err(Failure::Local(format!(
+                        "cannot write {}: {e}",
+                        local.display()
+                    )));
                 }
                 r
             };

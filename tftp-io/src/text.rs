@@ -1,0 +1,42 @@
+//! Peer-supplied text made safe for a terminal or a line-oriented log.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// `text` with every control character escaped (`\n` as `\n`, ESC as
+/// `\u{1b}`, ...), so a file name or an ERROR message from the network can
+/// neither forge a log line nor reach a terminal as an escape sequence.
+/// Printable text, non-ASCII included, is left as it is.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            let _ = write!(out, "{}", c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_controls("pxelinux.0"), "pxelinux.0");
+        assert!(matches!(escape_controls("plain"), Cow::Borrowed(_)));
+        assert_eq!(escape_controls("a\nb"), "a\\nb");
+        assert_eq!(escape_controls("\x1b[31mred"), "\\u{1b}[31mred");
+        assert_eq!(escape_controls("tab\there\r"), "tab\\there\\r");
+        assert_eq!(
+            escape_controls("ünïcode \"quotes\" \\"),
+            "ünïcode \"quotes\" \\"
+        );
+        assert_eq!(escape_controls("\u{7f}\u{85}"), "\\u{7f}\\u{85}");
+    }
+}
