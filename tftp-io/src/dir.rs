@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_io::{AsyncRead, AsyncWrite};
+use tftp_proto::options::Requested;
 use tftp_proto::server::{Request, TftpError};
 
 use crate::blocking::{self, StdSink, StdSource};
@@ -52,6 +53,18 @@ impl DirHandler {
         self
     }
 
+    /// The largest upload accepted; see [`Root::max_upload_size`].
+    pub fn max_upload_size(mut self, bytes: u64) -> Self {
+        self.root = self.root.max_upload_size(bytes);
+        self
+    }
+
+    /// Uploads only under `dir`; see [`Root::upload_dir`].
+    pub fn upload_dir(mut self, dir: impl AsRef<[u8]>) -> Self {
+        self.root = self.root.upload_dir(dir);
+        self
+    }
+
     /// dnsmasq's `tftp-unique-root`: a client whose address names a
     /// directory of the root (`ROOT/192.0.2.7/`, `ROOT/2001:db8::7/`) is
     /// served from that directory only, reads and writes; every other client
@@ -82,8 +95,12 @@ impl DirHandler {
 
     fn open_write(&self, request: &Request) -> Result<Upload, TftpError> {
         let scope = self.scope(request);
+        let size = match request.requested().tsize {
+            Requested::Value(n) => Some(n),
+            _ => None,
+        };
         self.root
-            .open_write_in(scope.as_deref(), request.filename())
+            .open_write_in(scope.as_deref(), request.filename(), size)
     }
 }
 

@@ -66,6 +66,7 @@ pub use handler::{
     writes_refused, AsyncSink, AsyncSource, FromBytes, Handler, ReadResponse, Request, TftpError,
     WriteResponse,
 };
+pub use root::DEFAULT_MAX_UPLOAD_SIZE;
 pub use runtime::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Timer, Wrap};
 pub use server::{Server, StatsHandle, MIN_STATS_INTERVAL};
 pub use session::{DISK_FULL, FILE_EXISTS, READ_ERROR, SHUTTING_DOWN, SOCKET_ERROR, WRITE_ERROR};

@@ -32,6 +32,9 @@ pub struct Root {
     dir: Arc<Dir>,
     allow_write: bool,
     allow_overwrite: bool,
+    max_upload_size: u64,
+    /// Uploads only under this directory (normalised components).
+    upload_dir: Option<Vec<Vec<u8>>>,
 }
 
 impl Root {
@@ -43,6 +46,8 @@ impl Root {
             dir: Arc::new(dir),
             allow_write: false,
             allow_overwrite: false,
+            max_upload_size: DEFAULT_MAX_UPLOAD_SIZE,
+            upload_dir: None,
         })
     }
 
@@ -56,6 +61,24 @@ impl Root {
     /// Lets uploads replace existing regular files.
     pub fn allow_overwrite(mut self, allow: bool) -> Self {
         self.allow_overwrite = allow;
+        self
+    }
+
+    /// The largest upload accepted, in bytes (default
+    /// [`DEFAULT_MAX_UPLOAD_SIZE`]). A WRQ announcing a larger `tsize`, or
+    /// more than the free space, gets ERROR 3 at once; an upload that grows
+    /// past it gets ERROR 3 and leaves nothing behind.
+    pub fn max_upload_size(mut self, bytes: u64) -> Self {
+        self.max_upload_size = bytes;
+        self
+    }
+
+    /// Accepts uploads only for names under `dir` (relative to the root,
+    /// e.g. `incoming`), so a client cannot plant `pxelinux.cfg/01-<mac>`
+    /// and take over another machine's boot. Symlinks inside `dir` cannot
+    /// lead an upload out of it.
+    pub fn upload_dir(mut self, dir: impl AsRef<[u8]>) -> Self {
+        self.upload_dir = Some(normalised(dir.as_ref()));
         self
     }
 
@@ -112,22 +135,48 @@ impl Root {
     /// aborted upload never leaves a partial file nor destroys the old one.
     /// New files only, unless overwrite is allowed (then regular files only).
     pub fn open_write(&self, filename: &[u8]) -> Result<Upload, TftpError> {
-        self.open_write_in(None, filename)
+        self.open_write_in(None, filename, None)
     }
 
-    /// [`Root::open_write`] in the subdirectory `scope` of the root.
+    /// [`Root::open_write`] in the subdirectory `scope` of the root, for an
+    /// upload that announced `size` bytes (its `tsize`), if it did.
     pub fn open_write_in(
         &self,
         scope: Option<&[u8]>,
         filename: &[u8],
+        size: Option<u64>,
     ) -> Result<Upload, TftpError> {
         if !self.allow_write {
             return Err(TftpError::access_violation("Writes are not allowed"));
         }
-        let path = scoped(scope, relative(filename)?);
-        let (parent, name) = split_last(&path).ok_or_else(TftpError::not_found)?;
+        if size.is_some_and(|n| n > self.max_upload_size) {
+            return Err(TftpError::new(ErrorCode::DiskFull, TOO_LARGE));
+        }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let parent = resolve::open(&*self.dir, parent, flags).map_err(|e| map_error(&e))?;
+        let relative = relative(filename)?;
+        let (base, path) = match &self.upload_dir {
+            None => (None, scoped(scope, relative)),
+            Some(dir) => {
+                // Resolved inside the upload directory as its own root, so
+                // its symlinks cannot lead out of it.
+                let rest = under(relative, dir)
+                    .ok_or_else(|| TftpError::access_violation("Uploads go elsewhere"))?;
+                let dir = scoped(scope, &dir.join(&b'/'));
+                let base = resolve::open(&*self.dir, &dir, flags).map_err(|e| map_error(&e))?;
+                (Some(base), rest)
+            }
+        };
+        let (parent, name) = split_last(&path).ok_or_else(TftpError::not_found)?;
+        let parent = match &base {
+            Some(base) => resolve::open(base, parent, flags),
+            None => resolve::open(&*self.dir, parent, flags),
+        }
+        .map_err(|e| map_error(&e))?;
+        if let (Some(size), Ok(space)) = (size, rustix::fs::fstatvfs(&parent)) {
+            if size > space.f_bavail.saturating_mul(space.f_frsize) {
+                return Err(TftpError::new(ErrorCode::DiskFull, "Disk full"));
+            }
+        }
         let dir = Dir::from_std_file(std::fs::File::from(parent));
         let target = PathBuf::from(OsStr::from_bytes(name));
         match dir.symlink_metadata(&target) {
@@ -157,6 +206,8 @@ impl Root {
             .into_std();
         Ok(Upload {
             file,
+            written: 0,
+            limit: self.max_upload_size,
             guard: UploadGuard {
                 dir,
                 temp,
@@ -167,6 +218,13 @@ impl Root {
         })
     }
 }
+
+/// Default of [`Root::max_upload_size`]: 64 MiB (boot configs, logs and
+/// switch configurations fit many times over; raise it for firmware images).
+pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 64 << 20;
+
+/// ERROR 3 text of an upload over the size limit.
+pub const TOO_LARGE: &str = "File too large";
 
 /// What names an upload's temporary file: `.NAME.tftp-upload-PID-N`.
 const UPLOAD_MARK: &str = ".tftp-upload-";
@@ -190,6 +248,8 @@ static UPLOADS: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub struct Upload {
     file: std::fs::File,
+    written: u64,
+    limit: u64,
     guard: UploadGuard,
 }
 
@@ -198,9 +258,16 @@ pub struct Upload {
 /// upload away; [`DirHandler`](crate::DirHandler) wraps it in sinks that
 /// commit.
 impl Upload {
-    /// Writes some of `buf` to the temporary file.
+    /// Writes some of `buf` to the temporary file; past the size limit it
+    /// fails with [`io::ErrorKind::FileTooLarge`] (ERROR 3 to the client).
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        std::io::Write::write(&mut self.file, buf)
+        let after = self.written.saturating_add(buf.len() as u64);
+        if after > self.limit {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, TOO_LARGE));
+        }
+        let n = std::io::Write::write(&mut self.file, buf)?;
+        self.written = self.written.saturating_add(n as u64);
+        Ok(n)
     }
 
     /// Flushes the temporary file.
@@ -317,6 +384,30 @@ fn relative(filename: &[u8]) -> Result<&[u8], TftpError> {
     Ok(name)
 }
 
+/// The components of `path` after a lexical clean-up (no empty ones, no
+/// `.`, `..` taking one back).
+fn normalised(path: &[u8]) -> Vec<Vec<u8>> {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    for part in path.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            _ => parts.push(part.to_vec()),
+        }
+    }
+    parts
+}
+
+/// What is left of `path` under the directory `dir` (both normalised), if
+/// `path` is under it.
+fn under(path: &[u8], dir: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let parts = normalised(path);
+    let rest = parts.strip_prefix(dir)?;
+    (!rest.is_empty()).then(|| rest.join(&b'/'))
+}
+
 /// `name` inside the subdirectory `scope`.
 fn scoped(scope: Option<&[u8]>, name: &[u8]) -> Vec<u8> {
     match scope {
@@ -397,6 +488,18 @@ mod tests {
         assert!(!is_upload_temp(b"a.tftp-upload-1-0"));
         assert!(!is_upload_temp(b".tftp-upload/x"));
         assert!(!is_upload_temp(b".hidden"));
+    }
+
+    #[test]
+    fn upload_dir_prefixes() {
+        let dir = normalised(b"/incoming/");
+        assert_eq!(under(b"incoming/a", &dir).unwrap(), b"a");
+        assert_eq!(under(b"./incoming//x/y", &dir).unwrap(), b"x/y");
+        assert_eq!(under(b"incoming/../incoming/z", &dir).unwrap(), b"z");
+        assert!(under(b"incoming", &dir).is_none());
+        assert!(under(b"incoming/../pxelinux.cfg/01-aa", &dir).is_none());
+        assert!(under(b"incomingx/a", &dir).is_none());
+        assert!(under(b"pxelinux.cfg/default", &dir).is_none());
     }
 
     #[test]

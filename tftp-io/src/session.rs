@@ -45,6 +45,9 @@ pub(crate) fn error_reply(side: Side, e: &io::Error) -> (ErrorCode, &'static str
     match side {
         Side::Source => (ErrorCode::NotDefined, READ_ERROR),
         Side::Sink if e.kind() == io::ErrorKind::StorageFull => (ErrorCode::DiskFull, DISK_FULL),
+        Side::Sink if e.kind() == io::ErrorKind::FileTooLarge => {
+            (ErrorCode::DiskFull, crate::root::TOO_LARGE)
+        }
         // A new-only upload whose name was taken meanwhile (the loser of
         // two concurrent uploads of one name).
         Side::Sink if e.kind() == io::ErrorKind::AlreadyExists => {

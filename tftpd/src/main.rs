@@ -63,6 +63,20 @@ struct Args {
     )]
     allow_overwrite: bool,
 
+    /// Largest upload accepted, in bytes: a larger announced tsize, or an
+    /// upload growing past it, gets ERROR 3 and leaves nothing behind.
+    #[arg(long, env = "TFTPD_MAX_UPLOAD_SIZE", value_name = "BYTES", default_value_t = tftp_tokio::DEFAULT_MAX_UPLOAD_SIZE)]
+    max_upload_size: u64,
+
+    /// Accept uploads only for names under this directory of the root (e.g.
+    /// incoming), so no client can plant pxelinux.cfg/01-<mac> files.
+    #[arg(long, env = "TFTPD_UPLOAD_DIR", value_name = "DIR")]
+    upload_dir: Option<String>,
+
+    /// File mode creation mask for uploads, octal (e.g. 022, 077).
+    #[arg(long, env = "TFTPD_UMASK", value_name = "MASK", value_parser = parse_umask)]
+    umask: Option<u32>,
+
     /// Largest blksize granted (8..=65464).
     #[arg(long, env = "TFTPD_MAX_BLKSIZE", value_name = "BYTES", default_value_t = 65464, value_parser = clap::value_parser!(u16).range(8..=65464))]
     max_blksize: u16,
@@ -191,6 +205,13 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("not an address: {s} (examples: 0.0.0.0, [::]:69, 192.0.2.1:6969)"))
 }
 
+fn parse_umask(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("not an octal mask: {s} (examples: 022, 077)"))
+}
+
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (low, high) = s.split_once(':').ok_or("expected LOW:HIGH")?;
     let low: u16 = low.parse().map_err(|_| "LOW is not a port")?;
@@ -274,7 +295,15 @@ fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
         .map_err(|e| format!("cannot open root {}: {e}", args.root.display()))?
         .allow_write(args.allow_write)
         .allow_overwrite(args.allow_overwrite)
-        .per_client_root(args.per_client_root == Some(ClientKey::Ip));
+        .per_client_root(args.per_client_root == Some(ClientKey::Ip))
+        .max_upload_size(args.max_upload_size);
+    let handler = match &args.upload_dir {
+        Some(dir) => handler.upload_dir(dir),
+        None => handler,
+    };
+    if let Some(mask) = args.umask {
+        rustix::process::umask(rustix::fs::Mode::from_bits_truncate(mask));
+    }
     if args.allow_write {
         // A crash can leave half-written uploads; they are never served,
         // and are removed here.

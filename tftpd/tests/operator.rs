@@ -347,3 +347,56 @@ fn stale_upload_temporaries_are_removed_at_startup() {
     assert!(!dir.path().join("sub/.f.tftp-upload-77-0").exists());
     assert!(dir.path().join("sub/f").exists());
 }
+
+/// --umask applies to uploads, --upload-dir confines them, and
+/// --max-upload-size bounds them.
+#[test]
+fn upload_flags() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("incoming")).unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--allow-write",
+            "--umask",
+            "077",
+            "--upload-dir",
+            "incoming",
+            "--max-upload-size",
+            "600",
+        ],
+    );
+    let up = dir.path().join("local.bin");
+    std::fs::write(&up, content(500)).unwrap();
+    let host = d.addr.to_string();
+    let out = tftp(&["put", &host, up.to_str().unwrap(), "incoming/a.bin"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(dir.path().join("incoming/a.bin"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let out = tftp(&["put", &host, up.to_str().unwrap(), "b.bin"]);
+    assert_eq!(out.status.code(), Some(1), "outside the upload dir");
+    std::fs::write(&up, content(700)).unwrap();
+    let out = tftp(&[
+        "--tsize",
+        "put",
+        &host,
+        up.to_str().unwrap(),
+        "incoming/c.bin",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "over the size limit");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server error 3"));
+    assert!(!dir.path().join("incoming/c.bin").exists());
+    let out = Command::new(TFTPD)
+        .args(["--umask", "999"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

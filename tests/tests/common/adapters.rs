@@ -25,6 +25,10 @@ pub struct Cfg {
     pub allow_overwrite: bool,
     /// `DirHandler::per_client_root`.
     pub per_client_root: bool,
+    /// `DirHandler::max_upload_size`.
+    pub max_upload_size: Option<u64>,
+    /// `DirHandler::upload_dir`.
+    pub upload_dir: Option<&'static str>,
     /// Transfer ports (`port_range`).
     pub port_range: Option<(u16, u16)>,
     /// Serve the directory behind these remap rules.
@@ -47,6 +51,8 @@ impl Default for Cfg {
             per_client_root: false,
             remap: None,
             port_range: None,
+            max_upload_size: None,
+            upload_dir: None,
             max_sessions: 10_000,
             max_sessions_per_peer: 2_000,
             drain: Duration::from_secs(30),
@@ -308,6 +314,14 @@ impl Adapter for Tokio {
             .allow_write(cfg.allow_write)
             .allow_overwrite(cfg.allow_overwrite)
             .per_client_root(cfg.per_client_root);
+        let h = match cfg.max_upload_size {
+            Some(n) => h.max_upload_size(n),
+            None => h,
+        };
+        let h = match cfg.upload_dir {
+            Some(d) => h.upload_dir(d),
+            None => h,
+        };
         let (addrs, stats, stop, result) = match &cfg.remap {
             Some(rules) => run_tokio(configure!(
                 tftp_tokio::Server::builder(tftp_tokio::Remap::new(Arc::clone(rules), h)),
@@ -506,6 +520,14 @@ fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
                 .allow_write(cfg.allow_write)
                 .allow_overwrite(cfg.allow_overwrite)
                 .per_client_root(cfg.per_client_root);
+            let h = match cfg.max_upload_size {
+                Some(n) => h.max_upload_size(n),
+                None => h,
+            };
+            let h = match cfg.upload_dir {
+                Some(d) => h.upload_dir(d),
+                None => h,
+            };
             match &cfg.remap {
                 Some(rules) => run_smol(
                     configure!(
@@ -657,6 +679,14 @@ impl Adapter for Blocking {
             .allow_write(cfg.allow_write)
             .allow_overwrite(cfg.allow_overwrite)
             .per_client_root(cfg.per_client_root);
+        let h = match cfg.max_upload_size {
+            Some(n) => h.max_upload_size(n),
+            None => h,
+        };
+        let h = match cfg.upload_dir {
+            Some(d) => h.upload_dir(d),
+            None => h,
+        };
         let (addrs, stats, stop, result) = match &cfg.remap {
             Some(rules) => run_blocking(configure!(
                 tftp_blocking::Server::builder(tftp_blocking::Remap::new(Arc::clone(rules), h)),
