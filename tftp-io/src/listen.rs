@@ -134,7 +134,13 @@ impl Listener {
             None,
         )
         .and_then(|s| s.connect(&SocketAddr::new(ip, DISCARD_PORT).into()));
-        let unicast = probe.is_ok();
+        let unicast = match probe {
+            Ok(()) => true,
+            // What a broadcast address answers.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => false,
+            // No descriptor for the probe, say: not known, not remembered.
+            Err(_) => return false,
+        };
         if known.len() >= MAX_REMEMBERED {
             known.clear();
         }
