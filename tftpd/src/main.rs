@@ -69,7 +69,7 @@ struct Args {
     max_upload_size: u64,
 
     /// Accept uploads only for names under this directory of the root (e.g.
-    /// incoming), so no client can plant pxelinux.cfg/01-<mac> files.
+    /// incoming), so no client can plant pxelinux.cfg/01-MAC files.
     #[arg(long, env = "TFTPD_UPLOAD_DIR", value_name = "DIR")]
     upload_dir: Option<String>,
 
