@@ -514,7 +514,7 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, listening: &Arc<Listening>) 
             // Kept to answer "busy" if the thread cannot start.
             let asked = Request::clone(&request);
             let spawned = std::thread::Builder::new().spawn(move || {
-                let stats = run_session(&session_shared, &request, &session_listening);
+                let stats = run_session(&session_shared, &request, session_listening);
                 ticket.finish(&stats);
             });
             if let Err(e) = spawned {
@@ -528,14 +528,23 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, listening: &Arc<Listening>) 
     Ok(())
 }
 
-fn run_session<H: Handler>(shared: &Shared<H>, request: &Request, listening: &Listening) -> Stats {
+fn run_session<H: Handler>(
+    shared: &Shared<H>,
+    request: &Request,
+    listening: Arc<Listening>,
+) -> Stats {
     let clock = shared.clock;
     let config = &shared.registry.config;
     let local_ip = request.local.map_or(request.peer.ip(), |l| l.ip());
     let socket = match bind_transfer(local_ip, config.port_range, random_seed()) {
-        Ok(s) => s,
+        // The listening socket closes when its accept thread ends, not when
+        // the last session does.
+        Ok(s) => {
+            drop(listening);
+            s
+        }
         Err(e) => {
-            reply_busy(listening, request);
+            reply_busy(&listening, request);
             return no_socket(request, &config.limits, &e, clock.now())
                 .stats()
                 .clone();

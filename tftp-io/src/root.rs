@@ -233,10 +233,18 @@ const UPLOAD_MARK: &str = ".tftp-upload-";
 /// served (a crash may leave one half-written) nor uploaded to.
 fn is_upload_temp(path: &[u8]) -> bool {
     let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    let mark = UPLOAD_MARK.as_bytes();
+    let Some(at) = name.windows(mark.len()).rposition(|w| w == mark) else {
+        return false;
+    };
+    // `.NAME` before the mark, `PID-N` (digits) after it.
+    let suffix = name.get(at + mark.len()..).unwrap_or_default();
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
     name.starts_with(b".")
-        && name
-            .windows(UPLOAD_MARK.len())
-            .any(|w| w == UPLOAD_MARK.as_bytes())
+        && at > 1
+        && matches!(suffix.iter().position(|&b| b == b'-'),
+            Some(dash) if digits(suffix.get(..dash).unwrap_or_default())
+                && digits(suffix.get(dash + 1..).unwrap_or_default()))
 }
 
 /// Numbers temporary upload files within this process.
@@ -312,9 +320,16 @@ impl UploadGuard {
         let result = if self.overwrite {
             self.dir.rename(&self.temp, &self.dir, &self.target)
         } else {
+            // Once linked the file is in place, whatever happens to the
+            // temporary name.
             self.dir
                 .hard_link(&self.temp, &self.dir, &self.target)
-                .and_then(|()| self.dir.remove_file(&self.temp))
+                .map(|()| {
+                    self.done = true;
+                    if let Err(e) = self.dir.remove_file(&self.temp) {
+                        tracing::warn!(error = %e, "cannot remove an upload's temporary name");
+                    }
+                })
         };
         if result.is_ok() {
             self.done = true;
@@ -488,6 +503,9 @@ mod tests {
         assert!(!is_upload_temp(b"a.tftp-upload-1-0"));
         assert!(!is_upload_temp(b".tftp-upload/x"));
         assert!(!is_upload_temp(b".hidden"));
+        assert!(!is_upload_temp(b".x.tftp-upload-notes"));
+        assert!(!is_upload_temp(b".x.tftp-upload-1-"));
+        assert!(!is_upload_temp(b"..tftp-upload-1-2x"));
     }
 
     #[test]

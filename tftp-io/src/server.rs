@@ -287,7 +287,7 @@ async fn accept_loop<H: Handler, R: Runtime>(
                     let shared = Arc::clone(shared);
                     let listening = Arc::clone(listening);
                     shared.clock.runtime().clone().spawn(async move {
-                        let stats = run_session(&shared, request, &listening).await;
+                        let stats = run_session(&shared, request, listening).await;
                         ticket.finish(&stats);
                     });
                 }
@@ -305,7 +305,7 @@ async fn accept_loop<H: Handler, R: Runtime>(
 async fn run_session<H: Handler, R: Runtime>(
     shared: &Shared<H, R>,
     request: Request,
-    listening: &Listening<R::Socket>,
+    listening: Arc<Listening<R::Socket>>,
 ) -> Stats {
     let clock = &shared.clock;
     let config = &shared.registry.config;
@@ -313,7 +313,12 @@ async fn run_session<H: Handler, R: Runtime>(
     let socket = match bind_transfer(local_ip, config.port_range, random_seed())
         .and_then(|s| clock.runtime().wrap_udp(s))
     {
-        Ok(s) => s,
+        // The listening socket is needed no longer: it closes when its
+        // accept loop ends, not when the last session does.
+        Ok(s) => {
+            drop(listening);
+            s
+        }
         Err(e) => {
             // No socket of our own (out of descriptors or ports): the client
             // hears "busy" from the listening socket instead of silence.

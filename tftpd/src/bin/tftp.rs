@@ -214,6 +214,14 @@ fn temp_path(local: &Path) -> PathBuf {
     local.with_file_name(format!(".{name}.tftp-{}", std::process::id()))
 }
 
+/// Clears the progress bar and returns the client's result.
+fn finish(bar: Option<ProgressBar>, result: Result<Stats, ClientError>) -> Result<Stats, Failure> {
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result.map_err(Failure::Client)
+}
+
 fn base_name(path: &str) -> String {
     Path::new(path)
         .file_name()
@@ -233,7 +241,24 @@ async fn run(args: &Args) -> Result<Stats, Failure> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(base_name(remote)));
             let bar = progress(args, None);
-            let result = if local.as_os_str() == "-" {
+            // A device, a FIFO or a symlink as LOCAL is written in place;
+            // only a missing or regular file goes through a temporary file.
+            let in_place = std::fs::symlink_metadata(&local).is_ok_and(|m| !m.is_file());
+            let result = if local.as_os_str() == "-" || in_place {
+                if in_place {
+                    let file = tokio::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&local)
+                        .await
+                        .map_err(|e| {
+                            Failure::Local(format!("cannot open {}: {e}", local.display()))
+                        })?;
+                    let mut out = Counting {
+                        inner: file,
+                        bar: bar.clone(),
+                    };
+                    return finish(bar, client(args, server).get(remote, &mut out).await);
+                }
                 let mut out = Counting {
                     inner: tokio::io::stdout(),
                     bar: bar.clone(),
