@@ -133,14 +133,7 @@ impl AsyncUdpSocket for SmolSocket {
         cx: &mut Context<'_>,
         recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            match recv(self.0.get_ref().as_fd()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.0.poll_readable(cx))?
-                }
-                result => return Poll::Ready(result),
-            }
-        }
+        self.poll_io(cx, recv, |s, cx| s.poll_readable(cx))
     }
 
     fn poll_send_with(
@@ -148,11 +141,21 @@ impl AsyncUdpSocket for SmolSocket {
         cx: &mut Context<'_>,
         send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
     ) -> Poll<io::Result<()>> {
+        self.poll_io(cx, send, |s, cx| s.poll_writable(cx))
+    }
+}
+
+impl SmolSocket {
+    /// `io` until it does not block, waiting with `wait` in between.
+    fn poll_io(
+        &self,
+        cx: &mut Context<'_>,
+        io: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+        wait: impl Fn(&Async<UdpSocket>, &mut Context<'_>) -> Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>> {
         loop {
-            match send(self.0.get_ref().as_fd()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.0.poll_writable(cx))?
-                }
+            match io(self.0.get_ref().as_fd()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(wait(&self.0, cx))?,
                 result => return Poll::Ready(result),
             }
         }

@@ -101,6 +101,24 @@ impl Served {
     }
 }
 
+/// The directory handler every runtime serves (one type for all of them),
+/// configured from `cfg`.
+fn dir_handler(dir: &Path, cfg: &Cfg) -> tftp_io::DirHandler {
+    let h = tftp_io::DirHandler::new(dir)
+        .unwrap()
+        .allow_write(cfg.allow_write)
+        .allow_overwrite(cfg.allow_overwrite)
+        .per_client_root(cfg.per_client_root);
+    let h = match cfg.max_upload_size {
+        Some(n) => h.max_upload_size(n),
+        None => h,
+    };
+    match cfg.upload_dir {
+        Some(d) => h.upload_dir(d),
+        None => h,
+    }
+}
+
 /// What the dynamic test handler does with a file name.
 pub enum Decision {
     Bytes(Vec<u8>, Option<Limits>),
@@ -309,19 +327,7 @@ impl Adapter for Tokio {
 
     fn serve_dir(dir: &Path, cfg: &Cfg) -> Served {
         let (sessions, periodic, uploads) = recorders();
-        let h = tftp_tokio::DirHandler::new(dir)
-            .unwrap()
-            .allow_write(cfg.allow_write)
-            .allow_overwrite(cfg.allow_overwrite)
-            .per_client_root(cfg.per_client_root);
-        let h = match cfg.max_upload_size {
-            Some(n) => h.max_upload_size(n),
-            None => h,
-        };
-        let h = match cfg.upload_dir {
-            Some(d) => h.upload_dir(d),
-            None => h,
-        };
+        let h = dir_handler(dir, cfg);
         let (addrs, stats, stop, result) = match &cfg.remap {
             Some(rules) => run_tokio(configure!(
                 tftp_tokio::Server::builder(tftp_tokio::Remap::new(Arc::clone(rules), h)),
@@ -515,19 +521,7 @@ fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
     let (sessions, periodic, uploads) = recorders();
     let (addrs, stats, stop, result) = match dir {
         Some(dir) => {
-            let h = tftp_smol::DirHandler::new(dir)
-                .unwrap()
-                .allow_write(cfg.allow_write)
-                .allow_overwrite(cfg.allow_overwrite)
-                .per_client_root(cfg.per_client_root);
-            let h = match cfg.max_upload_size {
-                Some(n) => h.max_upload_size(n),
-                None => h,
-            };
-            let h = match cfg.upload_dir {
-                Some(d) => h.upload_dir(d),
-                None => h,
-            };
+            let h = dir_handler(dir, cfg);
             match &cfg.remap {
                 Some(rules) => run_smol(
                     configure!(
@@ -674,19 +668,7 @@ impl Adapter for Blocking {
 
     fn serve_dir(dir: &Path, cfg: &Cfg) -> Served {
         let (sessions, periodic, uploads) = recorders();
-        let h = tftp_blocking::DirHandler::new(dir)
-            .unwrap()
-            .allow_write(cfg.allow_write)
-            .allow_overwrite(cfg.allow_overwrite)
-            .per_client_root(cfg.per_client_root);
-        let h = match cfg.max_upload_size {
-            Some(n) => h.max_upload_size(n),
-            None => h,
-        };
-        let h = match cfg.upload_dir {
-            Some(d) => h.upload_dir(d),
-            None => h,
-        };
+        let h = dir_handler(dir, cfg);
         let (addrs, stats, stop, result) = match &cfg.remap {
             Some(rules) => run_blocking(configure!(
                 tftp_blocking::Server::builder(tftp_blocking::Remap::new(Arc::clone(rules), h)),
