@@ -8,18 +8,22 @@ use common::adapters::{Adapter, Cfg};
 use common::{ack, error, rrq, Raw};
 use tftp_proto::options::Limits;
 
-/// Opens a session that stays open (the client does not ACK); returns the
+/// Opens a session that stays open: the client ACKs DATA 1 (so the server
+/// counts it as verified, never to be evicted) and then stops; returns the
 /// server's transfer address.
 fn hold(raw: &Raw, server: std::net::SocketAddr) -> std::net::SocketAddr {
     raw.send(server, &rrq("f.bin", &[]));
     let (data, tid) = raw.recv();
     assert_eq!(data[..4], [0, 3, 0, 1], "DATA 1");
+    raw.send(tid, &ack(1));
+    let (data, _) = raw.recv();
+    assert_eq!(data[..4], [0, 3, 0, 2], "DATA 2");
     tid
 }
 
 /// Completes a held lock-step transfer of a file shorter than 512 × 8 bytes.
 fn finish(raw: &Raw, tid: std::net::SocketAddr) {
-    let mut block = 1u16;
+    let mut block = 2u16;
     raw.send(tid, &ack(block));
     loop {
         let (pkt, _) = raw.recv();
@@ -61,6 +65,8 @@ fn max_sessions_edge<A: Adapter>() {
         c.send(server.addr, &rrq("f.bin", &[]));
         let (reply, tid) = c.recv();
         if reply[..2] == [0, 3] {
+            c.send(tid, &ack(1));
+            c.recv();
             finish(&c, tid);
             admitted = true;
             break;

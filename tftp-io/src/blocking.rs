@@ -132,7 +132,9 @@ impl Clock {
 }
 
 /// The driving loop on a blocking socket; `abort`, when raised, ends the
-/// session with ERROR 0 "Server shutting down".
+/// session with ERROR 0 "Server shutting down". A server session's `ticket`
+/// hears when its peer is verified, and its cancel signal ends the session
+/// silently.
 fn drive<S: Session + ?Sized>(
     session: &mut S,
     socket: &UdpSocket,
@@ -140,6 +142,7 @@ fn drive<S: Session + ?Sized>(
     clock: Clock,
     buf: &mut [u8],
     mut abort: Option<&Stops>,
+    mut ticket: Option<&mut Ticket>,
 ) -> io::Result<Outcome> {
     socket.set_nonblocking(false)?;
     loop {
@@ -178,13 +181,21 @@ fn drive<S: Session + ?Sized>(
                     session.abort(ErrorCode::NotDefined, SHUTTING_DOWN);
                     continue;
                 }
+                if ticket
+                    .as_deref()
+                    .is_some_and(|t| t.cancel_signal().is_raised())
+                {
+                    ticket = None;
+                    session.cancel();
+                    continue;
+                }
                 let now = clock.now();
                 if deadline <= now {
                     session.handle_timeout(now);
                     continue;
                 }
                 let mut wait = deadline - now;
-                if abort.is_some() {
+                if abort.is_some() || ticket.is_some() {
                     wait = wait.min(POLL_STOPS);
                 }
                 socket.set_read_timeout(Some(wait.max(Duration::from_micros(1))))?;
@@ -192,6 +203,11 @@ fn drive<S: Session + ?Sized>(
                     Ok((n, from)) => {
                         let datagram = buf.get(..n).unwrap_or_default();
                         session.handle_datagram(clock.now(), from, datagram);
+                        if let Some(t) = ticket.as_deref_mut() {
+                            if session.stats().verified {
+                                t.verified();
+                            }
+                        }
                     }
                     Err(e)
                         if matches!(
@@ -497,7 +513,7 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, listening: &Arc<Listening>) 
                 .registry
                 .on_datagram(datagram, peer, local, &mut reply)
             {
-                Admit::Start { request, key } => (request, key),
+                Admit::Start { request, key, .. } => (request, key),
                 Admit::Reply(len) => {
                     let answer = reply.get(..len).unwrap_or_default();
                     let _ = listener.send(socket.as_fd(), peer, local, answer);
@@ -506,7 +522,7 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, listening: &Arc<Listening>) 
                 Admit::Ignore => continue,
             };
             let notify = Arc::clone(shared);
-            let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
+            let mut ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
                 notify.stops.update(|_| {})
             });
             let session_shared = Arc::clone(shared);
@@ -514,7 +530,7 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, listening: &Arc<Listening>) 
             // Kept to answer "busy" if the thread cannot start.
             let asked = Request::clone(&request);
             let spawned = std::thread::Builder::new().spawn(move || {
-                let stats = run_session(&session_shared, &request, session_listening);
+                let stats = run_session(&session_shared, &request, session_listening, &mut ticket);
                 ticket.finish(&stats);
             });
             if let Err(e) = spawned {
@@ -532,6 +548,7 @@ fn run_session<H: Handler>(
     shared: &Shared<H>,
     request: &Request,
     listening: Arc<Listening>,
+    ticket: &mut Ticket,
 ) -> Stats {
     let clock = shared.clock;
     let config = &shared.registry.config;
@@ -555,7 +572,7 @@ fn run_session<H: Handler>(
         Direction::Write => shared.handler.write(request).map(Granted::Write),
     };
     let local = socket.local_addr().ok();
-    let (mut session, mut data) = open(request, &config.limits, answer, local, clock.now());
+    let (mut session, mut data) = open(request, config, answer, local, clock.now(), ticket);
     let mut io = match &mut data {
         Data::Source(s) => Io::Source(&mut *s.0),
         Data::Sink(w) => Io::Upload(&mut *w.0),
@@ -569,6 +586,7 @@ fn run_session<H: Handler>(
         clock,
         &mut buf,
         Some(&shared.stops),
+        Some(ticket),
     ) {
         tracing::warn!(error = %e, "transfer socket failed");
     }
@@ -595,6 +613,7 @@ impl Client<Threads> {
             clock,
             &mut buf,
             None,
+            None,
         )?;
         ClientError::check(outcome, session.stats().clone())
     }
@@ -617,6 +636,7 @@ impl Client<Threads> {
             &mut Io::Source(source),
             clock,
             &mut buf,
+            None,
             None,
         )?;
         ClientError::check(outcome, session.stats().clone())

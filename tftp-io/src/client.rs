@@ -171,7 +171,7 @@ impl<R: Runtime> Client<R> {
         let pinned: Pin<&mut <R as Wrap<W>>::Io> = Pin::new(&mut sink);
         let mut io = Io::Download(pinned);
         let mut buf = vec![0u8; GET_BUFFER];
-        let outcome = drive(&mut session, &socket, &mut io, &clock, &mut buf, None).await;
+        let outcome = drive(&mut session, &socket, &mut io, &clock, &mut buf, None, None).await;
         ClientError::check(outcome, session.stats().clone())
     }
 
@@ -194,7 +194,7 @@ impl<R: Runtime> Client<R> {
         let pinned: Pin<&mut <R as Wrap<S>>::Io> = Pin::new(&mut source);
         let mut io = Io::Source(pinned);
         let mut buf = vec![0u8; PUT_BUFFER];
-        let outcome = drive(&mut session, &socket, &mut io, &clock, &mut buf, None).await;
+        let outcome = drive(&mut session, &socket, &mut io, &clock, &mut buf, None, None).await;
         ClientError::check(outcome, session.stats().clone())
     }
 }

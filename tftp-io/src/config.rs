@@ -13,6 +13,11 @@ use tftp_proto::stats::{ServerStats, Stats};
 
 pub use tftp_proto::server::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER};
 
+/// Default for [`ServerBuilder::max_memory`]: 256 MiB of session buffers
+/// for the whole server (a small VM's share), so 10 000 sessions at the
+/// largest window cannot take gigabytes.
+pub const DEFAULT_MAX_MEMORY: usize = 256 * 1024 * 1024;
+
 /// Default for [`ServerBuilder::drain_timeout`].
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default interval for periodic server statistics (as fbtftp).
@@ -37,8 +42,15 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Most sessions at once ([`DEFAULT_MAX_SESSIONS`]).
     pub max_sessions: usize,
-    /// Most sessions at once from one IP address ([`DEFAULT_MAX_SESSIONS_PER_PEER`]).
+    /// Most sessions at once from one peer: an IPv4 address or an IPv6 /64
+    /// ([`DEFAULT_MAX_SESSIONS_PER_PEER`]).
     pub max_sessions_per_peer: usize,
+    /// Most sessions at once whose peer has not answered yet (`None`:
+    /// [`tftp_proto::server::default_max_unverified`]: a quarter of
+    /// `max_sessions`).
+    pub max_unverified: Option<usize>,
+    /// Memory for all sessions' buffers together ([`DEFAULT_MAX_MEMORY`]).
+    pub max_memory: usize,
     /// How long shutdown waits for running transfers ([`DEFAULT_DRAIN_TIMEOUT`]).
     pub drain_timeout: Duration,
     /// Local ports for transfer sockets.
@@ -57,6 +69,8 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_peer: DEFAULT_MAX_SESSIONS_PER_PEER,
+            max_unverified: None,
+            max_memory: DEFAULT_MAX_MEMORY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             port_range: None,
             on_session_end: None,
@@ -68,7 +82,11 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// The admission policy these settings describe.
     pub fn admission(&self) -> Admission {
-        Admission::new(self.max_sessions, self.max_sessions_per_peer)
+        let admission = Admission::new(self.max_sessions, self.max_sessions_per_peer);
+        match self.max_unverified {
+            Some(n) => admission.with_max_unverified(n),
+            None => admission,
+        }
     }
 }
 
@@ -80,6 +98,8 @@ impl fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("max_sessions", &self.max_sessions)
             .field("max_sessions_per_peer", &self.max_sessions_per_peer)
+            .field("max_unverified", &self.max_unverified)
+            .field("max_memory", &self.max_memory)
             .field("drain_timeout", &self.drain_timeout)
             .field("port_range", &self.port_range)
             .finish_non_exhaustive()
@@ -137,9 +157,27 @@ impl<H, R> ServerBuilder<H, R> {
         self
     }
 
-    /// Most sessions at once from one IP address.
+    /// Most sessions at once from one peer (an IPv4 address, or an IPv6
+    /// /64).
     pub fn max_sessions_per_peer(mut self, n: usize) -> Self {
         self.config.max_sessions_per_peer = n;
+        self
+    }
+
+    /// Most sessions at once whose peer has not answered its first packet
+    /// yet (default: a quarter of [`ServerBuilder::max_sessions`]). Past
+    /// it, or when the table is full, the oldest unverified session gives
+    /// its place to the new request, as a SYN backlog does.
+    pub fn max_unverified(mut self, n: usize) -> Self {
+        self.config.max_unverified = Some(n);
+        self
+    }
+
+    /// Memory for all sessions' buffers (windows, staging, receive buffers)
+    /// together: a session that would exceed it gets a smaller window, or,
+    /// if not even a lock-step one fits, ERROR 0 "Server busy".
+    pub fn max_memory(mut self, bytes: usize) -> Self {
+        self.config.max_memory = bytes;
         self
     }
 

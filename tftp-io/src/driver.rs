@@ -14,6 +14,7 @@ use tftp_proto::session::{Output, Session};
 use tftp_proto::stats::Outcome;
 use tftp_proto::time::Instant;
 
+use crate::registry::Ticket;
 use crate::runtime::{AsyncUdpSocket, Runtime, Timer};
 use crate::session::{report_delivered, report_filled, Signal, SHUTTING_DOWN};
 
@@ -58,10 +59,12 @@ enum Event {
     Datagram(io::Result<(usize, std::net::SocketAddr)>),
     Timeout,
     Abort,
+    Cancel,
 }
 
 /// Drives `session` until it is done; `abort`, when raised, ends it with
-/// ERROR 0 "Server shutting down".
+/// ERROR 0 "Server shutting down". A server session's `ticket` hears when
+/// its peer is verified, and its cancel signal ends the session silently.
 pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     session: &mut S,
     socket: &R::Socket,
@@ -69,6 +72,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     clock: &Clock<R>,
     buf: &mut [u8],
     mut abort: Option<&Signal>,
+    mut ticket: Option<&mut Ticket>,
 ) -> Outcome {
     // One timer for the whole session, moved only when the deadline changes,
     // and one listener for `abort` (registered once, not per wait).
@@ -76,6 +80,8 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     // even for the same deadline.
     let mut timer: Option<(R::Timer, Option<Instant>)> = None;
     let mut listener: Option<EventListener> = None;
+    let mut cancel_listener: Option<EventListener> = None;
+    let mut cancelled = false;
     loop {
         match session.poll(clock.now()) {
             Output::Transmit { to, bytes } => {
@@ -126,6 +132,11 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                             return Poll::Ready(Event::Abort);
                         }
                     }
+                    if let Some(t) = ticket.as_deref().filter(|_| !cancelled) {
+                        if poll_signal(t.cancel_signal(), &mut cancel_listener, cx) {
+                            return Poll::Ready(Event::Cancel);
+                        }
+                    }
                     if let Poll::Ready(r) = socket.poll_recv(cx, buf) {
                         return Poll::Ready(Event::Datagram(r));
                     }
@@ -140,6 +151,11 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                         let datagram = buf.get(..n).unwrap_or_default();
                         let now = clock.now();
                         session.handle_datagram(now, from, datagram);
+                        if let Some(t) = ticket.as_deref_mut() {
+                            if session.stats().verified {
+                                t.verified();
+                            }
+                        }
                         // Nor can it hide the deadline (a spurious timeout is
                         // a no-op in the core).
                         if now >= deadline {
@@ -155,6 +171,10 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                     Event::Abort => {
                         abort = None;
                         session.abort(ErrorCode::NotDefined, SHUTTING_DOWN);
+                    }
+                    Event::Cancel => {
+                        cancelled = true;
+                        session.cancel();
                     }
                 }
             }

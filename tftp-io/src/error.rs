@@ -60,6 +60,11 @@ impl ClientError {
             Outcome::TimedOut => Err(ClientError::Timeout {
                 stats: Box::new(stats),
             }),
+            Outcome::Evicted => Err(ClientError::Aborted {
+                code: ErrorCode::NotDefined,
+                message: "cancelled".into(),
+                stats: Box::new(stats),
+            }),
         }
     }
 

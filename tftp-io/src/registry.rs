@@ -1,38 +1,62 @@
 //! Server state every server shares: the settings, the admission table
-//! (behind a lock never held across I/O) and the counters, and the
-//! [`Ticket`] that ends a session's admission exactly once.
+//! (behind a lock never held across I/O) with each session's cancel flag,
+//! the memory budget, the counters, and the [`Ticket`] that ends a session's
+//! admission exactly once.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tftp_proto::server::{Admission, Admit, SessionKey};
 
 use crate::config::ServerConfig;
+use crate::session::Signal;
 use tftp_proto::stats::{ServerCounters, Stats};
 
-/// Settings, admission and counters of one server.
+/// The admission table and the cancel flag of every admitted session.
+#[derive(Debug)]
+struct Table {
+    admission: Admission,
+    cancels: HashMap<SessionKey, Arc<Signal>>,
+}
+
+/// Settings, admission, memory budget and counters of one server.
 #[derive(Debug)]
 pub struct Registry {
     /// The server's settings.
     pub config: ServerConfig,
     /// Server-wide counters.
     pub counters: ServerCounters,
-    admission: Mutex<Admission>,
+    table: Mutex<Table>,
+    /// Bytes of session buffers granted (at most `config.max_memory`).
+    memory: AtomicUsize,
 }
 
 impl Registry {
     /// A registry for `config`.
     pub fn new(config: ServerConfig) -> Arc<Self> {
-        let admission = Mutex::new(config.admission());
+        let table = Mutex::new(Table {
+            admission: config.admission(),
+            cancels: HashMap::new(),
+        });
         Arc::new(Registry {
             config,
             counters: ServerCounters::default(),
-            admission,
+            table,
+            memory: AtomicUsize::new(0),
         })
     }
 
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // NOTE(unwrap): every update of the table is one call, so a poisoned
+        // lock still holds a consistent table.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The decision for one datagram on the listening socket at `local`
-    /// ([`Admission::admit_datagram`]); an answer goes into `reply`.
+    /// ([`Admission::admit_datagram`]); an answer goes into `reply`. A
+    /// session it evicts is told to stop at once.
     pub fn on_datagram(
         &self,
         datagram: &[u8],
@@ -40,33 +64,61 @@ impl Registry {
         local: SocketAddr,
         reply: &mut [u8],
     ) -> Admit {
-        // NOTE(unwrap): every update of the table is one call, so a poisoned
-        // lock still holds a consistent table.
-        let mut admission = self.admission.lock().unwrap_or_else(|p| p.into_inner());
-        admission.admit_datagram(
+        let mut table = self.table();
+        let admit = table.admission.admit_datagram(
             datagram,
             peer,
             local,
             &self.config.limits,
             &self.counters,
             reply,
-        )
+        );
+        if let Admit::Start { key, evicted, .. } = &admit {
+            table.cancels.insert(*key, Arc::default());
+            if let Some(cancel) = evicted.and_then(|e| table.cancels.remove(&e)) {
+                cancel.raise();
+            }
+        }
+        admit
     }
 
-    fn release(&self, key: &SessionKey) {
-        self.admission
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .release(key);
+    /// Bytes of session buffers granted now.
+    pub fn memory_in_use(&self) -> usize {
+        self.memory.load(Ordering::Acquire)
+    }
+
+    /// Grants up to `want` bytes of the budget; returns how many.
+    fn grant(&self, want: usize) -> usize {
+        let limit = self.config.max_memory;
+        let mut granted = 0;
+        let _ = self
+            .memory
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                granted = want.min(limit.saturating_sub(used));
+                Some(used.saturating_add(granted))
+            });
+        granted
+    }
+
+    fn give_back(&self, bytes: usize) {
+        let _ = self
+            .memory
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
     }
 }
 
 /// A running session's place. [`Ticket::finish`] records its statistics and
 /// calls `on_session_end`; dropped unfinished (its task panicked) it counts
-/// as lost. Either way the admission is released and `notify` runs.
+/// as lost. Either way the admission and the memory are released and
+/// `notify` runs.
 pub struct Ticket {
     registry: Arc<Registry>,
     key: Option<SessionKey>,
+    cancel: Arc<Signal>,
+    verified: bool,
+    memory: usize,
     notify: Box<dyn Fn() + Send + Sync>,
 }
 
@@ -78,17 +130,63 @@ impl Ticket {
         key: SessionKey,
         notify: impl Fn() + Send + Sync + 'static,
     ) -> Self {
+        let cancel = registry.table().cancels.get(&key).cloned();
+        let cancel = cancel.unwrap_or_else(|| {
+            // Evicted before its ticket was made (by another accept loop).
+            let cancel = Arc::new(Signal::default());
+            cancel.raise();
+            cancel
+        });
         Ticket {
             registry,
             key: Some(key),
+            cancel,
+            verified: false,
+            memory: 0,
             notify: Box::new(notify),
         }
+    }
+
+    /// Raised when the session's place went to a newer request: cancel it.
+    pub(crate) fn cancel_signal(&self) -> &Signal {
+        &self.cancel
+    }
+
+    /// The session's peer is verified (once is enough).
+    pub(crate) fn verified(&mut self) {
+        if !self.verified {
+            self.verified = true;
+            if let Some(key) = &self.key {
+                self.registry.table().admission.verify(key);
+            }
+        }
+    }
+
+    /// Takes up to `want` bytes of the server's memory budget for the
+    /// session; returns how many it got.
+    pub(crate) fn reserve(&mut self, want: usize) -> usize {
+        let got = self.registry.grant(want);
+        self.memory = self.memory.saturating_add(got);
+        got
+    }
+
+    /// The session holds `bytes`: keeps exactly that much of the budget.
+    /// False if more was needed and the budget has no room.
+    pub(crate) fn settle(&mut self, bytes: usize) -> bool {
+        if bytes <= self.memory {
+            self.registry.give_back(self.memory.saturating_sub(bytes));
+            self.memory = bytes;
+            return true;
+        }
+        let more = bytes.saturating_sub(self.memory);
+        let got = self.reserve(more);
+        got == more
     }
 
     /// The session ended with `stats`.
     pub fn finish(mut self, stats: &Stats) {
         if let Some(key) = self.key.take() {
-            self.registry.release(&key);
+            self.release(&key);
             self.registry.counters.record(stats);
             if let Some(f) = &self.registry.config.on_session_end {
                 f(stats);
@@ -96,12 +194,20 @@ impl Ticket {
             (self.notify)();
         }
     }
+
+    fn release(&mut self, key: &SessionKey) {
+        let mut table = self.registry.table();
+        table.admission.release(key);
+        table.cancels.remove(key);
+        drop(table);
+        self.registry.give_back(std::mem::take(&mut self.memory));
+    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.registry.release(&key);
+            self.release(&key);
             self.registry.counters.session_lost();
             (self.notify)();
         }
@@ -112,6 +218,7 @@ impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ticket")
             .field("key", &self.key)
+            .field("memory", &self.memory)
             .finish_non_exhaustive()
     }
 }

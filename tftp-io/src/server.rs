@@ -279,15 +279,15 @@ async fn accept_loop<H: Handler, R: Runtime>(
                 .registry
                 .on_datagram(datagram, peer, local, &mut reply)
             {
-                Admit::Start { request, key } => {
+                Admit::Start { request, key, .. } => {
                     let notify = Arc::clone(shared);
-                    let ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
+                    let mut ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
                         notify.ended.notify()
                     });
                     let shared = Arc::clone(shared);
                     let listening = Arc::clone(listening);
                     shared.clock.runtime().clone().spawn(async move {
-                        let stats = run_session(&shared, request, listening).await;
+                        let stats = run_session(&shared, request, listening, &mut ticket).await;
                         ticket.finish(&stats);
                     });
                 }
@@ -306,6 +306,7 @@ async fn run_session<H: Handler, R: Runtime>(
     shared: &Shared<H, R>,
     request: Request,
     listening: Arc<Listening<R::Socket>>,
+    ticket: &mut Ticket,
 ) -> Stats {
     let clock = &shared.clock;
     let config = &shared.registry.config;
@@ -336,7 +337,7 @@ async fn run_session<H: Handler, R: Runtime>(
         Direction::Write => shared.handler.write(&request).await.map(Granted::Write),
     };
     let local = socket.local_addr().ok();
-    let (mut session, mut data) = open(&request, &config.limits, answer, local, clock.now());
+    let (mut session, mut data) = open(&request, config, answer, local, clock.now(), ticket);
     let mut io = match &mut data {
         Data::Source(s) => Io::Source(s.0.as_mut()),
         Data::Sink(w) => Io::Upload(w.0.as_mut()),
@@ -350,6 +351,7 @@ async fn run_session<H: Handler, R: Runtime>(
         clock,
         &mut buf,
         Some(&shared.aborting),
+        Some(ticket),
     )
     .await;
     session.stats().clone()

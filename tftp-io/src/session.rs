@@ -13,7 +13,9 @@ use tftp_proto::server::{Request, ServerSession, TftpError};
 use tftp_proto::session::Session;
 use tftp_proto::time::Instant;
 
+use crate::config::ServerConfig;
 use crate::handler::{ReadResponse, WriteResponse};
+use crate::registry::Ticket;
 
 /// ERROR text sent to sessions aborted at the end of a graceful shutdown.
 pub const SHUTTING_DOWN: &str = "Server shutting down";
@@ -94,32 +96,54 @@ pub(crate) enum Data<S, W> {
 
 /// Starts serving `request` with the handler's answer, or refuses it with
 /// the handler's error (sent from the transfer socket at `local`).
+///
+/// The session's buffers come out of the server's memory budget (held by
+/// `ticket`): with little left its window is narrowed to what remains, and
+/// if not even that fits it is refused with ERROR 0 [`SOCKET_ERROR`].
 pub(crate) fn open<S, W>(
     request: &Request,
-    limits: &Limits,
+    config: &ServerConfig,
     answer: Result<Granted<S, W>, TftpError>,
     local: Option<SocketAddr>,
     now: Instant,
+    ticket: &mut Ticket,
 ) -> (ServerSession, Data<S, W>) {
+    let mut limits = config.limits.clone();
+    // The window may use what the budget grants beyond a lock-step
+    // session's fixed buffers.
+    let granted = ticket.reserve(limits.max_window_bytes.saturating_add(SESSION_OVERHEAD));
+    limits.max_window_bytes = limits
+        .max_window_bytes
+        .min(granted.saturating_sub(SESSION_OVERHEAD));
     let (mut session, data) = match answer {
         Ok(Granted::Read(r)) => (
-            ServerSession::start(request, limits, r.limits.as_ref(), r.size, now),
+            ServerSession::start(request, &limits, r.limits.as_ref(), r.size, now),
             Data::Source(r.source),
         ),
         Ok(Granted::Write(w)) => (
-            ServerSession::start(request, limits, w.limits.as_ref(), None, now),
+            ServerSession::start(request, &limits, w.limits.as_ref(), None, now),
             Data::Sink(w.sink),
         ),
         Err(e) => (
-            ServerSession::refuse(request, e.code, &e.message, limits, now),
+            ServerSession::refuse(request, e.code, &e.message, &limits, now),
             Data::None,
         ),
     };
     if let Some(local) = local {
         session.set_local(local);
     }
+    if !ticket.settle(session.memory()) {
+        tracing::warn!(limit = config.max_memory, "session memory budget exhausted");
+        session.abort(ErrorCode::NotDefined, SOCKET_ERROR);
+        return (session, Data::None);
+    }
     (session, data)
 }
+
+/// Buffers of a session besides its window: the control packet and the
+/// receive buffer of a read (a write's receive buffer grows with its
+/// blksize and is counted by the session itself).
+pub(crate) const SESSION_OVERHEAD: usize = 2048;
 
 /// A session that could not get a transfer socket: it ends at once, with
 /// statistics that say so.

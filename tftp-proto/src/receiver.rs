@@ -72,6 +72,11 @@ impl Receiver {
         }
     }
 
+    /// Bytes of its buffers.
+    pub(crate) fn memory(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The last block received in order (64-bit).
     pub(crate) fn last_in_order(&self) -> u64 {
         // `expected` starts at 1 and only grows.

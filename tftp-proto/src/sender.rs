@@ -29,6 +29,9 @@ use crate::time::Instant;
 
 /// Duplicate ACKs for one window position that restart the window.
 const DUP_ACK_THRESHOLD: u32 = 2;
+/// Largest netascii staging buffer: a block is encoded from as many fills
+/// as it takes, so a session's netascii memory stays small at any blksize.
+const NETASCII_STAGE: usize = 4096;
 
 pub(crate) struct Sender {
     blksize: usize,
@@ -103,7 +106,7 @@ impl Sender {
         let source = if netascii {
             Source::Netascii(Box::new(NetasciiStage {
                 encoder: Encoder::new(),
-                stage: vec![0; blksize],
+                stage: vec![0; blksize.min(NETASCII_STAGE)],
                 start: 0,
                 end: 0,
                 eof: false,
@@ -130,6 +133,30 @@ impl Sender {
             restarted_at: 0,
             source,
         }
+    }
+
+    /// Bytes of its buffers: the window's slots and their bookkeeping, and
+    /// the netascii staging buffer.
+    pub(crate) fn memory(&self) -> usize {
+        Self::memory_for(
+            self.blksize,
+            self.lens.len(),
+            matches!(self.source, Source::Netascii(_)),
+        )
+    }
+
+    /// What [`Sender::memory`] is for a sender of these parameters.
+    pub(crate) fn memory_for(blksize: usize, window: usize, netascii: bool) -> usize {
+        let per_slot = slot_size(blksize)
+            .saturating_add(core::mem::size_of::<usize>())
+            .saturating_add(core::mem::size_of::<Instant>())
+            .saturating_add(1);
+        let stage = if netascii {
+            blksize.min(NETASCII_STAGE)
+        } else {
+            0
+        };
+        window.max(1).saturating_mul(per_slot).saturating_add(stage)
     }
 
     /// The slot of `block` (blocks start at 1): always below `window`.

@@ -107,6 +107,14 @@ pub trait Session {
     fn delivered(&mut self);
     /// Ends the session with an ERROR to the peer (local failure).
     fn abort(&mut self, code: ErrorCode, message: &str);
+    /// Ends the session at once without a word to the peer (outcome
+    /// [`Outcome::Evicted`]): for an unverified session whose place in the
+    /// server's table went to a newer request; an ERROR would only be one
+    /// more datagram to a possibly spoofed address.
+    fn cancel(&mut self);
+    /// Bytes of the buffers the session holds now (window slots, netascii
+    /// staging, control packet), for a server-wide memory budget.
+    fn memory(&self) -> usize;
     /// Statistics so far (final once `Done`).
     fn stats(&self) -> &Stats;
     /// True once all data has been transferred and acknowledged, even if the

@@ -25,8 +25,19 @@ pub enum Outcome {
     /// This side ended the session with an ERROR to the peer (bad OACK,
     /// oversized transfer, local abort).
     LocalError(ErrorCode),
-    /// The peer went silent past the retry limit.
+    /// The peer went silent past the retry limit (or, before it was
+    /// verified, past [`Limits::unverified_lifetime`]), or made less progress
+    /// than [`Limits::min_rate`].
+    ///
+    /// [`Limits::unverified_lifetime`]: crate::options::Limits::unverified_lifetime
+    /// [`Limits::min_rate`]: crate::options::Limits::min_rate
     TimedOut,
+    /// The adapter cancelled the session without a word to the peer
+    /// ([`Session::cancel`]): an unverified session that gave up its place to
+    /// a newer request.
+    ///
+    /// [`Session::cancel`]: crate::session::Session::cancel
+    Evicted,
 }
 
 impl Outcome {
@@ -44,6 +55,7 @@ impl fmt::Display for Outcome {
             Outcome::PeerError(c) => write!(f, "peer error {}", c.as_u16()),
             Outcome::LocalError(c) => write!(f, "local error {}", c.as_u16()),
             Outcome::TimedOut => f.write_str("timed out"),
+            Outcome::Evicted => f.write_str("evicted"),
         }
     }
 }
@@ -83,6 +95,14 @@ pub struct Stats {
     pub options_negotiated: TransferOptions,
     /// When the session started.
     pub started: Instant,
+    /// Whether the peer proved it is at its address: a server session's
+    /// first ACK (DATA, for a write) from the request's address and port.
+    /// Always true for a client session. An unverified session runs under
+    /// [`Limits::unverified_retries`] and [`Limits::unverified_lifetime`].
+    ///
+    /// [`Limits::unverified_retries`]: crate::options::Limits::unverified_retries
+    /// [`Limits::unverified_lifetime`]: crate::options::Limits::unverified_lifetime
+    pub verified: bool,
     /// When it ended (`None` while running).
     pub finished: Option<Instant>,
     /// DATA packets sent, retransmissions included.
@@ -141,6 +161,7 @@ impl Stats {
             options_requested: options_requested.to_vec(),
             options_negotiated: TransferOptions::default(),
             started,
+            verified: false,
             finished: None,
             data_packets_sent: 0,
             blocks_sent: 0,
@@ -215,6 +236,8 @@ pub struct ServerCounters {
     timeouts: AtomicU64,
     errors_by_code: [AtomicU64; 10],
     rejected_by_limits: AtomicU64,
+    evicted: AtomicU64,
+    unverified: AtomicU64,
     duplicate_requests: AtomicU64,
     bad_requests: AtomicU64,
 }
@@ -248,6 +271,11 @@ pub struct ServerStats {
     pub errors_by_code: [u64; 10],
     /// Requests refused by a limit (sessions, sessions per peer).
     pub rejected_by_limits: u64,
+    /// Unverified sessions that gave up their place to a newer request.
+    pub sessions_evicted: u64,
+    /// Sessions that timed out or were evicted before their peer was
+    /// verified: requests from spoofed or vanished sources.
+    pub sessions_unverified: u64,
     /// Retransmitted requests for a session that already runs (ignored).
     pub duplicate_requests: u64,
     /// Malformed requests answered with ERROR, and datagrams ignored on the
@@ -273,7 +301,14 @@ impl ServerCounters {
         match stats.outcome {
             Some(Outcome::Completed) => bump(&self.completed, 1),
             Some(Outcome::OptionsRefused) => bump(&self.probed, 1),
+            Some(Outcome::Evicted) => {
+                bump(&self.evicted, 1);
+                bump(&self.failed, 1);
+            }
             _ => bump(&self.failed, 1),
+        }
+        if !stats.verified && matches!(stats.outcome, Some(Outcome::TimedOut | Outcome::Evicted)) {
+            bump(&self.unverified, 1);
         }
         bump(&self.bytes_sent, stats.bytes_sent);
         bump(&self.bytes_received, stats.bytes_received);
@@ -336,6 +371,8 @@ impl ServerCounters {
             timeouts: get(&self.timeouts),
             errors_by_code: self.errors_by_code.each_ref().map(get),
             rejected_by_limits: get(&self.rejected_by_limits),
+            sessions_evicted: get(&self.evicted),
+            sessions_unverified: get(&self.unverified),
             duplicate_requests: get(&self.duplicate_requests),
             bad_requests: get(&self.bad_requests),
         }

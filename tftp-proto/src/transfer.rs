@@ -15,11 +15,23 @@ use crate::sender::{AckEffect, Sender, Step};
 use crate::session::Output;
 use crate::stats::{incr, Outcome, Stats};
 use crate::time::Instant;
+use core::time::Duration;
 
 /// The ERROR 5 answer to strangers.
 const UNKNOWN_TID: &[u8] = b"\x00\x05\x00\x05Unknown transfer ID\x00";
 /// Size of the control packet buffer when no request is stored in it.
 const CONTROL_BUF: usize = 512;
+/// ERROR text for a transfer slower than [`Limits::min_rate`].
+pub const TOO_SLOW: &str = "Transfer too slow";
+
+/// Why a session ends at its hard deadline ([`Transfer::expiry`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expiry {
+    /// The peer was not verified within [`Limits::unverified_lifetime`].
+    Unverified,
+    /// The transfer fell below [`Limits::min_rate`].
+    TooSlow,
+}
 
 /// Which of the four sessions this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +148,9 @@ impl Ctx {
         netascii: bool,
         stats: Stats,
     ) -> Self {
+        let mut stats = stats;
+        // A client chose its peer; a server must hear from its peer first.
+        stats.verified = matches!(role, Role::ClientGet | Role::ClientPut);
         Ctx {
             role,
             peer: match role {
@@ -181,16 +196,46 @@ impl Ctx {
         }
     }
 
-    /// Applies the negotiated options (timer, stats).
+    /// Applies the negotiated options (timer, stats). A negotiated `timeout`
+    /// fixes the timer only once the peer is verified: until then the
+    /// adaptive timer from [`Limits::initial_rto`] runs.
     pub(crate) fn apply_options(&mut self, options: TransferOptions) {
         self.stats.options_negotiated = options;
         if options.tsize.is_some() {
             self.stats.transfer_size = options.tsize;
         }
-        let mut rto = Rto::new(&self.limits, options.timeout);
+        self.reset_rto();
+    }
+
+    fn reset_rto(&mut self) {
+        let fixed = self
+            .stats
+            .options_negotiated
+            .timeout
+            .filter(|_| self.stats.verified);
+        let mut rto = Rto::new(&self.limits, fixed);
         // Keep a round trip already measured during the handshake.
         rto.inherit(&self.rto);
         self.rto = rto;
+    }
+
+    /// The peer answered from the request's address and port.
+    fn verify(&mut self) {
+        if !self.stats.verified {
+            self.stats.verified = true;
+            if self.stats.options_negotiated.timeout.is_some() {
+                self.reset_rto();
+            }
+        }
+    }
+
+    /// Retransmissions allowed before giving up.
+    fn retry_limit(&self) -> u32 {
+        if self.stats.verified {
+            self.limits.retries
+        } else {
+            self.limits.retries.min(self.limits.unverified_retries)
+        }
     }
 
     fn arm(&mut self, now: Instant) {
@@ -199,10 +244,11 @@ impl Ctx {
 
     /// The deadline to wait for; a waiting session always has one (a timer
     /// that was not running starts now), so every wait ends in a timeout that
-    /// counts toward the retry limit.
-    fn wait_deadline(&mut self, now: Instant) -> Instant {
+    /// counts toward the retry limit. It is never later than `expiry`.
+    fn wait_deadline(&mut self, now: Instant, expiry: Option<Instant>) -> Instant {
         let rto = self.rto.current();
-        *self.deadline.get_or_insert(now.saturating_add(rto))
+        let timer = *self.deadline.get_or_insert(now.saturating_add(rto));
+        expiry.map_or(timer, |e| timer.min(e))
     }
 }
 
@@ -221,6 +267,7 @@ impl Transfer {
                 bytes: self.ctx.tx.get(..len).unwrap_or_default(),
             };
         }
+        let expiry = self.expiry().map(|(at, _)| at);
         let ending = match self.state {
             State::Closing(outcome) => Some(outcome),
             State::Dallying {
@@ -246,15 +293,47 @@ impl Transfer {
                     }
                 }
                 Step::Fill => Output::Fill(sender.fill_buffer()),
-                Step::Wait => Output::Wait(ctx.wait_deadline(now)),
+                Step::Wait => Output::Wait(ctx.wait_deadline(now, expiry)),
             },
             State::Receiving(receiver) => match receiver.pending() {
                 Some(bytes) => Output::Deliver(bytes),
-                None => Output::Wait(ctx.wait_deadline(now)),
+                None => Output::Wait(ctx.wait_deadline(now, expiry)),
             },
             State::Finishing { .. } => Output::Finish,
-            _ => Output::Wait(ctx.wait_deadline(now)),
+            _ => Output::Wait(ctx.wait_deadline(now, expiry)),
         }
+    }
+
+    /// The hard deadline of a running transfer, whatever its timer says:
+    /// the end of an unverified session's lifetime, or the moment it falls
+    /// below the minimum rate (moving later with every byte transferred).
+    fn expiry(&self) -> Option<(Instant, Expiry)> {
+        let ctx = &self.ctx;
+        let limits = &ctx.limits;
+        if !matches!(
+            self.state,
+            State::OackSent | State::Sending(_) | State::Receiving(_)
+        ) {
+            return None;
+        }
+        if !ctx.stats.verified {
+            let end = ctx.stats.started.saturating_add(limits.unverified_lifetime);
+            return Some((end, Expiry::Unverified));
+        }
+        let bytes = ctx
+            .stats
+            .bytes_sent
+            .saturating_add(ctx.stats.bytes_received);
+        // `None` only for a rate of 0: the rule is off.
+        let earned = bytes
+            .saturating_mul(1_000_000)
+            .checked_div(u64::from(limits.min_rate))?;
+        let end = ctx
+            .stats
+            .started
+            .saturating_add(limits.min_rate_grace)
+            .saturating_add(Duration::from_micros(earned));
+        Some((end, Expiry::TooSlow))
     }
 
     /// Bookkeeping for the control packet about to be transmitted.
@@ -307,6 +386,20 @@ impl Transfer {
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        match self.expiry() {
+            Some((at, Expiry::Unverified)) if now >= at => {
+                incr(&mut self.ctx.stats.timeouts);
+                self.finish(now, Outcome::TimedOut);
+                return;
+            }
+            Some((at, Expiry::TooSlow)) if now >= at => {
+                self.ctx
+                    .queue_error(ErrorCode::NotDefined, TOO_SLOW.as_bytes());
+                self.state = State::Closing(Outcome::TimedOut);
+                return;
+            }
+            _ => {}
+        }
         let Some(deadline) = self.ctx.deadline else {
             return;
         };
@@ -321,7 +414,7 @@ impl Transfer {
         incr(&mut ctx.stats.timeouts);
         ctx.retries = ctx.retries.saturating_add(1);
         ctx.deadline = None;
-        if ctx.retries > ctx.limits.retries {
+        if ctx.retries > ctx.retry_limit() {
             self.finish(now, Outcome::TimedOut);
             return;
         }
@@ -375,6 +468,12 @@ impl Transfer {
             incr(&mut self.ctx.stats.ignored_packets);
             return;
         };
+        match (self.ctx.role, &packet) {
+            (Role::ServerRead, Packet::Ack { .. }) | (Role::ServerWrite, Packet::Data { .. }) => {
+                self.ctx.verify()
+            }
+            _ => {}
+        }
         if let Packet::Error { code, message } = packet {
             self.ctx.stats.set_error(code, message, true);
             let outcome = if matches!(self.state, State::Dallying { .. }) {
@@ -595,6 +694,32 @@ impl Transfer {
         }
     }
 
+    pub(crate) fn cancel(&mut self) {
+        if !matches!(self.state, State::Done(_)) {
+            self.ctx.control = Control::Empty;
+            self.ctx.stranger = None;
+            self.state = State::Closing(Outcome::Evicted);
+        }
+    }
+
+    /// Bytes of the buffers this transfer holds (or, waiting for ACK 0, is
+    /// about to hold).
+    pub(crate) fn memory(&self) -> usize {
+        let o = self.ctx.stats.options_negotiated;
+        let engine = match &self.state {
+            State::Sending(sender) => sender.memory(),
+            State::Receiving(receiver) => receiver.memory(),
+            // What the sender will hold once the OACK is acknowledged.
+            State::OackSent => Sender::memory_for(
+                usize::from(o.block_size()),
+                usize::from(o.window_size()),
+                self.ctx.netascii,
+            ),
+            _ => 0,
+        };
+        self.ctx.tx.len().saturating_add(engine)
+    }
+
     pub(crate) fn is_transfer_complete(&self) -> bool {
         match self.state {
             State::Dallying { .. } => true,
@@ -630,6 +755,12 @@ macro_rules! impl_session {
             }
             fn abort(&mut self, code: $crate::packet::ErrorCode, message: &str) {
                 self.0.abort(code, message)
+            }
+            fn cancel(&mut self) {
+                self.0.cancel()
+            }
+            fn memory(&self) -> usize {
+                self.0.memory()
             }
             fn stats(&self) -> &$crate::stats::Stats {
                 &self.0.ctx.stats

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tftp_proto::client::{ClientGet, ClientPut};
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::{ErrorCode, Mode};
-use tftp_proto::server::{accept, Request, ServerRead, ServerWrite};
+use tftp_proto::server::{accept, Request, ServerRead, ServerSession, ServerWrite};
 use tftp_proto::session::{Output, Session};
 use tftp_proto::stats::Outcome;
 use tftp_proto::time::Instant;
@@ -181,13 +181,179 @@ fn oack_is_retransmitted_then_times_out() {
 }
 
 #[test]
-fn negotiated_timeout_option_sets_the_timer() {
+fn negotiated_timeout_option_sets_the_timer_once_the_peer_answers() {
     let req = request(b"\x00\x01f\x00octet\x00timeout\x003\x00");
     let oack = req.negotiate(&Limits::default(), None).oack;
     let mut s = ServerRead::new(&req, oack, &Limits::default(), ms(0));
-    let mut src: &[u8] = b"x";
+    let mut src: &[u8] = &[7u8; 1000];
     let d = drain(&mut s, ms(0), &mut src);
-    assert_eq!(d.wait, Some(ms(3000)));
+    // Unverified: the adaptive timer from its 1 s start, not the option.
+    assert_eq!(d.wait, Some(ms(1000)));
+    assert!(!s.stats().verified);
+    s.handle_datagram(ms(10), addr(PEER), &ack(0));
+    let d = drain(&mut s, ms(10), &mut src);
+    assert!(s.stats().verified);
+    assert_eq!(d.wait, Some(ms(3010)), "the negotiated 3 s from DATA 1");
+}
+
+/// Plays a silent (spoofed) source: returns the datagrams sent to it and
+/// when the session ended.
+fn unanswered(s: &mut dyn Session) -> (Vec<Vec<u8>>, Instant) {
+    let mut src: &[u8] = &[7u8; 100_000];
+    let mut now = ms(0);
+    let mut sent = Vec::new();
+    for _ in 0..100 {
+        let d = drain(s, now, &mut src);
+        sent.extend(d.sent.into_iter().map(|(to, b)| {
+            assert_eq!(to, addr(PEER));
+            b
+        }));
+        if d.done.is_some() {
+            assert_eq!(d.done, Some(Outcome::TimedOut));
+            return (sent, now);
+        }
+        now = d.wait.unwrap();
+        s.handle_timeout(now);
+    }
+    panic!("never ended");
+}
+
+#[test]
+fn an_unanswered_request_costs_four_datagrams_and_15_s_whatever_it_asked() {
+    // The RFC maximum timeout allowed, a large window: none of it counts
+    // before the peer answers.
+    let limits = Limits {
+        max_timeout: 255,
+        ..Limits::default()
+    };
+    let asks: [&[u8]; 4] = [
+        b"\x00\x01f\x00octet\x00",
+        b"\x00\x01f\x00octet\x00timeout\x00255\x00windowsize\x0064\x00blksize\x001468\x00",
+        b"\x00\x02f\x00octet\x00",
+        b"\x00\x02f\x00octet\x00timeout\x00255\x00blksize\x0065464\x00",
+    ];
+    for ask in asks {
+        let req = request(ask);
+        let mut s = ServerSession::start(&req, &limits, None, Some(100_000), ms(0));
+        let (sent, end) = unanswered(&mut s);
+        assert_eq!(sent.len(), 4, "{ask:?}");
+        assert!(end <= ms(15_000), "{ask:?} ended at {end:?}");
+        assert!(
+            sent.iter().all(|p| p.len() <= 516),
+            "one small datagram each"
+        );
+        assert!(!s.stats().verified);
+    }
+}
+
+#[test]
+fn the_unverified_lifetime_caps_a_slow_retry_schedule() {
+    let limits = Limits {
+        initial_rto: Duration::from_secs(5),
+        unverified_retries: 10,
+        ..Limits::default()
+    };
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let mut s = ServerSession::start(&req, &limits, None, None, ms(0));
+    let (sent, end) = unanswered(&mut s);
+    assert_eq!(end, ms(15_000));
+    assert_eq!(
+        sent.len(),
+        2,
+        "at 0 and 5 s; the next, at 15 s, is too late"
+    );
+}
+
+#[test]
+fn a_verified_peer_gets_the_full_retry_budget() {
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let limits = Limits::default();
+    let mut s = ServerSession::start(&req, &limits, None, None, ms(0));
+    let mut src: &[u8] = &[7u8; 2000];
+    drain(&mut s, ms(0), &mut src);
+    s.handle_datagram(ms(5), addr(PEER), &ack(1));
+    let mut now = ms(5);
+    let mut datagrams = 0;
+    loop {
+        let d = drain(&mut s, now, &mut src);
+        datagrams += d.sent.len();
+        if d.done.is_some() {
+            break;
+        }
+        now = d.wait.unwrap();
+        s.handle_timeout(now);
+    }
+    assert_eq!(datagrams, 1 + limits.retries as usize);
+}
+
+#[test]
+fn a_trickling_peer_is_ended_as_too_slow() {
+    // The peer ACKs each 8-byte block 900 ms after it arrives: always inside
+    // the (adaptive) timer, so no retry limit ever ends it.
+    let limits = Limits::default();
+    let req = request(b"\x00\x01f\x00octet\x00blksize\x008\x00");
+    let oack = req.negotiate(&limits, None).oack;
+    let mut s = ServerRead::new(&req, oack, &limits, ms(0));
+    let mut src: &[u8] = &[7u8; 1_000_000];
+    let mut d = drain(&mut s, ms(0), &mut src);
+    let mut now = ms(0);
+    let mut block = 0u16;
+    while d.done.is_none() {
+        assert!(now < ms(120_000), "still running at {now:?}");
+        let wait = d.wait.expect("waiting");
+        let answer = now + Duration::from_millis(900);
+        if wait <= answer {
+            now = wait;
+            s.handle_timeout(now);
+        } else {
+            now = answer;
+            s.handle_datagram(now, addr(PEER), &ack(block));
+            block = block.wrapping_add(1);
+        }
+        d = drain(&mut s, now, &mut src);
+    }
+    assert_eq!(d.done, Some(Outcome::TimedOut));
+    assert_eq!(s.stats().timeouts, 0, "it never missed the timer");
+    let error = s.stats().error.clone().unwrap();
+    assert_eq!(error.message, b"Transfer too slow");
+    // 30 s of grace plus 1/512 s for each byte it moved.
+    assert!(now >= ms(30_000) && now < ms(31_000), "ended at {now:?}");
+}
+
+#[test]
+fn cancel_ends_at_once_without_a_word() {
+    let req = request(b"\x00\x01f\x00octet\x00blksize\x001024\x00");
+    let mut s = ServerSession::start(&req, &Limits::default(), None, None, ms(0));
+    let mut src: &[u8] = &[];
+    drain(&mut s, ms(0), &mut src);
+    s.cancel();
+    let d = drain(&mut s, ms(1), &mut src);
+    assert!(d.sent.is_empty());
+    assert_eq!(d.done, Some(Outcome::Evicted));
+}
+
+#[test]
+fn memory_counts_the_window_and_the_netascii_stage() {
+    let limits = Limits::default();
+    let windowed = request(b"\x00\x01f\x00octet\x00blksize\x001468\x00windowsize\x0016\x00");
+    let s = ServerSession::start(&windowed, &limits, None, Some(1 << 20), ms(0));
+    // Before ACK 0 it already counts the window it is about to fill.
+    let m = s.memory();
+    assert!((16 * 1472..16 * 1472 + 16 * 32 + 2048).contains(&m), "{m}");
+    let text = request(b"\x00\x01f\x00netascii\x00blksize\x0065464\x00");
+    let s = ServerSession::start(&text, &limits, None, None, ms(0));
+    let m = s.memory();
+    assert!(
+        (65468..=65468 + 4096 + 2048).contains(&m),
+        "netascii stage is small: {m}"
+    );
+    let upload = request(b"\x00\x02f\x00octet\x00blksize\x0065464\x00");
+    let s = ServerSession::start(&upload, &limits, None, None, ms(0));
+    let m = s.memory();
+    assert!(
+        (2 * 65464..2 * 65464 + 1024).contains(&m),
+        "block + receive buffer: {m}"
+    );
 }
 
 #[test]

@@ -235,3 +235,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_real_client_whose_first_answers_are_lost_still_gets_verified() {
+    // The server's budget before verification is 4 datagrams: a client that
+    // answers each of them gets in even when its first three answers (ACK 1,
+    // ACK 0 to an OACK, or DATA 1 of an upload) are lost.
+    for kind in [Kind::Get, Kind::Put] {
+        for options in [TransferOptions::default(), opts(1468, 8)] {
+            for lost in [vec![2], vec![2, 3], vec![2, 3, 4]] {
+                let sent = data(20_000, 3);
+                let mut sc = Scenario::get(sent.clone(), options);
+                sc.kind = kind;
+                sc.drop_client = lost.clone();
+                let r = run(&sc);
+                assert_complete(&r, &sent);
+                let server = r.server.as_ref().unwrap();
+                assert!(server.verified, "{kind:?} {options:?} lost {lost:?}");
+                assert_eq!(r.dropped, lost.len() as u64);
+            }
+        }
+    }
+}

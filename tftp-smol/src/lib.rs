@@ -49,7 +49,10 @@ pub use tftp_io::tftp_proto;
 pub use tftp_io::{ClientError, DirHandler, Request, ServerStats, StatsHandle, TftpError};
 pub use tftp_io::{Handler, ReadResponse, WriteResponse};
 pub use tftp_io::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_STATS_INTERVAL};
-pub use tftp_io::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_MAX_UPLOAD_SIZE};
+pub use tftp_io::{
+    DEFAULT_MAX_MEMORY, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
+    DEFAULT_MAX_UPLOAD_SIZE,
+};
 
 /// The smol / async-io runtime: tasks on smol's global executor, async-io's
 /// timers and sockets.

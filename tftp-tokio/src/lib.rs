@@ -60,7 +60,10 @@ pub use tftp_io::tftp_proto;
 pub use tftp_io::{escape_controls, ClientError, DirHandler, ServerStats, StatsHandle, TftpError};
 pub use tftp_io::{ServerStatsCallback, SessionCallback};
 pub use tftp_io::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_STATS_INTERVAL};
-pub use tftp_io::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_MAX_UPLOAD_SIZE};
+pub use tftp_io::{
+    DEFAULT_MAX_MEMORY, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
+    DEFAULT_MAX_UPLOAD_SIZE,
+};
 
 /// A TFTP server on tokio: see [`tftp_io::Server`].
 pub type Server<H> = tftp_io::Server<H, Tokio>;

@@ -98,13 +98,34 @@ struct Args {
     #[arg(long, env = "TFTPD_RETRIES", default_value_t = tftp_proto::options::DEFAULT_RETRIES)]
     retries: u32,
 
+    /// Largest `timeout` option acknowledged, in seconds (1..=255); a larger
+    /// request is not acknowledged and the adaptive timer applies.
+    #[arg(long, env = "TFTPD_MAX_TIMEOUT", value_name = "SECS", default_value_t = tftp_proto::options::DEFAULT_MAX_TIMEOUT, value_parser = clap::value_parser!(u8).range(1..))]
+    max_timeout: u8,
+
+    /// Slowest transfer kept, in bytes per second on average after its
+    /// first 30 s (0: no minimum); slower ones end with ERROR 0.
+    #[arg(long, env = "TFTPD_MIN_RATE", value_name = "BYTES", default_value_t = tftp_proto::options::DEFAULT_MIN_RATE)]
+    min_rate: u32,
+
     /// Most transfers at once.
     #[arg(long, env = "TFTPD_MAX_SESSIONS", value_name = "N", default_value_t = tftp_tokio::DEFAULT_MAX_SESSIONS)]
     max_sessions: usize,
 
-    /// Most transfers at once from one client IP address.
+    /// Most transfers at once from one client IP address (IPv6: one /64).
     #[arg(long, env = "TFTPD_MAX_SESSIONS_PER_PEER", value_name = "N", default_value_t = tftp_tokio::DEFAULT_MAX_SESSIONS_PER_PEER)]
     max_sessions_per_peer: usize,
+
+    /// Most transfers at once whose client has not answered its first
+    /// packet yet (default: a quarter of --max-sessions); past it the oldest
+    /// gives its place to the newest.
+    #[arg(long, env = "TFTPD_MAX_UNVERIFIED", value_name = "N")]
+    max_unverified: Option<usize>,
+
+    /// Memory for all transfers' buffers together, in bytes; past it,
+    /// windows shrink, then requests get ERROR 0 "Server busy".
+    #[arg(long, env = "TFTPD_MAX_MEMORY", value_name = "BYTES", default_value_t = tftp_tokio::DEFAULT_MAX_MEMORY)]
+    max_memory: usize,
 
     /// Never acknowledge this option (repeatable, or comma-separated): for
     /// boot ROMs that choke on it (tftpd-hpa's -r).
@@ -404,12 +425,15 @@ async fn serve<H: Handler>(
     handler: H,
     metrics_listener: Option<metrics::Listener>,
 ) -> Result<(), BoxError> {
+    let shutdown = shutdown_signal();
     let limits = Limits {
         max_blksize: args.max_blksize,
         max_windowsize: args.max_windowsize,
         max_window_bytes: args.max_window_bytes,
         retries: args.retries,
         initial_rto: Duration::from_millis(args.timeout),
+        max_timeout: args.max_timeout,
+        min_rate: args.min_rate,
         enabled: enabled_options(&args.refuse),
         ..Limits::default()
     };
@@ -421,6 +445,7 @@ async fn serve<H: Handler>(
         .limits(limits)
         .max_sessions(args.max_sessions)
         .max_sessions_per_peer(args.max_sessions_per_peer)
+        .max_memory(args.max_memory)
         .drain_timeout(Duration::from_secs(args.drain_timeout))
         .on_session_end(move |s| {
             recorded.observe(s);
@@ -428,6 +453,9 @@ async fn serve<H: Handler>(
         });
     if let Some((low, high)) = args.port_range {
         builder = builder.port_range(low, high);
+    }
+    if let Some(n) = args.max_unverified {
+        builder = builder.max_unverified(n);
     }
     for socket in sockets {
         builder = builder.listen_socket(socket);
@@ -440,7 +468,7 @@ async fn serve<H: Handler>(
         tracing::info!(addr = %listener.addr(), "metrics on http://{}/metrics", listener.addr());
         metrics::spawn(listener, server.stats_handle(), histogram);
     }
-    server.serve(shutdown_signal()).await?;
+    server.serve(shutdown).await?;
     tracing::info!("shut down");
     Ok(())
 }
@@ -458,21 +486,27 @@ fn group_addrs(addrs: &[SocketAddr]) -> Vec<(SocketAddr, usize)> {
     groups
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT. The handlers are installed at once (before the
+/// "listening" line), not when the future is first polled: a signal that
+/// arrives right after start-up drains instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining transfers"),
-        _ = int.recv() => tracing::info!("SIGINT: draining transfers"),
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining transfers"),
+            _ = int.recv() => tracing::info!("SIGINT: draining transfers"),
+        }
     }
 }
 
 /// A session's outcome in one word: `completed`, `options_refused` (the
 /// client declined the OACK, e.g. a UEFI tsize probe), `peer_error`,
 /// `refused` (this server answered the request with an ERROR: no OACK, no
-/// data), `failed` (it ended a started transfer with an ERROR) or
-/// `timed_out`.
+/// data), `failed` (it ended a started transfer with an ERROR), `timed_out`
+/// or `evicted` (an unverified session that gave its place to a newer
+/// request).
 fn outcome_word(s: &tftp_proto::stats::Stats) -> &'static str {
     use tftp_proto::stats::Outcome;
     match s.outcome {
@@ -482,6 +516,7 @@ fn outcome_word(s: &tftp_proto::stats::Stats) -> &'static str {
         Some(Outcome::LocalError(_)) if nothing_moved(s) => "refused",
         Some(Outcome::LocalError(_)) => "failed",
         Some(Outcome::TimedOut) => "timed_out",
+        Some(Outcome::Evicted) => "evicted",
         None => "unfinished",
     }
 }
@@ -543,6 +578,7 @@ fn log_session(s: &tftp_proto::stats::Stats, escape: bool) {
         options_requested = %options,
         options_negotiated = %negotiated.join(","),
         outcome = %outcome_word(s),
+        verified = s.verified,
         bytes_sent = s.bytes_sent,
         bytes_received = s.bytes_received,
         blocks_sent = s.blocks_sent,

@@ -35,6 +35,12 @@ pub struct Cfg {
     pub remap: Option<Arc<tftp_io::remap::RemapRules>>,
     pub max_sessions: usize,
     pub max_sessions_per_peer: usize,
+    /// `max_unverified` (None: the default, a quarter of `max_sessions`).
+    pub max_unverified: Option<usize>,
+    /// `max_memory` (None: the default).
+    pub max_memory: Option<usize>,
+    /// The protocol policy (None: `Limits::default()`).
+    pub limits: Option<Limits>,
     pub drain: Duration,
     pub stats_interval: Option<Duration>,
     /// Listening sockets per address (`SO_REUSEPORT` when above 1).
@@ -55,6 +61,9 @@ impl Default for Cfg {
             upload_dir: None,
             max_sessions: 10_000,
             max_sessions_per_peer: 2_000,
+            max_unverified: None,
+            max_memory: None,
+            limits: None,
             drain: Duration::from_secs(30),
             stats_interval: None,
             reuse_port: 1,
@@ -221,6 +230,15 @@ macro_rules! configure {
             .on_session_end(move |s| sessions.lock().unwrap().push(s.clone()));
         if let Some((low, high)) = $cfg.port_range {
             b = b.port_range(low, high);
+        }
+        if let Some(n) = $cfg.max_unverified {
+            b = b.max_unverified(n);
+        }
+        if let Some(n) = $cfg.max_memory {
+            b = b.max_memory(n);
+        }
+        if let Some(limits) = &$cfg.limits {
+            b = b.limits(limits.clone());
         }
         if let Some(every) = $cfg.stats_interval {
             let periodic = Arc::clone(&$periodic);

@@ -6,7 +6,10 @@
 //! of outputs; DATA goes only to the peer, never beyond the negotiated block
 //! size, and never beyond one window past the highest block the peer
 //! acknowledged; ERROR 5 is the only thing strangers get; once the peer is
-//! silent the session ends within its retry budget.
+//! silent the session ends within its retry budget; before a server's peer
+//! is verified it gets at most `1 + unverified_retries` datagrams (ERRORs
+//! aside), all inside the unverified lifetime; a cancelled session ends at
+//! once without sending anything.
 
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -69,6 +72,8 @@ pub enum Op<'a> {
     Timeout,
     /// The adapter aborts the session.
     Abort,
+    /// The adapter cancels the session (eviction): nothing more is sent.
+    Cancel,
 }
 
 /// Packets a plausible (or hostile) peer sends.
@@ -111,6 +116,14 @@ struct Harness {
     acked: u64,
     /// Next block the fuzzer would send as DATA (wire number).
     next_data: u16,
+    /// Datagrams sent, all kinds.
+    sent_total: u64,
+    /// Datagrams (other than ERROR) sent while the peer was unverified.
+    unverified_sent: u32,
+    /// Retransmissions allowed before verification.
+    unverified_budget: u32,
+    /// End of the unverified lifetime.
+    unverified_until: Instant,
 }
 
 /// Runs [`check_session`] on fuzzer bytes.
@@ -196,6 +209,10 @@ pub fn check_session(input: &SessionInput<'_>) {
         data_high: 0,
         acked: 0,
         next_data: 1,
+        sent_total: 0,
+        unverified_sent: 0,
+        unverified_budget: limits.retries.min(limits.unverified_retries),
+        unverified_until: now + limits.unverified_lifetime,
     };
     h.drain();
     let stranger: SocketAddr = STRANGER.parse().expect("address");
@@ -231,6 +248,18 @@ pub fn check_session(input: &SessionInput<'_>) {
                 }
             }
             Op::Abort => h.session.abort(ErrorCode::NotDefined, "abort"),
+            Op::Cancel if !h.done => {
+                h.session.cancel();
+                let sent = h.sent_total;
+                h.drain();
+                assert!(h.done, "a cancelled session ends at once");
+                assert_eq!(h.sent_total, sent, "a cancelled session sends nothing");
+                assert_eq!(
+                    h.session.stats().outcome,
+                    Some(tftp_proto::stats::Outcome::Evicted)
+                );
+            }
+            Op::Cancel => {}
         }
         h.drain();
     }
@@ -265,9 +294,11 @@ impl Harness {
         let blksize = usize::from(negotiated.block_size());
         let mut transmits = 0u64;
         for _ in 0..(window as usize + 10) * 4 {
+            let verified = self.session.stats().verified;
             match self.session.poll(self.now) {
                 Output::Transmit { to, bytes } => {
                     transmits += 1;
+                    self.sent_total += 1;
                     assert!(
                         transmits <= window + 4 + u64::from(self.stranger_pending),
                         "too many datagrams at once"
@@ -289,7 +320,23 @@ impl Harness {
                         self.stranger_pending -= 1;
                         continue;
                     }
-                    if let Ok(Packet::Data { block, payload }) = Packet::parse(bytes) {
+                    let parsed = Packet::parse(bytes);
+                    if !verified && !matches!(parsed, Ok(Packet::Error { .. })) {
+                        // Before the peer is verified: a small budget, all of
+                        // it inside the unverified lifetime.
+                        self.unverified_sent += 1;
+                        assert!(
+                            self.unverified_sent <= 1 + self.unverified_budget,
+                            "{} datagrams to an unverified peer",
+                            self.unverified_sent
+                        );
+                        assert!(
+                            self.now < self.unverified_until,
+                            "datagram to an unverified peer at {:?}",
+                            self.now
+                        );
+                    }
+                    if let Ok(Packet::Data { block, payload }) = parsed {
                         assert!(payload.len() <= blksize, "DATA above the block size");
                         let ahead = u64::from(block.wrapping_sub(self.acked as u16));
                         assert!(

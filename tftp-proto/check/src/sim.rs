@@ -119,6 +119,9 @@ pub struct Scenario {
     pub seed: u64,
     /// DATA packets to drop by hand, counted from 1 in transmission order.
     pub drop_data: Vec<u64>,
+    /// Datagrams the client sends to drop by hand, counted from 1 (the
+    /// request) in transmission order: e.g. `[2]` loses its first ACK.
+    pub drop_client: Vec<u64>,
     /// Upper bound on loop iterations (a stuck simulation ends there).
     pub max_events: usize,
     /// Print every datagram sent, dropped and delivered (debugging).
@@ -139,6 +142,7 @@ impl Scenario {
             to_client: Netem::clean(Duration::from_millis(5)),
             seed: 1,
             drop_data: Vec::new(),
+            drop_client: Vec::new(),
             max_events: 5_000_000,
             trace: false,
         }
@@ -199,6 +203,7 @@ struct Side {
 
 struct World<'s> {
     scenario: &'s Scenario,
+    client_addr: SocketAddr,
     rng: Rng,
     now: Instant,
     queue: Vec<Flight>,
@@ -207,6 +212,7 @@ struct World<'s> {
     link_free: [Instant; 2],
     acked: u64,
     data_packets: u64,
+    client_packets: u64,
     dropped: u64,
     duplicated: u64,
     data_done_at: Option<Instant>,
@@ -279,6 +285,7 @@ pub fn run(scenario: &Scenario) -> Report {
     };
     let mut w = World {
         scenario,
+        client_addr,
         rng: Rng::new(scenario.seed),
         now,
         queue: Vec::new(),
@@ -286,6 +293,7 @@ pub fn run(scenario: &Scenario) -> Report {
         link_free: [Instant::ZERO; 2],
         acked: 0,
         data_packets: 0,
+        client_packets: 0,
         dropped: 0,
         duplicated: 0,
         data_done_at: None,
@@ -391,6 +399,13 @@ impl World<'_> {
                                 self.dropped += 1;
                                 continue;
                             }
+                        }
+                    }
+                    if side.addr == self.client_addr {
+                        self.client_packets += 1;
+                        if self.scenario.drop_client.contains(&self.client_packets) {
+                            self.dropped += 1;
+                            continue;
                         }
                     }
                     let bytes = bytes.to_vec();

@@ -16,7 +16,10 @@ pub struct Limits {
     pub max_window_bytes: usize,
     /// Smallest `timeout` option accepted, seconds. Default 1.
     pub min_timeout: u8,
-    /// Largest `timeout` option accepted, seconds. Default 255.
+    /// Largest `timeout` option accepted, seconds. Default
+    /// [`DEFAULT_MAX_TIMEOUT`] (U-Boot asks 5, curl 6): a larger value is not
+    /// acknowledged and the adaptive timer applies, so no request can make
+    /// the server wait minutes per retransmission.
     pub max_timeout: u8,
     /// Options that may be negotiated at all. Default: all.
     pub enabled: EnabledOptions,
@@ -40,6 +43,25 @@ pub struct Limits {
     /// Most DATA blocks in one transfer (bounds a write's size together with
     /// the block size). Default: no bound.
     pub max_transfer_blocks: u64,
+    /// Retransmissions a server session makes before its peer is verified
+    /// (its first ACK, or DATA for a write, from the request's address and
+    /// port): the spoofed source of an unanswered request gets at most
+    /// `1 + unverified_retries` datagrams. Default
+    /// [`DEFAULT_UNVERIFIED_RETRIES`].
+    pub unverified_retries: u32,
+    /// Longest a server session lives before its peer is verified, whatever
+    /// `timeout` it asked for (the negotiated `timeout` applies only once the
+    /// peer is verified). Default [`DEFAULT_UNVERIFIED_LIFETIME`].
+    pub unverified_lifetime: Duration,
+    /// Slowest average progress, in payload bytes per second, a transfer may
+    /// make once [`Limits::min_rate_grace`] has passed: a peer that answers
+    /// just before each timeout cannot hold a session forever. It ends with
+    /// ERROR 0 "Transfer too slow". 0 disables the rule. Default
+    /// [`DEFAULT_MIN_RATE`].
+    pub min_rate: u32,
+    /// Time from the start of a transfer before [`Limits::min_rate`] applies.
+    /// Default [`DEFAULT_MIN_RATE_GRACE`].
+    pub min_rate_grace: Duration,
 }
 
 impl Default for Limits {
@@ -49,7 +71,7 @@ impl Default for Limits {
             max_windowsize: DEFAULT_MAX_WINDOWSIZE,
             max_window_bytes: DEFAULT_MAX_WINDOW_BYTES,
             min_timeout: MIN_TIMEOUT,
-            max_timeout: MAX_TIMEOUT,
+            max_timeout: DEFAULT_MAX_TIMEOUT,
             enabled: EnabledOptions::ALL,
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,
             retries: DEFAULT_RETRIES,
@@ -58,6 +80,10 @@ impl Default for Limits {
             max_rto: DEFAULT_MAX_RTO,
             dally: DEFAULT_DALLY,
             max_transfer_blocks: DEFAULT_MAX_TRANSFER_BLOCKS,
+            unverified_retries: DEFAULT_UNVERIFIED_RETRIES,
+            unverified_lifetime: DEFAULT_UNVERIFIED_LIFETIME,
+            min_rate: DEFAULT_MIN_RATE,
+            min_rate_grace: DEFAULT_MIN_RATE_GRACE,
         }
     }
 }
@@ -102,6 +128,10 @@ impl Limits {
             max_rto: self.max_rto,
             dally: self.dally,
             max_transfer_blocks: self.max_transfer_blocks.min(other.max_transfer_blocks),
+            unverified_retries: self.unverified_retries.min(other.unverified_retries),
+            unverified_lifetime: self.unverified_lifetime.min(other.unverified_lifetime),
+            min_rate: self.min_rate.max(other.min_rate),
+            min_rate_grace: self.min_rate_grace.min(other.min_rate_grace),
         }
     }
 }

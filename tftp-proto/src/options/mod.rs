@@ -10,7 +10,7 @@
 //! | option | acknowledged | lowered | not acknowledged |
 //! |---|---|---|---|
 //! | `blksize` | 8 ..= the limit | above [`Limits::max_blksize`] (or above 65464) → the limit | below 8, not a number, disabled |
-//! | `timeout` | 1 ..= 255 and inside [`Limits::min_timeout`]..=[`Limits::max_timeout`] | never (RFC 2349: the server may not change it) | 0, above 255, outside the limits, not a number, disabled |
+//! | `timeout` | 1 ..= 255 and inside [`Limits::min_timeout`]..=[`Limits::max_timeout`] (default 1 ..= 10) | never (RFC 2349: the server may not change it) | 0, above 255, outside the limits, not a number, disabled |
 //! | `tsize` | RRQ: answered with the file size; WRQ: echoed | – | size unknown (e.g. netascii or a stream), empty file (curl rejects `tsize=0`), not a number, disabled |
 //! | `windowsize` | 1 ..= the limit | above [`Limits::max_windowsize`], or above what [`Limits::max_window_bytes`] allows at the negotiated blksize | 0, above 65535, not a number, disabled |
 //!
@@ -76,6 +76,18 @@ pub const DEFAULT_MAX_RTO: Duration = Duration::from_secs(10);
 pub const DEFAULT_DALLY: Duration = Duration::from_secs(3);
 /// Default for [`Limits::max_transfer_blocks`]: unbounded in practice.
 pub const DEFAULT_MAX_TRANSFER_BLOCKS: u64 = u64::MAX;
+/// Default for [`Limits::max_timeout`], seconds.
+pub const DEFAULT_MAX_TIMEOUT: u8 = 10;
+/// Default for [`Limits::unverified_retries`]: with the 1 s initial timeout
+/// and its doubling, an unanswered request costs 4 datagrams (at 0, 1, 3 and
+/// 7 s) and ends at 15 s.
+pub const DEFAULT_UNVERIFIED_RETRIES: u32 = 3;
+/// Default for [`Limits::unverified_lifetime`].
+pub const DEFAULT_UNVERIFIED_LIFETIME: Duration = Duration::from_secs(15);
+/// Default for [`Limits::min_rate`]: one 512-byte block per second.
+pub const DEFAULT_MIN_RATE: u32 = 512;
+/// Default for [`Limits::min_rate_grace`].
+pub const DEFAULT_MIN_RATE_GRACE: Duration = Duration::from_secs(30);
 
 /// The four TFTP options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -468,13 +480,24 @@ mod tests {
         );
         assert_eq!(t(b"2").oack.timeout, Some(2));
         assert_eq!(t(b"10").oack.timeout, Some(10));
+        // By default 1..=10: U-Boot's 5 and curl's 6 are acknowledged, a
+        // slot-holding 255 (or 11) is not; the RFC maximum can be allowed.
         let d = Limits::default();
+        let at = |v: &[u8], l: &Limits| neg(&[(b"timeout", v)], l, Direction::Read, None);
+        assert_eq!(at(b"10", &d).oack.timeout, Some(10));
         assert_eq!(
-            neg(&[(b"timeout", b"255")], &d, Direction::Read, None)
-                .oack
-                .timeout,
-            Some(255)
+            at(b"11", &d).timeout,
+            Verdict::Ignored(IgnoreReason::OutsideLimits)
         );
+        assert_eq!(
+            at(b"255", &d).timeout,
+            Verdict::Ignored(IgnoreReason::OutsideLimits)
+        );
+        let rfc = Limits {
+            max_timeout: MAX_TIMEOUT,
+            ..Limits::default()
+        };
+        assert_eq!(at(b"255", &rfc).oack.timeout, Some(255));
         assert_eq!(
             neg(&[(b"timeout", b"1")], &d, Direction::Read, None)
                 .oack

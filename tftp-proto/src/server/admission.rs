@@ -7,27 +7,95 @@ use super::*;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default for [`Admission`]'s per-address limit.
 pub const DEFAULT_MAX_SESSIONS_PER_PEER: usize = 256;
+/// Default for [`Admission`]'s limit of unverified sessions: a quarter of
+/// the session limit (at least one).
+pub const fn default_max_unverified(max_sessions: usize) -> usize {
+    let quarter = max_sessions / 4;
+    if quarter == 0 {
+        1
+    } else {
+        quarter
+    }
+}
 
-/// Which requests get a session: at most `max_sessions` at once, at most
-/// `max_sessions_per_peer` from one IP address, and one per (peer address
-/// and port, direction, file name) while it runs: a retransmitted request
-/// does not start a second session. Adapters keep one behind a lock and call
-/// [`Admission::admit`] in the accept loop and [`Admission::release`] when the
-/// session ends.
+/// Which requests get a session, like a TCP SYN backlog:
+/// - at most `max_sessions` at once, and at most `max_sessions_per_peer`
+///   from one peer: one IPv4 address, or one IPv6 /64 (a host can have any
+///   number of addresses in its own /64);
+/// - at most `max_unverified` whose peer has not answered yet
+///   ([`Admission::verify`]); when a limit is reached, the oldest
+///   unverified session (of the same peer, for the per-peer limit) gives its
+///   place to the new request, so spoofed requests cannot keep a real
+///   client, which answers within a round trip, out;
+/// - one per (peer address and port, direction, file name) while it runs: a
+///   retransmitted request does not start a second session.
+///
+/// Adapters keep one behind a lock, call [`Admission::admit`] in the accept
+/// loop, [`Admission::verify`] when the session's peer is verified, cancel
+/// the session of an [`Admitted::evicted`] key, and [`Admission::release`]
+/// when a session ends.
 #[derive(Clone, Debug, Default)]
 pub struct Admission {
     max_sessions: usize,
     max_sessions_per_peer: usize,
-    per_ip: BTreeMap<IpAddr, usize>,
-    running: BTreeSet<SessionKey>,
+    max_unverified: usize,
+    next_id: u64,
+    per_peer: BTreeMap<PeerKey, usize>,
+    /// Running sessions by what they serve, for duplicates.
+    running: BTreeMap<RequestKey, u64>,
+    /// Running sessions by id (oldest first).
+    sessions: BTreeMap<u64, RequestKey>,
+    /// Unverified sessions: all, and per peer (ids, oldest first).
+    unverified: BTreeSet<u64>,
+    unverified_by_peer: BTreeSet<(PeerKey, u64)>,
 }
 
-/// Identifies a running session for duplicate detection.
+/// What one peer is, for the per-peer limit: an IPv4 address, or the /64
+/// prefix of an IPv6 one (IPv4-mapped IPv6 counts as IPv4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerKey {
+    /// An IPv4 host.
+    V4(core::net::Ipv4Addr),
+    /// An IPv6 /64: the first 64 bits of the address.
+    V6(u64),
+}
+
+impl PeerKey {
+    /// The key of `ip`.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => PeerKey::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => PeerKey::V4(v4),
+                None => PeerKey::V6((v6.to_bits() >> 64) as u64),
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessionKey {
+struct RequestKey {
     peer: SocketAddr,
     write: bool,
     filename: Vec<u8>,
+}
+
+/// Identifies an admitted session (for [`Admission::verify`] and
+/// [`Admission::release`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionKey {
+    id: u64,
+}
+
+/// A request that got a place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    /// Its place: verify and release it under this key.
+    pub key: SessionKey,
+    /// An unverified session that gave up its place to this one: the
+    /// adapter cancels it ([`crate::session::Session::cancel`]); its place
+    /// is already free, and its own release is a no-op.
+    pub evicted: Option<SessionKey>,
 }
 
 /// Why [`Admission::admit`] refused a request.
@@ -53,54 +121,114 @@ impl Refusal {
 }
 
 impl Admission {
-    /// A policy with these limits.
+    /// A policy with these limits, and [`default_max_unverified`] unverified
+    /// sessions.
     pub fn new(max_sessions: usize, max_sessions_per_peer: usize) -> Self {
         Admission {
             max_sessions,
             max_sessions_per_peer,
+            max_unverified: default_max_unverified(max_sessions),
             ..Admission::default()
         }
     }
 
+    /// The same policy with at most `max_unverified` unverified sessions.
+    pub fn with_max_unverified(mut self, max_unverified: usize) -> Self {
+        self.max_unverified = max_unverified;
+        self
+    }
+
     /// Admits `request` (and counts it) or says why not.
-    pub fn admit(&mut self, request: &Request) -> Result<SessionKey, Refusal> {
-        let key = SessionKey {
+    pub fn admit(&mut self, request: &Request) -> Result<Admitted, Refusal> {
+        let key = RequestKey {
             peer: request.peer,
             write: request.direction == Direction::Write,
             filename: request.filename.clone(),
         };
-        if self.running.contains(&key) {
+        if self.running.contains_key(&key) {
             return Err(Refusal::Duplicate);
         }
-        let ip = request.peer.ip();
-        let from_peer = self.per_ip.get(&ip).copied().unwrap_or(0);
-        if self.running.len() >= self.max_sessions || from_peer >= self.max_sessions_per_peer {
+        // A zero limit admits nothing.
+        if self.max_sessions == 0 || self.max_sessions_per_peer == 0 || self.max_unverified == 0 {
             return Err(Refusal::Busy);
         }
-        // Below `max_sessions_per_peer` (checked above): never saturates.
-        let n = self.per_ip.entry(ip).or_insert(0);
+        let peer = PeerKey::of(request.peer.ip());
+        let from_peer = self.per_peer.get(&peer).copied().unwrap_or(0);
+        let evict = if from_peer >= self.max_sessions_per_peer {
+            // Only this peer's own unverified sessions may make room.
+            let oldest = self
+                .unverified_by_peer
+                .range((peer, 0)..=(peer, u64::MAX))
+                .next()
+                .map(|&(_, id)| id);
+            Some(oldest.ok_or(Refusal::Busy)?)
+        } else if self.sessions.len() >= self.max_sessions
+            || self.unverified.len() >= self.max_unverified
+        {
+            Some(self.unverified.first().copied().ok_or(Refusal::Busy)?)
+        } else {
+            None
+        };
+        let evicted = evict.map(|id| {
+            self.remove(id);
+            SessionKey { id }
+        });
+        let id = self.next_id;
+        self.next_id = self.next_id.saturating_add(1);
+        // Below `max_sessions_per_peer` now: never saturates.
+        let n = self.per_peer.entry(peer).or_insert(0);
         *n = n.saturating_add(1);
-        self.running.insert(key.clone());
-        Ok(key)
+        self.running.insert(key.clone(), id);
+        self.sessions.insert(id, key);
+        self.unverified.insert(id);
+        self.unverified_by_peer.insert((peer, id));
+        Ok(Admitted {
+            key: SessionKey { id },
+            evicted,
+        })
     }
 
-    /// The session admitted under `key` ended.
+    /// The peer of the session admitted under `key` answered: it no longer
+    /// counts as unverified, and can no longer be evicted.
+    pub fn verify(&mut self, key: &SessionKey) {
+        if self.unverified.remove(&key.id) {
+            if let Some(request) = self.sessions.get(&key.id) {
+                let peer = PeerKey::of(request.peer.ip());
+                self.unverified_by_peer.remove(&(peer, key.id));
+            }
+        }
+    }
+
+    /// The session admitted under `key` ended (a no-op if it was evicted).
     pub fn release(&mut self, key: &SessionKey) {
-        if self.running.remove(key) {
-            let ip = key.peer.ip();
-            if let Some(n) = self.per_ip.get_mut(&ip) {
-                // Entries are removed at 0, so `n >= 1` here.
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.per_ip.remove(&ip);
-                }
+        self.remove(key.id);
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(request) = self.sessions.remove(&id) else {
+            return;
+        };
+        let peer = PeerKey::of(request.peer.ip());
+        self.unverified.remove(&id);
+        self.unverified_by_peer.remove(&(peer, id));
+        self.running.remove(&request);
+        if let Some(n) = self.per_peer.get_mut(&peer) {
+            // Entries are removed at 0, so `n >= 1` here.
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_peer.remove(&peer);
             }
         }
     }
 
     /// Sessions running.
     pub fn running(&self) -> usize {
-        self.running.len()
+        self.sessions.len()
+    }
+
+    /// Sessions running whose peer is not verified yet.
+    pub fn unverified(&self) -> usize {
+        self.unverified.len()
     }
 }
 
@@ -111,8 +239,11 @@ pub enum Admit {
     Start {
         /// The request, with `local` set.
         request: Request,
-        /// Its admission, for [`Admission::release`].
+        /// Its admission, for [`Admission::verify`] and
+        /// [`Admission::release`].
         key: SessionKey,
+        /// A session to cancel: it gave its place to this one.
+        evicted: Option<SessionKey>,
     },
     /// Send the first `n` bytes of the reply buffer back to the sender.
     Reply(usize),
@@ -143,10 +274,14 @@ impl Admission {
             }
         };
         match self.admit(&request) {
-            Ok(key) => {
+            Ok(Admitted { key, evicted }) => {
                 counters.session_started();
                 request.local = Some(local);
-                Admit::Start { request, key }
+                Admit::Start {
+                    request,
+                    key,
+                    evicted,
+                }
             }
             Err(refusal) => {
                 match refusal {

@@ -28,7 +28,8 @@ mod admission;
 
 pub use accept::{accept, Reject, Request, TftpError};
 pub use admission::{
-    Admission, Admit, Refusal, SessionKey, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
+    default_max_unverified, Admission, Admit, Admitted, PeerKey, Refusal, SessionKey,
+    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
 };
 
 fn server_transfer(
@@ -243,6 +244,20 @@ impl crate::session::Session for ServerSession {
             ServerSession::Write(s) => s.stats(),
         }
     }
+    fn cancel(&mut self) {
+        match self {
+            ServerSession::Read(s) => s.cancel(),
+            ServerSession::Write(s) => s.cancel(),
+        }
+    }
+    /// Includes the adapter's receive buffer of [`ServerSession::max_datagram`].
+    fn memory(&self) -> usize {
+        let engine = match self {
+            ServerSession::Read(s) => s.memory(),
+            ServerSession::Write(s) => s.memory(),
+        };
+        engine.saturating_add(self.max_datagram())
+    }
     fn is_transfer_complete(&self) -> bool {
         match self {
             ServerSession::Read(s) => s.is_transfer_complete(),
@@ -333,20 +348,30 @@ mod tests {
         );
     }
 
+    fn request_from(peer: &str) -> Request {
+        let mut r = accept(
+            b"\x00\x01f\x00octet\x00",
+            "192.0.2.1:1".parse().unwrap(),
+            &Limits::default(),
+        )
+        .unwrap();
+        r.peer = peer.parse().unwrap();
+        r
+    }
+
     #[test]
     fn admission_limits_and_duplicates() {
         let mut a = Admission::new(2, 1);
-        let r1 = accept(b"\x00\x01f\x00octet\x00", peer(), &Limits::default()).unwrap();
-        let k1 = a.admit(&r1).unwrap();
+        let r1 = request_from("192.0.2.1:40000");
+        let k1 = a.admit(&r1).unwrap().key;
+        a.verify(&k1);
         assert_eq!(a.admit(&r1), Err(Refusal::Duplicate));
-        let mut r2 = r1.clone();
-        r2.peer = "192.0.2.1:40001".parse().unwrap();
+        let r2 = request_from("192.0.2.1:40001");
         assert_eq!(a.admit(&r2), Err(Refusal::Busy), "per-peer limit of 1");
-        let mut r3 = r1.clone();
-        r3.peer = "192.0.2.2:1".parse().unwrap();
-        let _k3 = a.admit(&r3).unwrap();
-        let mut r4 = r1.clone();
-        r4.peer = "192.0.2.3:1".parse().unwrap();
+        let k3 = a.admit(&request_from("192.0.2.2:1")).unwrap();
+        assert_eq!(k3.evicted, None);
+        a.verify(&k3.key);
+        let r4 = request_from("192.0.2.3:1");
         assert_eq!(a.admit(&r4), Err(Refusal::Busy), "total limit of 2");
         a.release(&k1);
         assert!(a.admit(&r2).is_ok());
@@ -354,6 +379,72 @@ mod tests {
         let mut buf = [0u8; 64];
         assert!(Refusal::Busy.encode(&mut buf).is_some());
         assert_eq!(Refusal::Duplicate.encode(&mut buf), None);
+        assert_eq!(Admission::new(0, 1).admit(&r4), Err(Refusal::Busy));
+        assert_eq!(Admission::new(1, 0).admit(&r4), Err(Refusal::Busy));
+    }
+
+    #[test]
+    fn unverified_sessions_give_way_oldest_first() {
+        // 8 places, at most 2 unverified.
+        let mut a = Admission::new(8, 8);
+        assert_eq!(default_max_unverified(8), 2);
+        let k1 = a.admit(&request_from("192.0.2.1:1")).unwrap();
+        let k2 = a.admit(&request_from("192.0.2.2:1")).unwrap();
+        assert_eq!((k1.evicted, k2.evicted), (None, None));
+        // A third unverified request displaces the oldest.
+        let k3 = a.admit(&request_from("192.0.2.3:1")).unwrap();
+        assert_eq!(k3.evicted, Some(k1.key));
+        assert_eq!((a.running(), a.unverified()), (2, 2));
+        // The evicted session's own release later changes nothing.
+        a.release(&k1.key);
+        assert_eq!(a.running(), 2);
+        // Its request may come again (a retransmission is no duplicate now).
+        let again = a.admit(&request_from("192.0.2.1:1")).unwrap();
+        assert_eq!(again.evicted, Some(k2.key));
+        // Verified sessions are never displaced: fill the table with them.
+        a.verify(&k3.key);
+        a.verify(&again.key);
+        let mut verified = 2;
+        for i in 10..40 {
+            let k = a
+                .admit(&request_from(&alloc::format!("192.0.2.{i}:1")))
+                .unwrap();
+            if verified < 8 {
+                a.verify(&k.key);
+                verified += 1;
+            }
+            if verified == 8 {
+                break;
+            }
+        }
+        assert_eq!((a.running(), a.unverified()), (8, 0));
+        assert_eq!(a.admit(&request_from("192.0.2.99:1")), Err(Refusal::Busy));
+    }
+
+    #[test]
+    fn per_peer_limit_counts_ipv6_by_64_and_evicts_only_that_peer() {
+        let mut a = Admission::new(100, 2).with_max_unverified(100);
+        let other = a.admit(&request_from("192.0.2.7:1")).unwrap();
+        let x = a.admit(&request_from("[2001:db8:1:2::1]:1")).unwrap();
+        a.verify(&x.key);
+        let y = a.admit(&request_from("[2001:db8:1:2:ffff::9]:1")).unwrap();
+        // The /64 is full: a third address in it displaces its own
+        // unverified session, never another peer's.
+        let z = a.admit(&request_from("[2001:db8:1:2::3]:1")).unwrap();
+        assert_eq!(z.evicted, Some(y.key));
+        a.verify(&z.key);
+        assert_eq!(
+            a.admit(&request_from("[2001:db8:1:2::4]:1")),
+            Err(Refusal::Busy)
+        );
+        // Another /64 is another peer.
+        assert!(a.admit(&request_from("[2001:db8:1:3::1]:1")).is_ok());
+        assert_eq!(a.running(), 4);
+        let _ = other;
+        assert_eq!(
+            PeerKey::of("::ffff:192.0.2.7".parse().unwrap()),
+            PeerKey::of("192.0.2.7".parse().unwrap())
+        );
     }
 
     #[test]

@@ -1,0 +1,215 @@
+//! Spoofed requests on every runtime: a session whose client never answers
+//! costs a few datagrams and gives its place to a newer request, so a flood
+//! of unanswered RRQs from many addresses cannot keep a real client out; the
+//! server-wide memory budget narrows windows, then refuses.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::adapters::{Adapter, Cfg, Opts};
+use common::{ack, rrq, Raw};
+use tftp_proto::options::Limits;
+
+/// Every datagram `raw` receives until `quiet` passes without one (bounded
+/// by `limit` datagrams).
+fn collect(raw: &Raw, quiet: Duration, limit: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+    raw.socket.set_read_timeout(Some(quiet)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while got.len() < limit {
+        match raw.socket.recv_from(&mut buf) {
+            Ok((n, from)) => got.push((buf[..n].to_vec(), from)),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+fn unanswered_request_costs_four_datagrams<A: Adapter>() {
+    let dir = common::root(&[("f.bin", &common::content(100_000, 3))]);
+    // A fast first timer so the whole schedule (1 + 3 retransmissions,
+    // doubling) fits in well under a second; the RFC's largest timeout is
+    // allowed, and asked for, to show it does not apply before verification.
+    let limits = Limits {
+        initial_rto: Duration::from_millis(40),
+        max_timeout: 255,
+        ..Limits::default()
+    };
+    let server = A::serve_dir(
+        dir.path(),
+        &Cfg {
+            limits: Some(limits),
+            ..Cfg::default()
+        },
+    );
+    for options in [
+        &[][..],
+        &[
+            ("timeout", "255"),
+            ("windowsize", "64"),
+            ("blksize", "1468"),
+        ][..],
+    ] {
+        let spoofed = Raw::new();
+        spoofed.send(server.addr, &rrq("f.bin", options));
+        let got = collect(&spoofed, Duration::from_millis(1500), 100);
+        assert_eq!(
+            got.len(),
+            4,
+            "{}: {options:?}: {} datagrams",
+            A::NAME,
+            got.len()
+        );
+        assert!(
+            got.iter().all(|(p, _)| p.len() <= 516),
+            "small datagrams only"
+        );
+        assert!(
+            got.windows(2).all(|w| w[0].0 == w[1].0),
+            "the same one, resent"
+        );
+    }
+    // A graceful stop waits for both sessions, which end on their own.
+    let sessions = std::sync::Arc::clone(&server.sessions);
+    server.stop();
+    let sessions = sessions.lock().unwrap();
+    assert_eq!(sessions.len(), 2, "{}", A::NAME);
+    for s in sessions.iter() {
+        assert!(!s.verified);
+        assert_eq!(s.outcome, Some(tftp_proto::stats::Outcome::TimedOut));
+        assert_eq!(s.packets_sent, 4);
+    }
+}
+
+fn evicted_session_goes_silent<A: Adapter>() {
+    let dir = common::root(&[("f.bin", &common::content(2000, 3))]);
+    // Two places, one of them for an unverified session.
+    let server = A::serve_dir(
+        dir.path(),
+        &Cfg {
+            max_sessions: 2,
+            max_unverified: Some(1),
+            ..Cfg::default()
+        },
+    );
+    let first = Raw::on("127.0.0.11");
+    first.send(server.addr, &rrq("f.bin", &[]));
+    let (data, _) = first.recv();
+    assert_eq!(data[..4], [0, 3, 0, 1]);
+    // A second unanswered request takes the first one's place at once...
+    let second = Raw::on("127.0.0.12");
+    second.send(server.addr, &rrq("f.bin", &[]));
+    let (data, _) = second.recv();
+    assert_eq!(data[..4], [0, 3, 0, 1]);
+    // ...so the first never hears again (its retransmission was due at 1 s).
+    let more = collect(&first, Duration::from_millis(2500), 10);
+    assert!(
+        more.is_empty(),
+        "{}: evicted session sent {more:?}",
+        A::NAME
+    );
+    assert_eq!(server.stats().sessions_evicted, 1, "{}", A::NAME);
+    // A real client still gets the whole file.
+    let (got, _) = A::get(server.addr, "f.bin", Opts::default()).unwrap();
+    assert_eq!(got, common::content(2000, 3));
+    server.stop();
+}
+
+fn flood_of_unanswered_requests_does_not_keep_a_real_client_out<A: Adapter>() {
+    let file = common::content(300_000, 9);
+    let dir = common::root(&[("boot.img", &file)]);
+    let server = A::serve_dir(
+        dir.path(),
+        &Cfg {
+            max_sessions: 200,
+            max_sessions_per_peer: 10,
+            ..Cfg::default()
+        },
+    );
+    // 400 requests nobody will answer, from 40 addresses, 10 ports each.
+    let spoofers: Vec<Raw> = (0..40)
+        .flat_map(|a| (0..10).map(move |_| Raw::on(&format!("127.0.1.{}", a + 10))))
+        .collect();
+    let request = rrq("boot.img", &[("blksize", "1468"), ("windowsize", "16")]);
+    for s in &spoofers {
+        s.send(server.addr, &request);
+    }
+    // Meanwhile a real client downloads, in the middle of the flood.
+    let (got, stats) = A::get(
+        server.addr,
+        "boot.img",
+        Opts {
+            blksize: Some(1468),
+            windowsize: Some(16),
+            ..Opts::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}: the real client was kept out: {e}", A::NAME));
+    assert!(got == file, "{}: content differs", A::NAME);
+    assert!(stats.bytes_received as usize == file.len());
+    let s = server.stats();
+    assert!(s.sessions_evicted > 0, "{}: {s:?}", A::NAME);
+    assert_eq!(s.rejected_by_limits, 0, "{}: nobody was refused", A::NAME);
+    drop(spoofers);
+    server.stop();
+}
+
+fn memory_budget_narrows_windows_then_refuses<A: Adapter>() {
+    let dir = common::root(&[("f.bin", &common::content(200_000, 5))]);
+    // Room for about 20 blocks of 1468 bytes in all.
+    let server = A::serve_dir(
+        dir.path(),
+        &Cfg {
+            max_memory: Some(32 * 1024),
+            ..Cfg::default()
+        },
+    );
+    let asks = [("blksize", "1468"), ("windowsize", "64")];
+    let first = Raw::new();
+    first.send(server.addr, &rrq("f.bin", &asks));
+    let (oack, tid) = first.recv();
+    assert_eq!(oack[..2], [0, 6], "OACK");
+    let granted = String::from_utf8_lossy(&oack[2..]).into_owned();
+    let window: u32 = granted
+        .split('\0')
+        .skip_while(|s| *s != "windowsize")
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..64).contains(&window) && window * 1472 <= 32 * 1024,
+        "{}: window {window} within the budget",
+        A::NAME
+    );
+    // The budget is taken: the next large request is refused.
+    let second = Raw::new();
+    second.send(server.addr, &rrq("f.bin", &asks));
+    let (reply, _) = second.recv();
+    assert_eq!(reply[..4], [0, 5, 0, 0], "{}: {reply:?}", A::NAME);
+    assert!(String::from_utf8_lossy(&reply).contains("busy"));
+    // The first session ends; its memory comes back.
+    first.send(tid, &common::error(0, "enough"));
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let mut served = false;
+    while !served && Instant::now() < give_up {
+        let third = Raw::new();
+        third.send(server.addr, &rrq("f.bin", &asks));
+        let (reply, tid) = third.recv();
+        if reply[..2] == [0, 6] {
+            third.send(tid, &ack(0));
+            served = true;
+        }
+    }
+    assert!(served, "{}: memory never came back", A::NAME);
+    server.stop();
+}
+
+for_each_adapter!(
+    unanswered_request_costs_four_datagrams,
+    evicted_session_goes_silent,
+    flood_of_unanswered_requests_does_not_keep_a_real_client_out,
+    memory_budget_narrows_windows_then_refuses,
+);
