@@ -39,3 +39,34 @@ fn no_transfer_socket_means_busy_from_the_listener<A: Adapter>() {
 }
 
 for_each_adapter!(no_transfer_socket_means_busy_from_the_listener);
+
+/// tftp-blocking: a session whose thread cannot start (here: a stack no
+/// system can map) is refused with ERROR 0 "busy" from the listening
+/// socket, and the accept loop goes on answering.
+#[test]
+fn blocking_thread_spawn_failure_means_busy_and_the_server_goes_on() {
+    let root = common::root(&[("f", b"hello")]);
+    let server =
+        tftp_blocking::Server::builder(tftp_blocking::DirHandler::new(root.path()).unwrap())
+            .listen("127.0.0.1:0".parse().unwrap())
+            .session_stack_size(1 << 50)
+            .bind()
+            .unwrap();
+    let addr = server.local_addrs()[0];
+    let handle = server.shutdown_handle();
+    let serving = std::thread::spawn(move || server.serve());
+    for _ in 0..3 {
+        let client = Raw::new();
+        client.send(addr, &common::rrq("f", &[]));
+        let (reply, from) = client.recv();
+        assert_eq!(from, addr, "from the listening socket");
+        assert_eq!(&reply[..4], &[0, 5, 0, 0], "ERROR 0: {reply:?}");
+        assert!(String::from_utf8_lossy(&reply[4..]).contains("busy"));
+    }
+    let stats = handle.stats();
+    assert_eq!(stats.sessions_started, 3);
+    assert_eq!(stats.sessions_failed, 3, "counted as lost");
+    assert_eq!(stats.sessions_active, 0);
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
+}

@@ -32,7 +32,10 @@ use crate::Client;
 
 /// The "runtime" of the blocking server and client: std threads.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Threads;
+pub struct Threads {
+    /// Stack size of each session thread (`None`: std's default).
+    stack_size: Option<usize>,
+}
 
 /// How often a blocked thread looks at the stop flags.
 const POLL_STOPS: Duration = Duration::from_millis(100);
@@ -314,6 +317,7 @@ struct Shared<H> {
     registry: Arc<Registry>,
     stops: Stops,
     clock: Clock,
+    stack_size: Option<usize>,
 }
 
 /// A TFTP server on std sockets and threads (see [`Server::builder`]).
@@ -326,11 +330,20 @@ pub struct Server<H> {
 impl<H: Handler> Server<H> {
     /// Starts configuring a server with `handler`.
     pub fn builder(handler: H) -> ServerBuilder<H, Threads> {
-        ServerBuilder::new(handler, Threads)
+        ServerBuilder::new(handler, Threads::default())
     }
 }
 
 impl<H: Handler> ServerBuilder<H, Threads> {
+    /// Stack size of each session's thread (default: std's, 2 MiB of
+    /// address space, mostly never touched). A session that cannot get its
+    /// thread (out of memory or threads) is refused with ERROR 0 "Server
+    /// busy", and the server goes on.
+    pub fn session_stack_size(mut self, bytes: usize) -> Self {
+        self.runtime.stack_size = Some(bytes);
+        self
+    }
+
     /// Binds the listening sockets.
     pub fn bind(mut self) -> io::Result<Server<H>> {
         let sockets = self.bind_sockets()?;
@@ -346,6 +359,7 @@ impl<H: Handler> ServerBuilder<H, Threads> {
                 registry: Registry::new(self.config),
                 stops: Stops::default(),
                 clock: Clock::new(),
+                stack_size: self.runtime.stack_size,
             }),
             sockets,
             listeners,
@@ -529,7 +543,11 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, listening: &Arc<Listening>) 
             let session_listening = Arc::clone(listening);
             // Kept to answer "busy" if the thread cannot start.
             let asked = Request::clone(&request);
-            let spawned = std::thread::Builder::new().spawn(move || {
+            let mut thread = std::thread::Builder::new();
+            if let Some(bytes) = shared.stack_size {
+                thread = thread.stack_size(bytes);
+            }
+            let spawned = thread.spawn(move || {
                 let stats = run_session(&session_shared, &request, session_listening, &mut ticket);
                 ticket.finish(&stats);
             });

@@ -14,7 +14,6 @@ mod metrics;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -160,7 +159,9 @@ struct Args {
     #[arg(long, env = "TFTPD_METRICS", value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
-    /// After binding, switch to this user (a name, or UID:GID); needs root.
+    /// After binding and opening the root, switch to this user (a name, or
+    /// UID:GID). Started as root without it, tftpd becomes nobody, as
+    /// tftpd-hpa does; `--user root` keeps root.
     #[arg(long, env = "TFTPD_USER", value_name = "USER")]
     user: Option<String>,
 
@@ -338,8 +339,13 @@ fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
         Some(addr) => Some(metrics::bind(addr)?),
         None => None,
     };
-    if let Some(user) = &args.user {
-        drop_privileges(user)?;
+    match (args.user.as_deref(), rustix::process::geteuid().is_root()) {
+        // Explicitly asked to stay root.
+        (Some("root"), _) => tracing::warn!("running as root (--user root)"),
+        (Some(user), _) => drop_privileges(user)?,
+        // Started as root with no --user: as tftpd-hpa, become nobody.
+        (None, true) => drop_privileges(DEFAULT_USER)?,
+        (None, false) => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -383,12 +389,24 @@ fn listening_sockets(args: &Args, workers: usize) -> Result<Vec<std::net::UdpSoc
     Ok(sockets)
 }
 
+/// The user a root-started tftpd switches to without `--user`.
+const DEFAULT_USER: &str = "nobody";
+
 /// Switches to `user` ("name", "uid" or "uid:gid") before any thread starts,
-/// so the per-thread Linux calls apply to the whole process.
+/// so the per-thread Linux calls apply to the whole process (and refuses if
+/// a thread exists already, since it would keep the privileges). Switching
+/// away from uid 0 clears every capability.
 fn drop_privileges(user: &str) -> Result<(), BoxError> {
     use rustix::process::{Gid, Uid};
     use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
-    let (uid, gid) = lookup_user(user)?;
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1);
+    if threads > 1 {
+        return Err(format!("cannot drop privileges: {threads} threads already run").into());
+    }
+    let (uid, gid) = lookup_user(user)
+        .map_err(|e| format!("cannot drop privileges to {user}: {e} (--user root keeps root)"))?;
     let gid = Gid::from_raw(gid);
     let uid = Uid::from_raw(uid);
     set_thread_groups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
@@ -423,7 +441,7 @@ async fn serve<H: Handler>(
     args: Args,
     sockets: Vec<std::net::UdpSocket>,
     handler: H,
-    metrics_listener: Option<metrics::Listener>,
+    metrics_listener: Option<std::net::TcpListener>,
 ) -> Result<(), BoxError> {
     let shutdown = shutdown_signal();
     let limits = Limits {
@@ -437,8 +455,8 @@ async fn serve<H: Handler>(
         enabled: enabled_options(&args.refuse),
         ..Limits::default()
     };
-    let histogram = Arc::new(metrics::Histogram::default());
-    let recorded = Arc::clone(&histogram);
+    let durations = metrics::Durations::default();
+    let recorded = durations.clone();
     // JSON escapes every string itself; text lines need it done here.
     let escape = args.log_format == LogFormat::Text;
     let mut builder = Server::builder(handler)
@@ -465,8 +483,9 @@ async fn serve<H: Handler>(
         tracing::info!(%addr, sockets, root = %args.root.display(), write = args.allow_write, "listening");
     }
     if let Some(listener) = metrics_listener {
-        tracing::info!(addr = %listener.addr(), "metrics on http://{}/metrics", listener.addr());
-        metrics::spawn(listener, server.stats_handle(), histogram);
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        metrics::spawn(listener, server.stats_handle(), &durations)?;
     }
     server.serve(shutdown).await?;
     tracing::info!("shut down");

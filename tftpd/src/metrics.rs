@@ -1,206 +1,270 @@
 //! `--metrics ADDR`: the server counters and a histogram of transfer
-//! durations in Prometheus text format, served by `tiny_http` on a thread of
-//! its own (it never touches the transfer path).
+//! durations in the Prometheus/OpenMetrics text format (`prometheus-client`),
+//! served by hyper as tasks of the server's own tokio runtime, so no thread
+//! exists before privileges are dropped and none keeps them.
+//!
+//! The endpoint is bounded like the TFTP side: at most [`MAX_CONNECTIONS`]
+//! at once (more wait in the kernel's backlog), request headers of at most
+//! [`MAX_HEADER_BYTES`] that must arrive within [`HEADER_TIMEOUT`], each
+//! connection closed after [`CONNECTION_TIMEOUT`], and an accept error (out
+//! of descriptors) only pauses accepting for [`ACCEPT_BACKOFF`].
 
-use std::fmt::Write as _;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tftp_proto::stats::Stats;
 use tftp_tokio::StatsHandle;
+
+/// Most metrics connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Largest request head (request line and headers) read.
+pub const MAX_HEADER_BYTES: usize = 8192;
+/// Time a client has to send its request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection stays open.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS) before the next.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Upper bounds (seconds) of the duration histogram buckets.
 const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Durations of finished sessions (lock-free).
-#[derive(Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+/// Durations of finished transfers.
+#[derive(Clone, Debug)]
+pub struct Durations(Histogram);
+
+impl Default for Durations {
+    fn default() -> Self {
+        Durations(Histogram::new(BUCKETS))
+    }
 }
 
-impl Histogram {
+impl Durations {
     /// Records a finished session.
     pub fn observe(&self, s: &Stats) {
-        let Some(finished) = s.finished else { return };
-        let d = finished - s.started;
-        let secs = d.as_secs_f64();
-        for (bucket, le) in self.buckets.iter().zip(BUCKETS) {
-            if secs <= le {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(finished) = s.finished {
+            self.0.observe((finished - s.started).as_secs_f64());
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
-/// A bound metrics endpoint.
-pub struct Listener(tiny_http::Server);
+/// The server's counters, read on each scrape.
+#[derive(Debug)]
+struct Counters(StatsHandle, Arc<AtomicU64>);
 
-impl Listener {
-    /// The bound address.
-    pub fn addr(&self) -> String {
-        self.0.server_addr().to_string()
+impl Collector for Counters {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = self.0.snapshot();
+        let counters: [(&str, &str, u64); 16] = [
+            ("sessions_started", "Transfers started.", s.sessions_started),
+            (
+                "sessions_completed",
+                "Transfers completed.",
+                s.sessions_completed,
+            ),
+            (
+                "sessions_probed",
+                "OACKs answered with ERROR 8 (size probes).",
+                s.sessions_probed,
+            ),
+            ("sessions_failed", "Transfers failed.", s.sessions_failed),
+            (
+                "sessions_evicted",
+                "Unverified transfers that gave their place to a newer request.",
+                s.sessions_evicted,
+            ),
+            (
+                "sessions_unverified",
+                "Transfers that timed out or were evicted before the client answered (spoofed or vanished sources).",
+                s.sessions_unverified,
+            ),
+            ("bytes_sent", "Payload bytes sent.", s.bytes_sent),
+            ("bytes_received", "Payload bytes received.", s.bytes_received),
+            (
+                "packets_sent",
+                "Datagrams sent by transfers.",
+                s.packets_sent,
+            ),
+            (
+                "packets_received",
+                "Datagrams received by transfers.",
+                s.packets_received,
+            ),
+            ("retransmits", "DATA retransmissions.", s.retransmits),
+            ("timeouts", "Retransmission timer expiries.", s.timeouts),
+            (
+                "rejected_by_limits",
+                "Requests refused by a session limit.",
+                s.rejected_by_limits,
+            ),
+            (
+                "duplicate_requests",
+                "Retransmitted requests ignored.",
+                s.duplicate_requests,
+            ),
+            (
+                "bad_requests",
+                "Malformed requests and ignored datagrams.",
+                s.bad_requests,
+            ),
+            (
+                "metrics_accept_errors",
+                "Failed accepts on the metrics endpoint (e.g. out of descriptors).",
+                self.1.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauge = ConstGauge::new(s.sessions_active as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "sessions_active",
+            "Transfers running.",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let mut errors = encoder.encode_descriptor(
+            "errors",
+            "Transfers that ended with an ERROR, by code.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (code, n) in s.errors_by_code.iter().enumerate() {
+            let label = if code == 9 {
+                "other".to_string()
+            } else {
+                code.to_string()
+            };
+            ConstCounter::new(*n).encode(errors.encode_family(&[("code", label)])?)?;
+        }
+        Ok(())
     }
 }
 
-/// Binds the endpoint (before privileges are dropped).
-pub fn bind(addr: SocketAddr) -> Result<Listener, Box<dyn std::error::Error + Send + Sync>> {
-    tiny_http::Server::http(addr)
-        .map(Listener)
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}").into())
+/// What a scrape renders.
+pub struct Metrics {
+    registry: Registry,
 }
 
-/// Serves `GET /metrics` until the process exits.
-pub fn spawn(listener: Listener, stats: StatsHandle, histogram: Arc<Histogram>) {
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for request in listener.0.incoming_requests() {
-                let response = if request.url() == "/metrics" {
-                    let header =
-                        tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4")
-                            .expect("static header");
-                    tiny_http::Response::from_string(render(&stats, &histogram)).with_header(header)
-                } else {
-                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
-                };
-                let _ = request.respond(response);
-            }
-        })
-        .expect("metrics thread");
-}
-
-/// The Prometheus text exposition.
-pub fn render(stats: &StatsHandle, h: &Histogram) -> String {
-    let s = stats.snapshot();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP tftpd_{name} {help}\n# TYPE tftpd_{name} {kind}\ntftpd_{name} {value}"
+impl Metrics {
+    /// The server's counters (through `stats`) and `durations`.
+    pub fn new(stats: StatsHandle, durations: &Durations, accept_errors: Arc<AtomicU64>) -> Self {
+        let mut registry = Registry::with_prefix("tftpd");
+        registry.register(
+            "transfer_duration_seconds",
+            "Duration of finished transfers.",
+            durations.0.clone(),
         );
+        registry.register_collector(Box::new(Counters(stats, accept_errors)));
+        Metrics { registry }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Binds the endpoint's socket (before privileges are dropped; no thread).
+pub fn bind(
+    addr: SocketAddr,
+) -> Result<std::net::TcpListener, Box<dyn std::error::Error + Send + Sync>> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves `GET /metrics` on the current tokio runtime until the process
+/// exits.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    stats: StatsHandle,
+    durations: &Durations,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let accept_errors = Arc::new(AtomicU64::new(0));
+    let metrics = Arc::new(Metrics::new(stats, durations, Arc::clone(&accept_errors)));
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            // The semaphore is never closed.
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "metrics accept failed; pausing");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let metrics = Arc::clone(&metrics);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let response = respond(&metrics, &request);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEADER_BYTES)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+                drop(permit);
+            });
+        }
+    });
+    Ok(())
+}
+
+fn respond<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = if request.uri().path() == "/metrics" {
+        (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        )
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "see /metrics\n".to_string(),
+        )
     };
-    metric(
-        "sessions_started_total",
-        "counter",
-        "Transfers started.",
-        s.sessions_started,
-    );
-    metric(
-        "sessions_completed_total",
-        "counter",
-        "Transfers completed.",
-        s.sessions_completed,
-    );
-    metric(
-        "sessions_probed_total",
-        "counter",
-        "OACKs answered with ERROR 8 (size probes).",
-        s.sessions_probed,
-    );
-    metric(
-        "sessions_failed_total",
-        "counter",
-        "Transfers failed.",
-        s.sessions_failed,
-    );
-    metric(
-        "sessions_active",
-        "gauge",
-        "Transfers running.",
-        s.sessions_active,
-    );
-    metric(
-        "bytes_sent_total",
-        "counter",
-        "Payload bytes sent.",
-        s.bytes_sent,
-    );
-    metric(
-        "bytes_received_total",
-        "counter",
-        "Payload bytes received.",
-        s.bytes_received,
-    );
-    metric(
-        "packets_sent_total",
-        "counter",
-        "Datagrams sent by transfers.",
-        s.packets_sent,
-    );
-    metric(
-        "packets_received_total",
-        "counter",
-        "Datagrams received by transfers.",
-        s.packets_received,
-    );
-    metric(
-        "retransmits_total",
-        "counter",
-        "DATA retransmissions.",
-        s.retransmits,
-    );
-    metric(
-        "timeouts_total",
-        "counter",
-        "Retransmission timer expiries.",
-        s.timeouts,
-    );
-    metric(
-        "rejected_by_limits_total",
-        "counter",
-        "Requests refused by a session limit.",
-        s.rejected_by_limits,
-    );
-    metric(
-        "duplicate_requests_total",
-        "counter",
-        "Retransmitted requests ignored.",
-        s.duplicate_requests,
-    );
-    metric(
-        "bad_requests_total",
-        "counter",
-        "Malformed requests and ignored datagrams.",
-        s.bad_requests,
-    );
-    let _ = writeln!(out, "# HELP tftpd_errors_total Transfers that ended with an ERROR, by code.\n# TYPE tftpd_errors_total counter");
-    for (code, n) in s.errors_by_code.iter().enumerate() {
-        let label = if code == 9 {
-            "other".to_string()
-        } else {
-            code.to_string()
-        };
-        let _ = writeln!(out, "tftpd_errors_total{{code=\"{label}\"}} {n}");
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
     }
-    let _ = writeln!(
-        out,
-        "# HELP tftpd_transfer_duration_seconds Duration of finished transfers.\n# TYPE tftpd_transfer_duration_seconds histogram"
-    );
-    for (bucket, le) in h.buckets.iter().zip(BUCKETS) {
-        let _ = writeln!(
-            out,
-            "tftpd_transfer_duration_seconds_bucket{{le=\"{le}\"}} {}",
-            bucket.load(Ordering::Relaxed)
-        );
-    }
-    let count = h.count.load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "tftpd_transfer_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-    );
-    let _ = writeln!(
-        out,
-        "tftpd_transfer_duration_seconds_sum {}",
-        h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-    );
-    let _ = writeln!(out, "tftpd_transfer_duration_seconds_count {count}");
-    out
+    response
 }

@@ -261,19 +261,32 @@ fn inetd_mode_serves_the_socket_on_stdin() {
     assert_eq!(std::fs::read(&local).unwrap(), b"inetd");
 }
 
-/// The effective uid of a process, from /proc.
-fn uid_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
+/// Every thread of process `pid`: (real, effective, saved uid; effective
+/// capabilities).
+fn threads_of(pid: u32) -> Vec<([u32; 3], u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .split_whitespace()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let uid = field("Uid:");
+        let uids = [0, 1, 2].map(|i| uid[i].parse().unwrap());
+        let caps = u64::from_str_radix(&field("CapEff:")[0], 16).unwrap();
+        out.push((uids, caps));
+    }
+    out
 }
 
-#[test]
-fn drops_privileges_after_binding() {
-    if uid_of(std::process::id()) != Some(0) {
-        println!("SKIP: not running as root, --user cannot be tested");
-        return;
-    }
+/// A root directory nobody can read, with one public file.
+fn public_root() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -283,8 +296,10 @@ fn drops_privileges_after_binding() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let d = Daemon::start(dir.path(), &["--user", "65534:65534"]);
-    assert_eq!(uid_of(d.child.id()), Some(65534), "still root after --user");
+    dir
+}
+
+fn assert_serves_pub(d: &Daemon) {
     let out_dir = tempfile::tempdir().unwrap();
     let local = out_dir.path().join("pub.txt");
     let out = tftp(&[
@@ -299,6 +314,54 @@ fn drops_privileges_after_binding() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read(&local).unwrap(), b"readable by nobody");
+}
+
+#[test]
+fn drops_privileges_in_every_thread_before_any_starts() {
+    if !is_root() {
+        println!("SKIP: not running as root, --user cannot be tested");
+        return;
+    }
+    let dir = public_root();
+    // With the metrics endpoint and the runtime's threads: every thread,
+    // not only the main one, is unprivileged.
+    let mut d = Daemon::start(
+        dir.path(),
+        &["--user", "65534:65534", "--metrics", "127.0.0.1:0"],
+    );
+    let m = d.wait_for("metrics on");
+    let metrics: SocketAddr = field(&m, "addr=").parse().unwrap();
+    assert!(scrape(metrics).contains("tftpd_sessions_started_total"));
+    assert_serves_pub(&d);
+    let threads = threads_of(d.child.id());
+    assert!(threads.len() >= 2, "{threads:?}");
+    for (uids, caps) in &threads {
+        assert_eq!(uids, &[65534; 3], "a thread kept root: {threads:?}");
+        assert_eq!(*caps, 0, "a thread kept capabilities: {threads:?}");
+    }
+}
+
+#[test]
+fn started_as_root_without_user_becomes_nobody() {
+    if !is_root() {
+        println!("SKIP: not running as root, the default drop cannot be tested");
+        return;
+    }
+    let dir = public_root();
+    let mut cmd = Command::new(TFTPD);
+    cmd.arg("--root")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--workers", "1"]);
+    let d = Daemon::spawn_as_is(cmd);
+    let nobody = threads_of(d.child.id());
+    assert!(
+        nobody.iter().all(|(u, c)| u[1] != 0 && *c == 0),
+        "{nobody:?}"
+    );
+    assert_serves_pub(&d);
+    // --user root keeps root, explicitly.
+    let kept = Daemon::start(dir.path(), &["--user", "root"]);
+    assert!(threads_of(kept.child.id()).iter().all(|(u, _)| u[1] == 0));
 }
 
 #[test]
@@ -436,4 +499,122 @@ fn tftp_escapes_the_servers_error_text() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains('\x1b'), "{err:?}");
     assert!(err.contains(r"\u{1b}[2Jgone\nforged line"), "{err:?}");
+}
+
+/// Reads an HTTP answer from `s` until the server closes the connection
+/// (panics if its read timeout passes first).
+fn read_answer(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut body = Vec::new();
+    if let Err(e) = s.read_to_end(&mut body) {
+        assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "never closed");
+        assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "never closed");
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[test]
+fn metrics_endpoint_bounds_headers_connections_and_time() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), &["--metrics", "127.0.0.1:0"]);
+    let m = d.wait_for("metrics on");
+    let addr: SocketAddr = field(&m, "addr=").parse().unwrap();
+    // A header line that never ends: refused and closed once past the 8 KiB
+    // limit, not buffered without bound.
+    let mut long = std::net::TcpStream::connect(addr).unwrap();
+    long.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    long.write_all(b"GET /metrics HTTP/1.1\r\nX-Long: ")
+        .unwrap();
+    let chunk = [b'a'; 4096];
+    for _ in 0..64 {
+        if long.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let answer = read_answer(&mut long);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    // Many idle connections (more than the 16 served at once) hold nothing
+    // for long: each is closed after the 5 s header timeout.
+    let idle: Vec<_> = (0..40)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let answer = read_answer(&mut s);
+    assert!(answer.contains(" 200 "), "{answer}");
+    assert!(answer.contains("tftpd_sessions_started_total 0"));
+    assert!(answer.contains("tftpd_sessions_evicted_total 0"));
+    assert!(answer.contains("# EOF"), "OpenMetrics text");
+    println!("scrape behind 40 idle connections: {:?}", started.elapsed());
+    drop(idle);
+    // Anything else is 404.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert!(read_answer(&mut s).contains(" 404 "));
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), 0);
+}
+
+#[test]
+fn metrics_survive_running_out_of_descriptors() {
+    use std::io::Write;
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        assert_ne!(
+            std::env::var("TFTP_INTEROP_REQUIRED").as_deref(),
+            Ok("1"),
+            "prlimit (util-linux) is not installed and TFTP_INTEROP_REQUIRED=1"
+        );
+        println!("SKIP: prlimit (util-linux) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), content(100_000)).unwrap();
+    // 32 descriptors, hard and soft: tftpd cannot raise them.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=32:32", "--", TFTPD, "--root"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--metrics", "127.0.0.1:0", "--timeout", "100"]);
+    let mut d = Daemon::spawn(cmd);
+    let m = d.wait_for("metrics on");
+    let addr: SocketAddr = field(&m, "addr=").parse().unwrap();
+    // Verified transfers that then stall hold two descriptors each (socket
+    // and file) for about 12 s of retries, until no more can be opened.
+    let mut stalled = Vec::new();
+    let mut exhausted = false;
+    for _ in 0..40 {
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        peer.send_to(b"\x00\x01f.bin\x00octet\x00", d.addr).unwrap();
+        let mut buf = [0u8; 600];
+        let (_, tid) = peer.recv_from(&mut buf).unwrap();
+        if buf[..2] != [0, 3] {
+            exhausted = true;
+            break;
+        }
+        peer.send_to(&[0, 4, 0, 1], tid).unwrap();
+        stalled.push(peer);
+    }
+    assert!(exhausted, "descriptors never ran out");
+    // Now a scrape: the accept fails (EMFILE) and is retried, not fatal.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    d.wait_for("metrics accept failed");
+    let answer = read_answer(&mut s);
+    assert!(answer.contains(" 200 "), "{answer}");
+    assert!(!answer.contains("tftpd_metrics_accept_errors_total 0\n"));
+    drop(stalled);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), 0);
 }

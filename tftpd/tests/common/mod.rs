@@ -10,6 +10,17 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
 pub const TFTPD: &str = env!("CARGO_BIN_EXE_tftpd");
+
+/// Whether the tests run as root (effective uid 0, from /proc).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
+            line.split_whitespace().nth(2).map(|u| u == "0")
+        })
+        .unwrap_or(false)
+}
 pub const TFTP: &str = env!("CARGO_BIN_EXE_tftp");
 
 /// A running tftpd whose stderr lines arrive on a channel.
@@ -32,7 +43,19 @@ impl Daemon {
         Self::spawn(cmd)
     }
 
+    /// Spawns `cmd`. Run as root (as CI does), a tftpd without `--user`
+    /// gets `--user root`: it would become nobody, who cannot read the
+    /// tests' private temporary directories (the tests of the drop itself
+    /// pass their own `--user`, or none through [`Daemon::spawn_as_is`]).
     pub fn spawn(mut cmd: Command) -> Daemon {
+        if is_root() && !cmd.get_args().any(|a| a == "--user") {
+            cmd.args(["--user", "root"]);
+        }
+        Self::spawn_as_is(cmd)
+    }
+
+    /// Spawns `cmd` unchanged.
+    pub fn spawn_as_is(mut cmd: Command) -> Daemon {
         let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
