@@ -247,6 +247,29 @@ fn is_upload_temp(path: &[u8]) -> bool {
                 && digits(suffix.get(dash + 1..).unwrap_or_default()))
 }
 
+/// Whether the process that named the upload temporary `name` still runs
+/// (another server sharing the root, not this one): its upload is in
+/// progress and is left alone.
+fn writer_alive(name: &[u8]) -> bool {
+    let mark = UPLOAD_MARK.as_bytes();
+    let pid = name
+        .windows(mark.len())
+        .rposition(|w| w == mark)
+        .and_then(|at| name.get(at + mark.len()..))
+        .and_then(|rest| rest.split(|&b| b == b'-').next())
+        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse::<i32>().ok());
+    match pid.and_then(rustix::process::Pid::from_raw) {
+        Some(pid) if pid != rustix::process::getpid() => {
+            // Signal 0 only checks existence (EPERM: it exists, not ours).
+            !matches!(
+                rustix::process::test_kill_process(pid),
+                Err(rustix::io::Errno::SRCH)
+            )
+        }
+        _ => false,
+    }
+}
+
 /// Numbers temporary upload files within this process.
 static UPLOADS: AtomicU64 = AtomicU64::new(0);
 
@@ -364,7 +387,10 @@ fn remove_stale(dir: &Dir, depth: usize) -> io::Result<usize> {
                 Ok(n) => removed += n,
                 Err(e) => tracing::warn!(error = %e, "upload cleanup skipped a directory"),
             }
-        } else if kind.is_file() && is_upload_temp(name.as_bytes()) {
+        } else if kind.is_file()
+            && is_upload_temp(name.as_bytes())
+            && !writer_alive(name.as_bytes())
+        {
             dir.remove_file(&name)?;
             removed += 1;
         }
@@ -479,18 +505,30 @@ mod tests {
 
     #[test]
     fn stale_uploads_are_found_and_removed() {
+        // A process that has exited: its temporaries are stale.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
+        let stale = format!(".a.tftp-upload-{dead}-0");
+        let nested = format!("pxelinux.cfg/.01-aa.tftp-upload-{dead}-3");
+        let ours = format!(".b.tftp-upload-{}-1", std::process::id());
         std::fs::create_dir_all(p.join("pxelinux.cfg")).unwrap();
-        std::fs::write(p.join(".a.tftp-upload-1-0"), b"stale").unwrap();
-        std::fs::write(p.join("pxelinux.cfg/.01-aa.tftp-upload-9-3"), b"stale").unwrap();
+        for name in [&stale, &nested, &ours] {
+            std::fs::write(p.join(name), b"stale").unwrap();
+        }
+        // PID 1 runs: another server's upload in progress is left alone.
+        std::fs::write(p.join(".c.tftp-upload-1-0"), b"in progress").unwrap();
         std::fs::write(p.join("pxelinux.cfg/default"), b"keep").unwrap();
         std::fs::write(p.join(".hidden"), b"keep").unwrap();
         std::os::unix::fs::symlink("/", p.join("up")).unwrap();
         let root = Root::open(p).unwrap();
-        assert_eq!(root.remove_stale_uploads().unwrap(), 2);
-        assert!(!p.join(".a.tftp-upload-1-0").exists());
-        assert!(!p.join("pxelinux.cfg/.01-aa.tftp-upload-9-3").exists());
+        assert_eq!(root.remove_stale_uploads().unwrap(), 3);
+        for name in [&stale, &nested, &ours] {
+            assert!(!p.join(name).exists(), "{name}");
+        }
+        assert!(p.join(".c.tftp-upload-1-0").exists());
         assert!(p.join("pxelinux.cfg/default").exists());
         assert!(p.join(".hidden").exists());
         assert_eq!(root.remove_stale_uploads().unwrap(), 0);
