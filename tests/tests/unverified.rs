@@ -156,50 +156,67 @@ fn flood_of_unanswered_requests_does_not_keep_a_real_client_out<A: Adapter>() {
     server.stop();
 }
 
+/// The (blksize, windowsize) an OACK grants.
+fn granted(oack: &[u8]) -> (usize, usize) {
+    let text = String::from_utf8_lossy(&oack[2..]).into_owned();
+    let fields: Vec<&str> = text.split('\0').collect();
+    let get = |name: &str| -> usize {
+        fields
+            .iter()
+            .position(|f| *f == name)
+            .map_or(1, |i| fields[i + 1].parse().unwrap())
+    };
+    (get("blksize"), get("windowsize"))
+}
+
 fn memory_budget_narrows_windows_then_refuses<A: Adapter>() {
     let dir = common::root(&[("f.bin", &common::content(200_000, 5))]);
-    // Room for about 20 blocks of 1468 bytes in all.
+    let budget = 2 * 1024 * 1024;
     let server = A::serve_dir(
         dir.path(),
         &Cfg {
-            max_memory: Some(32 * 1024),
+            max_memory: Some(budget),
             ..Cfg::default()
         },
     );
     let asks = [("blksize", "1468"), ("windowsize", "64")];
-    let first = Raw::new();
-    first.send(server.addr, &rrq("f.bin", &asks));
-    let (oack, tid) = first.recv();
-    assert_eq!(oack[..2], [0, 6], "OACK");
-    let granted = String::from_utf8_lossy(&oack[2..]).into_owned();
-    let window: u32 = granted
-        .split('\0')
-        .skip_while(|s| *s != "windowsize")
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        (1..64).contains(&window) && window * 1472 <= 32 * 1024,
-        "{}: window {window} within the budget",
-        A::NAME
-    );
-    // The budget is taken: the next large request is refused.
-    let second = Raw::new();
-    second.send(server.addr, &rrq("f.bin", &asks));
-    let (reply, _) = second.recv();
-    assert_eq!(reply[..4], [0, 5, 0, 0], "{}: {reply:?}", A::NAME);
-    assert!(String::from_utf8_lossy(&reply).contains("busy"));
-    // The first session ends; its memory comes back.
-    first.send(tid, &common::error(0, "enough"));
+    // Verified transfers that then stall, until the budget is used up.
+    let mut held = Vec::new();
+    let mut grants = Vec::new();
+    let refused = loop {
+        assert!(held.len() < 500, "{}: the budget never ran out", A::NAME);
+        let client = Raw::new();
+        client.send(server.addr, &rrq("f.bin", &asks));
+        let (reply, tid) = client.recv();
+        if reply[..2] != [0, 6] {
+            break reply;
+        }
+        client.send(tid, &ack(0));
+        grants.push(granted(&reply));
+        held.push((client, tid));
+    };
+    assert_eq!(refused[..4], [0, 5, 0, 0], "{}: {refused:?}", A::NAME);
+    assert!(String::from_utf8_lossy(&refused).contains("busy"));
+    // The first got all it asked; later ones less (smaller windows, then
+    // smaller blocks), and together they stay within the budget.
+    assert_eq!(grants[0], (1468, 64), "{}", A::NAME);
+    let last = *grants.last().unwrap();
+    assert!(last.0 * last.1 < 1468 * 64, "{}: {grants:?}", A::NAME);
+    let in_flight: usize = grants.iter().map(|(b, w)| (b + 4) * w).sum();
+    assert!(in_flight <= budget, "{}: {in_flight} bytes", A::NAME);
+    assert!(grants.len() > 8, "{}: only {} fit", A::NAME, grants.len());
+    // The sessions end; their memory comes back.
+    for (client, tid) in &held {
+        client.send(*tid, &common::error(0, "enough"));
+    }
     let give_up = Instant::now() + Duration::from_secs(10);
     let mut served = false;
     while !served && Instant::now() < give_up {
-        let third = Raw::new();
-        third.send(server.addr, &rrq("f.bin", &asks));
-        let (reply, tid) = third.recv();
-        if reply[..2] == [0, 6] {
-            third.send(tid, &ack(0));
+        let again = Raw::new();
+        again.send(server.addr, &rrq("f.bin", &asks));
+        let (reply, tid) = again.recv();
+        if reply[..2] == [0, 6] && granted(&reply) == (1468, 64) {
+            again.send(tid, &common::error(0, "enough"));
             served = true;
         }
     }

@@ -14,6 +14,12 @@ use crate::config::ServerConfig;
 use crate::session::Signal;
 use tftp_proto::stats::{ServerCounters, Stats};
 
+/// A session's share of what is left of the memory budget (see
+/// [`Registry::grant`]).
+const FAIR_SHARE: usize = 16;
+/// What a lock-step session with 512-byte blocks needs, with room to spare.
+const SESSION_FLOOR: usize = 4096;
+
 /// The admission table and the cancel flag of every admitted session.
 #[derive(Debug)]
 struct Table {
@@ -87,17 +93,35 @@ impl Registry {
         self.memory.load(Ordering::Acquire)
     }
 
-    /// Grants up to `want` bytes of the budget; returns how many.
+    /// Grants up to `want` bytes of the budget; returns how many. While the
+    /// budget is plentiful a session gets all it wants; as it runs low each
+    /// gets at most a [`FAIR_SHARE`]th of what is left (but at least
+    /// [`SESSION_FLOOR`] while that much remains), so windows and blocks
+    /// shrink gradually and many sessions still fit, instead of the first
+    /// few taking everything.
     fn grant(&self, want: usize) -> usize {
         let limit = self.config.max_memory;
         let mut granted = 0;
         let _ = self
             .memory
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                granted = want.min(limit.saturating_sub(used));
+                let left = limit.saturating_sub(used);
+                let share = (left / FAIR_SHARE).max(SESSION_FLOOR).min(left);
+                granted = want.min(share);
                 Some(used.saturating_add(granted))
             });
         granted
+    }
+
+    /// Takes `want` bytes more for a session that has some, all or nothing.
+    fn grant_exactly(&self, want: usize) -> bool {
+        let limit = self.config.max_memory;
+        self.memory
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                let total = used.checked_add(want)?;
+                (total <= limit).then_some(total)
+            })
+            .is_ok()
     }
 
     fn give_back(&self, bytes: usize) {
@@ -179,8 +203,12 @@ impl Ticket {
             return true;
         }
         let more = bytes.saturating_sub(self.memory);
-        let got = self.reserve(more);
-        got == more
+        if self.registry.grant_exactly(more) {
+            self.memory = bytes;
+            true
+        } else {
+            false
+        }
     }
 
     /// The session ended with `stats`.

@@ -89,9 +89,21 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// `max_blksize` forced into the RFC range.
+    /// The largest block size granted: `max_blksize` forced into the RFC
+    /// range, and no larger than one DATA packet within `max_window_bytes`
+    /// (but never below the RFC 1350 512 bytes every client can take, unless
+    /// `max_blksize` is): a session's buffers stay within the window memory
+    /// even at a window of one.
     pub fn effective_max_blksize(&self) -> u16 {
-        self.max_blksize.clamp(MIN_BLKSIZE, MAX_BLKSIZE)
+        let by_memory = self
+            .max_window_bytes
+            .saturating_sub(usize::from(crate::packet::DATA_HEADER_LEN));
+        let by_memory = u16::try_from(by_memory)
+            .unwrap_or(u16::MAX)
+            .max(DEFAULT_BLKSIZE);
+        self.max_blksize
+            .clamp(MIN_BLKSIZE, MAX_BLKSIZE)
+            .min(by_memory)
     }
 
     /// The largest window allowed at `blksize`: `max_windowsize` capped by

@@ -9,7 +9,7 @@
 //!
 //! | option | acknowledged | lowered | not acknowledged |
 //! |---|---|---|---|
-//! | `blksize` | 8 ..= the limit | above [`Limits::max_blksize`] (or above 65464) → the limit | below 8, not a number, disabled |
+//! | `blksize` | 8 ..= the limit | above [`Limits::max_blksize`] (or above 65464, or above one packet in [`Limits::max_window_bytes`], but not below 512) → the limit | below 8, not a number, disabled |
 //! | `timeout` | 1 ..= 255 and inside [`Limits::min_timeout`]..=[`Limits::max_timeout`] (default 1 ..= 10) | never (RFC 2349: the server may not change it) | 0, above 255, outside the limits, not a number, disabled |
 //! | `tsize` | RRQ: answered with the file size; WRQ: echoed | – | size unknown (e.g. netascii or a stream), empty file (curl rejects `tsize=0`), not a number, disabled |
 //! | `windowsize` | 1 ..= the limit | above [`Limits::max_windowsize`], or above what [`Limits::max_window_bytes`] allows at the negotiated blksize | 0, above 65535, not a number, disabled |
@@ -567,6 +567,15 @@ mod tests {
             w(b"65464", b"16").windowsize,
             Verdict::Lowered { requested: 16 }
         );
+        // ... and a block itself no larger than the window memory.
+        assert_eq!(w(b"65464", b"16").oack.blksize, Some(16 * 1468 - 4));
+        let tiny = Limits {
+            max_window_bytes: 100,
+            ..Limits::default()
+        };
+        let b = |v: &[u8]| neg(&[(b"blksize", v)], &tiny, Direction::Read, None);
+        assert_eq!(b(b"1468").oack.blksize, Some(512), "never below 512");
+        assert_eq!(b(b"300").oack.blksize, Some(300));
     }
 
     #[test]
