@@ -97,7 +97,7 @@ impl Limits {
     pub fn effective_max_blksize(&self) -> u16 {
         let by_memory = self
             .max_window_bytes
-            .saturating_sub(usize::from(crate::packet::DATA_HEADER_LEN));
+            .saturating_sub(crate::packet::DATA_HEADER_LEN);
         let by_memory = u16::try_from(by_memory)
             .unwrap_or(u16::MAX)
             .max(DEFAULT_BLKSIZE);
