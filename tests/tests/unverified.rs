@@ -224,7 +224,44 @@ fn memory_budget_narrows_windows_then_refuses<A: Adapter>() {
     server.stop();
 }
 
+fn spoofed_requests_hold_no_window_memory<A: Adapter>() {
+    let dir = common::root(&[("f.bin", &common::content(200_000, 5))]);
+    // Room for about four full 64 KiB windows.
+    let server = A::serve_dir(
+        dir.path(),
+        &Cfg {
+            max_memory: Some(2 * 1024 * 1024),
+            ..Cfg::default()
+        },
+    );
+    // 200 unanswered requests for the largest windows...
+    let greedy = rrq("f.bin", &[("blksize", "65464"), ("windowsize", "64")]);
+    let spoofers: Vec<Raw> = (0..200).map(|_| Raw::on("127.0.0.9")).collect();
+    for s in &spoofers {
+        s.send(server.addr, &greedy);
+    }
+    for s in &spoofers {
+        let (reply, _) = s.recv();
+        assert_eq!(reply[..2], [0, 6], "{}: {reply:?}", A::NAME);
+    }
+    // ...hold no budget: a real client still gets all it asks for.
+    let real = Raw::new();
+    real.send(
+        server.addr,
+        &rrq("f.bin", &[("blksize", "1468"), ("windowsize", "64")]),
+    );
+    let (reply, tid) = real.recv();
+    assert_eq!(granted(&reply), (1468, 64), "{}", A::NAME);
+    real.send(tid, &ack(0));
+    let (data, _) = real.recv();
+    assert_eq!(data[..4], [0, 3, 0, 1]);
+    real.send(tid, &common::error(0, "enough"));
+    drop(spoofers);
+    server.stop();
+}
+
 for_each_adapter!(
+    spoofed_requests_hold_no_window_memory,
     unanswered_request_costs_four_datagrams,
     evicted_session_goes_silent,
     flood_of_unanswered_requests_does_not_keep_a_real_client_out,

@@ -25,8 +25,8 @@ use crate::listen::{Listener, LISTEN_BUFFER};
 use crate::net::{bind_transfer, random_seed};
 use crate::registry::{Registry, Ticket};
 use crate::session::{
-    busy_packet, is_transient, no_socket, open, report_delivered, report_filled, Data, Granted,
-    SHUTTING_DOWN,
+    busy_packet, is_transient, no_socket, note_verified, open, report_delivered, report_filled,
+    Data, Granted, SHUTTING_DOWN,
 };
 use crate::Client;
 
@@ -207,9 +207,7 @@ fn drive<S: Session + ?Sized>(
                         let datagram = buf.get(..n).unwrap_or_default();
                         session.handle_datagram(clock.now(), from, datagram);
                         if let Some(t) = ticket.as_deref_mut() {
-                            if session.stats().verified {
-                                t.verified();
-                            }
+                            note_verified(session, t);
                         }
                     }
                     Err(e)

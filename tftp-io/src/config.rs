@@ -11,7 +11,9 @@ use tftp_proto::options::Limits;
 use tftp_proto::server::Admission;
 use tftp_proto::stats::{ServerStats, Stats};
 
-pub use tftp_proto::server::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER};
+pub use tftp_proto::server::{
+    DEFAULT_IPV6_PEER_PREFIX, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
+};
 
 /// Default for [`ServerBuilder::max_memory`]: 256 MiB of session buffers
 /// for the whole server (a small VM's share), so 10 000 sessions at the
@@ -45,6 +47,9 @@ pub struct ServerConfig {
     /// Most sessions at once from one peer: an IPv4 address or an IPv6 /64
     /// ([`DEFAULT_MAX_SESSIONS_PER_PEER`]).
     pub max_sessions_per_peer: usize,
+    /// IPv6 peers are counted by this prefix length
+    /// ([`DEFAULT_IPV6_PEER_PREFIX`], a /64).
+    pub ipv6_peer_prefix: u8,
     /// Most sessions at once whose peer has not answered yet (`None`:
     /// [`tftp_proto::server::default_max_unverified`]: a quarter of
     /// `max_sessions`).
@@ -69,6 +74,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_peer: DEFAULT_MAX_SESSIONS_PER_PEER,
+            ipv6_peer_prefix: DEFAULT_IPV6_PEER_PREFIX,
             max_unverified: None,
             max_memory: DEFAULT_MAX_MEMORY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -82,7 +88,8 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// The admission policy these settings describe.
     pub fn admission(&self) -> Admission {
-        let admission = Admission::new(self.max_sessions, self.max_sessions_per_peer);
+        let admission = Admission::new(self.max_sessions, self.max_sessions_per_peer)
+            .with_ipv6_prefix(self.ipv6_peer_prefix);
         match self.max_unverified {
             Some(n) => admission.with_max_unverified(n),
             None => admission,
@@ -98,6 +105,7 @@ impl fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("max_sessions", &self.max_sessions)
             .field("max_sessions_per_peer", &self.max_sessions_per_peer)
+            .field("ipv6_peer_prefix", &self.ipv6_peer_prefix)
             .field("max_unverified", &self.max_unverified)
             .field("max_memory", &self.max_memory)
             .field("drain_timeout", &self.drain_timeout)
@@ -161,6 +169,14 @@ impl<H, R> ServerBuilder<H, R> {
     /// /64).
     pub fn max_sessions_per_peer(mut self, n: usize) -> Self {
         self.config.max_sessions_per_peer = n;
+        self
+    }
+
+    /// Counts IPv6 peers by `/prefix` for the per-peer limit (default 64, as
+    /// a host may use any address of its /64; 128 counts each address, for a
+    /// boot LAN whose clients all share one /64).
+    pub fn ipv6_peer_prefix(mut self, prefix: u8) -> Self {
+        self.config.ipv6_peer_prefix = prefix.min(128);
         self
     }
 

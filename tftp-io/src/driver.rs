@@ -16,7 +16,7 @@ use tftp_proto::time::Instant;
 
 use crate::registry::Ticket;
 use crate::runtime::{AsyncUdpSocket, Runtime, Timer};
-use crate::session::{report_delivered, report_filled, Signal, SHUTTING_DOWN};
+use crate::session::{note_verified, report_delivered, report_filled, Signal, SHUTTING_DOWN};
 
 /// Where file bytes come from or go to.
 pub(crate) enum Io<'a> {
@@ -152,9 +152,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                         let now = clock.now();
                         session.handle_datagram(now, from, datagram);
                         if let Some(t) = ticket.as_deref_mut() {
-                            if session.stats().verified {
-                                t.verified();
-                            }
+                            note_verified(session, t);
                         }
                         // Nor can it hide the deadline (a spurious timeout is
                         // a no-op in the core).

@@ -176,14 +176,22 @@ impl Ticket {
         &self.cancel
     }
 
-    /// The session's peer is verified (once is enough).
-    pub(crate) fn verified(&mut self) {
+    /// Whether [`Ticket::verified`] was called.
+    pub(crate) fn is_verified(&self) -> bool {
+        self.verified
+    }
+
+    /// The session's peer is verified: it can no longer be evicted, and
+    /// its buffers (`memory` bytes now that its window exists) come out of
+    /// the budget. False if the budget has no room for them.
+    pub(crate) fn verified(&mut self, memory: usize) -> bool {
         if !self.verified {
             self.verified = true;
             if let Some(key) = &self.key {
                 self.registry.table().admission.verify(key);
             }
         }
+        self.settle(memory)
     }
 
     /// Takes up to `want` bytes of the server's memory budget for the

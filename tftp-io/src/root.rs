@@ -270,6 +270,21 @@ fn writer_alive(name: &[u8]) -> bool {
     }
 }
 
+/// How long an upload temporary may go unwritten and still count as in
+/// progress (a running upload writes at least `Limits::min_rate` bytes a
+/// second): older ones are stale even if their PID now names a process (PIDs
+/// are reused after a crash or reboot).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn recently_written(entry: &cap_std::fs::DirEntry) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.into_std().elapsed().ok())
+        .is_some_and(|age| age < STALE_AFTER)
+}
+
 /// Numbers temporary upload files within this process.
 static UPLOADS: AtomicU64 = AtomicU64::new(0);
 
@@ -389,7 +404,7 @@ fn remove_stale(dir: &Dir, depth: usize) -> io::Result<usize> {
             }
         } else if kind.is_file()
             && is_upload_temp(name.as_bytes())
-            && !writer_alive(name.as_bytes())
+            && !(writer_alive(name.as_bytes()) && recently_written(&entry))
         {
             dir.remove_file(&name)?;
             removed += 1;
@@ -520,11 +535,21 @@ mod tests {
         }
         // PID 1 runs: another server's upload in progress is left alone.
         std::fs::write(p.join(".c.tftp-upload-1-0"), b"in progress").unwrap();
+        // ... unless it has not been written for long: the PID was reused.
+        std::fs::write(p.join(".d.tftp-upload-1-1"), b"old").unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(p.join(".d.tftp-upload-1-1"))
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
         std::fs::write(p.join("pxelinux.cfg/default"), b"keep").unwrap();
         std::fs::write(p.join(".hidden"), b"keep").unwrap();
         std::os::unix::fs::symlink("/", p.join("up")).unwrap();
         let root = Root::open(p).unwrap();
-        assert_eq!(root.remove_stale_uploads().unwrap(), 3);
+        assert_eq!(root.remove_stale_uploads().unwrap(), 4);
+        assert!(!p.join(".d.tftp-upload-1-1").exists());
         for name in [&stale, &nested, &ours] {
             assert!(!p.join(name).exists(), "{name}");
         }

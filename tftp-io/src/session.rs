@@ -109,8 +109,10 @@ pub(crate) fn open<S, W>(
     ticket: &mut Ticket,
 ) -> (ServerSession, Data<S, W>) {
     let mut limits = config.limits.clone();
-    // The window may use what the budget grants beyond a lock-step
-    // session's fixed buffers.
+    // The window may use what the budget would grant beyond a lock-step
+    // session's fixed buffers. Only what the session holds now is taken
+    // (an unverified read has no window yet; it takes it once verified), so
+    // spoofed requests hold no budget for their windows.
     let granted = ticket.reserve(limits.max_window_bytes.saturating_add(SESSION_OVERHEAD));
     limits.max_window_bytes = limits
         .max_window_bytes
@@ -138,6 +140,16 @@ pub(crate) fn open<S, W>(
         return (session, Data::None);
     }
     (session, data)
+}
+
+/// Tells `ticket` once the session's peer is verified (the core knows it
+/// first, from the peer's answer). A session whose window no longer fits the
+/// memory budget then is refused with ERROR 0 [`SOCKET_ERROR`].
+pub(crate) fn note_verified<S: Session + ?Sized>(session: &mut S, ticket: &mut Ticket) {
+    if session.stats().verified && !ticket.is_verified() && !ticket.verified(session.memory()) {
+        tracing::warn!("session memory budget exhausted");
+        session.abort(ErrorCode::NotDefined, SOCKET_ERROR);
+    }
 }
 
 /// Buffers of a session besides its window: the control packet and the

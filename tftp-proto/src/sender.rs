@@ -145,8 +145,17 @@ impl Sender {
         )
     }
 
+    /// Payload bytes the receiver acknowledged (blocks before the window are
+    /// full, so this is exact until the final block).
+    pub(crate) fn acknowledged_bytes(&self) -> u64 {
+        // `base >= 1`; the product saturates only past 2^64 bytes.
+        self.base
+            .saturating_sub(1)
+            .saturating_mul(self.blksize as u64)
+    }
+
     /// What [`Sender::memory`] is for a sender of these parameters.
-    pub(crate) fn memory_for(blksize: usize, window: usize, netascii: bool) -> usize {
+    fn memory_for(blksize: usize, window: usize, netascii: bool) -> usize {
         let per_slot = slot_size(blksize)
             .saturating_add(core::mem::size_of::<usize>())
             .saturating_add(core::mem::size_of::<Instant>())

@@ -107,10 +107,11 @@ pub trait Session {
     fn delivered(&mut self);
     /// Ends the session with an ERROR to the peer (local failure).
     fn abort(&mut self, code: ErrorCode, message: &str);
-    /// Ends the session at once without a word to the peer (outcome
-    /// [`Outcome::Evicted`]): for an unverified session whose place in the
-    /// server's table went to a newer request; an ERROR would only be one
-    /// more datagram to a possibly spoofed address.
+    /// Ends an unverified session at once without a word to the peer
+    /// (outcome [`Outcome::Evicted`]): for one whose place in the server's
+    /// table went to a newer request; an ERROR would only be one more
+    /// datagram to a possibly spoofed address. A session whose peer was
+    /// verified in the meantime, or that is already closing, is left alone.
     fn cancel(&mut self);
     /// Bytes of the buffers the session holds now (window slots, netascii
     /// staging, control packet), for a server-wide memory budget.

@@ -320,10 +320,15 @@ impl Transfer {
             let end = ctx.stats.started.saturating_add(limits.unverified_lifetime);
             return Some((end, Expiry::Unverified));
         }
-        let bytes = ctx
-            .stats
-            .bytes_sent
-            .saturating_add(ctx.stats.bytes_received);
+        // A server's rule: a client decides for itself how long to wait.
+        if !matches!(ctx.role, Role::ServerRead | Role::ServerWrite) {
+            return None;
+        }
+        // Progress the peer confirmed: bytes it acknowledged, or sent in order.
+        let bytes = match &self.state {
+            State::Sending(sender) => sender.acknowledged_bytes(),
+            _ => ctx.stats.bytes_received,
+        };
         // `None` only for a rate of 0: the rule is off.
         let earned = bytes
             .saturating_mul(1_000_000)
@@ -695,26 +700,21 @@ impl Transfer {
     }
 
     pub(crate) fn cancel(&mut self) {
-        if !matches!(self.state, State::Done(_)) {
+        // A verified session's peer answered in the meantime: it goes on. A
+        // closing one sends its ERROR first.
+        if !self.ctx.stats.verified && !matches!(self.state, State::Closing(_) | State::Done(_)) {
             self.ctx.control = Control::Empty;
             self.ctx.stranger = None;
             self.state = State::Closing(Outcome::Evicted);
         }
     }
 
-    /// Bytes of the buffers this transfer holds (or, waiting for ACK 0, is
-    /// about to hold).
+    /// Bytes of the buffers this transfer holds now (a read's window exists
+    /// only once its OACK is acknowledged).
     pub(crate) fn memory(&self) -> usize {
-        let o = self.ctx.stats.options_negotiated;
         let engine = match &self.state {
             State::Sending(sender) => sender.memory(),
             State::Receiving(receiver) => receiver.memory(),
-            // What the sender will hold once the OACK is acknowledged.
-            State::OackSent => Sender::memory_for(
-                usize::from(o.block_size()),
-                usize::from(o.window_size()),
-                self.ctx.netascii,
-            ),
             _ => 0,
         };
         self.ctx.tx.len().saturating_add(engine)

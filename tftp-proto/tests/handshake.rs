@@ -336,12 +336,21 @@ fn cancel_ends_at_once_without_a_word() {
 fn memory_counts_the_window_and_the_netascii_stage() {
     let limits = Limits::default();
     let windowed = request(b"\x00\x01f\x00octet\x00blksize\x001468\x00windowsize\x0016\x00");
-    let s = ServerSession::start(&windowed, &limits, None, Some(1 << 20), ms(0));
-    // Before ACK 0 it already counts the window it is about to fill.
+    let mut s = ServerSession::start(&windowed, &limits, None, Some(1 << 20), ms(0));
+    // Unverified, waiting for ACK 0: no window yet, so a spoofed request
+    // holds almost nothing.
+    let mut src: &[u8] = &[1u8; 1 << 20];
+    drain(&mut s, ms(0), &mut src);
+    assert!(s.memory() < 4096, "{}", s.memory());
+    s.handle_datagram(ms(1), addr(PEER), &ack(0));
+    drain(&mut s, ms(1), &mut src);
     let m = s.memory();
     assert!((16 * 1472..16 * 1472 + 16 * 32 + 2048).contains(&m), "{m}");
     let text = request(b"\x00\x01f\x00netascii\x00blksize\x0065464\x00");
-    let s = ServerSession::start(&text, &limits, None, None, ms(0));
+    let mut s = ServerSession::start(&text, &limits, None, None, ms(0));
+    drain(&mut s, ms(0), &mut src);
+    s.handle_datagram(ms(1), addr(PEER), &ack(0));
+    drain(&mut s, ms(1), &mut src);
     let m = s.memory();
     assert!(
         (65468..=65468 + 4096 + 2048).contains(&m),

@@ -115,6 +115,12 @@ struct Args {
     #[arg(long, env = "TFTPD_MAX_SESSIONS_PER_PEER", value_name = "N", default_value_t = tftp_tokio::DEFAULT_MAX_SESSIONS_PER_PEER)]
     max_sessions_per_peer: usize,
 
+    /// IPv6 clients count as one peer per this prefix length for
+    /// --max-sessions-per-peer (0..=128; 128: every address apart, for a LAN
+    /// whose clients all share one /64).
+    #[arg(long, env = "TFTPD_IPV6_PEER_PREFIX", value_name = "BITS", default_value_t = tftp_proto::server::DEFAULT_IPV6_PEER_PREFIX, value_parser = clap::value_parser!(u8).range(0..=128))]
+    ipv6_peer_prefix: u8,
+
     /// Most transfers at once whose client has not answered its first
     /// packet yet (default: a quarter of --max-sessions); past it the oldest
     /// gives its place to the newest.
@@ -341,7 +347,8 @@ fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
     };
     match (args.user.as_deref(), rustix::process::geteuid().is_root()) {
         // Explicitly asked to stay root.
-        (Some("root"), _) => tracing::warn!("running as root (--user root)"),
+        (Some("root"), true) => tracing::warn!("running as root (--user root)"),
+        (Some("root"), false) => {}
         (Some(user), _) => drop_privileges(user)?,
         // Started as root with no --user: as tftpd-hpa, become nobody.
         (None, true) => drop_privileges(DEFAULT_USER)?,
@@ -399,11 +406,13 @@ const DEFAULT_USER: &str = "nobody";
 fn drop_privileges(user: &str) -> Result<(), BoxError> {
     use rustix::process::{Gid, Uid};
     use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1);
-    if threads > 1 {
-        return Err(format!("cannot drop privileges: {threads} threads already run").into());
+    match std::fs::read_dir("/proc/self/task").map(|d| d.count()) {
+        Ok(1) => {}
+        Ok(threads) => {
+            return Err(format!("cannot drop privileges: {threads} threads already run").into())
+        }
+        // No /proc to look at: nothing in tftpd starts a thread before this.
+        Err(e) => tracing::warn!(error = %e, "cannot count threads before dropping privileges"),
     }
     let (uid, gid) = lookup_user(user)
         .map_err(|e| format!("cannot drop privileges to {user}: {e} (--user root keeps root)"))?;
@@ -464,6 +473,7 @@ async fn serve<H: Handler>(
         .max_sessions(args.max_sessions)
         .max_sessions_per_peer(args.max_sessions_per_peer)
         .max_memory(args.max_memory)
+        .ipv6_peer_prefix(args.ipv6_peer_prefix)
         .drain_timeout(Duration::from_secs(args.drain_timeout))
         .on_session_end(move |s| {
             recorded.observe(s);

@@ -53,11 +53,12 @@ pub struct Limits {
     /// `timeout` it asked for (the negotiated `timeout` applies only once the
     /// peer is verified). Default [`DEFAULT_UNVERIFIED_LIFETIME`].
     pub unverified_lifetime: Duration,
-    /// Slowest average progress, in payload bytes per second, a transfer may
-    /// make once [`Limits::min_rate_grace`] has passed: a peer that answers
-    /// just before each timeout cannot hold a session forever. It ends with
-    /// ERROR 0 "Transfer too slow". 0 disables the rule. Default
-    /// [`DEFAULT_MIN_RATE`].
+    /// Slowest average progress, in payload bytes per second, a server
+    /// transfer may make once [`Limits::min_rate_grace`] has passed: bytes
+    /// the client acknowledged (read) or sent in order (write), so a peer
+    /// that answers just before each timeout cannot hold a session forever.
+    /// It ends with ERROR 0 "Transfer too slow". 0 disables the rule; client
+    /// sessions are not subject to it. Default [`DEFAULT_MIN_RATE`].
     pub min_rate: u32,
     /// Time from the start of a transfer before [`Limits::min_rate`] applies.
     /// Default [`DEFAULT_MIN_RATE_GRACE`].
@@ -119,7 +120,9 @@ impl Limits {
     }
 
     /// The tighter of two policies, field by field (for per-request narrowing:
-    /// a handler can only ever restrict what the server allows).
+    /// a handler can only ever restrict what the server allows). The timers
+    /// and the server's protections (`initial_rto`, `min_rto`, `max_rto`,
+    /// `dally`, `unverified_*`, `min_rate*`) stay as in `self`.
     pub fn narrowed_by(&self, other: &Limits) -> Limits {
         Limits {
             max_blksize: self.max_blksize.min(other.max_blksize),
@@ -140,10 +143,11 @@ impl Limits {
             max_rto: self.max_rto,
             dally: self.dally,
             max_transfer_blocks: self.max_transfer_blocks.min(other.max_transfer_blocks),
-            unverified_retries: self.unverified_retries.min(other.unverified_retries),
-            unverified_lifetime: self.unverified_lifetime.min(other.unverified_lifetime),
-            min_rate: self.min_rate.max(other.min_rate),
-            min_rate_grace: self.min_rate_grace.min(other.min_rate_grace),
+            // The server's protection, not the transfer's shape: kept.
+            unverified_retries: self.unverified_retries,
+            unverified_lifetime: self.unverified_lifetime,
+            min_rate: self.min_rate,
+            min_rate_grace: self.min_rate_grace,
         }
     }
 }

@@ -39,6 +39,7 @@ pub struct Admission {
     max_sessions: usize,
     max_sessions_per_peer: usize,
     max_unverified: usize,
+    ipv6_prefix: u8,
     next_id: u64,
     per_peer: BTreeMap<PeerKey, usize>,
     /// Running sessions by what they serve, for duplicates.
@@ -50,24 +51,37 @@ pub struct Admission {
     unverified_by_peer: BTreeSet<(PeerKey, u64)>,
 }
 
-/// What one peer is, for the per-peer limit: an IPv4 address, or the /64
-/// prefix of an IPv6 one (IPv4-mapped IPv6 counts as IPv4).
+/// Default for [`Admission::with_ipv6_prefix`]: one /64 is one peer.
+pub const DEFAULT_IPV6_PEER_PREFIX: u8 = 64;
+
+/// What one peer is, for the per-peer limit: an IPv4 address, or an IPv6
+/// prefix (a /64 by default: a host can use any address of its own /64;
+/// IPv4-mapped IPv6 counts as IPv4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PeerKey {
     /// An IPv4 host.
     V4(core::net::Ipv4Addr),
-    /// An IPv6 /64: the first 64 bits of the address.
-    V6(u64),
+    /// An IPv6 prefix: the address with the bits past the prefix cleared.
+    V6(u128),
 }
 
 impl PeerKey {
-    /// The key of `ip`.
+    /// The key of `ip` with IPv6 counted by /64.
     pub fn of(ip: IpAddr) -> Self {
+        Self::with_prefix(ip, DEFAULT_IPV6_PEER_PREFIX)
+    }
+
+    /// The key of `ip` with IPv6 counted by `/prefix` (clamped to 0..=128).
+    pub fn with_prefix(ip: IpAddr, prefix: u8) -> Self {
         match ip {
             IpAddr::V4(v4) => PeerKey::V4(v4),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => PeerKey::V4(v4),
-                None => PeerKey::V6((v6.to_bits() >> 64) as u64),
+                None => {
+                    let clear = 128u32.saturating_sub(u32::from(prefix.min(128)));
+                    let mask = u128::MAX.checked_shl(clear).unwrap_or(0);
+                    PeerKey::V6(v6.to_bits() & mask)
+                }
             },
         }
     }
@@ -128,8 +142,20 @@ impl Admission {
             max_sessions,
             max_sessions_per_peer,
             max_unverified: default_max_unverified(max_sessions),
+            ipv6_prefix: DEFAULT_IPV6_PEER_PREFIX,
             ..Admission::default()
         }
+    }
+
+    /// The same policy counting IPv6 peers by `/prefix` (default 64; 128
+    /// counts every address apart, for a LAN whose hosts all share a /64).
+    pub fn with_ipv6_prefix(mut self, prefix: u8) -> Self {
+        self.ipv6_prefix = prefix.min(128);
+        self
+    }
+
+    fn peer_key(&self, ip: IpAddr) -> PeerKey {
+        PeerKey::with_prefix(ip, self.ipv6_prefix)
     }
 
     /// The same policy with at most `max_unverified` unverified sessions.
@@ -152,7 +178,7 @@ impl Admission {
         if self.max_sessions == 0 || self.max_sessions_per_peer == 0 || self.max_unverified == 0 {
             return Err(Refusal::Busy);
         }
-        let peer = PeerKey::of(request.peer.ip());
+        let peer = self.peer_key(request.peer.ip());
         let from_peer = self.per_peer.get(&peer).copied().unwrap_or(0);
         let evict = if from_peer >= self.max_sessions_per_peer {
             // Only this peer's own unverified sessions may make room.
@@ -193,7 +219,7 @@ impl Admission {
     pub fn verify(&mut self, key: &SessionKey) {
         if self.unverified.remove(&key.id) {
             if let Some(request) = self.sessions.get(&key.id) {
-                let peer = PeerKey::of(request.peer.ip());
+                let peer = self.peer_key(request.peer.ip());
                 self.unverified_by_peer.remove(&(peer, key.id));
             }
         }
@@ -208,7 +234,7 @@ impl Admission {
         let Some(request) = self.sessions.remove(&id) else {
             return;
         };
-        let peer = PeerKey::of(request.peer.ip());
+        let peer = self.peer_key(request.peer.ip());
         self.unverified.remove(&id);
         self.unverified_by_peer.remove(&(peer, id));
         self.running.remove(&request);

@@ -29,7 +29,7 @@ mod admission;
 pub use accept::{accept, Reject, Request, TftpError};
 pub use admission::{
     default_max_unverified, Admission, Admit, Admitted, PeerKey, Refusal, SessionKey,
-    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
+    DEFAULT_IPV6_PEER_PREFIX, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
 };
 
 fn server_transfer(
@@ -444,6 +444,14 @@ mod tests {
         assert_eq!(
             PeerKey::of("::ffff:192.0.2.7".parse().unwrap()),
             PeerKey::of("192.0.2.7".parse().unwrap())
+        );
+        // Counted by full address: the same /64 is many peers.
+        let mut each = Admission::new(100, 1).with_ipv6_prefix(128);
+        assert!(each.admit(&request_from("[2001:db8:1:2::1]:1")).is_ok());
+        assert!(each.admit(&request_from("[2001:db8:1:2::2]:1")).is_ok());
+        assert_eq!(
+            PeerKey::with_prefix("2001:db8:1:2:3::1".parse().unwrap(), 48),
+            PeerKey::with_prefix("2001:db8:1:ffff::1".parse().unwrap(), 48)
         );
     }
 
