@@ -99,6 +99,12 @@ impl StatsHandle {
     pub fn snapshot(&self) -> ServerStats {
         self.0.counters.snapshot()
     }
+
+    /// Bytes of the server-wide memory budget the running sessions hold
+    /// (see `ServerBuilder::max_memory`).
+    pub fn memory_in_use(&self) -> usize {
+        self.0.memory_in_use()
+    }
 }
 
 impl fmt::Debug for StatsHandle {

@@ -137,13 +137,22 @@ impl Collector for Counters {
                 counter.metric_type(),
             )?)?;
         }
-        let gauge = ConstGauge::new(s.sessions_active as i64);
-        gauge.encode(encoder.encode_descriptor(
-            "sessions_active",
-            "Transfers running.",
-            None,
-            gauge.metric_type(),
-        )?)?;
+        let gauges: [(&str, &str, i64); 2] = [
+            (
+                "sessions_active",
+                "Transfers running.",
+                s.sessions_active as i64,
+            ),
+            (
+                "session_memory_bytes",
+                "Bytes of the --max-memory budget the running transfers hold.",
+                self.0.memory_in_use() as i64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
         let mut errors = encoder.encode_descriptor(
             "errors",
             "Transfers that ended with an ERROR, by code.",

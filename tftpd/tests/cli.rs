@@ -120,6 +120,8 @@ fn get_put_errors_and_metrics() {
         (sessions - 2) * data.len() as u64
     );
     assert_eq!(value("tftpd_transfer_duration_seconds_count"), sessions);
+    // Every finished transfer gave its buffers back to the budget.
+    assert_eq!(value("tftpd_session_memory_bytes"), 0);
     d.signal("TERM");
     assert_eq!(d.wait_exit(), 0);
 }
@@ -552,6 +554,7 @@ fn metrics_endpoint_bounds_headers_connections_and_time() {
     assert!(answer.contains(" 200 "), "{answer}");
     assert!(answer.contains("tftpd_sessions_started_total 0"));
     assert!(answer.contains("tftpd_sessions_evicted_total 0"));
+    assert!(answer.contains("tftpd_session_memory_bytes 0"), "{answer}");
     assert!(answer.contains("# EOF"), "OpenMetrics text");
     println!("scrape behind 40 idle connections: {:?}", started.elapsed());
     drop(idle);
