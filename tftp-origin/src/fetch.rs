@@ -1,0 +1,395 @@
+//! One GET from the origin: reqwest for HTTP(S), object_store for object
+//! stores and files, with the answer mapped into what the cache and TFTP
+//! need (size, validators, freshness, not found / denied / failed).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use object_store::{Attribute, GetOptions, ObjectStore, ObjectStoreExt};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::StatusCode;
+
+use crate::template::{Scheme, Template};
+
+/// A body as it arrives.
+pub(crate) type Body = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What a conditional GET can be answered with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    pub fn any(&self) -> bool {
+        self.etag.is_some() || self.last_modified.is_some()
+    }
+}
+
+/// How long a response may be served without asking the origin again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// `no-store` or `private`: never kept.
+    NoStore,
+    /// `max-age` / `s-maxage` (less `Age`); `no-cache` is zero.
+    For(Duration),
+    /// No directive: the cache's default TTL.
+    Default,
+}
+
+/// The origin's description of an object.
+#[derive(Clone, Debug)]
+pub(crate) struct Meta {
+    pub size: Option<u64>,
+    pub validators: Validators,
+    pub freshness: Freshness,
+}
+
+pub(crate) enum Fetched {
+    /// A (new) body.
+    Body(Meta, Body),
+    /// 304: the cached copy is current.
+    NotModified(Meta),
+}
+
+/// Why a fetch gave no object. Cheap to clone: every waiter of a
+/// single-flight gets a copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FetchError {
+    /// 404 / 410, or no such object.
+    NotFound,
+    /// 401 / 403, or the store refused the credentials.
+    Denied,
+    /// Anything else (refused connection, timeout, 5xx), with a short reason
+    /// for the log (never sent to the client).
+    Failed(Arc<str>),
+}
+
+impl FetchError {
+    fn failed(reason: impl std::fmt::Display) -> Self {
+        FetchError::Failed(reason.to_string().into())
+    }
+}
+
+/// Connect, header and read timeouts and retries of origin requests.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+/// The origin behind a template.
+pub(crate) enum Backend {
+    Http(reqwest::Client),
+    Store {
+        store: Arc<dyn ObjectStore>,
+        /// Bytes of a rendered URL before the object's key.
+        key_start: usize,
+    },
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Http(_) => f.write_str("Backend::Http"),
+            Backend::Store { store, .. } => write!(f, "Backend::Store({store})"),
+        }
+    }
+}
+
+/// Installs rustls' ring provider as the process default (reqwest and
+/// object_store build their TLS from it), unless one is installed already.
+fn crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Backend {
+    /// The client or store for a template. Object store credentials and
+    /// endpoints come from the usual environment (`AWS_*`, `GOOGLE_*`,
+    /// `AZURE_*`), as object_store reads them.
+    pub fn new(template: &Template, timing: Timing) -> Result<Self, String> {
+        crypto_provider();
+        let options = object_store::ClientOptions::new()
+            .with_timeout(timing.timeout)
+            .with_connect_timeout(timing.timeout);
+        let retry = object_store::RetryConfig {
+            max_retries: timing.retries as usize,
+            retry_timeout: timing.timeout * (timing.retries + 1),
+            ..Default::default()
+        };
+        let base = template.base();
+        let store: Arc<dyn ObjectStore> = match template.scheme() {
+            Scheme::Http | Scheme::Https => {
+                let client = reqwest::Client::builder()
+                    .user_agent(concat!("tftp-rs/", env!("CARGO_PKG_VERSION")))
+                    .connect_timeout(timing.timeout)
+                    .read_timeout(timing.timeout)
+                    .build()
+                    .map_err(|e| format!("HTTP client: {e}"))?;
+                return Ok(Backend::Http(client));
+            }
+            Scheme::S3 => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(base)
+                    .with_client_options(options)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ),
+            Scheme::Gs => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(base)
+                    .with_client_options(options)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ),
+            Scheme::Az => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(base)
+                    .with_client_options(options)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ),
+            Scheme::File => Arc::new(object_store::local::LocalFileSystem::new()),
+        };
+        Ok(Backend::Store {
+            store,
+            key_start: base.len(),
+        })
+    }
+
+    /// GETs `url`, conditionally if `validators` has any. Returns within
+    /// about `timing.timeout × (retries + 1)` plus backoff.
+    pub async fn fetch(
+        &self,
+        url: &str,
+        validators: &Validators,
+        timing: Timing,
+    ) -> Result<Fetched, FetchError> {
+        // The whole exchange up to the first body byte is bounded, whatever
+        // the client library's own timers do.
+        let bound = timing.timeout * (timing.retries + 1) + Duration::from_secs(1);
+        match tokio::time::timeout(bound, self.fetch_inner(url, validators, timing)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::failed(format!("no answer in {bound:?}"))),
+        }
+    }
+
+    async fn fetch_inner(
+        &self,
+        url: &str,
+        validators: &Validators,
+        timing: Timing,
+    ) -> Result<Fetched, FetchError> {
+        match self {
+            Backend::Http(client) => {
+                let mut attempt = 0;
+                loop {
+                    match http_get(client, url, validators).await {
+                        Err(FetchError::Failed(why)) if attempt < timing.retries => {
+                            attempt += 1;
+                            tracing::debug!(url, %why, attempt, "origin request failed, retrying");
+                            tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
+                        }
+                        other => return other,
+                    }
+                }
+            }
+            Backend::Store { store, key_start } => {
+                store_get(store.as_ref(), &url[*key_start..], validators).await
+            }
+        }
+    }
+}
+
+async fn http_get(
+    client: &reqwest::Client,
+    url: &str,
+    validators: &Validators,
+) -> Result<Fetched, FetchError> {
+    let mut request = client.get(url);
+    if let Some(etag) = &validators.etag {
+        request = request.header(header::IF_NONE_MATCH, etag);
+    }
+    if let Some(date) = &validators.last_modified {
+        request = request.header(header::IF_MODIFIED_SINCE, date);
+    }
+    let response = request.send().await.map_err(|e| {
+        FetchError::failed(if e.is_timeout() {
+            "timed out".to_owned()
+        } else if e.is_connect() {
+            "cannot connect".to_owned()
+        } else {
+            e.to_string()
+        })
+    })?;
+    let status = response.status();
+    let meta = |headers: &HeaderMap| Meta {
+        size: response.content_length(),
+        validators: Validators {
+            etag: text(headers.get(header::ETAG)),
+            last_modified: text(headers.get(header::LAST_MODIFIED)),
+        },
+        freshness: freshness(
+            headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            headers
+                .get(header::AGE)
+                .and_then(|v| v.to_str().ok()?.trim().parse().ok()),
+        ),
+    };
+    match status {
+        StatusCode::OK => {
+            let meta = meta(response.headers());
+            let body = response.bytes_stream().map_err(io::Error::other);
+            Ok(Fetched::Body(meta, Box::pin(body)))
+        }
+        StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified(meta(response.headers()))),
+        StatusCode::NOT_FOUND | StatusCode::GONE => Err(FetchError::NotFound),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(FetchError::Denied),
+        other => Err(FetchError::failed(format!("HTTP {}", other.as_u16()))),
+    }
+}
+
+fn text(value: Option<&HeaderValue>) -> Option<String> {
+    Some(value?.to_str().ok()?.to_owned())
+}
+
+/// `Cache-Control` as a shared cache reads it (RFC 9111 §5.2.2): `no-store`
+/// and `private` forbid keeping, `s-maxage` wins over `max-age`, `no-cache`
+/// means revalidate every time, and `Age` counts against the lifetime.
+pub(crate) fn freshness<'a>(
+    directives: impl Iterator<Item = &'a str>,
+    age: Option<u64>,
+) -> Freshness {
+    let (mut max_age, mut s_maxage, mut no_cache) = (None, None, false);
+    for directive in directives.flat_map(|v| v.split(',')) {
+        let (name, value) = match directive.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+            None => (directive.trim(), None),
+        };
+        let seconds = || value.and_then(|v| v.parse::<u64>().ok());
+        match name.to_ascii_lowercase().as_str() {
+            "no-store" | "private" => return Freshness::NoStore,
+            "no-cache" => no_cache = true,
+            "max-age" => max_age = seconds().or(Some(0)),
+            "s-maxage" => s_maxage = seconds().or(Some(0)),
+            _ => {}
+        }
+    }
+    if no_cache {
+        return Freshness::For(Duration::ZERO);
+    }
+    match s_maxage.or(max_age) {
+        Some(secs) => Freshness::For(Duration::from_secs(secs.saturating_sub(age.unwrap_or(0)))),
+        None => Freshness::Default,
+    }
+}
+
+async fn store_get(
+    store: &dyn ObjectStore,
+    key: &str,
+    validators: &Validators,
+) -> Result<Fetched, FetchError> {
+    // The key is percent-encoded segments (the template's and normalise's):
+    // decoded here, and refused if it holds `..` or an empty segment.
+    let path = object_store::path::Path::from_url_path(key.trim_start_matches('/'))
+        .map_err(|_| FetchError::NotFound)?;
+    let options = GetOptions {
+        if_none_match: validators.etag.clone(),
+        ..Default::default()
+    };
+    let map_error = |e: object_store::Error| match e {
+        object_store::Error::NotFound { .. } => FetchError::NotFound,
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => FetchError::Denied,
+        other => FetchError::failed(other),
+    };
+    let meta_of = |meta: &object_store::ObjectMeta, attributes: &object_store::Attributes| Meta {
+        size: Some(meta.size),
+        validators: Validators {
+            etag: meta.e_tag.clone(),
+            last_modified: None,
+        },
+        freshness: attributes
+            .get(&Attribute::CacheControl)
+            .map(|v| freshness(std::iter::once(v.as_ref()), None))
+            .unwrap_or(Freshness::Default),
+    };
+    match store.get_opts(&path, options).await {
+        Ok(result) => {
+            let meta = meta_of(&result.meta, &result.attributes);
+            let body = result.into_stream().map_err(io::Error::other);
+            Ok(Fetched::Body(meta, Box::pin(body)))
+        }
+        Err(object_store::Error::NotModified { .. }) => {
+            // The store answers 304 without a description: ask for it.
+            let head = store.head(&path).await.map_err(map_error)?;
+            Ok(Fetched::NotModified(meta_of(
+                &head,
+                &object_store::Attributes::new(),
+            )))
+        }
+        Err(e) => Err(map_error(e)),
+    }
+}
+
+/// The next chunk of a body, or an error if none arrives within `timeout`.
+pub(crate) async fn next_chunk(body: &mut Body, timeout: Duration) -> io::Result<Option<Bytes>> {
+    match tokio::time::timeout(timeout, body.next()).await {
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+        Ok(Some(Err(e))) => Err(e),
+        Ok(None) => Ok(None),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("origin sent nothing for {timeout:?}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(cc: &[&str], age: Option<u64>) -> Freshness {
+        freshness(cc.iter().copied(), age)
+    }
+
+    #[test]
+    fn cache_control() {
+        assert_eq!(f(&[], None), Freshness::Default);
+        assert_eq!(
+            f(&["public, max-age=60"], None),
+            Freshness::For(Duration::from_secs(60))
+        );
+        assert_eq!(
+            f(&["max-age=60"], Some(50)),
+            Freshness::For(Duration::from_secs(10))
+        );
+        assert_eq!(f(&["max-age=60"], Some(90)), Freshness::For(Duration::ZERO));
+        assert_eq!(
+            f(&["max-age=60", "s-maxage=5"], None),
+            Freshness::For(Duration::from_secs(5))
+        );
+        assert_eq!(
+            f(&["max-age=\"7\""], None),
+            Freshness::For(Duration::from_secs(7))
+        );
+        assert_eq!(
+            f(&["no-cache, max-age=60"], None),
+            Freshness::For(Duration::ZERO)
+        );
+        assert_eq!(f(&["max-age=60, No-Store"], None), Freshness::NoStore);
+        assert_eq!(f(&["private"], None), Freshness::NoStore);
+        assert_eq!(f(&["max-age=bogus"], None), Freshness::For(Duration::ZERO));
+    }
+}

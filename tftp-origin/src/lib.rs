@@ -1,0 +1,293 @@
+//! # tftp-origin: serve TFTP from an HTTP or object-store origin
+//!
+//! A [`tftp_tokio::Handler`] that answers each read request with an object
+//! from an origin named by a URL template, through a bounded cache, so many
+//! stateless tftpd nodes can stand in front of one HTTP repository or
+//! bucket:
+//!
+//! - `http://`, `https://` (reqwest, rustls); `s3://`, `gs://`, `az://`
+//!   (object_store, with its usual environment credentials: `AWS_*`,
+//!   `GOOGLE_*`, `AZURE_*`); `file://`.
+//! - The template's `{path}` is the requested name, normalised and confined
+//!   (no `..`, every segment percent-encoded, see [`normalise`]);
+//!   `{client_ip}` and `{local_ip}` give per-machine URLs, so
+//!   `http://prov/api/tftp?file={path}&ip={client_ip}` asks a provisioning
+//!   service for each machine's own boot config.
+//! - The size (`tsize`) comes from `Content-Length` or the object's size,
+//!   before DATA 1. 404 is ERROR 1, 401/403 ERROR 2, anything else ERROR 0
+//!   "Origin unavailable" within the configured timeout and retries.
+//! - The cache (in memory or in a directory) is keyed by the rendered URL,
+//!   honours `Cache-Control`, revalidates with ETag / Last-Modified, makes
+//!   one origin request for any number of simultaneous clients and streams
+//!   it to all of them as it arrives, and serves stale copies while the
+//!   origin is down. See [`cache`](crate::OriginBuilder::cache_dir) for the
+//!   details.
+//!
+//! ```no_run
+//! use tftp_origin::Origin;
+//! use tftp_tokio::Server;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let origin = Origin::builder("http://repo.example/boot/{path}")?
+//!     .cache_size(1 << 30)
+//!     .on_lookup(|l| println!("{} {:?} {}", l.peer, l.url, l.result.as_str()))
+//!     .build()?;
+//! let server = Server::builder(origin).listen("0.0.0.0:69".parse()?).bind()?;
+//! server.serve(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod cache;
+mod fetch;
+mod stats;
+mod template;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tftp_tokio::tftp_proto::packet::ErrorCode;
+use tftp_tokio::{Handler, ReadResponse, RequestInfo, TftpError};
+
+pub use cache::{DirectReader, ObjectReader, STALE_RETRY};
+pub use stats::{CacheResult, Lookup, OriginStats};
+pub use template::{normalise, Scheme, Template, TemplateError};
+
+use cache::{Cache, Found, Store};
+use fetch::{Backend, FetchError, Timing};
+
+/// Default size of an in-memory cache (bytes).
+pub const DEFAULT_MEMORY_CACHE_SIZE: u64 = 256 << 20;
+/// Default size of an on-disk cache (bytes).
+pub const DEFAULT_DISK_CACHE_SIZE: u64 = 4 << 30;
+/// Default time an object without `Cache-Control` is served before it is
+/// revalidated.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// Default connect, header and read-stall timeout of origin requests.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default retries of a failed origin request (before any body byte).
+pub const DEFAULT_RETRIES: u32 = 1;
+
+type LookupCallback = Arc<dyn Fn(&Lookup) + Send + Sync>;
+
+/// Builds an [`Origin`].
+pub struct OriginBuilder {
+    template: Template,
+    dir: Option<PathBuf>,
+    size: Option<u64>,
+    ttl: Duration,
+    timing: Timing,
+    on_lookup: Option<LookupCallback>,
+}
+
+impl fmt::Debug for OriginBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OriginBuilder")
+            .field("template", &self.template)
+            .field("dir", &self.dir)
+            .field("size", &self.size)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an [`Origin`] cannot be built.
+#[derive(Debug)]
+pub struct OriginError(String);
+
+impl fmt::Display for OriginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OriginError {}
+
+impl From<TemplateError> for OriginError {
+    fn from(e: TemplateError) -> Self {
+        OriginError(e.to_string())
+    }
+}
+
+impl OriginBuilder {
+    /// Keeps the cache in files under `dir` (created if missing; objects
+    /// left by an earlier run are removed) instead of memory.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Most bytes the cache stores ([`DEFAULT_MEMORY_CACHE_SIZE`], or
+    /// [`DEFAULT_DISK_CACHE_SIZE`] with a directory). 0 turns caching off:
+    /// every request is its own origin request.
+    pub fn cache_size(mut self, bytes: u64) -> Self {
+        self.size = Some(bytes);
+        self
+    }
+
+    /// How long an object the origin sent without `Cache-Control` lifetime
+    /// is served before it is revalidated ([`DEFAULT_TTL`]).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Connect timeout, time to the response headers, and longest pause
+    /// within a body ([`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timing.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Retries of a failed origin request before any body byte
+    /// ([`DEFAULT_RETRIES`]).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.timing.retries = retries;
+        self
+    }
+
+    /// Called once per read request with how it was answered.
+    pub fn on_lookup(mut self, f: impl Fn(&Lookup) + Send + Sync + 'static) -> Self {
+        self.on_lookup = Some(Arc::new(f));
+        self
+    }
+
+    /// The handler. Fails if the client or store cannot be set up (bad
+    /// credentials configuration, cache directory not writable).
+    pub fn build(self) -> Result<Origin, OriginError> {
+        let backend = Backend::new(&self.template, self.timing)
+            .map_err(|e| OriginError(format!("origin {}: {e}", self.template.base())))?;
+        let (store, default_size) = match self.dir {
+            Some(dir) => (Store::Disk(dir), DEFAULT_DISK_CACHE_SIZE),
+            None => (Store::Memory, DEFAULT_MEMORY_CACHE_SIZE),
+        };
+        let counters = Arc::default();
+        let cache = Cache::new(
+            store.clone(),
+            self.size.unwrap_or(default_size),
+            self.ttl,
+            self.timing,
+            Arc::clone(&counters),
+        )
+        .map_err(|e| OriginError(format!("cache directory: {e}")))?;
+        Ok(Origin(Arc::new(Inner {
+            template: self.template,
+            backend: Arc::new(backend),
+            cache: Arc::new(cache),
+            counters,
+            timing: self.timing,
+            on_lookup: self.on_lookup,
+        })))
+    }
+}
+
+struct Inner {
+    template: Template,
+    backend: Arc<Backend>,
+    cache: Arc<Cache>,
+    counters: Arc<stats::Counters>,
+    timing: Timing,
+    on_lookup: Option<LookupCallback>,
+}
+
+/// The origin handler (cheap to clone: clones share the cache and
+/// counters). Read requests only; writes are refused with ERROR 2.
+#[derive(Clone)]
+pub struct Origin(Arc<Inner>);
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Origin")
+            .field("template", &self.0.template)
+            .field("backend", &self.0.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Origin {
+    /// A builder for the template (see [`Template::parse`]).
+    pub fn builder(template: &str) -> Result<OriginBuilder, OriginError> {
+        Ok(OriginBuilder {
+            template: Template::parse(template)?,
+            dir: None,
+            size: None,
+            ttl: DEFAULT_TTL,
+            timing: Timing {
+                timeout: DEFAULT_TIMEOUT,
+                retries: DEFAULT_RETRIES,
+            },
+            on_lookup: None,
+        })
+    }
+
+    /// The template.
+    pub fn template(&self) -> &Template {
+        &self.0.template
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> OriginStats {
+        self.0.counters.snapshot(self.0.cache.usage())
+    }
+
+    /// What `request` gets, and how it was found.
+    async fn lookup(
+        &self,
+        request: &RequestInfo,
+    ) -> (Option<String>, CacheResult, Result<ReadResponse, TftpError>) {
+        let url = match self.0.template.render(request) {
+            Ok(url) => url,
+            Err(e) => return (None, CacheResult::Error, Err(e)),
+        };
+        let found = self.0.cache.get(&url, &self.0.backend).await;
+        let answer = match found {
+            Ok(Found::Cached(object, how)) => {
+                let size = object.size();
+                (how, Ok(ReadResponse::new(object.reader(), size)))
+            }
+            Ok(Found::Direct(meta, body)) => {
+                let reader = DirectReader::new(body, self.0.timing.timeout)
+                    .counting(Arc::clone(&self.0.counters));
+                (
+                    CacheResult::Bypass,
+                    Ok(ReadResponse::new(reader, meta.size)),
+                )
+            }
+            Err(FetchError::NotFound) => (CacheResult::Error, Err(TftpError::not_found())),
+            Err(FetchError::Denied) => (
+                CacheResult::Error,
+                Err(TftpError::access_violation("Access denied")),
+            ),
+            Err(FetchError::Failed(why)) => {
+                tracing::warn!(%url, %why, "origin unavailable");
+                (
+                    CacheResult::Error,
+                    Err(TftpError::new(ErrorCode::NotDefined, "Origin unavailable")),
+                )
+            }
+        };
+        (Some(url), answer.0, answer.1)
+    }
+}
+
+impl Handler for Origin {
+    async fn read(&self, request: &RequestInfo) -> Result<ReadResponse, TftpError> {
+        let started = tokio::time::Instant::now();
+        self.0.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let (url, result, response) = self.lookup(request).await;
+        if let Some(callback) = &self.0.on_lookup {
+            callback(&Lookup {
+                peer: request.peer(),
+                url,
+                result,
+                size: response.as_ref().ok().and_then(|r| r.size()),
+                elapsed: started.elapsed(),
+                error: response.as_ref().err().map(|e| e.code.as_u16()),
+            });
+        }
+        response
+    }
+}
