@@ -52,7 +52,7 @@ use std::time::Instant;
 use tftp_io::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Wrap};
 use tokio::io::Interest;
 
-pub use handler::{Bridge, Handler, ReadResponse, RequestInfo, WriteResponse};
+pub use handler::{Bridge, Fallback, Handler, ReadResponse, RequestInfo, WriteResponse};
 pub use handler::{TokioSink, TokioSource};
 pub use tftp_io::net::bind_listen_sockets;
 pub use tftp_io::remap::{self, Remap, RemapRules};

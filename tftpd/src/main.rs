@@ -19,7 +19,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tftp_proto::options::{EnabledOptions, Limits};
 use tftp_tokio::{bind_listen_sockets, escape_controls, DirHandler, Handler, Server};
-use tftp_tokio::{Remap, RemapRules};
+use tftp_origin::Origin;
+use tftp_tokio::{Fallback, Remap, RemapRules};
 
 /// Default listening address: loopback, unprivileged port.
 const DEFAULT_LISTEN: &str = "127.0.0.1:6969";
@@ -32,9 +33,40 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:6969";
 #[derive(Parser, Debug)]
 #[command(name = "tftpd", version)]
 struct Args {
-    /// Directory to serve.
-    #[arg(long, env = "TFTPD_ROOT", value_name = "DIR", default_value = ".")]
-    root: PathBuf,
+    /// Directory to serve (default: the current directory, unless --origin
+    /// is given; with both, names not found under DIR come from the origin).
+    #[arg(long, env = "TFTPD_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+
+    /// Serve read requests from this origin URL template: http(s)://, s3://,
+    /// gs://, az:// or file://, with {path} (the requested name, confined),
+    /// {client_ip} and {local_ip}; e.g. http://repo/boot/{path}.
+    #[arg(long, env = "TFTPD_ORIGIN", value_name = "URL-TEMPLATE")]
+    origin: Option<String>,
+
+    /// Keep the origin cache in files under this directory (it must be
+    /// writable by --user) instead of memory.
+    #[arg(long, env = "TFTPD_CACHE_DIR", value_name = "DIR", requires = "origin")]
+    cache_dir: Option<PathBuf>,
+
+    /// Most bytes the origin cache stores (default 256 MiB in memory, 4 GiB
+    /// with --cache-dir; 0: no caching).
+    #[arg(long, env = "TFTPD_CACHE_SIZE", value_name = "BYTES", requires = "origin")]
+    cache_size: Option<u64>,
+
+    /// Seconds an object the origin sent without a Cache-Control lifetime
+    /// is served before it is revalidated.
+    #[arg(long, env = "TFTPD_CACHE_TTL", value_name = "SECS", default_value_t = tftp_origin::DEFAULT_TTL.as_secs(), requires = "origin")]
+    cache_ttl: u64,
+
+    /// Origin connect timeout, wait for response headers and longest pause
+    /// in a body, in seconds (fractions allowed).
+    #[arg(long, env = "TFTPD_ORIGIN_TIMEOUT", value_name = "SECS", default_value = "5", value_parser = parse_seconds, requires = "origin")]
+    origin_timeout: Duration,
+
+    /// Retries of a failed origin request (before its first body byte).
+    #[arg(long, env = "TFTPD_ORIGIN_RETRIES", value_name = "N", default_value_t = tftp_origin::DEFAULT_RETRIES, requires = "origin")]
+    origin_retries: u32,
 
     /// Address to listen on, IPv4 or IPv6 (repeatable). Without a port, 69.
     /// Default 127.0.0.1:6969, unless sockets come from systemd or inetd.
@@ -233,6 +265,14 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("not an address: {s} (examples: 0.0.0.0, [::]:69, 192.0.2.1:6969)"))
 }
 
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("not a number of seconds: {s}"))?;
+    if !(0.001..=3600.0).contains(&secs) {
+        return Err("must be between 0.001 and 3600 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 fn parse_umask(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8)
         .ok()
@@ -263,6 +303,10 @@ fn main() -> ExitCode {
         Some(Ok(rules)) => Some(rules),
         None => None,
     };
+    if let Some(Err(e)) = args.origin.as_deref().map(tftp_origin::Template::parse) {
+        eprintln!("tftpd: --origin: {e}");
+        return ExitCode::from(2);
+    }
     match run(args, rules) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -319,27 +363,19 @@ fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
     // Sockets and the root are opened first, with the privileges we start
     // with; then privileges are dropped; only then do threads start.
     let sockets = listening_sockets(&args, workers)?;
-    let handler = DirHandler::new(&args.root)
-        .map_err(|e| format!("cannot open root {}: {e}", args.root.display()))?
-        .allow_write(args.allow_write)
-        .allow_overwrite(args.allow_overwrite)
-        .per_client_root(args.per_client_root == Some(ClientKey::Ip))
-        .max_upload_size(args.max_upload_size);
-    let handler = match &args.upload_dir {
-        Some(dir) => handler.upload_dir(dir),
-        None => handler,
+    // Without --origin the root defaults to the current directory; with
+    // it, a root is served only when named.
+    let root = match (&args.root, &args.origin) {
+        (Some(root), _) => Some(root.clone()),
+        (None, None) => Some(PathBuf::from(".")),
+        (None, Some(_)) => None,
+    };
+    let dir = match &root {
+        Some(root) => Some(open_root(&args, root)?),
+        None => None,
     };
     if let Some(mask) = args.umask {
         rustix::process::umask(rustix::fs::Mode::from_bits_truncate(mask));
-    }
-    if args.allow_write {
-        // A crash can leave half-written uploads; they are never served,
-        // and are removed here.
-        match handler.root().remove_stale_uploads() {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed stale upload temporary files"),
-            Err(e) => tracing::warn!(error = %e, "cannot remove stale upload temporary files"),
-        }
     }
     let metrics_listener = match args.metrics {
         Some(addr) => Some(metrics::bind(addr)?),
@@ -358,14 +394,93 @@ fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
         .worker_threads(workers)
         .enable_all()
         .build()?;
-    match rules {
-        Some(rules) => {
-            tracing::info!(rules = rules.len(), "file name remapping");
-            let handler = Remap::new(rules, handler);
-            runtime.block_on(serve(args, sockets, handler, metrics_listener))
-        }
-        None => runtime.block_on(serve(args, sockets, handler, metrics_listener)),
+    // Built after the switch: the cache directory belongs to --user.
+    let origin = args.origin.as_deref().map(|t| build_origin(&args, t)).transpose()?;
+    let ctx = Serve {
+        args,
+        sockets,
+        metrics_listener,
+        origin: origin.clone(),
+    };
+    if let Some(rules) = &rules {
+        tracing::info!(rules = rules.len(), "file name remapping");
     }
+    // One instantiation per handler shape.
+    runtime.block_on(async move {
+        match (dir, origin, rules) {
+            (Some(d), None, None) => serve(ctx, d).await,
+            (Some(d), None, Some(r)) => serve(ctx, Remap::new(r, d)).await,
+            (None, Some(o), None) => serve(ctx, o).await,
+            (None, Some(o), Some(r)) => serve(ctx, Remap::new(r, o)).await,
+            (Some(d), Some(o), None) => serve(ctx, Fallback::new(d, o)).await,
+            (Some(d), Some(o), Some(r)) => serve(ctx, Remap::new(r, Fallback::new(d, o))).await,
+            (None, None, _) => Err("nothing to serve".into()),
+        }
+    })
+}
+
+/// Opens the root to serve (with the privileges tftpd starts with).
+fn open_root(args: &Args, root: &Path) -> Result<DirHandler, BoxError> {
+    let handler = DirHandler::new(root)
+        .map_err(|e| format!("cannot open root {}: {e}", root.display()))?
+        .allow_write(args.allow_write)
+        .allow_overwrite(args.allow_overwrite)
+        .per_client_root(args.per_client_root == Some(ClientKey::Ip))
+        .max_upload_size(args.max_upload_size);
+    let handler = match &args.upload_dir {
+        Some(dir) => handler.upload_dir(dir),
+        None => handler,
+    };
+    if args.allow_write {
+        // A crash can leave half-written uploads; they are never served,
+        // and are removed here.
+        match handler.root().remove_stale_uploads() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed stale upload temporary files"),
+            Err(e) => tracing::warn!(error = %e, "cannot remove stale upload temporary files"),
+        }
+    }
+    Ok(handler)
+}
+
+/// The `--origin` handler, with its cache and a debug line per lookup.
+fn build_origin(args: &Args, template: &str) -> Result<Origin, BoxError> {
+    let mut builder = Origin::builder(template)?
+        .ttl(Duration::from_secs(args.cache_ttl))
+        .timeout(args.origin_timeout)
+        .retries(args.origin_retries)
+        .on_lookup(|l| {
+            tracing::debug!(
+                peer = %l.peer,
+                url = l.url.as_deref().unwrap_or("-"),
+                cache = l.result.as_str(),
+                size = l.size,
+                elapsed_ms = l.elapsed.as_millis() as u64,
+                error = l.error,
+                "origin lookup"
+            )
+        });
+    if let Some(dir) = &args.cache_dir {
+        builder = builder.cache_dir(dir);
+    }
+    if let Some(size) = args.cache_size {
+        builder = builder.cache_size(size);
+    }
+    let origin = builder.build()?;
+    tracing::info!(
+        origin = template,
+        cache = %args.cache_dir.as_deref().map_or("memory".into(), |d| d.display().to_string()),
+        "serving from an origin"
+    );
+    Ok(origin)
+}
+
+/// What `serve` needs besides the handler.
+struct Serve {
+    args: Args,
+    sockets: Vec<std::net::UdpSocket>,
+    metrics_listener: Option<std::net::TcpListener>,
+    origin: Option<Origin>,
 }
 
 fn listening_sockets(args: &Args, workers: usize) -> Result<Vec<std::net::UdpSocket>, BoxError> {
@@ -446,12 +561,13 @@ fn lookup_user(user: &str) -> Result<(u32, u32), BoxError> {
     Err(format!("unknown user {user}").into())
 }
 
-async fn serve<H: Handler>(
-    args: Args,
-    sockets: Vec<std::net::UdpSocket>,
-    handler: H,
-    metrics_listener: Option<std::net::TcpListener>,
-) -> Result<(), BoxError> {
+async fn serve<H: Handler>(ctx: Serve, handler: H) -> Result<(), BoxError> {
+    let Serve {
+        args,
+        sockets,
+        metrics_listener,
+        origin,
+    } = ctx;
     let shutdown = shutdown_signal();
     let limits = Limits {
         max_blksize: args.max_blksize,
@@ -490,12 +606,17 @@ async fn serve<H: Handler>(
     }
     let server = builder.bind()?;
     for (addr, sockets) in group_addrs(&server.local_addrs()) {
-        tracing::info!(%addr, sockets, root = %args.root.display(), write = args.allow_write, "listening");
+        let root = match (&args.root, &args.origin) {
+            (Some(root), _) => root.display().to_string(),
+            (None, None) => ".".to_owned(),
+            (None, Some(_)) => "-".to_owned(),
+        };
+        tracing::info!(%addr, sockets, root, origin = args.origin.as_deref(), write = args.allow_write, "listening");
     }
     if let Some(listener) = metrics_listener {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "metrics on http://{addr}/metrics");
-        metrics::spawn(listener, server.stats_handle(), &durations)?;
+        metrics::spawn(listener, server.stats_handle(), &durations, origin)?;
     }
     server.serve(shutdown).await?;
     tracing::info!("shut down");

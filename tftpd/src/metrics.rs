@@ -171,6 +171,43 @@ impl Collector for Counters {
     }
 }
 
+/// The origin handler's counters (`--origin`), read on each scrape.
+#[derive(Debug)]
+struct OriginCounters(tftp_origin::Origin);
+
+impl Collector for OriginCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        let counters: [(&str, &str, u64); 12] = [
+            ("origin_lookups", "Read requests the origin handler answered.", s.requests),
+            ("cache_hits", "Served from a fresh cached copy.", s.hits),
+            ("cache_misses", "Fetched because nothing was cached.", s.misses),
+            ("cache_revalidations", "Conditional requests sent for stale copies.", s.revalidations),
+            ("cache_revalidated_unchanged", "Revalidations answered unchanged (304).", s.revalidated_unchanged),
+            ("cache_refreshed", "Stale copies replaced by a new version.", s.refreshed),
+            ("cache_stale_served", "Served from a stale copy because the origin failed.", s.stale_served),
+            ("cache_bypassed", "Streamed from the origin without caching.", s.bypassed),
+            ("cache_evictions", "Objects evicted to make room.", s.evictions),
+            ("origin_requests", "Requests sent to the origin.", s.origin_requests),
+            ("origin_bytes", "Body bytes received from the origin.", s.origin_bytes),
+            ("origin_errors", "Origin requests or bodies that failed.", s.origin_errors),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        let gauges: [(&str, &str, i64); 2] = [
+            ("cache_bytes", "Bytes stored in the origin cache.", s.cache_bytes as i64),
+            ("cache_objects", "Objects stored in the origin cache.", s.cache_objects as i64),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a scrape renders.
 pub struct Metrics {
     registry: Registry,
@@ -178,7 +215,12 @@ pub struct Metrics {
 
 impl Metrics {
     /// The server's counters (through `stats`) and `durations`.
-    pub fn new(stats: StatsHandle, durations: &Durations, accept_errors: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        stats: StatsHandle,
+        durations: &Durations,
+        accept_errors: Arc<AtomicU64>,
+        origin: Option<tftp_origin::Origin>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("tftpd");
         registry.register(
             "transfer_duration_seconds",
@@ -186,6 +228,9 @@ impl Metrics {
             durations.0.clone(),
         );
         registry.register_collector(Box::new(Counters(stats, accept_errors)));
+        if let Some(origin) = origin {
+            registry.register_collector(Box::new(OriginCounters(origin)));
+        }
         Metrics { registry }
     }
 
@@ -214,10 +259,16 @@ pub fn spawn(
     listener: std::net::TcpListener,
     stats: StatsHandle,
     durations: &Durations,
+    origin: Option<tftp_origin::Origin>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let accept_errors = Arc::new(AtomicU64::new(0));
-    let metrics = Arc::new(Metrics::new(stats, durations, Arc::clone(&accept_errors)));
+    let metrics = Arc::new(Metrics::new(
+        stats,
+        durations,
+        Arc::clone(&accept_errors),
+        origin,
+    ));
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
