@@ -114,9 +114,11 @@ impl Backend {
     /// `AZURE_*`), as object_store reads them.
     pub fn new(template: &Template, timing: Timing) -> Result<Self, String> {
         crypto_provider();
-        let options = object_store::ClientOptions::new()
-            .with_timeout(timing.timeout)
-            .with_connect_timeout(timing.timeout);
+        // Set key by key: `with_client_options` would replace what the
+        // environment configured (AWS_ALLOW_HTTP, proxies). A read timeout,
+        // not a whole-request one: a large object may take long to arrive.
+        use object_store::ClientConfigKey::{ConnectTimeout, ReadTimeout};
+        let ms = format!("{}ms", timing.timeout.as_millis().max(1));
         let retry = object_store::RetryConfig {
             max_retries: timing.retries as usize,
             retry_timeout: timing.timeout * (timing.retries + 1),
@@ -136,7 +138,8 @@ impl Backend {
             Scheme::S3 => Arc::new(
                 object_store::aws::AmazonS3Builder::from_env()
                     .with_url(base)
-                    .with_client_options(options)
+                    .with_config(object_store::aws::AmazonS3ConfigKey::Client(ConnectTimeout), &ms)
+                    .with_config(object_store::aws::AmazonS3ConfigKey::Client(ReadTimeout), &ms)
                     .with_retry(retry)
                     .build()
                     .map_err(|e| e.to_string())?,
@@ -144,7 +147,8 @@ impl Backend {
             Scheme::Gs => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(base)
-                    .with_client_options(options)
+                    .with_config(object_store::gcp::GoogleConfigKey::Client(ConnectTimeout), &ms)
+                    .with_config(object_store::gcp::GoogleConfigKey::Client(ReadTimeout), &ms)
                     .with_retry(retry)
                     .build()
                     .map_err(|e| e.to_string())?,
@@ -152,7 +156,8 @@ impl Backend {
             Scheme::Az => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(base)
-                    .with_client_options(options)
+                    .with_config(object_store::azure::AzureConfigKey::Client(ConnectTimeout), &ms)
+                    .with_config(object_store::azure::AzureConfigKey::Client(ReadTimeout), &ms)
                     .with_retry(retry)
                     .build()
                     .map_err(|e| e.to_string())?,
