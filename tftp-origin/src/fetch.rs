@@ -138,8 +138,14 @@ impl Backend {
             Scheme::S3 => Arc::new(
                 object_store::aws::AmazonS3Builder::from_env()
                     .with_url(base)
-                    .with_config(object_store::aws::AmazonS3ConfigKey::Client(ConnectTimeout), &ms)
-                    .with_config(object_store::aws::AmazonS3ConfigKey::Client(ReadTimeout), &ms)
+                    .with_config(
+                        object_store::aws::AmazonS3ConfigKey::Client(ConnectTimeout),
+                        &ms,
+                    )
+                    .with_config(
+                        object_store::aws::AmazonS3ConfigKey::Client(ReadTimeout),
+                        &ms,
+                    )
                     .with_retry(retry)
                     .build()
                     .map_err(|e| e.to_string())?,
@@ -147,7 +153,10 @@ impl Backend {
             Scheme::Gs => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(base)
-                    .with_config(object_store::gcp::GoogleConfigKey::Client(ConnectTimeout), &ms)
+                    .with_config(
+                        object_store::gcp::GoogleConfigKey::Client(ConnectTimeout),
+                        &ms,
+                    )
                     .with_config(object_store::gcp::GoogleConfigKey::Client(ReadTimeout), &ms)
                     .with_retry(retry)
                     .build()
@@ -156,8 +165,14 @@ impl Backend {
             Scheme::Az => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(base)
-                    .with_config(object_store::azure::AzureConfigKey::Client(ConnectTimeout), &ms)
-                    .with_config(object_store::azure::AzureConfigKey::Client(ReadTimeout), &ms)
+                    .with_config(
+                        object_store::azure::AzureConfigKey::Client(ConnectTimeout),
+                        &ms,
+                    )
+                    .with_config(
+                        object_store::azure::AzureConfigKey::Client(ReadTimeout),
+                        &ms,
+                    )
                     .with_retry(retry)
                     .build()
                     .map_err(|e| e.to_string())?,

@@ -17,9 +17,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use tftp_origin::Origin;
 use tftp_proto::options::{EnabledOptions, Limits};
 use tftp_tokio::{bind_listen_sockets, escape_controls, DirHandler, Handler, Server};
-use tftp_origin::Origin;
 use tftp_tokio::{Fallback, Remap, RemapRules};
 
 /// Default listening address: loopback, unprivileged port.
@@ -51,7 +51,12 @@ struct Args {
 
     /// Most bytes the origin cache stores (default 256 MiB in memory, 4 GiB
     /// with --cache-dir; 0: no caching).
-    #[arg(long, env = "TFTPD_CACHE_SIZE", value_name = "BYTES", requires = "origin")]
+    #[arg(
+        long,
+        env = "TFTPD_CACHE_SIZE",
+        value_name = "BYTES",
+        requires = "origin"
+    )]
     cache_size: Option<u64>,
 
     /// Seconds an object the origin sent without a Cache-Control lifetime
@@ -266,7 +271,9 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("not a number of seconds: {s}"))?;
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s}"))?;
     if !(0.001..=3600.0).contains(&secs) {
         return Err("must be between 0.001 and 3600 seconds".into());
     }
@@ -395,7 +402,11 @@ fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     // Built after the switch: the cache directory belongs to --user.
-    let origin = args.origin.as_deref().map(|t| build_origin(&args, t)).transpose()?;
+    let origin = args
+        .origin
+        .as_deref()
+        .map(|t| build_origin(&args, t))
+        .transpose()?;
     let ctx = Serve {
         args,
         sockets,

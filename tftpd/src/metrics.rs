@@ -179,26 +179,83 @@ impl Collector for OriginCounters {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = self.0.stats();
         let counters: [(&str, &str, u64); 12] = [
-            ("origin_lookups", "Read requests the origin handler answered.", s.requests),
+            (
+                "origin_lookups",
+                "Read requests the origin handler answered.",
+                s.requests,
+            ),
             ("cache_hits", "Served from a fresh cached copy.", s.hits),
-            ("cache_misses", "Fetched because nothing was cached.", s.misses),
-            ("cache_revalidations", "Conditional requests sent for stale copies.", s.revalidations),
-            ("cache_revalidated_unchanged", "Revalidations answered unchanged (304).", s.revalidated_unchanged),
-            ("cache_refreshed", "Stale copies replaced by a new version.", s.refreshed),
-            ("cache_stale_served", "Served from a stale copy because the origin failed.", s.stale_served),
-            ("cache_bypassed", "Streamed from the origin without caching.", s.bypassed),
-            ("cache_evictions", "Objects evicted to make room.", s.evictions),
-            ("origin_requests", "Requests sent to the origin.", s.origin_requests),
-            ("origin_bytes", "Body bytes received from the origin.", s.origin_bytes),
-            ("origin_errors", "Origin requests or bodies that failed.", s.origin_errors),
+            (
+                "cache_misses",
+                "Fetched because nothing was cached.",
+                s.misses,
+            ),
+            (
+                "cache_revalidations",
+                "Conditional requests sent for stale copies.",
+                s.revalidations,
+            ),
+            (
+                "cache_revalidated_unchanged",
+                "Revalidations answered unchanged (304).",
+                s.revalidated_unchanged,
+            ),
+            (
+                "cache_refreshed",
+                "Stale copies replaced by a new version.",
+                s.refreshed,
+            ),
+            (
+                "cache_stale_served",
+                "Served from a stale copy because the origin failed.",
+                s.stale_served,
+            ),
+            (
+                "cache_bypassed",
+                "Streamed from the origin without caching.",
+                s.bypassed,
+            ),
+            (
+                "cache_evictions",
+                "Objects evicted to make room.",
+                s.evictions,
+            ),
+            (
+                "origin_requests",
+                "Requests sent to the origin.",
+                s.origin_requests,
+            ),
+            (
+                "origin_bytes",
+                "Body bytes received from the origin.",
+                s.origin_bytes,
+            ),
+            (
+                "origin_errors",
+                "Origin requests or bodies that failed.",
+                s.origin_errors,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
         }
         let gauges: [(&str, &str, i64); 2] = [
-            ("cache_bytes", "Bytes stored in the origin cache.", s.cache_bytes as i64),
-            ("cache_objects", "Objects stored in the origin cache.", s.cache_objects as i64),
+            (
+                "cache_bytes",
+                "Bytes stored in the origin cache.",
+                s.cache_bytes as i64,
+            ),
+            (
+                "cache_objects",
+                "Objects stored in the origin cache.",
+                s.cache_objects as i64,
+            ),
         ];
         for (name, help, value) in gauges {
             let gauge = ConstGauge::new(value);
