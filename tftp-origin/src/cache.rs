@@ -46,6 +46,22 @@ use crate::stats::{CacheResult, Counters};
 /// the origin is asked again.
 pub const STALE_RETRY: Duration = Duration::from_secs(10);
 
+/// Longest lifetime taken from `Cache-Control` (RFC 9111 §1.2.2 caps delta
+/// seconds at 2^31; a year is plenty for a boot file).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Most entries (URLs) the cache holds, whatever their sizes; each cached
+/// disk object also holds a file descriptor.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// Bytes an entry is charged besides its body and URL (map slot, object,
+/// validators), so that many small objects are bounded too.
+pub const ENTRY_OVERHEAD: u64 = 512;
+
+/// How long a URL whose body of unknown length outgrew the cache is
+/// streamed straight through instead of being tried again.
+const TOO_LARGE_FOR: Duration = Duration::from_secs(300);
+
 /// File name suffix of the cache directory's objects (removed at start).
 const OBJECT_SUFFIX: &str = ".tftp-cache";
 
@@ -76,6 +92,10 @@ enum Flight {
 struct Entry {
     object: Option<Arc<Object>>,
     validators: Validators,
+    /// The origin's last word on the lifetime (a 304 without one keeps it).
+    freshness: Freshness,
+    /// Streamed through, not cached, until then (its body outgrew the cache).
+    bypass_until: Option<Instant>,
     fresh_until: Instant,
     /// Served stale since a failed revalidation, until `fresh_until`.
     stale: bool,
@@ -88,6 +108,8 @@ impl Entry {
         Entry {
             object: None,
             validators: Validators::default(),
+            freshness: Freshness::Default,
+            bypass_until: None,
             fresh_until: now,
             stale: false,
             flight: None,
@@ -171,77 +193,84 @@ impl Cache {
         url: &str,
         backend: &Arc<Backend>,
     ) -> Result<Found, FetchError> {
-        loop {
-            let mut waiting = {
-                let now = Instant::now();
-                let mut state = self.lock();
-                state.clock += 1;
-                let clock = state.clock;
-                let entry = state
-                    .entries
-                    .entry(url.to_owned())
-                    .or_insert_with(|| Entry::empty(now));
-                match (&entry.flight, &entry.object) {
-                    (Some(flight), _) => flight.clone(),
-                    // A body still arriving is the newest there is.
-                    (None, Some(object)) if now < entry.fresh_until || object.filling() => {
-                        entry.last_used = clock;
-                        let how = if entry.stale {
-                            CacheResult::Stale
-                        } else {
-                            CacheResult::Hit
-                        };
-                        self.counters.count(how);
-                        return Ok(Found::Cached(object.clone(), how));
-                    }
-                    (None, _) => {
-                        let prior = entry
-                            .object
-                            .clone()
-                            .filter(|o| o.complete() && entry.validators.any())
-                            .map(|o| (o, entry.validators.clone()));
-                        let (tx, rx) = watch::channel(None);
-                        entry.flight = Some(rx.clone());
-                        let cache = self.clone();
-                        let backend = backend.clone();
-                        let url = url.to_owned();
-                        tokio::spawn(async move { cache.fly(url, backend, prior, tx).await });
-                        rx
-                    }
-                }
-            };
-            let flight = match waiting.wait_for(Option::is_some).await {
-                Ok(flight) => flight.clone(),
-                Err(_) => None,
-            };
-            match flight {
-                Some(Flight::Ready(object, how)) => {
-                    self.counters.count(how);
-                    return Ok(Found::Cached(object, how));
-                }
-                Some(Flight::Bypass(handoff)) => {
-                    self.counters.count(CacheResult::Bypass);
-                    let taken = handoff.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    return match taken {
-                        Some((meta, body)) => Ok(Found::Direct(meta, body)),
-                        None => self.direct(url, backend).await,
+        let waiting = {
+            let now = Instant::now();
+            let mut state = self.lock();
+            state.clock += 1;
+            let clock = state.clock;
+            let entry = state
+                .entries
+                .entry(url.to_owned())
+                .or_insert_with(|| Entry::empty(now));
+            entry.last_used = clock;
+            match (&entry.flight, &entry.object) {
+                (Some(flight), _) => Some(flight.clone()),
+                // A body still arriving is the newest there is.
+                (None, Some(object))
+                    if !object.failed() && (now < entry.fresh_until || object.filling()) =>
+                {
+                    let how = if entry.stale {
+                        CacheResult::Stale
+                    } else {
+                        CacheResult::Hit
                     };
+                    self.counters.count(how);
+                    return Ok(Found::Cached(object.clone(), how));
                 }
-                Some(Flight::Failed(e)) => return Err(e),
-                None => {
-                    // The flight's task died without an answer (a panic):
-                    // clear it so the next round starts a new one.
-                    let mut state = self.lock();
-                    if let Some(entry) = state.entries.get_mut(url) {
-                        if entry
-                            .flight
-                            .as_ref()
-                            .is_some_and(|f| f.same_channel(&waiting))
-                        {
-                            entry.flight = None;
-                        }
+                (None, None) if entry.bypass_until.is_some_and(|t| now < t) => None,
+                (None, _) => {
+                    // The copy to revalidate, or to serve if the origin fails.
+                    let prior = entry.object.clone().filter(|o| o.complete());
+                    let validators = entry.validators.clone();
+                    let (tx, rx) = watch::channel(None);
+                    entry.flight = Some(rx.clone());
+                    let cache = self.clone();
+                    let backend = backend.clone();
+                    let url = url.to_owned();
+                    tokio::spawn(
+                        async move { cache.fly(url, backend, prior, validators, tx).await },
+                    );
+                    Some(rx)
+                }
+            }
+        };
+        let Some(mut waiting) = waiting else {
+            self.counters.count(CacheResult::Bypass);
+            return self.direct(url, backend).await;
+        };
+        let flight = match waiting.wait_for(Option::is_some).await {
+            Ok(flight) => flight.clone(),
+            Err(_) => None,
+        };
+        match flight {
+            Some(Flight::Ready(object, how)) => {
+                self.counters.count(how);
+                Ok(Found::Cached(object, how))
+            }
+            Some(Flight::Bypass(handoff)) => {
+                self.counters.count(CacheResult::Bypass);
+                let taken = handoff.lock().unwrap_or_else(|e| e.into_inner()).take();
+                match taken {
+                    Some((meta, body)) => Ok(Found::Direct(meta, body)),
+                    None => self.direct(url, backend).await,
+                }
+            }
+            Some(Flight::Failed(e)) => Err(e),
+            None => {
+                // The flight's task died without an answer (a bug): clear
+                // it so the next request starts a new one, and fail this
+                // one rather than loop.
+                let mut state = self.lock();
+                if let Some(entry) = state.entries.get_mut(url) {
+                    if entry
+                        .flight
+                        .as_ref()
+                        .is_some_and(|f| f.same_channel(&waiting))
+                    {
+                        entry.flight = None;
                     }
                 }
+                Err(FetchError::Failed("cache flight lost".into()))
             }
         }
     }
@@ -264,20 +293,25 @@ impl Cache {
         }
     }
 
-    /// One flight: the origin request for `url`, its outcome recorded in
-    /// the entry and sent to every waiter; then, for a new body, the fill.
+    /// One flight: the origin request for `url` (conditional when `prior`
+    /// has validators), its outcome recorded in the entry and sent to
+    /// every waiter; then, for a new body, the fill.
     async fn fly(
         self: Arc<Self>,
         url: String,
         backend: Arc<Backend>,
-        prior: Option<(Arc<Object>, Validators)>,
+        prior: Option<Arc<Object>>,
+        validators: Validators,
         tx: watch::Sender<Option<Flight>>,
     ) {
-        let validators = prior.as_ref().map(|p| p.1.clone()).unwrap_or_default();
+        let validators = match &prior {
+            Some(_) => validators,
+            None => Validators::default(),
+        };
         self.counters
             .origin_requests
             .fetch_add(1, Ordering::Relaxed);
-        if prior.is_some() {
+        if validators.any() {
             self.counters.revalidations.fetch_add(1, Ordering::Relaxed);
         }
         let fetched = backend.fetch(&url, &validators, self.timing).await;
@@ -286,16 +320,28 @@ impl Cache {
         let flight = {
             let mut state = self.lock();
             let state = &mut *state;
-            let entry = state
-                .entries
-                .entry(url.clone())
-                .or_insert_with(|| Entry::empty(now));
+            state.clock += 1;
+            let clock = state.clock;
             let flight = match (fetched, prior) {
-                (Ok(Fetched::NotModified(meta)), Some((object, _))) => {
-                    entry.fresh_until = now + self.lifetime(meta.freshness);
-                    entry.stale = false;
+                (Ok(Fetched::NotModified(meta)), Some(object)) => {
+                    let entry = state
+                        .entries
+                        .entry(url.clone())
+                        .or_insert_with(|| Entry::empty(now));
+                    if meta.freshness != Freshness::Default {
+                        entry.freshness = meta.freshness;
+                    }
                     if meta.validators.any() {
                         entry.validators = meta.validators;
+                    }
+                    entry.fresh_until = self.fresh_until(now, entry.freshness);
+                    entry.stale = false;
+                    entry.last_used = clock;
+                    if entry.freshness == Freshness::NoStore {
+                        // Now marked not to be kept: served this once.
+                        if let Some(old) = entry.object.take() {
+                            release(&mut state.used, &old);
+                        }
                     }
                     Flight::Ready(object, CacheResult::Revalidated)
                 }
@@ -318,15 +364,19 @@ impl Cache {
                     }
                 }
                 (Err(e @ (FetchError::NotFound | FetchError::Denied)), _) => {
-                    let entry = state.entries.remove(&url);
-                    if let Some(object) = entry.and_then(|e| e.object) {
+                    if let Some(object) = state.entries.get_mut(&url).and_then(|e| e.object.take())
+                    {
                         release(&mut state.used, &object);
                     }
                     Flight::Failed(e)
                 }
-                (Err(FetchError::Failed(why)), Some((object, _))) => {
+                (Err(FetchError::Failed(why)), Some(object)) => {
                     self.counters.origin_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%url, %why, retry_in = ?STALE_RETRY, "origin failed: serving the cached copy");
+                    let entry = state
+                        .entries
+                        .entry(url.clone())
+                        .or_insert_with(|| Entry::empty(now));
                     entry.fresh_until = now + STALE_RETRY;
                     entry.stale = true;
                     Flight::Ready(object, CacheResult::Stale)
@@ -338,7 +388,7 @@ impl Cache {
             };
             if let Some(entry) = state.entries.get_mut(&url) {
                 entry.flight = None;
-                if entry.object.is_none() {
+                if entry.object.is_none() && entry.bypass_until.is_none() {
                     state.entries.remove(&url);
                 }
             }
@@ -352,11 +402,13 @@ impl Cache {
         }
     }
 
-    fn lifetime(&self, freshness: Freshness) -> Duration {
-        match freshness {
-            Freshness::For(d) => d,
+    /// When an entry of `freshness` fetched at `now` goes stale.
+    fn fresh_until(&self, now: Instant, freshness: Freshness) -> Instant {
+        let lifetime = match freshness {
+            Freshness::For(d) => d.min(MAX_LIFETIME),
             Freshness::Default | Freshness::NoStore => self.ttl,
-        }
+        };
+        now.checked_add(lifetime).unwrap_or(now)
     }
 
     /// A new stored object for a body, replacing the entry's old version,
@@ -369,18 +421,19 @@ impl Cache {
         meta: &Meta,
         now: Instant,
     ) -> Option<Arc<Object>> {
-        if meta.freshness == Freshness::NoStore || self.max_bytes == 0 {
-            return None;
-        }
-        let reserve = meta.size.unwrap_or(0);
-        if reserve > self.max_bytes {
-            return None;
-        }
-        // The old version goes first: it is being replaced.
+        // The old version goes first: it is being replaced (or may no
+        // longer be kept).
         if let Some(entry) = state.entries.get_mut(url) {
             if let Some(old) = entry.object.take() {
                 release(&mut state.used, &old);
             }
+        }
+        if meta.freshness == Freshness::NoStore || self.max_bytes == 0 {
+            return None;
+        }
+        let reserve = meta.size.unwrap_or(0) + entry_cost(url);
+        if reserve > self.max_bytes {
+            return None;
         }
         if !self.make_room(state, reserve, Some(url)) {
             return None;
@@ -395,28 +448,34 @@ impl Cache {
         };
         object.reserved.store(reserve, Ordering::Relaxed);
         state.used += reserve;
+        state.clock += 1;
+        let clock = state.clock;
         let entry = state
             .entries
             .entry(url.to_owned())
             .or_insert_with(|| Entry::empty(now));
         entry.object = Some(object.clone());
         entry.validators = meta.validators.clone();
-        entry.fresh_until = now + self.lifetime(meta.freshness);
+        entry.freshness = meta.freshness;
+        entry.fresh_until = self.fresh_until(now, meta.freshness);
         entry.stale = false;
+        entry.bypass_until = None;
+        entry.last_used = clock;
         Some(object)
     }
 
     /// Evicts least recently used entries (not in flight, not filling,
-    /// not `keep`) until `more` bytes fit. False if they cannot.
+    /// not `keep`) until `more` bytes, and one more entry, fit. False if
+    /// they cannot.
     fn make_room(&self, state: &mut State, more: u64, keep: Option<&str>) -> bool {
-        while state.used + more > self.max_bytes {
+        while state.used + more > self.max_bytes || state.entries.len() > MAX_ENTRIES {
             let victim = state
                 .entries
                 .iter()
                 .filter(|(k, e)| {
                     Some(k.as_str()) != keep
                         && e.flight.is_none()
-                        && e.object.as_ref().is_some_and(|o| !o.filling())
+                        && e.object.as_ref().is_none_or(|o| !o.filling())
                 })
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(k, _)| k.clone());
@@ -434,11 +493,18 @@ impl Cache {
     /// get an error and the entry is dropped (the next request fetches
     /// again).
     async fn fill(&self, url: &str, object: Arc<Object>, mut body: Body) {
+        // If this task is dropped (runtime shut down) or panics, the
+        // readers must not wait for bytes that never come.
+        let guard = FailOnDrop(&object);
+        let mut outgrew = false;
         let result: io::Result<()> = async {
             loop {
                 let Some(chunk) = next_chunk(&mut body, self.timing.timeout).await? else {
                     break;
                 };
+                if chunk.is_empty() {
+                    continue;
+                }
                 let len = object.len() + chunk.len() as u64;
                 match object.size {
                     Some(size) if len > size => {
@@ -449,6 +515,7 @@ impl Cache {
                         // Unknown length: reserved as it grows.
                         let mut state = self.lock();
                         if !self.make_room(&mut state, chunk.len() as u64, Some(url)) {
+                            outgrew = true;
                             return Err(io::Error::other("object outgrew the cache"));
                         }
                         if object.is_cached() {
@@ -473,6 +540,7 @@ impl Cache {
             }
         }
         .await;
+        std::mem::forget(guard);
         match result {
             Ok(()) => object.finish(Ok(())),
             Err(e) => {
@@ -488,7 +556,10 @@ impl Cache {
                     {
                         entry.object = None;
                         release(&mut state.used, &object);
-                        if entry.flight.is_none() {
+                        if outgrew {
+                            // Streamed through for a while, not retried.
+                            entry.bypass_until = Some(Instant::now() + TOO_LARGE_FOR);
+                        } else if entry.flight.is_none() {
                             state.entries.remove(url);
                         }
                     }
@@ -497,6 +568,20 @@ impl Cache {
             }
         }
     }
+}
+
+/// Fails an object's fill if dropped before it is disarmed (`forget`).
+struct FailOnDrop<'a>(&'a Object);
+
+impl Drop for FailOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.finish(Err("cache fill abandoned".into()));
+    }
+}
+
+/// What an entry costs besides its body.
+fn entry_cost(url: &str) -> u64 {
+    ENTRY_OVERHEAD + url.len() as u64
 }
 
 /// Takes `object`'s bytes out of the cache's count (once) and unlinks its
@@ -509,8 +594,16 @@ fn release(used: &mut u64, object: &Object) {
     }
 }
 
+/// An in-memory body: its chunks as they arrived, and where each starts
+/// (for a binary search: a read never walks the list).
+#[derive(Default)]
+struct Chunks {
+    chunks: Vec<Bytes>,
+    starts: Vec<u64>,
+}
+
 enum Data {
-    Memory(Mutex<Vec<Bytes>>),
+    Memory(Mutex<Chunks>),
     Disk { path: PathBuf, file: std::fs::File },
 }
 
@@ -535,7 +628,7 @@ pub(crate) struct Object {
 impl Object {
     fn create(store: &Store, n: u64, size: Option<u64>) -> io::Result<Self> {
         let data = match store {
-            Store::Memory => Data::Memory(Mutex::new(Vec::new())),
+            Store::Memory => Data::Memory(Mutex::default()),
             Store::Disk(dir) => {
                 let path = dir.join(format!("{}-{n}{OBJECT_SUFFIX}", std::process::id()));
                 let file = std::fs::OpenOptions::new()
@@ -564,6 +657,10 @@ impl Object {
         matches!(self.fill_state(), Fill::Filling)
     }
 
+    fn failed(&self) -> bool {
+        matches!(self.fill_state(), Fill::Failed(_))
+    }
+
     fn complete(&self) -> bool {
         matches!(self.fill_state(), Fill::Done)
     }
@@ -584,7 +681,11 @@ impl Object {
     fn append(&self, chunk: Bytes) -> io::Result<()> {
         let n = chunk.len() as u64;
         match &self.data {
-            Data::Memory(chunks) => chunks.lock().unwrap_or_else(|e| e.into_inner()).push(chunk),
+            Data::Memory(chunks) => {
+                let mut c = chunks.lock().unwrap_or_else(|e| e.into_inner());
+                c.starts.push(self.len());
+                c.chunks.push(chunk);
+            }
             Data::Disk { file, .. } => {
                 use std::os::unix::fs::FileExt;
                 file.write_all_at(&chunk, self.len())?;
@@ -618,21 +719,18 @@ impl Object {
         }
         match &self.data {
             Data::Memory(chunks) => {
-                let chunks = chunks.lock().unwrap_or_else(|e| e.into_inner());
-                let mut start = 0u64;
+                let c = chunks.lock().unwrap_or_else(|e| e.into_inner());
+                // The chunk holding `pos`: the last one starting at or before it.
+                // NOTE(unwrap): `want > 0` means bytes exist at `pos`, so the
+                // first chunk (start 0) is at or before it.
+                let mut i = c.starts.partition_point(|&start| start <= pos) - 1;
                 let mut copied = 0;
-                for chunk in chunks.iter() {
-                    let end = start + chunk.len() as u64;
-                    if end > pos + copied as u64 {
-                        let from = (pos + copied as u64 - start) as usize;
-                        let n = (chunk.len() - from).min(want - copied);
-                        buf[copied..copied + n].copy_from_slice(&chunk[from..from + n]);
-                        copied += n;
-                        if copied == want {
-                            break;
-                        }
-                    }
-                    start = end;
+                while copied < want {
+                    let from = (pos + copied as u64 - c.starts[i]) as usize;
+                    let n = (c.chunks[i].len() - from).min(want - copied);
+                    buf[copied..copied + n].copy_from_slice(&c.chunks[i][from..from + n]);
+                    copied += n;
+                    i += 1;
                 }
                 Ok(copied)
             }
@@ -778,5 +876,45 @@ impl AsyncRead for DirectReader {
         let n = this.chunk.len().min(buf.remaining());
         buf.put_slice(&this.chunk.split_to(n));
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(store: &Store, chunks: &[&[u8]]) -> Object {
+        let o = Object::create(store, 1, None).unwrap();
+        for c in chunks {
+            o.append(Bytes::copy_from_slice(c)).unwrap();
+        }
+        o
+    }
+
+    #[test]
+    fn reads_at_any_offset_span_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..=255).cycle().take(5000).collect();
+        let pieces: Vec<&[u8]> = [1, 7, 1000, 1, 2500, 1491]
+            .iter()
+            .scan(0, |at, &n| {
+                let piece = &data[*at..*at + n];
+                *at += n;
+                Some(piece)
+            })
+            .collect();
+        for store in [Store::Memory, Store::Disk(dir.path().to_owned())] {
+            let o = object(&store, &pieces);
+            assert_eq!(o.len(), 5000);
+            for pos in [0u64, 1, 7, 8, 1007, 1008, 3000, 4999] {
+                for size in [1usize, 3, 1468, 6000] {
+                    let mut buf = vec![0; size];
+                    let n = o.read_at(pos, &mut buf).unwrap();
+                    let end = (pos as usize + size).min(5000);
+                    assert_eq!(&buf[..n], &data[pos as usize..end], "{pos} {size}");
+                }
+            }
+            assert_eq!(o.read_at(5000, &mut [0; 8]).unwrap(), 0);
+        }
     }
 }

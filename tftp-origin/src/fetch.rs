@@ -102,6 +102,40 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// Most redirects followed.
+pub(crate) const MAX_REDIRECTS: usize = 5;
+
+/// Redirects are followed only to the same scheme, host and port (a
+/// trailing-slash fix, a moved file), never elsewhere: what the template
+/// names is the only place tftpd fetches from.
+fn same_host_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().cloned();
+        let same = first.is_some_and(|f| {
+            let url = attempt.url();
+            f.scheme() == url.scheme()
+                && f.host_str() == url.host_str()
+                && f.port_or_known_default() == url.port_or_known_default()
+        });
+        if !same {
+            attempt.error("redirect to another origin")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// The longest a fetch may take to its first body byte: per attempt a
+/// connect and a wait for headers (each `timeout`), the backoff between
+/// attempts, and a second to spare.
+pub(crate) fn attempt_bound(timing: Timing) -> Duration {
+    let attempts = timing.retries + 1;
+    let backoff: u64 = (1..attempts).map(|a| 100u64 << a.min(5)).sum();
+    timing.timeout * 2 * attempts + Duration::from_millis(backoff) + Duration::from_secs(1)
+}
+
 /// Installs rustls' ring provider as the process default (reqwest and
 /// object_store build their TLS from it), unless one is installed already.
 fn crypto_provider() {
@@ -131,6 +165,7 @@ impl Backend {
                     .user_agent(concat!("tftp-rs/", env!("CARGO_PKG_VERSION")))
                     .connect_timeout(timing.timeout)
                     .read_timeout(timing.timeout)
+                    .redirect(same_host_redirects())
                     .build()
                     .map_err(|e| format!("HTTP client: {e}"))?;
                 return Ok(Backend::Http(client));
@@ -195,7 +230,7 @@ impl Backend {
     ) -> Result<Fetched, FetchError> {
         // The whole exchange up to the first body byte is bounded, whatever
         // the client library's own timers do.
-        let bound = timing.timeout * (timing.retries + 1) + Duration::from_secs(1);
+        let bound = attempt_bound(timing);
         match tokio::time::timeout(bound, self.fetch_inner(url, validators, timing)).await {
             Ok(r) => r,
             Err(_) => Err(FetchError::failed(format!("no answer in {bound:?}"))),

@@ -52,7 +52,9 @@ use std::time::Duration;
 use tftp_tokio::tftp_proto::packet::ErrorCode;
 use tftp_tokio::{Handler, ReadResponse, RequestInfo, TftpError};
 
-pub use cache::{DirectReader, ObjectReader, STALE_RETRY};
+pub use cache::{
+    DirectReader, ObjectReader, ENTRY_OVERHEAD, MAX_ENTRIES, MAX_LIFETIME, STALE_RETRY,
+};
 pub use stats::{CacheResult, Lookup, OriginStats};
 pub use template::{normalise, Scheme, Template, TemplateError};
 
@@ -70,6 +72,10 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default retries of a failed origin request (before any body byte).
 pub const DEFAULT_RETRIES: u32 = 1;
+/// Most retries of a failed origin request.
+pub const MAX_RETRIES: u32 = 10;
+/// Longest origin timeout.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 type LookupCallback = Arc<dyn Fn(&Lookup) + Send + Sync>;
 
@@ -138,14 +144,14 @@ impl OriginBuilder {
     /// Connect timeout, time to the response headers, and longest pause
     /// within a body ([`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timing.timeout = timeout.max(Duration::from_millis(1));
+        self.timing.timeout = timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
         self
     }
 
     /// Retries of a failed origin request before any body byte
-    /// ([`DEFAULT_RETRIES`]).
+    /// ([`DEFAULT_RETRIES`], at most [`MAX_RETRIES`]).
     pub fn retries(mut self, retries: u32) -> Self {
-        self.timing.retries = retries;
+        self.timing.retries = retries.min(MAX_RETRIES);
         self
     }
 

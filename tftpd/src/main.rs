@@ -69,8 +69,8 @@ struct Args {
     #[arg(long, env = "TFTPD_ORIGIN_TIMEOUT", value_name = "SECS", default_value = "5", value_parser = parse_seconds, requires = "origin")]
     origin_timeout: Duration,
 
-    /// Retries of a failed origin request (before its first body byte).
-    #[arg(long, env = "TFTPD_ORIGIN_RETRIES", value_name = "N", default_value_t = tftp_origin::DEFAULT_RETRIES, requires = "origin")]
+    /// Retries of a failed origin request (before its first body byte), 0..=10.
+    #[arg(long, env = "TFTPD_ORIGIN_RETRIES", value_name = "N", default_value_t = tftp_origin::DEFAULT_RETRIES, value_parser = clap::value_parser!(u32).range(0..=tftp_origin::MAX_RETRIES as i64), requires = "origin")]
     origin_retries: u32,
 
     /// Address to listen on, IPv4 or IPv6 (repeatable). Without a port, 69.
