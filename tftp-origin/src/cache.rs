@@ -41,6 +41,7 @@ use crate::fetch::{
     next_chunk, Backend, Body, FetchError, Fetched, Freshness, Meta, Timing, Validators,
 };
 use crate::stats::{CacheResult, Counters};
+use crate::template::redact;
 
 /// After a failed revalidation, how long the stale copy is served before
 /// the origin is asked again.
@@ -372,7 +373,7 @@ impl Cache {
                 }
                 (Err(FetchError::Failed(why)), Some(object)) => {
                     self.counters.origin_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%url, %why, retry_in = ?STALE_RETRY, "origin failed: serving the cached copy");
+                    tracing::warn!(url = %redact(&url), %why, retry_in = ?STALE_RETRY, "origin failed: serving the cached copy");
                     let entry = state
                         .entries
                         .entry(url.clone())
@@ -483,7 +484,7 @@ impl Cache {
             if let Some(object) = state.entries.remove(&victim).and_then(|e| e.object) {
                 release(&mut state.used, &object);
                 self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(url = %victim, "evicted from the cache");
+                tracing::debug!(url = %redact(&victim), "evicted from the cache");
             }
         }
         true
@@ -545,7 +546,7 @@ impl Cache {
             Ok(()) => object.finish(Ok(())),
             Err(e) => {
                 self.counters.origin_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%url, error = %e, "origin body failed");
+                tracing::warn!(url = %redact(url), error = %e, "origin body failed");
                 let mut state = self.lock();
                 let state = &mut *state;
                 if let Some(entry) = state.entries.get_mut(url) {

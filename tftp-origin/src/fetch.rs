@@ -250,7 +250,7 @@ impl Backend {
                     match http_get(client, url, validators).await {
                         Err(FetchError::Failed(why)) if attempt < timing.retries => {
                             attempt += 1;
-                            tracing::debug!(url, %why, attempt, "origin request failed, retrying");
+                            tracing::debug!(url = %crate::template::redact(url), %why, attempt, "origin request failed, retrying");
                             tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
                         }
                         other => return other,
@@ -282,7 +282,8 @@ async fn http_get(
         } else if e.is_connect() {
             "cannot connect".to_owned()
         } else {
-            e.to_string()
+            // Without the URL: it may hold credentials.
+            e.without_url().to_string()
         })
     })?;
     let status = response.status();

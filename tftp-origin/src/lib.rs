@@ -56,7 +56,7 @@ pub use cache::{
     DirectReader, ObjectReader, ENTRY_OVERHEAD, MAX_ENTRIES, MAX_LIFETIME, STALE_RETRY,
 };
 pub use stats::{CacheResult, Lookup, OriginStats};
-pub use template::{normalise, Scheme, Template, TemplateError};
+pub use template::{normalise, redact, Scheme, Template, TemplateError};
 
 use cache::{Cache, Found, Store};
 use fetch::{Backend, FetchError, Timing};
@@ -268,7 +268,7 @@ impl Origin {
                 Err(TftpError::access_violation("Access denied")),
             ),
             Err(FetchError::Failed(why)) => {
-                tracing::warn!(%url, %why, "origin unavailable");
+                tracing::warn!(url = %redact(&url), %why, "origin unavailable");
                 (
                     CacheResult::Error,
                     Err(TftpError::new(ErrorCode::NotDefined, "Origin unavailable")),

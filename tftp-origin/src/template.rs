@@ -220,6 +220,19 @@ fn push_ip(url: &mut String, ip: IpAddr) {
     url.extend(utf8_percent_encode(&ip, SEGMENT));
 }
 
+/// `url` for a log line: credentials in its authority
+/// (`https://user:secret@repo/…`) replaced by `***`.
+pub fn redact(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
+}
+
 /// A requested file name as a relative, percent-encoded URL path: `\` read
 /// as `/` (Windows boot loaders), leading `/`, empty and `.` segments
 /// dropped, each segment percent-encoded. A `..` segment or a control
@@ -316,6 +329,16 @@ mod tests {
         assert!(local
             .render_with("f", "192.0.2.1".parse().unwrap(), None)
             .is_err());
+    }
+
+    #[test]
+    fn credentials_are_not_logged() {
+        assert_eq!(
+            redact("https://u:pw@repo/a@b/{path}"),
+            "https://***@repo/a@b/{path}"
+        );
+        assert_eq!(redact("http://repo/boot/x@y"), "http://repo/boot/x@y");
+        assert_eq!(redact("s3://bucket/k"), "s3://bucket/k");
     }
 
     #[test]

@@ -463,7 +463,7 @@ fn build_origin(args: &Args, template: &str) -> Result<Origin, BoxError> {
         .on_lookup(|l| {
             tracing::debug!(
                 peer = %l.peer,
-                url = l.url.as_deref().unwrap_or("-"),
+                url = %tftp_origin::redact(l.url.as_deref().unwrap_or("-")),
                 cache = l.result.as_str(),
                 size = l.size,
                 elapsed_ms = l.elapsed.as_millis() as u64,
@@ -479,7 +479,7 @@ fn build_origin(args: &Args, template: &str) -> Result<Origin, BoxError> {
     }
     let origin = builder.build()?;
     tracing::info!(
-        origin = template,
+        origin = %tftp_origin::redact(template),
         cache = %args.cache_dir.as_deref().map_or("memory".into(), |d| d.display().to_string()),
         "serving from an origin"
     );
@@ -622,7 +622,8 @@ async fn serve<H: Handler>(ctx: Serve, handler: H) -> Result<(), BoxError> {
             (None, None) => ".".to_owned(),
             (None, Some(_)) => "-".to_owned(),
         };
-        tracing::info!(%addr, sockets, root, origin = args.origin.as_deref(), write = args.allow_write, "listening");
+        let origin = args.origin.as_deref().map(tftp_origin::redact);
+        tracing::info!(%addr, sockets, root, origin = origin.as_deref(), write = args.allow_write, "listening");
     }
     if let Some(listener) = metrics_listener {
         let addr = listener.local_addr()?;
