@@ -127,6 +127,20 @@ struct State {
     next_file: u64,
 }
 
+impl State {
+    /// The entry for `url` (created empty), marked as just used.
+    fn touch(&mut self, url: &str, now: Instant) -> &mut Entry {
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self
+            .entries
+            .entry(url.to_owned())
+            .or_insert_with(|| Entry::empty(now));
+        entry.last_used = clock;
+        entry
+    }
+}
+
 /// The cache. Shared by every session of a handler.
 pub(crate) struct Cache {
     state: Mutex<State>,
@@ -197,13 +211,7 @@ impl Cache {
         let waiting = {
             let now = Instant::now();
             let mut state = self.lock();
-            state.clock += 1;
-            let clock = state.clock;
-            let entry = state
-                .entries
-                .entry(url.to_owned())
-                .or_insert_with(|| Entry::empty(now));
-            entry.last_used = clock;
+            let entry = state.touch(url, now);
             match (&entry.flight, &entry.object) {
                 (Some(flight), _) => Some(flight.clone()),
                 // A body still arriving is the newest there is.
@@ -321,14 +329,9 @@ impl Cache {
         let flight = {
             let mut state = self.lock();
             let state = &mut *state;
-            state.clock += 1;
-            let clock = state.clock;
             let flight = match (fetched, prior) {
                 (Ok(Fetched::NotModified(meta)), Some(object)) => {
-                    let entry = state
-                        .entries
-                        .entry(url.clone())
-                        .or_insert_with(|| Entry::empty(now));
+                    let entry = state.touch(&url, now);
                     if meta.freshness != Freshness::Default {
                         entry.freshness = meta.freshness;
                     }
@@ -337,7 +340,6 @@ impl Cache {
                     }
                     entry.fresh_until = self.fresh_until(now, entry.freshness);
                     entry.stale = false;
-                    entry.last_used = clock;
                     if entry.freshness == Freshness::NoStore {
                         // Now marked not to be kept: served this once.
                         if let Some(old) = entry.object.take() {
@@ -374,10 +376,7 @@ impl Cache {
                 (Err(FetchError::Failed(why)), Some(object)) => {
                     self.counters.origin_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(url = %redact(&url), %why, retry_in = ?STALE_RETRY, "origin failed: serving the cached copy");
-                    let entry = state
-                        .entries
-                        .entry(url.clone())
-                        .or_insert_with(|| Entry::empty(now));
+                    let entry = state.touch(&url, now);
                     entry.fresh_until = now + STALE_RETRY;
                     entry.stale = true;
                     Flight::Ready(object, CacheResult::Stale)
@@ -449,19 +448,13 @@ impl Cache {
         };
         object.reserved.store(reserve, Ordering::Relaxed);
         state.used += reserve;
-        state.clock += 1;
-        let clock = state.clock;
-        let entry = state
-            .entries
-            .entry(url.to_owned())
-            .or_insert_with(|| Entry::empty(now));
+        let entry = state.touch(url, now);
         entry.object = Some(object.clone());
         entry.validators = meta.validators.clone();
         entry.freshness = meta.freshness;
         entry.fresh_until = self.fresh_until(now, meta.freshness);
         entry.stale = false;
         entry.bypass_until = None;
-        entry.last_used = clock;
         Some(object)
     }
 

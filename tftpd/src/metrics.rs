@@ -128,15 +128,6 @@ impl Collector for Counters {
                 self.1.load(Ordering::Relaxed),
             ),
         ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
         let gauges: [(&str, &str, i64); 2] = [
             (
                 "sessions_active",
@@ -149,10 +140,7 @@ impl Collector for Counters {
                 self.0.memory_in_use() as i64,
             ),
         ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
+        encode_consts(&mut encoder, &counters, &gauges)?;
         let mut errors = encoder.encode_descriptor(
             "errors",
             "Transfers that ended with an ERROR, by code.",
@@ -169,6 +157,23 @@ impl Collector for Counters {
         }
         Ok(())
     }
+}
+
+/// Encodes constant counters (name, help, value) and gauges.
+fn encode_consts(
+    encoder: &mut DescriptorEncoder<'_>,
+    counters: &[(&str, &str, u64)],
+    gauges: &[(&str, &str, i64)],
+) -> Result<(), std::fmt::Error> {
+    for &(name, help, value) in counters {
+        let counter = ConstCounter::new(value);
+        counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+    }
+    for &(name, help, value) in gauges {
+        let gauge = ConstGauge::new(value);
+        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+    }
+    Ok(())
 }
 
 /// The origin handler's counters (`--origin`), read on each scrape.
@@ -236,15 +241,6 @@ impl Collector for OriginCounters {
                 s.origin_errors,
             ),
         ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
         let gauges: [(&str, &str, i64); 2] = [
             (
                 "cache_bytes",
@@ -257,10 +253,7 @@ impl Collector for OriginCounters {
                 s.cache_objects as i64,
             ),
         ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
+        encode_consts(&mut encoder, &counters, &gauges)?;
         Ok(())
     }
 }
