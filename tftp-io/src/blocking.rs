@@ -14,7 +14,7 @@ use std::time::Duration;
 use tftp_proto::options::Direction;
 use tftp_proto::packet::ErrorCode;
 use tftp_proto::server::{Admit, Request};
-use tftp_proto::session::{Output, Session};
+use tftp_proto::session::{Batch, Output, Session};
 use tftp_proto::stats::{Outcome, ServerStats, Stats};
 use tftp_proto::time::Instant;
 
@@ -148,13 +148,21 @@ fn drive<S: Session + ?Sized>(
     mut ticket: Option<&mut Ticket>,
 ) -> io::Result<Outcome> {
     socket.set_nonblocking(false)?;
+    session.set_batch(crate::udp::batch_for(session.stats().peer));
+    // The receive timeout last set: changed only when it would wait past the
+    // deadline or is far shorter than the wait (not once per block).
+    let mut timeout_set: Option<Duration> = None;
     loop {
         match session.poll(clock.now()) {
-            Output::Transmit { to, bytes } => {
-                if let Err(e) = socket.send_to(bytes, to) {
-                    tracing::debug!(%to, error = %e, "send failed");
-                }
-            }
+            Output::Transmit {
+                to,
+                bytes,
+                segment_size,
+            } => match crate::udp::send(socket.as_fd(), to, bytes, segment_size) {
+                Ok(true) => {}
+                Ok(false) => session.set_batch(Batch::ONE),
+                Err(e) => tracing::debug!(%to, error = %e, "send failed"),
+            },
             Output::Fill(out) => {
                 let result = match io {
                     Io::Source(source) => read_full(&mut **source, out),
@@ -201,7 +209,11 @@ fn drive<S: Session + ?Sized>(
                 if abort.is_some() || ticket.is_some() {
                     wait = wait.min(POLL_STOPS);
                 }
-                socket.set_read_timeout(Some(wait.max(Duration::from_micros(1))))?;
+                let wait = wait.max(Duration::from_micros(1));
+                if timeout_set.is_none_or(|t| t > wait || t < wait / 2) {
+                    socket.set_read_timeout(Some(wait))?;
+                    timeout_set = Some(wait);
+                }
                 match socket.recv_from(buf) {
                     Ok((n, from)) => {
                         let datagram = buf.get(..n).unwrap_or_default();

@@ -4,19 +4,21 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::task::Poll;
 
 use event_listener::EventListener;
 use futures_io::{AsyncRead, AsyncWrite};
 use tftp_proto::packet::ErrorCode;
-use tftp_proto::session::{Output, Session};
+use tftp_proto::session::{Batch, Output, Session};
 use tftp_proto::stats::Outcome;
 use tftp_proto::time::Instant;
 
 use crate::registry::Ticket;
 use crate::runtime::{AsyncUdpSocket, Runtime, Timer};
 use crate::session::{note_verified, report_delivered, report_filled, Signal, SHUTTING_DOWN};
+use crate::udp::{self, Got};
 
 /// Where file bytes come from or go to.
 pub(crate) enum Io<'a> {
@@ -56,7 +58,7 @@ impl<R: Runtime> Clock<R> {
 }
 
 enum Event {
-    Datagram(io::Result<(usize, std::net::SocketAddr)>),
+    Datagrams(io::Result<()>),
     Timeout,
     Abort,
     Cancel,
@@ -74,24 +76,64 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     mut abort: Option<&Signal>,
     mut ticket: Option<&mut Ticket>,
 ) -> Outcome {
-    // One timer for the whole session, moved only when the deadline changes,
-    // and one listener for `abort` (registered once, not per wait).
-    // `armed` is `None` after the timer fired, so the next wait re-arms it
-    // even for the same deadline.
+    // One timer for the whole session. It is moved only to an earlier
+    // deadline: a later one (every ACK pushes the deadline on) waits until
+    // the timer fires early, once per timeout at most, and is re-armed then.
+    // `armed` is `None` after the timer fired. And one listener for `abort`
+    // (registered once, not per wait).
     let mut timer: Option<(R::Timer, Option<Instant>)> = None;
     let mut listener: Option<EventListener> = None;
     let mut cancel_listener: Option<EventListener> = None;
     let mut cancelled = false;
+    // A second receive slot as large as a small buffer (a read's, or a
+    // write's of small blocks), from the memory budget: one `recvmmsg` then
+    // takes two datagrams and tells when the queue is empty.
+    let mut spare_len = if buf.len() <= udp::MAX_SPARE_FOR {
+        buf.len()
+    } else {
+        0
+    };
+    if let Some(t) = ticket.as_deref_mut() {
+        if spare_len > 0 && !t.reserve_extra_exact(spare_len) {
+            spare_len = 0;
+        }
+    }
+    let mut spare = vec![0u8; spare_len];
+    let mut got: Got = [None, None];
+    let mut read_ahead: Option<ReadAhead> = None;
+    session.set_batch(udp::batch_for(session.stats().peer));
     loop {
         match session.poll(clock.now()) {
-            Output::Transmit { to, bytes } => {
-                if let Err(e) = poll_fn(|cx| socket.poll_send(cx, bytes, to)).await {
+            Output::Transmit {
+                to,
+                bytes,
+                segment_size,
+            } => {
+                let mut batched = true;
+                let mut send = |fd: BorrowedFd<'_>| {
+                    udp::send(fd, to, bytes, segment_size).map(|b| batched = b)
+                };
+                if let Err(e) = poll_fn(|cx| socket.poll_send_with(cx, &mut send)).await {
                     tracing::debug!(%to, error = %e, "send failed");
+                }
+                if !batched {
+                    session.set_batch(Batch::ONE);
                 }
             }
             Output::Fill(out) => {
-                let result = match io {
-                    Io::Source(source) => read_full(source.as_mut(), out).await,
+                // Once the peer is verified, blocks come out of a read-ahead
+                // buffer (one read per many small blocks), charged to the
+                // memory budget.
+                let verified = ticket.as_deref().is_none_or(Ticket::is_verified);
+                if read_ahead.is_none() && verified && out.len() <= READ_AHEAD / 4 {
+                    let size = ticket
+                        .as_deref_mut()
+                        .map_or(READ_AHEAD, |t| t.reserve_extra(READ_AHEAD));
+                    read_ahead = Some(ReadAhead::new(size));
+                }
+                let result = match (&mut *io, &mut read_ahead) {
+                    (Io::Source(source), Some(ra)) => ra.read_full(source.as_mut(), out).await,
+                    (Io::Source(source), None) => read_full(source.as_mut(), out).await,
                     _ => Err(io::Error::other("no source")),
                 };
                 report_filled(session, result);
@@ -121,7 +163,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                         Some(deadline),
                     )),
                 };
-                if *armed != Some(deadline) {
+                if armed.is_none_or(|at| deadline < at) {
                     timer.reset(clock.to_std(deadline));
                     *armed = Some(deadline);
                 }
@@ -137,8 +179,9 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                             return Poll::Ready(Event::Cancel);
                         }
                     }
-                    if let Poll::Ready(r) = socket.poll_recv(cx, buf) {
-                        return Poll::Ready(Event::Datagram(r));
+                    let mut recv = |fd: BorrowedFd<'_>| udp::recv(fd, buf, &mut spare, &mut got);
+                    if let Poll::Ready(r) = socket.poll_recv_drain(cx, &mut recv) {
+                        return Poll::Ready(Event::Datagrams(r));
                     }
                     match timer.poll_expired(cx) {
                         Poll::Ready(()) => Poll::Ready(Event::Timeout),
@@ -147,12 +190,16 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 })
                 .await;
                 match event {
-                    Event::Datagram(Ok((n, from))) => {
-                        let datagram = buf.get(..n).unwrap_or_default();
+                    Event::Datagrams(Ok(())) => {
                         let now = clock.now();
-                        session.handle_datagram(now, from, datagram);
-                        if let Some(t) = ticket.as_deref_mut() {
-                            note_verified(session, t);
+                        for (slot, received) in got.iter().enumerate() {
+                            let Some((n, from)) = *received else { continue };
+                            let slot_buf: &[u8] = if slot == 0 { buf } else { &spare };
+                            let datagram = slot_buf.get(..n).unwrap_or_default();
+                            session.handle_datagram(now, from, datagram);
+                            if let Some(t) = ticket.as_deref_mut() {
+                                note_verified(session, t);
+                            }
                         }
                         // Nor can it hide the deadline (a spurious timeout is
                         // a no-op in the core).
@@ -161,10 +208,14 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                         }
                     }
                     // ICMP errors surface here on some systems: nothing to do.
-                    Event::Datagram(Err(e)) => tracing::trace!(error = %e, "recv failed"),
+                    Event::Datagrams(Err(e)) => tracing::trace!(error = %e, "recv failed"),
                     Event::Timeout => {
                         *armed = None;
-                        session.handle_timeout(clock.now());
+                        // It may have fired for an earlier deadline.
+                        let now = clock.now();
+                        if now >= deadline {
+                            session.handle_timeout(now);
+                        }
                     }
                     Event::Abort => {
                         abort = None;
@@ -229,6 +280,67 @@ pub(crate) async fn wait_until<T: Timer>(
         }
     })
     .await
+}
+
+/// Bytes a verified session reads from its source at once, for blocks up to
+/// a quarter of it (larger blocks are read straight into their packets).
+pub const READ_AHEAD: usize = 64 * 1024;
+
+/// A session's read-ahead buffer. Each refill is one read, which returns
+/// what the source has (a stream's first bytes are not held back to fill
+/// it).
+struct ReadAhead {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl ReadAhead {
+    fn new(size: usize) -> Self {
+        ReadAhead {
+            buf: vec![0; size],
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    /// Fills `out` from the buffer, refilling it from `source`, until `out`
+    /// is full or the source ends.
+    async fn read_full(
+        &mut self,
+        mut source: Pin<&mut (dyn AsyncRead + Send)>,
+        out: &mut [u8],
+    ) -> io::Result<usize> {
+        if self.buf.is_empty() {
+            return read_full(source, out).await;
+        }
+        let mut filled = 0;
+        while filled < out.len() {
+            if self.start == self.end {
+                if self.eof {
+                    break;
+                }
+                match poll_fn(|cx| source.as_mut().poll_read(cx, &mut self.buf)).await {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => (self.start, self.end) = (0, n.min(self.buf.len())),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            let available = self.buf.get(self.start..self.end).unwrap_or_default();
+            let rest = out.get_mut(filled..).unwrap_or_default();
+            let n = available.len().min(rest.len());
+            if let (Some(to), Some(from)) = (rest.get_mut(..n), available.get(..n)) {
+                to.copy_from_slice(from);
+            }
+            self.start += n;
+            filled += n;
+        }
+        Ok(filled)
+    }
 }
 
 /// Reads until `buf` is full or the source ends.

@@ -54,6 +54,7 @@ mod runtime;
 mod server;
 mod session;
 mod text;
+mod udp;
 
 pub use client::{Client, DEFAULT_CLIENT_DALLY, DEFAULT_CLIENT_MAX_RTO};
 pub use config::{
@@ -62,11 +63,13 @@ pub use config::{
     DEFAULT_STATS_INTERVAL,
 };
 pub use dir::DirHandler;
+pub use driver::READ_AHEAD;
 pub use error::ClientError;
 pub use handler::{
     writes_refused, AsyncSink, AsyncSource, FromBytes, Handler, ReadResponse, Request, TftpError,
     WriteResponse,
 };
+pub use listen::{LISTEN_BATCH, LISTEN_RCVBUF};
 pub use root::DEFAULT_MAX_UPLOAD_SIZE;
 pub use runtime::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Timer, Wrap};
 pub use server::{Server, StatsHandle, MIN_STATS_INTERVAL};
@@ -74,6 +77,7 @@ pub use session::{DISK_FULL, FILE_EXISTS, READ_ERROR, SHUTTING_DOWN, SOCKET_ERRO
 pub use text::escape_controls;
 pub use tftp_proto;
 pub use tftp_proto::stats::{ServerStats, Stats};
+pub use udp::{MAX_BATCH_BYTES, MAX_SEGMENT_V4, MAX_SEGMENT_V6};
 
 /// The README's examples, compiled by `cargo test`.
 #[cfg(doctest)]

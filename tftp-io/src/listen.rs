@@ -15,9 +15,52 @@ use std::sync::Mutex;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Socket, Type};
 
-/// Receive buffer of a listening socket: large enough for datagrams the
-/// kernel coalesced (UDP GRO), which [`Received::datagrams`] splits again.
+/// Receive buffer of a blocking listening socket (one datagram per
+/// receive): large enough for datagrams the kernel coalesced (UDP GRO),
+/// which [`Received::datagrams`] splits again.
 pub(crate) const LISTEN_BUFFER: usize = 65_536;
+/// Datagrams an async listening socket takes with one `recvmmsg` (a burst
+/// of requests is drained in batches).
+pub const LISTEN_BATCH: usize = 32;
+/// Bytes of each slot of such a batch (more when requests may be larger).
+pub(crate) const LISTEN_SLOT: usize = 2048;
+/// The kernel receive buffer asked for each listening socket, so a boot
+/// storm's requests wait in it rather than being dropped: `SO_RCVBUFFORCE`
+/// when privileged, else `SO_RCVBUF`, which the kernel caps at
+/// `net.core.rmem_max` (raise it with `sysctl -w net.core.rmem_max=...`).
+/// What was granted is logged.
+pub const LISTEN_RCVBUF: usize = 8 * 1024 * 1024;
+
+/// Receive slots of a listening socket: up to `slots` datagrams per
+/// receive, each in its own slot.
+pub(crate) struct RecvBatch {
+    buf: Vec<u8>,
+    slot: usize,
+    meta: Vec<RecvMeta>,
+    count: usize,
+}
+
+impl RecvBatch {
+    /// `slots` slots of at least `min_slot` bytes.
+    pub(crate) fn new(slots: usize, min_slot: usize) -> Self {
+        let slot = min_slot.max(LISTEN_SLOT);
+        RecvBatch {
+            buf: vec![0; slot.saturating_mul(slots.max(1))],
+            slot,
+            meta: vec![RecvMeta::default(); slots.max(1)],
+            count: 0,
+        }
+    }
+
+    /// What the last receive got: each sender with its slot's bytes.
+    pub(crate) fn received(&self) -> impl Iterator<Item = (Received, &[u8])> + '_ {
+        self.meta
+            .iter()
+            .zip(self.buf.chunks(self.slot))
+            .take(self.count)
+            .map(|(&meta, buf)| (Received { meta }, buf))
+    }
+}
 
 /// A listening socket's quinn-udp state (set up once per socket).
 #[derive(Debug)]
@@ -39,6 +82,24 @@ impl Listener {
     /// quinn-udp leaves non-blocking).
     pub(crate) fn new(socket: &UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new(UdpSockRef::from(socket))?;
+        let granted =
+            rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, LISTEN_RCVBUF)
+                .or_else(|_| {
+                    rustix::net::sockopt::set_socket_recv_buffer_size(socket, LISTEN_RCVBUF)
+                })
+                .and_then(|()| rustix::net::sockopt::socket_recv_buffer_size(socket));
+        match granted {
+            // Linux reports twice what it grants (the rest is its overhead).
+            Ok(bytes) if bytes / 2 < LISTEN_RCVBUF => tracing::info!(
+                granted = bytes / 2,
+                asked = LISTEN_RCVBUF,
+                "listening socket receive buffer capped: raise net.core.rmem_max"
+            ),
+            Ok(bytes) => tracing::debug!(granted = bytes / 2, "listening socket receive buffer"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot size the listening socket's receive buffer")
+            }
+        }
         Ok(Listener {
             state,
             bound: socket.local_addr()?,
@@ -49,6 +110,27 @@ impl Listener {
     /// The address the socket is bound to.
     pub(crate) fn bound(&self) -> SocketAddr {
         self.bound
+    }
+
+    /// One `recvmmsg` into the slots of `batch` (on a non-blocking socket:
+    /// it returns what is queued, up to a slot each).
+    pub(crate) fn recv_batch(&self, fd: BorrowedFd<'_>, batch: &mut RecvBatch) -> io::Result<()> {
+        batch.count = 0;
+        let mut bufs: Vec<IoSliceMut<'_>> = batch
+            .buf
+            .chunks_mut(batch.slot)
+            .map(IoSliceMut::new)
+            .collect();
+        shut_down(fd)?;
+        let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.state
+                .recv(UdpSockRef::from(&fd), &mut bufs, &mut batch.meta)
+        }));
+        batch.count = match received {
+            Ok(result) => result?,
+            Err(_) => return Err(shut_down_error()),
+        };
+        Ok(())
     }
 
     /// One `recvmsg` into `buf`.

@@ -143,6 +143,9 @@ pub struct Ticket {
     cancel: Arc<Signal>,
     verified: bool,
     memory: usize,
+    /// Of `memory`, the bytes the driver holds for the session (its
+    /// read-ahead buffer) beyond the session's own buffers.
+    extra: usize,
     notify: Box<dyn Fn() + Send + Sync>,
 }
 
@@ -167,6 +170,7 @@ impl Ticket {
             cancel,
             verified: false,
             memory: 0,
+            extra: 0,
             notify: Box::new(notify),
         }
     }
@@ -202,9 +206,31 @@ impl Ticket {
         got
     }
 
-    /// The session holds `bytes`: keeps exactly that much of the budget.
-    /// False if more was needed and the budget has no room.
+    /// Takes up to `want` bytes of the budget for a buffer the driver holds
+    /// besides the session's own (kept through [`Ticket::settle`]); returns
+    /// how many it got: the fair share of what is left, as for a window.
+    pub(crate) fn reserve_extra(&mut self, want: usize) -> usize {
+        let got = self.reserve(want);
+        self.extra = self.extra.saturating_add(got);
+        got
+    }
+
+    /// Takes exactly `want` bytes of the budget for a buffer of the driver,
+    /// or nothing; true if it got them.
+    pub(crate) fn reserve_extra_exact(&mut self, want: usize) -> bool {
+        let got = self.registry.grant_exactly(want);
+        if got {
+            self.memory = self.memory.saturating_add(want);
+            self.extra = self.extra.saturating_add(want);
+        }
+        got
+    }
+
+    /// The session holds `bytes` (and the driver its extra buffers): keeps
+    /// exactly that much of the budget. False if more was needed and the
+    /// budget has no room.
     pub(crate) fn settle(&mut self, bytes: usize) -> bool {
+        let bytes = bytes.saturating_add(self.extra);
         if bytes <= self.memory {
             self.registry.give_back(self.memory.saturating_sub(bytes));
             self.memory = bytes;

@@ -57,6 +57,20 @@ pub trait AsyncUdpSocket: Send + Sync + 'static {
         recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
     ) -> Poll<io::Result<()>>;
 
+    /// Runs `recv`, a non-blocking receive, like
+    /// [`poll_recv_with`](Self::poll_recv_with); `recv` returns `Ok(true)`
+    /// when it got data and saw the socket's queue empty behind it. The
+    /// adapter then forgets the socket's readiness, so the next wait goes to
+    /// the reactor without a failing receive first. The default ignores
+    /// that hint.
+    fn poll_recv_drain(
+        &self,
+        cx: &mut Context<'_>,
+        recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<bool>,
+    ) -> Poll<io::Result<()>> {
+        self.poll_recv_with(cx, &mut |fd| recv(fd).map(|_| ()))
+    }
+
     /// The same for a non-blocking send, waiting for writability.
     fn poll_send_with(
         &self,

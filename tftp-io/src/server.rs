@@ -21,7 +21,7 @@ use tftp_proto::stats::{ServerStats, Stats};
 use crate::config::{ServerBuilder, ABORT_GRACE};
 use crate::driver::{drive, poll_signal, wait_until, Clock, Io};
 use crate::handler::Handler;
-use crate::listen::{Listener, LISTEN_BUFFER};
+use crate::listen::{Listener, RecvBatch, LISTEN_BATCH};
 use crate::net::{bind_transfer, random_seed};
 use crate::registry::{Registry, Ticket};
 use crate::runtime::{AsyncUdpSocket, Runtime, Serves, Timer};
@@ -256,52 +256,53 @@ async fn accept_loop<H: Handler, R: Runtime>(
     listening: &Arc<Listening<R::Socket>>,
 ) -> io::Result<()> {
     let (socket, listener) = (&listening.socket, &listening.listener);
-    let mut buf = vec![0u8; LISTEN_BUFFER];
     // One byte more than allowed, to tell an oversized request.
     let keep = shared.registry.config.limits.max_request_size + 1;
+    let mut batch = RecvBatch::new(LISTEN_BATCH, keep);
     let mut reply = [0u8; 128];
     let mut stop: Option<EventListener> = None;
     loop {
-        let mut got = None;
         let received = poll_fn(|cx| {
             if poll_signal(&shared.stopping, &mut stop, cx) {
                 return Poll::Ready(None);
             }
-            let mut recv = |fd: BorrowedFd<'_>| listener.recv(fd, &mut buf).map(|r| got = Some(r));
+            let mut recv = |fd: BorrowedFd<'_>| listener.recv_batch(fd, &mut batch);
             socket.poll_recv_with(cx, &mut recv).map(Some)
         })
         .await;
-        let received = match (received, got) {
-            (None, _) => return Ok(()),
-            (Some(Ok(())), Some(r)) => r,
-            (Some(Ok(())), None) => continue,
-            (Some(Err(e)), _) if is_transient(&e) => continue,
-            (Some(Err(e)), _) => return Err(e),
-        };
-        let (peer, local) = (received.peer(), listener.local_for(&received));
-        for datagram in received.datagrams(&buf) {
-            let datagram = datagram.get(..keep).unwrap_or(datagram);
-            match shared
-                .registry
-                .on_datagram(datagram, peer, local, &mut reply)
-            {
-                Admit::Start { request, key, .. } => {
-                    let notify = Arc::clone(shared);
-                    let mut ticket = Ticket::new(Arc::clone(&shared.registry), key, move || {
-                        notify.ended.notify()
-                    });
-                    let shared = Arc::clone(shared);
-                    let listening = Arc::clone(listening);
-                    shared.clock.runtime().clone().spawn(async move {
-                        let stats = run_session(&shared, request, listening, &mut ticket).await;
-                        ticket.finish(&stats);
-                    });
+        match received {
+            None => return Ok(()),
+            Some(Ok(())) => {}
+            Some(Err(e)) if is_transient(&e) => continue,
+            Some(Err(e)) => return Err(e),
+        }
+        for (received, buf) in batch.received() {
+            let (peer, local) = (received.peer(), listener.local_for(&received));
+            for datagram in received.datagrams(buf) {
+                let datagram = datagram.get(..keep).unwrap_or(datagram);
+                match shared
+                    .registry
+                    .on_datagram(datagram, peer, local, &mut reply)
+                {
+                    Admit::Start { request, key, .. } => {
+                        let notify = Arc::clone(shared);
+                        let mut ticket =
+                            Ticket::new(Arc::clone(&shared.registry), key, move || {
+                                notify.ended.notify()
+                            });
+                        let shared = Arc::clone(shared);
+                        let listening = Arc::clone(listening);
+                        shared.clock.runtime().clone().spawn(async move {
+                            let stats = run_session(&shared, request, listening, &mut ticket).await;
+                            ticket.finish(&stats);
+                        });
+                    }
+                    Admit::Reply(len) => {
+                        let answer = reply.get(..len).unwrap_or_default();
+                        listening.reply(answer, peer, local).await;
+                    }
+                    Admit::Ignore => {}
                 }
-                Admit::Reply(len) => {
-                    let answer = reply.get(..len).unwrap_or_default();
-                    listening.reply(answer, peer, local).await;
-                }
-                Admit::Ignore => {}
             }
         }
     }

@@ -78,7 +78,7 @@
 //!          received: &mut Vec<u8>) -> Option<Outcome> {
 //!     loop {
 //!         match client.poll(now) {
-//!             Output::Transmit { to, bytes } => out.push_back((to, bytes.to_vec())),
+//!             Output::Transmit { to, bytes, .. } => out.push_back((to, bytes.to_vec())),
 //!             Output::Deliver(bytes) => { received.extend_from_slice(bytes); client.delivered(); }
 //!             Output::Finish => client.delivered(), // the data is complete (and durable)
 //!             Output::Fill(_) => unreachable!("a downloading client never fills"),

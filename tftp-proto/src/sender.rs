@@ -55,7 +55,54 @@ pub(crate) struct Sender {
     dup_acks: u32,
     /// Window position (`base`) already restarted by duplicate ACKs.
     restarted_at: u64,
+    /// How many datagrams one transmission may carry.
+    batch: Batch,
     source: Source,
+}
+
+/// How many DATA packets of a window one [`Output::Transmit`] may carry:
+/// consecutive full blocks, in contiguous slots, sent by the adapter with
+/// one syscall (UDP GSO). The default is one packet per transmission.
+///
+/// [`Output::Transmit`]: crate::session::Output::Transmit
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Most datagrams in one transmission (at least 1).
+    pub segments: usize,
+    /// Most bytes in one transmission (a transmission always carries at
+    /// least one datagram, whatever this says).
+    pub bytes: usize,
+    /// Packets longer than this always go alone (the path's MTU bounds a
+    /// GSO segment).
+    pub max_segment: usize,
+}
+
+impl Batch {
+    /// One datagram per transmission.
+    pub const ONE: Batch = Batch {
+        segments: 1,
+        bytes: usize::MAX,
+        max_segment: 0,
+    };
+
+    /// This batch for packets of `segment` bytes: one datagram per
+    /// transmission when they are longer than `max_segment`.
+    fn for_segment(self, segment: usize) -> Batch {
+        if segment > self.max_segment {
+            Batch::ONE
+        } else {
+            Batch {
+                segments: self.segments.max(1),
+                ..self
+            }
+        }
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::ONE
+    }
 }
 
 enum Source {
@@ -77,8 +124,13 @@ struct NetasciiStage {
 
 /// What the engine wants next.
 pub(crate) enum Step {
-    /// Transmit the slot's packet (`len` bytes).
-    Transmit { slot: usize, len: usize },
+    /// Transmit `len` bytes from the start of slot `slot`: `count` packets
+    /// in consecutive slots, all of them full but the last.
+    Transmit {
+        slot: usize,
+        len: usize,
+        count: usize,
+    },
     /// The adapter must fill this much of the block being built (`Octet`) or
     /// the staging buffer (`Netascii`).
     Fill,
@@ -99,7 +151,7 @@ pub(crate) enum AckEffect {
 }
 
 impl Sender {
-    pub(crate) fn new(blksize: u16, window: u16, netascii: bool) -> Self {
+    pub(crate) fn new(blksize: u16, window: u16, netascii: bool, batch: Batch) -> Self {
         let blksize = usize::from(blksize);
         let window = NonZeroU16::new(window).unwrap_or(NonZeroU16::MIN);
         let w = usize::from(window.get());
@@ -131,8 +183,14 @@ impl Sender {
             last: None,
             dup_acks: 0,
             restarted_at: 0,
+            batch: batch.for_segment(slot_size(blksize)),
             source,
         }
+    }
+
+    /// Changes how many packets one transmission may carry.
+    pub(crate) fn set_batch(&mut self, batch: Batch) {
+        self.batch = batch.for_segment(slot_size(self.blksize));
     }
 
     /// Bytes of its buffers: the window's slots and their bookkeeping, and
@@ -177,10 +235,18 @@ impl Sender {
         slot_in(&mut self.slots, self.blksize, slot)
     }
 
-    /// Bytes of a slot's packet for transmission.
+    /// Bytes of a transmission: `len` bytes from the start of slot `slot`
+    /// (what `step` returned: one packet, or consecutive ones).
     pub(crate) fn packet(&mut self, slot: usize, len: usize) -> &[u8] {
-        // `len` is the length `step` returned for this slot: header + payload.
-        self.slot_bytes(slot).get(..len).unwrap_or_default()
+        let start = slot.saturating_mul(slot_size(self.blksize));
+        self.slots
+            .get(start..start.saturating_add(len))
+            .unwrap_or_default()
+    }
+
+    /// Bytes of one full packet: the segment size of a batched transmission.
+    pub(crate) fn segment_size(&self) -> usize {
+        slot_size(self.blksize)
     }
 
     /// Blocks transmitted and not yet acknowledged.
@@ -199,32 +265,22 @@ impl Sender {
         loop {
             // Block numbers are 64-bit and count from 1: adding 1 to them
             // (or the window) never saturates.
-            if self.next <= self.filled {
-                let n = self.next;
-                let slot = self.slot(n);
-                // Slot indexes are below `window`, the length of the per-slot
-                // vectors: the lookups below always succeed.
-                let payload_len = self.lens.get(slot).copied().unwrap_or(0);
-                if n <= self.high {
-                    if let Some(resent) = self.resent.get_mut(slot) {
-                        *resent = true;
-                    }
-                    incr(&mut stats.retransmits);
-                } else {
-                    self.high = n;
-                    if let Some(sent_at) = self.sent_at.get_mut(slot) {
-                        *sent_at = now;
-                    }
-                    if let Some(resent) = self.resent.get_mut(slot) {
-                        *resent = false;
-                    }
-                    incr(&mut stats.blocks_sent);
-                    stats.bytes_sent = stats.bytes_sent.saturating_add(payload_len as u64);
+            if self.next <= self.filled && !self.fill_first() {
+                let slot = self.slot(self.next);
+                let mut len = self.transmit_next(now, stats);
+                let mut count = 1;
+                let segment = slot_size(self.blksize);
+                // Consecutive full packets in the following slots join it.
+                while count < self.batch.segments
+                    && len == count.saturating_mul(segment)
+                    && self.next <= self.filled
+                    && self.slot(self.next) == slot.saturating_add(count)
+                    && len.saturating_add(self.packet_len(self.next)) <= self.batch.bytes
+                {
+                    len = len.saturating_add(self.transmit_next(now, stats));
+                    count = count.saturating_add(1);
                 }
-                incr(&mut stats.data_packets_sent);
-                self.next = n.saturating_add(1);
-                let len = DATA_HEADER_LEN.saturating_add(payload_len);
-                return Step::Transmit { slot, len };
+                return Step::Transmit { slot, len, count };
             }
             let room = self.filled.saturating_add(1) < self.base.saturating_add(self.window.get());
             if self.last.is_some() || !room {
@@ -261,6 +317,61 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// Length of the packet of `block` (filled).
+    fn packet_len(&self, block: u64) -> usize {
+        let payload = self.lens.get(self.slot(block)).copied().unwrap_or(0);
+        DATA_HEADER_LEN.saturating_add(payload)
+    }
+
+    /// Records the transmission of block `next` (which is filled) and
+    /// returns its packet's length.
+    fn transmit_next(&mut self, now: Instant, stats: &mut crate::stats::Stats) -> usize {
+        let n = self.next;
+        let slot = self.slot(n);
+        // Slot indexes are below `window`, the length of the per-slot
+        // vectors: the lookups below always succeed.
+        let payload_len = self.lens.get(slot).copied().unwrap_or(0);
+        if n <= self.high {
+            if let Some(resent) = self.resent.get_mut(slot) {
+                *resent = true;
+            }
+            incr(&mut stats.retransmits);
+        } else {
+            self.high = n;
+            if let Some(sent_at) = self.sent_at.get_mut(slot) {
+                *sent_at = now;
+            }
+            if let Some(resent) = self.resent.get_mut(slot) {
+                *resent = false;
+            }
+            incr(&mut stats.blocks_sent);
+            stats.bytes_sent = stats.bytes_sent.saturating_add(payload_len as u64);
+        }
+        incr(&mut stats.data_packets_sent);
+        self.next = n.saturating_add(1);
+        self.packet_len(n)
+    }
+
+    /// With batching, new blocks are built before any of them is sent, so
+    /// that they go out together: true while the unsent new blocks are
+    /// fewer than a batch, the window has room, the next block's slot
+    /// follows theirs and the source is not exhausted. The first block
+    /// after the peer acknowledged everything goes alone at once, so the
+    /// peer is busy with it while the rest of the window is built.
+    fn fill_first(&self) -> bool {
+        let pending = self.filled.saturating_add(1).saturating_sub(self.next);
+        self.batch.segments > 1
+            && self.in_flight()
+            && self.next > self.high
+            && self.last.is_none()
+            && pending < self.batch.segments as u64
+            && self.filled.saturating_add(1) < self.base.saturating_add(self.window.get())
+            && self.slot(self.filled.saturating_add(1))
+                == self.slot(self.next).saturating_add(pending as usize)
+            && (pending.saturating_add(1) as usize).saturating_mul(slot_size(self.blksize))
+                <= self.batch.bytes
     }
 
     /// The buffer the adapter must fill after [`Step::Fill`].
@@ -396,9 +507,11 @@ mod tests {
         let mut sent = Vec::new();
         loop {
             match s.step(Instant::ZERO, st) {
-                Step::Transmit { slot, len } => {
+                Step::Transmit { slot, len, count } => {
                     let p = s.packet(slot, len);
-                    sent.push(u16::from_be_bytes([p[2], p[3]]));
+                    for packet in p.chunks(4 + 8).take(count) {
+                        sent.push(u16::from_be_bytes([packet[2], packet[3]]));
+                    }
                 }
                 Step::Fill => {
                     let buf = s.fill_buffer();
@@ -414,7 +527,7 @@ mod tests {
 
     #[test]
     fn window_slides_and_restarts_on_gap() {
-        let mut s = Sender::new(8, 4, false);
+        let mut s = Sender::new(8, 4, false, Batch::ONE);
         let mut st = stats();
         let bytes = [7u8; 8 * 10];
         let mut data = &bytes[..];
@@ -438,7 +551,7 @@ mod tests {
 
     #[test]
     fn lock_step_duplicate_ack_sends_nothing() {
-        let mut s = Sender::new(8, 1, false);
+        let mut s = Sender::new(8, 1, false, Batch::ONE);
         let mut st = stats();
         let bytes = [1u8; 20];
         let mut data = &bytes[..];
@@ -456,7 +569,7 @@ mod tests {
 
     #[test]
     fn first_block_of_window_lost_restarts_after_two_duplicates() {
-        let mut s = Sender::new(8, 4, false);
+        let mut s = Sender::new(8, 4, false, Batch::ONE);
         let mut st = stats();
         let bytes = [1u8; 8 * 9];
         let mut data = &bytes[..];
@@ -473,7 +586,7 @@ mod tests {
 
     #[test]
     fn rollover_maps_acks_to_64_bits() {
-        let mut s = Sender::new(8, 2, false);
+        let mut s = Sender::new(8, 2, false, Batch::ONE);
         let mut st = stats();
         let bytes = vec![0u8; 8 * 65_540];
         let mut data = &bytes[..];
@@ -488,16 +601,130 @@ mod tests {
         assert_eq!(pump(&mut s, &mut data, &mut st), [3, 4]);
     }
 
+    /// Drives the sender with `data`, returning each transmission's block
+    /// numbers.
+    fn pump_batches(
+        s: &mut Sender,
+        data: &mut &[u8],
+        st: &mut crate::stats::Stats,
+    ) -> Vec<Vec<u16>> {
+        let mut sent = Vec::new();
+        loop {
+            match s.step(Instant::ZERO, st) {
+                Step::Transmit { slot, len, count } => {
+                    let p = s.packet(slot, len).to_vec();
+                    let blocks: Vec<u16> = p
+                        .chunks(4 + 8)
+                        .map(|packet| u16::from_be_bytes([packet[2], packet[3]]))
+                        .collect();
+                    assert_eq!(blocks.len(), count);
+                    sent.push(blocks);
+                }
+                Step::Fill => {
+                    let buf = s.fill_buffer();
+                    let n = buf.len().min(data.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    *data = &data[n..];
+                    s.filled(n);
+                }
+                Step::Wait => return sent,
+            }
+        }
+    }
+
+    const BATCH4: Batch = Batch {
+        segments: 4,
+        bytes: 1000,
+        max_segment: 12,
+    };
+
+    #[test]
+    fn batches_carry_consecutive_blocks_after_a_lone_first() {
+        let mut s = Sender::new(8, 8, false, BATCH4);
+        let mut st = stats();
+        let bytes = [3u8; 8 * 13 + 5];
+        let mut data = &bytes[..];
+        // The first block goes alone (the peer waits); the rest of the
+        // window in batches of at most 4.
+        assert_eq!(
+            pump_batches(&mut s, &mut data, &mut st),
+            [vec![1], vec![2, 3, 4, 5], vec![6, 7, 8]]
+        );
+        assert_eq!(st.data_packets_sent, 8);
+        // A gap after 5: the resend of 6..8 is one batch (up to the last
+        // slot); the new blocks 9.. start again at the first slot.
+        s.on_ack(5);
+        assert_eq!(
+            pump_batches(&mut s, &mut data, &mut st),
+            [vec![6, 7, 8], vec![9, 10, 11, 12], vec![13]]
+        );
+        assert_eq!(st.retransmits, 3);
+        s.on_ack(13);
+        // The short final block ends a run.
+        assert_eq!(pump_batches(&mut s, &mut data, &mut st), [vec![14]]);
+        assert!(matches!(s.on_ack(14), AckEffect::Finished { .. }));
+    }
+
+    #[test]
+    fn a_timeout_resends_the_window_in_batches() {
+        let mut s = Sender::new(8, 4, false, BATCH4);
+        let mut st = stats();
+        let bytes = [3u8; 8 * 10];
+        let mut data = &bytes[..];
+        assert_eq!(
+            pump_batches(&mut s, &mut data, &mut st),
+            [vec![1], vec![2, 3, 4]]
+        );
+        s.on_timeout();
+        assert_eq!(pump_batches(&mut s, &mut data, &mut st), [vec![1, 2, 3, 4]]);
+    }
+
+    #[test]
+    fn batch_limits_are_kept() {
+        // Bytes: two packets of 12 fit in 30, three do not.
+        let by_bytes = Batch {
+            bytes: 30,
+            ..BATCH4
+        };
+        let mut s = Sender::new(8, 8, false, by_bytes);
+        let mut st = stats();
+        let bytes = [3u8; 8 * 10];
+        let mut data = &bytes[..];
+        assert_eq!(
+            pump_batches(&mut s, &mut data, &mut st),
+            [vec![1], vec![2, 3], vec![4, 5], vec![6, 7], vec![8]]
+        );
+        // Packets above `max_segment` go alone; so do they with batching off.
+        for batch in [
+            Batch {
+                max_segment: 11,
+                ..BATCH4
+            },
+            Batch::ONE,
+        ] {
+            let mut s = Sender::new(8, 4, false, batch);
+            let mut data = &bytes[..];
+            assert_eq!(
+                pump_batches(&mut s, &mut data, &mut st),
+                [vec![1], vec![2], vec![3], vec![4]]
+            );
+        }
+        // Lock-step is unchanged by batching.
+        let mut s = Sender::new(8, 1, false, BATCH4);
+        let mut data = &bytes[..];
+        assert_eq!(pump_batches(&mut s, &mut data, &mut st), [vec![1]]);
+    }
+
     #[test]
     fn netascii_expands_across_blocks() {
-        let mut s = Sender::new(8, 1, true);
+        let mut s = Sender::new(8, 1, true, Batch::ONE);
         let mut st = stats();
         let bytes = b"abcdefg\nxy\r".to_vec();
         let mut data = &bytes[..];
         let mut out = Vec::new();
         loop {
             match s.step(Instant::ZERO, &mut st) {
-                Step::Transmit { slot, len } => {
+                Step::Transmit { slot, len, .. } => {
                     let p = s.packet(slot, len).to_vec();
                     out.extend_from_slice(&p[4..]);
                     let block = u16::from_be_bytes([p[2], p[3]]);

@@ -22,7 +22,7 @@
 //!     loop {
 //!         let now = io.now();
 //!         match session.poll(now) {
-//!             Output::Transmit { to, bytes } => io.send(to, bytes),
+//!             Output::Transmit { to, bytes, .. } => io.send(to, bytes),
 //!             Output::Fill(buf) => {
 //!                 let n = io.read_full(buf); // fewer than buf.len() bytes = end of file
 //!                 session.filled(n);
@@ -59,6 +59,7 @@
 use core::net::SocketAddr;
 
 use crate::packet::ErrorCode;
+pub use crate::sender::Batch;
 use crate::stats::{Outcome, Stats};
 use crate::time::Instant;
 
@@ -70,8 +71,12 @@ pub enum Output<'a> {
     Transmit {
         /// Destination: the peer, or a stranger getting ERROR 5.
         to: SocketAddr,
-        /// The datagram.
+        /// The datagram; or, once [`Session::set_batch`] allowed more than
+        /// one, consecutive datagrams of `segment_size` bytes each (the last
+        /// may be shorter), for one UDP GSO send.
         bytes: &'a [u8],
+        /// Length of each datagram in `bytes`: `bytes.len()` for one.
+        segment_size: usize,
     },
     /// Sender only: fill this buffer from the source (as full as the source
     /// allows: fewer bytes mean end of file), then call [`Session::filled`].
@@ -113,6 +118,12 @@ pub trait Session {
     /// datagram to a possibly spoofed address. A session whose peer was
     /// verified in the meantime, or that is already closing, is left alone.
     fn cancel(&mut self);
+    /// Lets one [`Output::Transmit`] carry up to `batch.segments` DATA
+    /// packets (consecutive blocks of a window, each `segment_size` long
+    /// but the last) for an adapter that sends them with one syscall (UDP
+    /// GSO). The default is one packet per transmission; control packets
+    /// (OACK, ACK, ERROR) always go alone.
+    fn set_batch(&mut self, batch: Batch);
     /// Bytes of the buffers the session holds now (window slots, netascii
     /// staging, control packet), for a server-wide memory budget.
     fn memory(&self) -> usize;

@@ -11,7 +11,7 @@ use crate::options::{Direction, Limits, TransferOptions};
 use crate::packet::{encode_ack, encode_error, ErrorCode, Packet};
 use crate::receiver::{DataEffect, Receiver};
 use crate::rto::Rto;
-use crate::sender::{AckEffect, Sender, Step};
+use crate::sender::{AckEffect, Batch, Sender, Step};
 use crate::session::Output;
 use crate::stats::{incr, Outcome, Stats};
 use crate::time::Instant;
@@ -131,6 +131,8 @@ pub(crate) struct Ctx {
     pub(crate) control: Control,
     /// A stranger to answer with ERROR 5.
     pub(crate) stranger: Option<SocketAddr>,
+    /// How many DATA packets one transmission may carry.
+    pub(crate) batch: Batch,
     pub(crate) stats: Stats,
 }
 
@@ -166,6 +168,7 @@ impl Ctx {
             tx: vec![0; CONTROL_BUF],
             control: Control::Empty,
             stranger: None,
+            batch: Batch::ONE,
             stats,
         }
     }
@@ -258,13 +261,16 @@ impl Transfer {
             return Output::Transmit {
                 to,
                 bytes: UNKNOWN_TID,
+                segment_size: UNKNOWN_TID.len(),
             };
         }
         if let Control::Queued { len, .. } = self.ctx.control {
             self.record_tx(now);
+            let bytes = self.ctx.tx.get(..len).unwrap_or_default();
             return Output::Transmit {
                 to: self.ctx.peer.addr(),
-                bytes: self.ctx.tx.get(..len).unwrap_or_default(),
+                bytes,
+                segment_size: bytes.len(),
             };
         }
         let expiry = self.expiry().map(|(at, _)| at);
@@ -282,14 +288,20 @@ impl Transfer {
         match &mut self.state {
             State::Done(outcome) => Output::Done(*outcome),
             State::Sending(sender) => match sender.step(now, &mut ctx.stats) {
-                Step::Transmit { slot, len } => {
-                    incr(&mut ctx.stats.packets_sent);
+                Step::Transmit { slot, len, count } => {
+                    ctx.stats.packets_sent = ctx.stats.packets_sent.saturating_add(count as u64);
                     if ctx.deadline.is_none() {
                         ctx.arm(now);
                     }
+                    let segment_size = if count > 1 {
+                        sender.segment_size()
+                    } else {
+                        len
+                    };
                     Output::Transmit {
                         to: ctx.peer.addr(),
                         bytes: sender.packet(slot, len),
+                        segment_size,
                     }
                 }
                 Step::Fill => Output::Fill(sender.fill_buffer()),
@@ -655,6 +667,7 @@ impl Transfer {
             o.block_size(),
             o.window_size(),
             self.ctx.netascii,
+            self.ctx.batch,
         ));
     }
 
@@ -696,6 +709,13 @@ impl Transfer {
     pub(crate) fn abort(&mut self, code: ErrorCode, message: &str) {
         if !matches!(self.state, State::Closing(_) | State::Done(_)) {
             self.fail(code, message.as_bytes());
+        }
+    }
+
+    pub(crate) fn set_batch(&mut self, batch: Batch) {
+        self.ctx.batch = batch;
+        if let State::Sending(sender) = &mut self.state {
+            sender.set_batch(batch);
         }
     }
 
@@ -758,6 +778,9 @@ macro_rules! impl_session {
             }
             fn cancel(&mut self) {
                 self.0.cancel()
+            }
+            fn set_batch(&mut self, batch: $crate::session::Batch) {
+                self.0.set_batch(batch)
             }
             fn memory(&self) -> usize {
                 self.0.memory()

@@ -39,7 +39,7 @@ fn drain(s: &mut dyn Session, now: Instant, source: &mut &[u8]) -> Drained {
     let mut d = Drained::default();
     for _ in 0..10_000 {
         match s.poll(now) {
-            Output::Transmit { to, bytes } => d.sent.push((to, bytes.to_vec())),
+            Output::Transmit { to, bytes, .. } => d.sent.push((to, bytes.to_vec())),
             Output::Fill(buf) => {
                 let n = buf.len().min(source.len());
                 buf[..n].copy_from_slice(&source[..n]);

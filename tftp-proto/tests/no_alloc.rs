@@ -67,7 +67,7 @@ fn drain(
 ) {
     loop {
         match s.poll(now) {
-            Output::Transmit { to: _, bytes } => out.push(bytes),
+            Output::Transmit { bytes, .. } => out.push(bytes),
             Output::Fill(buf) => {
                 let n = buf.len().min(src.len() - *read);
                 buf[..n].copy_from_slice(&src[*read..*read + n]);

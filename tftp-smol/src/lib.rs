@@ -38,6 +38,7 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -64,7 +65,7 @@ impl Runtime for Smol {
     type Timer = SmolTimer;
 
     fn wrap_udp(&self, socket: UdpSocket) -> io::Result<SmolSocket> {
-        Async::new(socket).map(SmolSocket)
+        Async::new(socket).map(|s| SmolSocket(s, AtomicBool::new(false)))
     }
 
     fn timer(&self, at: Instant) -> SmolTimer {
@@ -100,9 +101,10 @@ impl<T: Send + Unpin> Wrap<T> for Smol {
     }
 }
 
-/// A UDP socket registered with async-io: the syscall first, then readiness.
+/// A UDP socket registered with async-io: the syscall first, then readiness
+/// (readiness first after a receive that emptied the queue, the flag).
 #[derive(Debug)]
-pub struct SmolSocket(Async<UdpSocket>);
+pub struct SmolSocket(Async<UdpSocket>, AtomicBool);
 
 impl AsyncUdpSocket for SmolSocket {
     fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received> {
@@ -137,6 +139,29 @@ impl AsyncUdpSocket for SmolSocket {
         recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
     ) -> Poll<io::Result<()>> {
         self.poll_io(cx, recv, |s, cx| s.poll_readable(cx))
+    }
+
+    fn poll_recv_drain(
+        &self,
+        cx: &mut Context<'_>,
+        recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<bool>,
+    ) -> Poll<io::Result<()>> {
+        if self.1.load(Ordering::Relaxed) {
+            ready!(self.0.poll_readable(cx))?;
+            self.1.store(false, Ordering::Relaxed);
+        }
+        loop {
+            match recv(self.0.get_ref().as_fd()) {
+                Ok(drained) => {
+                    self.1.store(drained, Ordering::Relaxed);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.0.poll_readable(cx))?
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 
     fn poll_send_with(

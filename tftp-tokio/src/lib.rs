@@ -144,6 +144,35 @@ impl AsyncUdpSocket for TokioSocket {
         self.poll_io(cx, Interest::READABLE, recv)
     }
 
+    fn poll_recv_drain(
+        &self,
+        cx: &mut Context<'_>,
+        recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<bool>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_recv_ready(cx))?;
+            let mut drained = false;
+            // Data with the queue empty behind it is reported to tokio as
+            // `WouldBlock`, so that it clears the readiness (only if no
+            // event came in the meantime: nothing is missed).
+            let result = self
+                .0
+                .try_io(Interest::READABLE, || match recv(self.0.as_fd()) {
+                    Ok(true) => {
+                        drained = true;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                });
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !drained => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Ready(Ok(())),
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
     fn poll_send_with(
         &self,
         cx: &mut Context<'_>,

@@ -10,7 +10,9 @@
 //! is verified it gets at most `1 + unverified_retries` datagrams (ERRORs
 //! aside), all inside the unverified lifetime; a cancelled unverified
 //! session ends at once without sending anything (but an ERROR it was
-//! closing with).
+//! closing with). With batching on, a transmission carries at most the
+//! allowed packets and bytes, all of them consecutive DATA blocks of one
+//! segment size but the last.
 
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -24,7 +26,7 @@ use tftp_proto::client::{ClientGet, ClientPut};
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::{encode_oack, ErrorCode, Mode, Packet};
 use tftp_proto::server::{accept, ServerRead, ServerWrite};
-use tftp_proto::session::{Output, Session};
+use tftp_proto::session::{Batch, Output, Session};
 use tftp_proto::time::Instant;
 
 /// Which session to fuzz.
@@ -50,6 +52,11 @@ pub struct SessionInput<'a> {
     pub source_len: u16,
     /// Retry limit (small values reach the give-up path).
     pub retries: u8,
+    /// Batching: up to `batch % 8` packets per transmission (0 and 1: one),
+    /// in at most `batch_bytes * 64` bytes, of at most `batch_bytes` each.
+    pub batch: u8,
+    /// See `batch`.
+    pub batch_bytes: u16,
     /// The events.
     pub ops: Vec<Op<'a>>,
 }
@@ -103,6 +110,7 @@ const LISTEN: &str = "10.1.0.2:69";
 const SERVER_TID: &str = "10.1.0.2:7000";
 
 struct Harness {
+    batch: Batch,
     session: Box<dyn Session>,
     now: Instant,
     deadline: Option<Instant>,
@@ -156,7 +164,7 @@ pub fn check_session(input: &SessionInput<'_>) {
     let peer: SocketAddr = PEER.parse().expect("address");
     let server_tid: SocketAddr = SERVER_TID.parse().expect("address");
     let listen: SocketAddr = LISTEN.parse().expect("address");
-    let (session, peer): (Box<dyn Session>, SocketAddr) = match input.role {
+    let (mut session, peer): (Box<dyn Session>, SocketAddr) = match input.role {
         FuzzRole::ServerRead | FuzzRole::ServerWrite => {
             let write = input.role == FuzzRole::ServerWrite;
             let mut req = vec![0u8; 600];
@@ -198,7 +206,14 @@ pub fn check_session(input: &SessionInput<'_>) {
             server_tid,
         ),
     };
+    let batch = Batch {
+        segments: usize::from(input.batch % 8).max(1),
+        bytes: usize::from(input.batch_bytes).saturating_mul(64),
+        max_segment: usize::from(input.batch_bytes),
+    };
+    session.set_batch(batch);
     let mut h = Harness {
+        batch,
         session,
         now,
         deadline: None,
@@ -300,55 +315,78 @@ impl Harness {
         for _ in 0..(window as usize + 10) * 4 {
             let verified = self.session.stats().verified;
             match self.session.poll(self.now) {
-                Output::Transmit { to, bytes } => {
-                    transmits += 1;
-                    self.sent_total += 1;
-                    assert!(
-                        transmits <= window + 4 + u64::from(self.stranger_pending),
-                        "too many datagrams at once"
-                    );
-                    if to.port() == 69 {
-                        // A client's request (or its retransmission) to the listening port.
-                        assert!(matches!(
-                            Packet::parse(bytes),
-                            Ok(Packet::Rrq(_) | Packet::Wrq(_))
-                        ));
-                        continue;
+                Output::Transmit {
+                    to,
+                    bytes,
+                    segment_size,
+                } => {
+                    let segment_size = segment_size.max(1);
+                    let count = bytes.len().div_ceil(segment_size);
+                    if count > 1 {
+                        assert!(count <= self.batch.segments, "{count} packets in one batch");
+                        assert!(bytes.len() <= self.batch.bytes, "batch above its bytes");
+                        assert_eq!(segment_size, blksize + 4, "batch of short packets");
                     }
-                    if to != self.peer {
+                    let mut expect_block: Option<u16> = None;
+                    'datagrams: for bytes in bytes.chunks(segment_size) {
+                        if count > 1 {
+                            let Ok(Packet::Data { block, .. }) = Packet::parse(bytes) else {
+                                panic!("a batch of other than DATA");
+                            };
+                            if let Some(b) = expect_block {
+                                assert_eq!(block, b, "batch of non-consecutive blocks");
+                            }
+                            expect_block = Some(block.wrapping_add(1));
+                        }
+                        transmits += 1;
+                        self.sent_total += 1;
                         assert!(
-                            self.stranger_pending > 0,
-                            "datagram to {to}, neither peer nor stranger"
+                            transmits <= window + 4 + u64::from(self.stranger_pending),
+                            "too many datagrams at once"
                         );
-                        assert_eq!(bytes, b"\x00\x05\x00\x05Unknown transfer ID\x00");
-                        self.stranger_pending -= 1;
-                        continue;
-                    }
-                    let parsed = Packet::parse(bytes);
-                    if !verified && !matches!(parsed, Ok(Packet::Error { .. })) {
-                        // Before the peer is verified: a small budget, all of
-                        // it inside the unverified lifetime.
-                        self.unverified_sent += 1;
-                        assert!(
-                            self.unverified_sent <= 1 + self.unverified_budget,
-                            "{} datagrams to an unverified peer",
-                            self.unverified_sent
-                        );
-                        assert!(
-                            self.now < self.unverified_until,
-                            "datagram to an unverified peer at {:?}",
-                            self.now
-                        );
-                    }
-                    if let Ok(Packet::Data { block, payload }) = parsed {
-                        assert!(payload.len() <= blksize, "DATA above the block size");
-                        let ahead = u64::from(block.wrapping_sub(self.acked as u16));
-                        assert!(
-                            ahead >= 1 && ahead <= window,
-                            "DATA {block} beyond the window (acked {})",
-                            self.acked
-                        );
-                        self.data_high = self.data_high.max(self.acked + ahead);
+                        if to.port() == 69 {
+                            // A client's request (or its retransmission) to the listening port.
+                            assert!(matches!(
+                                Packet::parse(bytes),
+                                Ok(Packet::Rrq(_) | Packet::Wrq(_))
+                            ));
+                            continue 'datagrams;
+                        }
+                        if to != self.peer {
+                            assert!(
+                                self.stranger_pending > 0,
+                                "datagram to {to}, neither peer nor stranger"
+                            );
+                            assert_eq!(bytes, b"\x00\x05\x00\x05Unknown transfer ID\x00");
+                            self.stranger_pending -= 1;
+                            continue 'datagrams;
+                        }
+                        let parsed = Packet::parse(bytes);
+                        if !verified && !matches!(parsed, Ok(Packet::Error { .. })) {
+                            // Before the peer is verified: a small budget, all of
+                            // it inside the unverified lifetime.
+                            self.unverified_sent += 1;
+                            assert!(
+                                self.unverified_sent <= 1 + self.unverified_budget,
+                                "{} datagrams to an unverified peer",
+                                self.unverified_sent
+                            );
+                            assert!(
+                                self.now < self.unverified_until,
+                                "datagram to an unverified peer at {:?}",
+                                self.now
+                            );
+                        }
+                        if let Ok(Packet::Data { block, payload }) = parsed {
+                            assert!(payload.len() <= blksize, "DATA above the block size");
+                            let ahead = u64::from(block.wrapping_sub(self.acked as u16));
+                            assert!(
+                                ahead >= 1 && ahead <= window,
+                                "DATA {block} beyond the window (acked {})",
+                                self.acked
+                            );
+                            self.data_high = self.data_high.max(self.acked + ahead);
+                        }
                     }
                 }
                 Output::Fill(buf) => {

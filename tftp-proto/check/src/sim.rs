@@ -384,32 +384,38 @@ impl World<'_> {
                 return;
             }
             match session.poll(self.now) {
-                Output::Transmit { to, bytes } => {
-                    if let Ok(Packet::Data { block, .. }) = Packet::parse(bytes) {
-                        if side.is_sender && to != side.addr {
-                            self.data_packets += 1;
-                            let ahead = u64::from(block.wrapping_sub(self.acked as u16));
-                            if ahead == 0 || ahead > window {
-                                self.violations.push(format!(
-                                    "DATA {block} sent with {} acknowledged and window {window}",
-                                    self.acked
-                                ));
+                Output::Transmit {
+                    to,
+                    bytes,
+                    segment_size,
+                } => {
+                    'datagrams: for bytes in bytes.chunks(segment_size.max(1)) {
+                        if let Ok(Packet::Data { block, .. }) = Packet::parse(bytes) {
+                            if side.is_sender && to != side.addr {
+                                self.data_packets += 1;
+                                let ahead = u64::from(block.wrapping_sub(self.acked as u16));
+                                if ahead == 0 || ahead > window {
+                                    self.violations.push(format!(
+                                        "DATA {block} sent with {} acknowledged and window {window}",
+                                        self.acked
+                                    ));
+                                }
+                                if self.scenario.drop_data.contains(&self.data_packets) {
+                                    self.dropped += 1;
+                                    continue 'datagrams;
+                                }
                             }
-                            if self.scenario.drop_data.contains(&self.data_packets) {
+                        }
+                        if side.addr == self.client_addr {
+                            self.client_packets += 1;
+                            if self.scenario.drop_client.contains(&self.client_packets) {
                                 self.dropped += 1;
-                                continue;
+                                continue 'datagrams;
                             }
                         }
+                        let bytes = bytes.to_vec();
+                        self.send(side.addr, to, bytes);
                     }
-                    if side.addr == self.client_addr {
-                        self.client_packets += 1;
-                        if self.scenario.drop_client.contains(&self.client_packets) {
-                            self.dropped += 1;
-                            continue;
-                        }
-                    }
-                    let bytes = bytes.to_vec();
-                    self.send(side.addr, to, bytes);
                 }
                 Output::Fill(buf) => {
                     let rest = side.source.get(side.read..).unwrap_or_default();

@@ -250,6 +250,12 @@ impl crate::session::Session for ServerSession {
             ServerSession::Write(s) => s.cancel(),
         }
     }
+    fn set_batch(&mut self, batch: crate::session::Batch) {
+        match self {
+            ServerSession::Read(s) => s.set_batch(batch),
+            ServerSession::Write(s) => s.set_batch(batch),
+        }
+    }
     /// Includes the adapter's receive buffer of [`ServerSession::max_datagram`].
     fn memory(&self) -> usize {
         let engine = match self {
