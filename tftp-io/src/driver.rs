@@ -103,6 +103,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     let mut read_ahead: Option<ReadAhead> = None;
     session.set_batch(udp::batch_for(session.stats().peer));
     loop {
+        let lock_step = session.stats().options_negotiated.window_size() == 1;
         match session.poll(clock.now()) {
             Output::Transmit {
                 to,
@@ -121,15 +122,18 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 }
             }
             Output::Fill(out) => {
-                // Once the peer is verified, blocks come out of a read-ahead
-                // buffer (one read per many small blocks), charged to the
-                // memory budget.
+                // Once the peer of a lock-step transfer is verified, blocks
+                // come out of a read-ahead buffer (one read per many small
+                // blocks), charged to the memory budget while it is at most
+                // half used (else blocks are read one by one). A window's
+                // memory is granted with the session; a read-ahead beside it
+                // would take what later sessions were promised.
                 let verified = ticket.as_deref().is_none_or(Ticket::is_verified);
-                if read_ahead.is_none() && verified && out.len() <= READ_AHEAD / 4 {
-                    let size = ticket
+                if read_ahead.is_none() && verified && lock_step && out.len() <= READ_AHEAD / 4 {
+                    let granted = ticket
                         .as_deref_mut()
-                        .map_or(READ_AHEAD, |t| t.reserve_extra(READ_AHEAD));
-                    read_ahead = Some(ReadAhead::new(size));
+                        .is_none_or(|t| t.reserve_optional(READ_AHEAD));
+                    read_ahead = Some(ReadAhead::new(if granted { READ_AHEAD } else { 0 }));
                 }
                 let result = match (&mut *io, &mut read_ahead) {
                     (Io::Source(source), Some(ra)) => ra.read_full(source.as_mut(), out).await,
@@ -282,8 +286,9 @@ pub(crate) async fn wait_until<T: Timer>(
     .await
 }
 
-/// Bytes a verified session reads from its source at once, for blocks up to
-/// a quarter of it (larger blocks are read straight into their packets).
+/// Bytes a verified lock-step session reads from its source at once, for
+/// blocks up to a quarter of it (larger blocks are read straight into their
+/// packets).
 pub const READ_AHEAD: usize = 64 * 1024;
 
 /// A session's read-ahead buffer. Each refill is one read, which returns

@@ -206,12 +206,24 @@ impl Ticket {
         got
     }
 
-    /// Takes up to `want` bytes of the budget for a buffer the driver holds
-    /// besides the session's own (kept through [`Ticket::settle`]); returns
-    /// how many it got: the fair share of what is left, as for a window.
-    pub(crate) fn reserve_extra(&mut self, want: usize) -> usize {
-        let got = self.reserve(want);
-        self.extra = self.extra.saturating_add(got);
+    /// Takes `want` bytes of the budget for a buffer the driver holds only
+    /// to go faster (a read-ahead), or nothing: only while the budget stays
+    /// at most half used, so such buffers never take the room that windows
+    /// and new sessions need. True if it got them.
+    pub(crate) fn reserve_optional(&mut self, want: usize) -> bool {
+        let half = self.registry.config.max_memory / 2;
+        let got = self
+            .registry
+            .memory
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                let total = used.checked_add(want)?;
+                (total <= half).then_some(total)
+            })
+            .is_ok();
+        if got {
+            self.memory = self.memory.saturating_add(want);
+            self.extra = self.extra.saturating_add(want);
+        }
         got
     }
 

@@ -49,7 +49,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use std::sync::Mutex;
 use tftp_io::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Wrap};
+
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 pub use handler::{Bridge, Fallback, Handler, ReadResponse, RequestInfo, WriteResponse};
@@ -101,7 +104,16 @@ impl Runtime for Tokio {
 
     fn wrap_udp(&self, socket: std::net::UdpSocket) -> io::Result<TokioSocket> {
         socket.set_nonblocking(true)?;
-        tokio::net::UdpSocket::from_std(socket).map(TokioSocket)
+        // Deprecated because an arbitrary `T` may close or swap its
+        // descriptor while registered; an owned `std::net::UdpSocket` does
+        // neither, which is the condition of `register_with_interest` (the
+        // `unsafe` form this crate forbids).
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(socket, Interest::READABLE)?;
+        Ok(TokioSocket {
+            fd,
+            retry: Mutex::new(None),
+        })
     }
 
     fn timer(&self, at: Instant) -> TokioTimer {
@@ -117,23 +129,38 @@ impl Runtime for Tokio {
     }
 }
 
-/// A tokio UDP socket (tokio tries the syscall before waiting for readiness).
+/// A UDP socket in tokio's reactor, registered for readability only: a send
+/// completing on loopback or a fast NIC would otherwise wake the reactor
+/// for writability after every datagram. Sends go straight to the socket;
+/// one that would block (the socket's send buffer full) is retried after
+/// [`SEND_RETRY`].
 #[derive(Debug)]
-pub struct TokioSocket(tokio::net::UdpSocket);
+pub struct TokioSocket {
+    fd: AsyncFd<std::net::UdpSocket>,
+    retry: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
+}
+
+/// How long a send that would block waits before it is tried again.
+pub const SEND_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl AsyncUdpSocket for TokioSocket {
     fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received> {
-        let mut buf = tokio::io::ReadBuf::new(buf);
-        let from = std::task::ready!(self.0.poll_recv_from(cx, &mut buf))?;
-        Poll::Ready(Ok((buf.filled().len(), from)))
+        let mut result = None;
+        let socket = self.fd.get_ref();
+        let mut recv = |_: BorrowedFd<'_>| socket.recv_from(&mut *buf).map(|r| result = Some(r));
+        std::task::ready!(self.poll_recv_with(cx, &mut recv))?;
+        Poll::Ready(result.ok_or_else(|| io::ErrorKind::WouldBlock.into()))
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<Sent> {
-        self.0.poll_send_to(cx, buf, to)
+        let mut sent = 0;
+        let mut send = |_: BorrowedFd<'_>| self.fd.get_ref().send_to(buf, to).map(|n| sent = n);
+        std::task::ready!(self.poll_send_with(cx, &mut send))?;
+        Poll::Ready(Ok(sent))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.fd.get_ref().local_addr()
     }
 
     fn poll_recv_with(
@@ -141,7 +168,7 @@ impl AsyncUdpSocket for TokioSocket {
         cx: &mut Context<'_>,
         recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
     ) -> Poll<io::Result<()>> {
-        self.poll_io(cx, Interest::READABLE, recv)
+        self.poll_recv_drain(cx, &mut |fd| recv(fd).map(|()| false))
     }
 
     fn poll_recv_drain(
@@ -150,25 +177,23 @@ impl AsyncUdpSocket for TokioSocket {
         recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<bool>,
     ) -> Poll<io::Result<()>> {
         loop {
-            std::task::ready!(self.0.poll_recv_ready(cx))?;
+            let mut guard = std::task::ready!(self.fd.poll_read_ready(cx))?;
             let mut drained = false;
             // Data with the queue empty behind it is reported to tokio as
             // `WouldBlock`, so that it clears the readiness (only if no
             // event came in the meantime: nothing is missed).
-            let result = self
-                .0
-                .try_io(Interest::READABLE, || match recv(self.0.as_fd()) {
-                    Ok(true) => {
-                        drained = true;
-                        Err(io::ErrorKind::WouldBlock.into())
-                    }
-                    Ok(false) => Ok(()),
-                    Err(e) => Err(e),
-                });
+            let result = guard.try_io(|fd| match recv(fd.get_ref().as_fd()) {
+                Ok(true) => {
+                    drained = true;
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            });
             match result {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !drained => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Ready(Ok(())),
-                result => return Poll::Ready(result),
+                Ok(result) => return Poll::Ready(result),
+                Err(_) if drained => return Poll::Ready(Ok(())),
+                Err(_) => continue,
             }
         }
     }
@@ -178,27 +203,16 @@ impl AsyncUdpSocket for TokioSocket {
         cx: &mut Context<'_>,
         send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
     ) -> Poll<io::Result<()>> {
-        self.poll_io(cx, Interest::WRITABLE, send)
-    }
-}
-
-impl TokioSocket {
-    /// `io` once readiness for `interest` is reported, until it does not
-    /// block (tokio clears the readiness when it does).
-    fn poll_io(
-        &self,
-        cx: &mut Context<'_>,
-        interest: Interest,
-        io: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
-    ) -> Poll<io::Result<()>> {
+        let mut retry = self.retry.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if interest.is_readable() {
-                std::task::ready!(self.0.poll_recv_ready(cx))?;
-            } else {
-                std::task::ready!(self.0.poll_send_ready(cx))?;
+            if let Some(sleep) = retry.as_mut() {
+                std::task::ready!(sleep.as_mut().poll(cx));
+                *retry = None;
             }
-            match self.0.try_io(interest, || io(self.0.as_fd())) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            match send(self.fd.get_ref().as_fd()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    *retry = Some(Box::pin(tokio::time::sleep(SEND_RETRY)));
+                }
                 result => return Poll::Ready(result),
             }
         }
