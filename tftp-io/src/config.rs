@@ -51,7 +51,7 @@ pub struct ServerConfig {
     /// ([`DEFAULT_IPV6_PEER_PREFIX`], a /64).
     pub ipv6_peer_prefix: u8,
     /// Most sessions at once whose peer has not answered yet (`None`:
-    /// [`tftp_proto::server::default_max_unverified`]: a quarter of
+    /// [`tftp_proto::server::default_max_unverified`]: half of
     /// `max_sessions`).
     pub max_unverified: Option<usize>,
     /// Memory for all sessions' buffers together ([`DEFAULT_MAX_MEMORY`]).
@@ -181,7 +181,7 @@ impl<H, R> ServerBuilder<H, R> {
     }
 
     /// Most sessions at once whose peer has not answered its first packet
-    /// yet (default: a quarter of [`ServerBuilder::max_sessions`]). Past
+    /// yet (default: half of [`ServerBuilder::max_sessions`]). Past
     /// it, or when the table is full, the oldest unverified session gives
     /// its place to the new request, as a SYN backlog does.
     pub fn max_unverified(mut self, n: usize) -> Self {

@@ -107,7 +107,13 @@ impl DirHandler {
 impl Handler for DirHandler {
     async fn read(&self, request: &Request) -> Result<ReadResponse, TftpError> {
         let (file, size) = self.open_read(request)?;
-        Ok(ReadResponse::new(FileSource(file), Some(size)))
+        Ok(ReadResponse::new(
+            FileSource {
+                file: Some(file),
+                left: size,
+            },
+            Some(size),
+        ))
     }
 
     async fn write(&self, request: &Request) -> Result<WriteResponse, TftpError> {
@@ -127,16 +133,40 @@ impl blocking::Handler for DirHandler {
     }
 }
 
-/// A file read on the calling thread (see the module docs).
-struct FileSource(std::fs::File);
+/// A file read on the calling thread (see the module docs), up to the size
+/// it had when opened (the `tsize` the client was told): then it is closed
+/// at once, so a session that has read all of a small file (its read-ahead
+/// holds it) no longer holds a descriptor for it.
+struct FileSource {
+    file: Option<std::fs::File>,
+    left: u64,
+}
 
 impl AsyncRead for FileSource {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Poll::Ready(self.0.read(buf))
+        let this = self.get_mut();
+        let Some(file) = this.file.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        let want = buf
+            .len()
+            .min(usize::try_from(this.left).unwrap_or(usize::MAX));
+        let result = file.read(buf.get_mut(..want).unwrap_or_default());
+        match &result {
+            Ok(0) => this.file = None,
+            Ok(n) => {
+                this.left = this.left.saturating_sub(*n as u64);
+                if this.left == 0 {
+                    this.file = None;
+                }
+            }
+            Err(_) => {}
+        }
+        Poll::Ready(result)
     }
 }
 

@@ -493,6 +493,12 @@ fn map_error(e: &io::Error) -> TftpError {
             TftpError::new(ErrorCode::FileExists, "File already exists")
         }
         io::ErrorKind::StorageFull => TftpError::new(ErrorCode::DiskFull, "Disk full"),
+        // Out of descriptors: the file is there, the server is busy.
+        _ if matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::MFILE.raw_os_error()
+            || c == rustix::io::Errno::NFILE.raw_os_error()) =>
+        {
+            TftpError::new(ErrorCode::NotDefined, crate::session::SOCKET_ERROR)
+        }
         // Permission denied, and paths that would leave the root.
         _ => TftpError::access_violation("Access violation"),
     }

@@ -308,6 +308,17 @@ async fn accept_loop<H: Handler, R: Runtime>(
     }
 }
 
+/// How long a session waits for descriptors when the process has none left
+/// (a burst larger than its `RLIMIT_NOFILE`), before answering "busy".
+pub const DESCRIPTOR_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+/// Tries within [`DESCRIPTOR_WAIT`].
+const DESCRIPTOR_TRIES: u32 = 25;
+
+/// Whether `e` says the process or the system is out of descriptors.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::MFILE.raw_os_error() || c == rustix::io::Errno::NFILE.raw_os_error())
+}
+
 /// Runs one transfer to its end and returns its statistics.
 async fn run_session<H: Handler, R: Runtime>(
     shared: &Shared<H, R>,
@@ -318,9 +329,24 @@ async fn run_session<H: Handler, R: Runtime>(
     let clock = &shared.clock;
     let config = &shared.registry.config;
     let local_ip = request.local.map_or(request.peer.ip(), |l| l.ip());
-    let socket = match bind_transfer(local_ip, config.port_range, random_seed())
-        .and_then(|s| clock.runtime().wrap_udp(s))
-    {
+    let bind = || {
+        bind_transfer(local_ip, config.port_range, random_seed())
+            .and_then(|s| clock.runtime().wrap_udp(s))
+    };
+    let mut bound = bind();
+    // Out of descriptors in a burst: try again a few times while sessions
+    // end (each gives its socket and file back) before answering "busy";
+    // the wait is shorter than a client's retransmission of its request.
+    let mut tries = 0;
+    while bound.as_ref().is_err_and(out_of_descriptors) && tries < DESCRIPTOR_TRIES {
+        tries += 1;
+        let mut timer = clock
+            .runtime()
+            .timer(clock.runtime().now() + DESCRIPTOR_WAIT / DESCRIPTOR_TRIES);
+        poll_fn(|cx| timer.poll_expired(cx)).await;
+        bound = bind();
+    }
+    let socket = match bound {
         // The listening socket is needed no longer: it closes when its
         // accept loop ends, not when the last session does.
         Ok(s) => {

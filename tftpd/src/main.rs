@@ -159,7 +159,7 @@ struct Args {
     ipv6_peer_prefix: u8,
 
     /// Most transfers at once whose client has not answered its first
-    /// packet yet (default: a quarter of --max-sessions); past it the oldest
+    /// packet yet (default: half of --max-sessions); past it the oldest
     /// gives its place to the newest.
     #[arg(long, env = "TFTPD_MAX_UNVERIFIED", value_name = "N")]
     max_unverified: Option<usize>,
@@ -342,14 +342,36 @@ fn init_logging(args: &Args) {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Raises the soft limit on open descriptors to the hard one: each
-/// session holds a socket and usually a file, and the default soft limit
-/// (often 1024) would run out long before `--max-sessions`.
-fn raise_descriptor_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
+/// Descriptors a session may hold: its socket and usually a file.
+const DESCRIPTORS_PER_SESSION: u64 = 2;
+/// Descriptors besides the sessions': listening sockets, the root, the
+/// runtime, the metrics endpoint and its connections, logs.
+const DESCRIPTORS_SPARE: u64 = 256;
+
+/// Raises the soft limit on open descriptors to the hard one, and, when
+/// started privileged, both to what `max_sessions` sessions need: each
+/// holds a socket and usually a file, and the default soft limit (often
+/// 1024) would run out long before `--max-sessions`.
+fn raise_descriptor_limit(max_sessions: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let need = (max_sessions as u64)
+        .saturating_mul(DESCRIPTORS_PER_SESSION)
+        .saturating_add(DESCRIPTORS_SPARE);
+    if limit.maximum.is_some_and(|hard| hard < need) {
+        // Only with CAP_SYS_RESOURCE; the kernel caps it at fs.nr_open.
+        let wanted = Rlimit {
+            current: Some(need),
+            maximum: Some(need),
+        };
+        if setrlimit(Resource::Nofile, wanted).is_ok() {
+            tracing::debug!(limit = need, "raised the descriptor limit");
+            return;
+        }
+    }
     let limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
-        let raised = rustix::process::Rlimit {
+        let raised = Rlimit {
             current: limit.maximum,
             maximum: limit.maximum,
         };
@@ -358,10 +380,18 @@ fn raise_descriptor_limit() {
             Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
         }
     }
+    let soft = getrlimit(Resource::Nofile).current;
+    if soft.is_some_and(|n| n < need) {
+        tracing::warn!(
+            limit = ?soft,
+            need,
+            "the descriptor limit is below what --max-sessions needs (raise ulimit -n)"
+        );
+    }
 }
 
 fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
-    raise_descriptor_limit();
+    raise_descriptor_limit(args.max_sessions);
     let workers = args.workers.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -35,7 +35,7 @@ pub struct Cfg {
     pub remap: Option<Arc<tftp_io::remap::RemapRules>>,
     pub max_sessions: usize,
     pub max_sessions_per_peer: usize,
-    /// `max_unverified` (None: the default, a quarter of `max_sessions`).
+    /// `max_unverified` (None: the default, half of `max_sessions`).
     pub max_unverified: Option<usize>,
     /// `max_memory` (None: the default).
     pub max_memory: Option<usize>,

@@ -7,14 +7,16 @@ use super::*;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default for [`Admission`]'s per-address limit.
 pub const DEFAULT_MAX_SESSIONS_PER_PEER: usize = 256;
-/// Default for [`Admission`]'s limit of unverified sessions: a quarter of
-/// the session limit (at least one).
+/// Default for [`Admission`]'s limit of unverified sessions: half the
+/// session limit (at least one). Spoofed requests hold at most half the
+/// table, and a real boot storm as large as half the table is admitted
+/// without evicting clients that have not had time to answer.
 pub const fn default_max_unverified(max_sessions: usize) -> usize {
-    let quarter = max_sessions / 4;
-    if quarter == 0 {
+    let half = max_sessions / 2;
+    if half == 0 {
         1
     } else {
-        quarter
+        half
     }
 }
 
