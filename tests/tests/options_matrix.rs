@@ -76,10 +76,31 @@ fn every_option_combination<A: Adapter>() {
         netascii: true,
         ..Opts::default()
     };
-    A::put(server.addr, "uploaded.txt", &text, o).unwrap();
+    let stats = A::put(server.addr, "uploaded.txt", &text, o).unwrap();
     assert!(
         std::fs::read(dir.path().join("uploaded.txt")).unwrap() == text,
         "{} netascii put",
+        A::NAME
+    );
+    // Loopback loses nothing: a window's DATA arriving together (two per
+    // receive on the server) are all taken, none re-sent.
+    assert_eq!(
+        stats.retransmits,
+        0,
+        "{} windowed put re-sent DATA",
+        A::NAME
+    );
+    let o = Opts {
+        windowsize: Some(16),
+        ..Opts::default()
+    };
+    let big = common::content(300_000, 9);
+    let stats = A::put(server.addr, "uploaded.bin", &big, o).unwrap();
+    assert!(std::fs::read(dir.path().join("uploaded.bin")).unwrap() == big);
+    assert_eq!(
+        stats.retransmits,
+        0,
+        "{} windowed put re-sent DATA",
         A::NAME
     );
     let (got, stats) = A::get(server.addr, "small.bin", Opts::default()).unwrap();

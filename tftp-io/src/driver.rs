@@ -88,7 +88,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     // A second receive slot as large as a small buffer (a read's, or a
     // write's of small blocks), from the memory budget: one `recvmmsg` then
     // takes two datagrams and tells when the queue is empty.
-    let mut spare_len = if buf.len() <= udp::MAX_SPARE_FOR {
+    let mut spare_len = if udp::MULTI_RECV && buf.len() <= udp::MAX_SPARE_FOR {
         buf.len()
     } else {
         0
@@ -100,6 +100,8 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     }
     let mut spare = vec![0u8; spare_len];
     let mut got: Got = [None, None];
+    // A datagram received into the spare slot, not handled yet.
+    let mut second: Option<(usize, std::net::SocketAddr)> = None;
     let mut read_ahead: Option<ReadAhead> = None;
     session.set_batch(udp::batch_for(session.stats().peer));
     loop {
@@ -160,6 +162,14 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 report_delivered(session, result);
             }
             Output::Wait(deadline) => {
+                if let Some((n, from)) = second.take() {
+                    let datagram = spare.get(..n).unwrap_or_default();
+                    session.handle_datagram(clock.now(), from, datagram);
+                    if let Some(t) = ticket.as_deref_mut() {
+                        note_verified(session, t);
+                    }
+                    continue;
+                }
                 let (timer, armed) = match &mut timer {
                     Some(t) => t,
                     slot => slot.insert((
@@ -196,15 +206,17 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 match event {
                     Event::Datagrams(Ok(())) => {
                         let now = clock.now();
-                        for (slot, received) in got.iter().enumerate() {
-                            let Some((n, from)) = *received else { continue };
-                            let slot_buf: &[u8] = if slot == 0 { buf } else { &spare };
-                            let datagram = slot_buf.get(..n).unwrap_or_default();
+                        if let Some((n, from)) = got[0] {
+                            let datagram = buf.get(..n).unwrap_or_default();
                             session.handle_datagram(now, from, datagram);
                             if let Some(t) = ticket.as_deref_mut() {
                                 note_verified(session, t);
                             }
                         }
+                        // The second waits in its slot until the session has
+                        // done what the first asked (a receiver takes one
+                        // block at a time).
+                        second = got[1];
                         // Nor can it hide the deadline (a spurious timeout is
                         // a no-op in the core).
                         if now >= deadline {

@@ -22,8 +22,9 @@ pub(crate) const LISTEN_BUFFER: usize = 65_536;
 /// Datagrams an async listening socket takes with one `recvmmsg` (a burst
 /// of requests is drained in batches).
 pub const LISTEN_BATCH: usize = 32;
-/// Bytes of each slot of such a batch (more when requests may be larger).
-pub(crate) const LISTEN_SLOT: usize = 2048;
+/// Bytes of each slot of such a batch: as large as a blocking listener's
+/// buffer, for datagrams the kernel coalesced (UDP GRO).
+pub(crate) const LISTEN_SLOT: usize = LISTEN_BUFFER;
 /// The kernel receive buffer asked for each listening socket, so a boot
 /// storm's requests wait in it rather than being dropped: `SO_RCVBUFFORCE`
 /// when privileged, else `SO_RCVBUF`, which the kernel caps at

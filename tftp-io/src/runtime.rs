@@ -20,8 +20,16 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
     /// The runtime's timer.
     type Timer: Timer;
 
-    /// Registers a bound, non-blocking std socket with the runtime.
+    /// Registers a bound, non-blocking std socket with the runtime: a
+    /// transfer socket, polled by one task only.
     fn wrap_udp(&self, socket: std::net::UdpSocket) -> io::Result<Self::Socket>;
+
+    /// Registers a listening socket, which several tasks may send on at
+    /// once (the accept loop, sessions answering "busy"). The default is
+    /// [`wrap_udp`](Self::wrap_udp).
+    fn wrap_listening(&self, socket: std::net::UdpSocket) -> io::Result<Self::Socket> {
+        self.wrap_udp(socket)
+    }
 
     /// A timer that fires at `at`.
     fn timer(&self, at: Instant) -> Self::Timer;

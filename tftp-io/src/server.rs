@@ -146,7 +146,7 @@ impl<H, R: Serves<H>> Server<H, R> {
         for socket in sockets {
             let listener = Listener::new(&socket)?;
             wrapped.push(Arc::new(Listening {
-                socket: runtime.wrap_udp(socket)?,
+                socket: runtime.wrap_listening(socket)?,
                 listener,
             }));
         }

@@ -28,6 +28,16 @@ pub const MAX_SEGMENT_V4: usize = 1472;
 pub const MAX_SEGMENT_V6: usize = 1452;
 /// Receive buffers up to this size get a second slot of the same size.
 pub(crate) const MAX_SPARE_FOR: usize = 1024;
+/// Whether quinn-udp receives with `recvmmsg` here (several datagrams per
+/// call); elsewhere it takes one, and fewer than the slots would not mean
+/// that the queue is empty.
+pub(crate) const MULTI_RECV: bool = !cfg!(any(
+    target_vendor = "apple",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "solaris",
+    target_os = "illumos"
+));
 
 /// quinn-udp's view of what this host's sockets can do (GSO segments), made
 /// once on a probe socket: sending with it sets nothing on the socket used.
@@ -44,9 +54,18 @@ fn state() -> io::Result<&'static UdpSocketState> {
         .ok_or_else(|| io::Error::other("no UDP socket could be opened"))
 }
 
+/// How many GSO segments this host's kernel takes, as found at first use.
+/// (quinn-udp lowers its own figure to 1 for good after one failed GSO
+/// send, which one client behind a small-MTU path would cause for every
+/// session; here only that session stops batching.)
+fn gso_segments() -> usize {
+    static SEGMENTS: OnceLock<usize> = OnceLock::new();
+    *SEGMENTS.get_or_init(|| state().map_or(1, UdpSocketState::max_gso_segments))
+}
+
 /// How a session to `peer` may batch its DATA packets on this host.
 pub(crate) fn batch_for(peer: SocketAddr) -> Batch {
-    let segments = state().map_or(1, UdpSocketState::max_gso_segments);
+    let segments = gso_segments();
     if segments <= 1 {
         return Batch::ONE;
     }

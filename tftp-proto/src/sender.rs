@@ -504,25 +504,7 @@ mod tests {
 
     /// Drives the sender with `data`, returning the block numbers transmitted.
     fn pump(s: &mut Sender, data: &mut &[u8], st: &mut crate::stats::Stats) -> Vec<u16> {
-        let mut sent = Vec::new();
-        loop {
-            match s.step(Instant::ZERO, st) {
-                Step::Transmit { slot, len, count } => {
-                    let p = s.packet(slot, len);
-                    for packet in p.chunks(4 + 8).take(count) {
-                        sent.push(u16::from_be_bytes([packet[2], packet[3]]));
-                    }
-                }
-                Step::Fill => {
-                    let buf = s.fill_buffer();
-                    let n = buf.len().min(data.len());
-                    buf[..n].copy_from_slice(&data[..n]);
-                    *data = &data[n..];
-                    s.filled(n);
-                }
-                Step::Wait => return sent,
-            }
-        }
+        pump_batches(s, data, st).concat()
     }
 
     #[test]

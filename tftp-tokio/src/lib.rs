@@ -110,10 +110,15 @@ impl Runtime for Tokio {
         // `unsafe` form this crate forbids).
         #[allow(deprecated)]
         let fd = AsyncFd::with_interest(socket, Interest::READABLE)?;
-        Ok(TokioSocket {
+        Ok(TokioSocket(Inner::Transfer {
             fd,
             retry: Mutex::new(None),
-        })
+        }))
+    }
+
+    fn wrap_listening(&self, socket: std::net::UdpSocket) -> io::Result<TokioSocket> {
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket).map(|s| TokioSocket(Inner::Listening(s)))
     }
 
     fn timer(&self, at: Instant) -> TokioTimer {
@@ -129,38 +134,71 @@ impl Runtime for Tokio {
     }
 }
 
-/// A UDP socket in tokio's reactor, registered for readability only: a send
+/// A UDP socket in tokio's reactor.
+///
+/// A transfer socket (one task) is registered for readability only: a send
 /// completing on loopback or a fast NIC would otherwise wake the reactor
-/// for writability after every datagram. Sends go straight to the socket;
-/// one that would block (the socket's send buffer full) is retried after
-/// [`SEND_RETRY`].
+/// for writability after every datagram. Its sends go straight to the
+/// socket; one that would block (the send buffer full) is tried again after
+/// [`SEND_RETRY`]. A listening socket, which several tasks send on, is a
+/// plain tokio `UdpSocket` that waits for writability.
 #[derive(Debug)]
-pub struct TokioSocket {
-    fd: AsyncFd<std::net::UdpSocket>,
-    retry: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
+pub struct TokioSocket(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    Transfer {
+        fd: AsyncFd<std::net::UdpSocket>,
+        retry: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
+    },
+    Listening(tokio::net::UdpSocket),
 }
 
-/// How long a send that would block waits before it is tried again.
+/// How long a transfer socket's send that would block waits before it is
+/// tried again.
 pub const SEND_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl TokioSocket {
+    fn std(&self) -> BorrowedFd<'_> {
+        match &self.0 {
+            Inner::Transfer { fd, .. } => fd.get_ref().as_fd(),
+            Inner::Listening(s) => s.as_fd(),
+        }
+    }
+}
 
 impl AsyncUdpSocket for TokioSocket {
     fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received> {
         let mut result = None;
-        let socket = self.fd.get_ref();
-        let mut recv = |_: BorrowedFd<'_>| socket.recv_from(&mut *buf).map(|r| result = Some(r));
+        let mut recv = |_: BorrowedFd<'_>| {
+            let got = match &self.0 {
+                Inner::Transfer { fd, .. } => fd.get_ref().recv_from(&mut *buf),
+                Inner::Listening(s) => s.try_recv_from(&mut *buf),
+            };
+            got.map(|r| result = Some(r))
+        };
         std::task::ready!(self.poll_recv_with(cx, &mut recv))?;
         Poll::Ready(result.ok_or_else(|| io::ErrorKind::WouldBlock.into()))
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<Sent> {
         let mut sent = 0;
-        let mut send = |_: BorrowedFd<'_>| self.fd.get_ref().send_to(buf, to).map(|n| sent = n);
+        let mut send = |_: BorrowedFd<'_>| {
+            let done = match &self.0 {
+                Inner::Transfer { fd, .. } => fd.get_ref().send_to(buf, to),
+                Inner::Listening(s) => s.try_send_to(buf, to),
+            };
+            done.map(|n| sent = n)
+        };
         std::task::ready!(self.poll_send_with(cx, &mut send))?;
         Poll::Ready(Ok(sent))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.fd.get_ref().local_addr()
+        match &self.0 {
+            Inner::Transfer { fd, .. } => fd.get_ref().local_addr(),
+            Inner::Listening(s) => s.local_addr(),
+        }
     }
 
     fn poll_recv_with(
@@ -177,23 +215,36 @@ impl AsyncUdpSocket for TokioSocket {
         recv: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<bool>,
     ) -> Poll<io::Result<()>> {
         loop {
-            let mut guard = std::task::ready!(self.fd.poll_read_ready(cx))?;
             let mut drained = false;
             // Data with the queue empty behind it is reported to tokio as
             // `WouldBlock`, so that it clears the readiness (only if no
             // event came in the meantime: nothing is missed).
-            let result = guard.try_io(|fd| match recv(fd.get_ref().as_fd()) {
+            let mut io = || match recv(self.std()) {
                 Ok(true) => {
                     drained = true;
                     Err(io::ErrorKind::WouldBlock.into())
                 }
                 Ok(false) => Ok(()),
                 Err(e) => Err(e),
-            });
+            };
+            let result = match &self.0 {
+                Inner::Transfer { fd, .. } => {
+                    let mut guard = std::task::ready!(fd.poll_read_ready(cx))?;
+                    guard
+                        .try_io(|_| io())
+                        .unwrap_or_else(|_| Err(io::ErrorKind::WouldBlock.into()))
+                }
+                Inner::Listening(s) => {
+                    std::task::ready!(s.poll_recv_ready(cx))?;
+                    s.try_io(Interest::READABLE, io)
+                }
+            };
             match result {
-                Ok(result) => return Poll::Ready(result),
-                Err(_) if drained => return Poll::Ready(Ok(())),
-                Err(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained => {
+                    return Poll::Ready(Ok(()))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
             }
         }
     }
@@ -203,17 +254,29 @@ impl AsyncUdpSocket for TokioSocket {
         cx: &mut Context<'_>,
         send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
     ) -> Poll<io::Result<()>> {
-        let mut retry = self.retry.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(sleep) = retry.as_mut() {
-                std::task::ready!(sleep.as_mut().poll(cx));
-                *retry = None;
-            }
-            match send(self.fd.get_ref().as_fd()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    *retry = Some(Box::pin(tokio::time::sleep(SEND_RETRY)));
+        match &self.0 {
+            Inner::Listening(s) => loop {
+                std::task::ready!(s.poll_send_ready(cx))?;
+                match s.try_io(Interest::WRITABLE, || send(s.as_fd())) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    result => return Poll::Ready(result),
                 }
-                result => return Poll::Ready(result),
+            },
+            // One task polls a transfer socket: one sleep is enough.
+            Inner::Transfer { fd, retry } => {
+                let mut retry = retry.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if let Some(sleep) = retry.as_mut() {
+                        std::task::ready!(sleep.as_mut().poll(cx));
+                        *retry = None;
+                    }
+                    match send(fd.get_ref().as_fd()) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            *retry = Some(Box::pin(tokio::time::sleep(SEND_RETRY)));
+                        }
+                        result => return Poll::Ready(result),
+                    }
+                }
             }
         }
     }

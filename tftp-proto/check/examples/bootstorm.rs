@@ -111,6 +111,15 @@ enum Wire {
     Other(Vec<u8>),
 }
 
+impl Wire {
+    fn len(&self) -> usize {
+        match self {
+            Wire::Data { len, .. } => *len,
+            Wire::Other(bytes) => bytes.len(),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Event {
     /// A machine powers on.
@@ -260,8 +269,21 @@ impl<'a> Node<'a> {
         self.args.rtt_us * 500 + self.rng.below(self.args.jitter_us * 1000 + 1)
     }
 
-    fn lost(&mut self) -> bool {
-        self.rng.chance((self.args.loss * 1e6) as u32)
+    /// A packet of `len` bytes offered at `t` to the link from the node
+    /// (`down`) or to it: when it has left, or `None` if it was lost or
+    /// found the queue full (both counted as drops).
+    fn offer(&mut self, down: bool, t: Ns, len: usize) -> Option<Ns> {
+        let left = if self.rng.chance((self.args.loss * 1e6) as u32) {
+            None
+        } else if down {
+            self.down.send(t, len)
+        } else {
+            self.up.send(t, len)
+        };
+        if left.is_none() {
+            self.result.dropped += 1;
+        }
+        left
     }
 
     fn client_addr(client: usize) -> SocketAddr {
@@ -367,20 +389,9 @@ impl<'a> Node<'a> {
         };
 
         for (port, wire) in out {
-            let len = match &wire {
-                Wire::Data { len, .. } => *len,
-                Wire::Other(b) => b.len(),
-            };
-            if self.lost() {
-                self.result.dropped += 1;
-                continue;
-            }
-            match self.up.send(now, len) {
-                Some(left) => {
-                    let at = left + self.delay();
-                    self.push(at, Event::ToNode { client, port, wire });
-                }
-                None => self.result.dropped += 1,
+            if let Some(left) = self.offer(false, now, wire.len()) {
+                let at = left + self.delay();
+                self.push(at, Event::ToNode { client, port, wire });
             }
         }
         if let Some((outcome, retransmits)) = done {
@@ -532,20 +543,9 @@ impl<'a> Node<'a> {
         let mut wires = Vec::with_capacity(out.len());
         let mut arrive = 0;
         for wire in out {
-            let len = match &wire {
-                Wire::Data { len, .. } => *len,
-                Wire::Other(b) => b.len(),
-            };
-            if self.lost() {
-                self.result.dropped += 1;
-                continue;
-            }
-            match self.down.send(ready, len) {
-                Some(left) => {
-                    arrive = left;
-                    wires.push(wire);
-                }
-                None => self.result.dropped += 1,
+            if let Some(left) = self.offer(true, ready, wire.len()) {
+                arrive = left;
+                wires.push(wire);
             }
         }
         if !wires.is_empty() {

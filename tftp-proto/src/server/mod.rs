@@ -391,9 +391,9 @@ mod tests {
 
     #[test]
     fn unverified_sessions_give_way_oldest_first() {
-        // 8 places, at most 2 unverified.
-        let mut a = Admission::new(8, 8);
-        assert_eq!(default_max_unverified(8), 2);
+        // 8 places, at most 2 unverified (the default would be half: 4).
+        let mut a = Admission::new(8, 8).with_max_unverified(2);
+        assert_eq!(default_max_unverified(8), 4);
         let k1 = a.admit(&request_from("192.0.2.1:1")).unwrap();
         let k2 = a.admit(&request_from("192.0.2.2:1")).unwrap();
         assert_eq!((k1.evicted, k2.evicted), (None, None));
