@@ -340,11 +340,20 @@ fn peer_text_is_escaped_in_the_log() {
 fn stale_upload_temporaries_are_removed_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("sub")).unwrap();
-    std::fs::write(dir.path().join("sub/.f.tftp-upload-77-0"), b"half").unwrap();
+    // The writer's pid is in the name: one that has exited (a fixed number
+    // may be a live process or thread on the machine running the test).
+    let dead = {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    let temp = format!("sub/.f.tftp-upload-{dead}-0");
+    std::fs::write(dir.path().join(&temp), b"half").unwrap();
     std::fs::write(dir.path().join("sub/f"), b"whole").unwrap();
     let d = Daemon::start(dir.path(), &["--allow-write"]);
     drop(d);
-    assert!(!dir.path().join("sub/.f.tftp-upload-77-0").exists());
+    assert!(!dir.path().join(&temp).exists());
     assert!(dir.path().join("sub/f").exists());
 }
 
