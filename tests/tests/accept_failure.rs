@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use common::adapters::{Adapter, Blocking, Cfg, Opts};
-use tftp_io::{AsyncUdpSocket, Received, Runtime, Sent, Serves};
+use tftp_io::{AsyncUdpSocket, Runtime, Serves};
 
 /// Listening addresses whose sockets fail from now on.
 static FAILED: Mutex<Option<HashSet<SocketAddr>>> = Mutex::new(None);
@@ -45,18 +45,6 @@ struct Failing<R>(R);
 struct FailingSocket<S>(S);
 
 impl<S: AsyncUdpSocket> AsyncUdpSocket for FailingSocket<S> {
-    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received> {
-        if failed(self.0.local_addr().ok()) {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "socket gone",
-            )));
-        }
-        self.0.poll_recv(cx, buf)
-    }
-    fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<Sent> {
-        self.0.poll_send(cx, buf, to)
-    }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
     }
@@ -88,6 +76,9 @@ impl<R: Runtime> Runtime for Failing<R> {
     type Timer = R::Timer;
     fn wrap_udp(&self, socket: std::net::UdpSocket) -> io::Result<Self::Socket> {
         self.0.wrap_udp(socket).map(FailingSocket)
+    }
+    fn wrap_listening(&self, socket: std::net::UdpSocket) -> io::Result<Self::Socket> {
+        self.0.wrap_listening(socket).map(FailingSocket)
     }
     fn timer(&self, at: Instant) -> R::Timer {
         self.0.timer(at)

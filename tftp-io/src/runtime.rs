@@ -43,16 +43,10 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
     }
 }
 
-/// A UDP socket the driving loop polls. `poll_recv` and `poll_send` try the
-/// syscall first and register for readiness only when it would block, so a
-/// queued datagram costs one syscall.
+/// A UDP socket the driving loop polls: it runs the shared crate's
+/// non-blocking receives and sends (quinn-udp's, on the socket's descriptor)
+/// and registers for readiness only when they would block.
 pub trait AsyncUdpSocket: Send + Sync + 'static {
-    /// Receives one datagram into `buf`.
-    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received>;
-
-    /// Sends one datagram.
-    fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<Sent>;
-
     /// The bound address.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 
@@ -86,11 +80,6 @@ pub trait AsyncUdpSocket: Send + Sync + 'static {
         send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
     ) -> Poll<io::Result<()>>;
 }
-
-/// What [`AsyncUdpSocket::poll_recv`] yields: the datagram's length and sender.
-pub type Received = io::Result<(usize, SocketAddr)>;
-/// What [`AsyncUdpSocket::poll_send`] yields: the bytes sent.
-pub type Sent = io::Result<usize>;
 
 /// A resettable one-shot timer.
 pub trait Timer: Send + Unpin + 'static {

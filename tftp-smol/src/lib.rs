@@ -43,7 +43,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use smol::Async;
-use tftp_io::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Wrap};
+use tftp_io::{AsyncUdpSocket, Runtime, Serves, Wrap};
 
 pub use tftp_io::remap::{self, Remap, RemapRules};
 pub use tftp_io::tftp_proto;
@@ -107,28 +107,6 @@ impl<T: Send + Unpin> Wrap<T> for Smol {
 pub struct SmolSocket(Async<UdpSocket>, AtomicBool);
 
 impl AsyncUdpSocket for SmolSocket {
-    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received> {
-        loop {
-            match self.0.get_ref().recv_from(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.0.poll_readable(cx))?
-                }
-                result => return Poll::Ready(result),
-            }
-        }
-    }
-
-    fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<Sent> {
-        loop {
-            match self.0.get_ref().send_to(buf, to) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.0.poll_writable(cx))?
-                }
-                result => return Poll::Ready(result),
-            }
-        }
-    }
-
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.get_ref().local_addr()
     }

@@ -50,7 +50,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use std::sync::Mutex;
-use tftp_io::{AsyncUdpSocket, Received, Runtime, Sent, Serves, Wrap};
+use tftp_io::{AsyncUdpSocket, Runtime, Serves, Wrap};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -168,32 +168,6 @@ impl TokioSocket {
 }
 
 impl AsyncUdpSocket for TokioSocket {
-    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received> {
-        let mut result = None;
-        let mut recv = |_: BorrowedFd<'_>| {
-            let got = match &self.0 {
-                Inner::Transfer { fd, .. } => fd.get_ref().recv_from(&mut *buf),
-                Inner::Listening(s) => s.try_recv_from(&mut *buf),
-            };
-            got.map(|r| result = Some(r))
-        };
-        std::task::ready!(self.poll_recv_with(cx, &mut recv))?;
-        Poll::Ready(result.ok_or_else(|| io::ErrorKind::WouldBlock.into()))
-    }
-
-    fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<Sent> {
-        let mut sent = 0;
-        let mut send = |_: BorrowedFd<'_>| {
-            let done = match &self.0 {
-                Inner::Transfer { fd, .. } => fd.get_ref().send_to(buf, to),
-                Inner::Listening(s) => s.try_send_to(buf, to),
-            };
-            done.map(|n| sent = n)
-        };
-        std::task::ready!(self.poll_send_with(cx, &mut send))?;
-        Poll::Ready(Ok(sent))
-    }
-
     fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.0 {
             Inner::Transfer { fd, .. } => fd.get_ref().local_addr(),
@@ -301,7 +275,11 @@ impl tftp_io::Timer for TokioTimer {
 pub struct Compat<T>(pub T);
 
 impl<T: tokio::io::AsyncRead + Unpin> futures_io::AsyncRead for Compat<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Sent> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let mut buf = tokio::io::ReadBuf::new(buf);
         std::task::ready!(Pin::new(&mut self.0).poll_read(cx, &mut buf))?;
         Poll::Ready(Ok(buf.filled().len()))
@@ -309,7 +287,11 @@ impl<T: tokio::io::AsyncRead + Unpin> futures_io::AsyncRead for Compat<T> {
 }
 
 impl<T: tokio::io::AsyncWrite + Unpin> futures_io::AsyncWrite for Compat<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Sent> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
 
