@@ -86,15 +86,18 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     let mut cancel_listener: Option<EventListener> = None;
     let mut cancelled = false;
     // A second receive slot as large as a small buffer (a read's, or a
-    // write's of small blocks), from the memory budget: one `recvmmsg` then
-    // takes two datagrams and tells when the queue is empty.
+    // write's of small blocks): one `recvmmsg` then takes two datagrams and
+    // tells when the queue is empty. It only goes faster, so it comes out of
+    // the memory budget only while that is at most half used: the room a
+    // session gave back when it opened (an unverified read holds no window)
+    // stays there for its window.
     let mut spare_len = if udp::MULTI_RECV && buf.len() <= udp::MAX_SPARE_FOR {
         buf.len()
     } else {
         0
     };
     if let Some(t) = ticket.as_deref_mut() {
-        if spare_len > 0 && !t.reserve_extra_exact(spare_len) {
+        if spare_len > 0 && !t.reserve_optional(spare_len) {
             spare_len = 0;
         }
     }
@@ -105,7 +108,6 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     let mut read_ahead: Option<ReadAhead> = None;
     session.set_batch(udp::batch_for(session.stats().peer));
     loop {
-        let lock_step = session.stats().options_negotiated.window_size() == 1;
         match session.poll(clock.now()) {
             Output::Transmit {
                 to,
@@ -124,14 +126,12 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 }
             }
             Output::Fill(out) => {
-                // Once the peer of a lock-step transfer is verified, blocks
-                // come out of a read-ahead buffer (one read per many small
-                // blocks), charged to the memory budget while it is at most
-                // half used (else blocks are read one by one). A window's
-                // memory is granted with the session; a read-ahead beside it
-                // would take what later sessions were promised.
+                // Once the peer is verified, blocks come out of a read-ahead
+                // buffer (one read per many small blocks, lock-step or
+                // windowed), also an optional buffer of the budget. Without
+                // it, blocks are read one by one.
                 let verified = ticket.as_deref().is_none_or(Ticket::is_verified);
-                if read_ahead.is_none() && verified && lock_step && out.len() <= READ_AHEAD / 4 {
+                if read_ahead.is_none() && verified && out.len() <= READ_AHEAD / 4 {
                     let granted = ticket
                         .as_deref_mut()
                         .is_none_or(|t| t.reserve_optional(READ_AHEAD));
@@ -298,7 +298,7 @@ pub(crate) async fn wait_until<T: Timer>(
     .await
 }
 
-/// Bytes a verified lock-step session reads from its source at once, for
+/// Bytes a verified session reads from its source at once, for
 /// blocks up to a quarter of it (larger blocks are read straight into their
 /// packets).
 pub const READ_AHEAD: usize = 64 * 1024;

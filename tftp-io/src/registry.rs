@@ -207,7 +207,7 @@ impl Ticket {
     }
 
     /// Takes `want` bytes of the budget for a buffer the driver holds only
-    /// to go faster (a read-ahead), or nothing: only while the budget stays
+    /// to go faster (a read-ahead, a second receive slot), or nothing: only while the budget stays
     /// at most half used, so such buffers never take the room that windows
     /// and new sessions need. True if it got them.
     pub(crate) fn reserve_optional(&mut self, want: usize) -> bool {
@@ -220,17 +220,6 @@ impl Ticket {
                 (total <= half).then_some(total)
             })
             .is_ok();
-        if got {
-            self.memory = self.memory.saturating_add(want);
-            self.extra = self.extra.saturating_add(want);
-        }
-        got
-    }
-
-    /// Takes exactly `want` bytes of the budget for a buffer of the driver,
-    /// or nothing; true if it got them.
-    pub(crate) fn reserve_extra_exact(&mut self, want: usize) -> bool {
-        let got = self.registry.grant_exactly(want);
         if got {
             self.memory = self.memory.saturating_add(want);
             self.extra = self.extra.saturating_add(want);
