@@ -22,7 +22,7 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use clap::Parser;
@@ -142,6 +142,46 @@ enum Event {
     ServerTimer(u16),
 }
 
+/// A map from small integer keys (a machine's index, a port): a vector of
+/// slots, with no hashing per packet.
+struct Slots<T> {
+    slots: Vec<Option<T>>,
+    len: usize,
+}
+
+impl<T> Slots<T> {
+    fn new(keys: usize) -> Self {
+        Slots {
+            slots: std::iter::repeat_with(|| None).take(keys).collect(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut T> {
+        self.slots.get_mut(key)?.as_mut()
+    }
+
+    fn contains_key(&self, key: usize) -> bool {
+        self.slots.get(key).is_some_and(Option::is_some)
+    }
+
+    fn insert(&mut self, key: usize, value: T) {
+        if self.slots[key].replace(value).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, key: usize) -> Option<T> {
+        let value = self.slots.get_mut(key)?.take();
+        self.len -= usize::from(value.is_some());
+        value
+    }
+}
+
 /// One FIFO link with a drop-tail queue.
 struct Link {
     free_at: Ns,
@@ -193,11 +233,13 @@ struct Node<'a> {
     args: &'a Args,
     index: usize,
     clients: Vec<usize>,
-    machines: HashMap<usize, Client>,
-    sessions: HashMap<u16, ServerSide>,
+    /// By the machine's index in `clients`.
+    machines: Slots<Client>,
+    /// By session port.
+    sessions: Slots<ServerSide>,
     /// The session port of each machine being served (a repeated request
     /// is not a new session).
-    by_client: HashMap<usize, u16>,
+    by_client: Slots<u16>,
     next_port: u16,
     down: Link,
     up: Link,
@@ -226,13 +268,14 @@ impl<'a> Node<'a> {
             ns_per_byte,
             queue_ns,
         };
+        let machines = clients.len();
         Node {
             args,
             index,
             clients,
-            machines: HashMap::new(),
-            sessions: HashMap::new(),
-            by_client: HashMap::new(),
+            machines: Slots::new(machines),
+            sessions: Slots::new(usize::from(u16::MAX) + 1),
+            by_client: Slots::new(machines),
             next_port: 1024,
             down: link(),
             up: link(),
@@ -286,8 +329,8 @@ impl<'a> Node<'a> {
         left
     }
 
-    fn client_addr(client: usize) -> SocketAddr {
-        let ip = Ipv4Addr::from(0x0a00_0000 + client as u32);
+    fn client_addr(&self, client: usize) -> SocketAddr {
+        let ip = Ipv4Addr::from(0x0a00_0000 + self.clients[client] as u32);
         SocketAddr::V4(SocketAddrV4::new(ip, 1069))
     }
 
@@ -300,7 +343,7 @@ impl<'a> Node<'a> {
 
     fn run(mut self) -> NodeResult {
         let ramp = (self.args.ramp_s * 1e9) as u64;
-        for client in self.clients.clone() {
+        for client in 0..self.clients.len() {
             let at = self.rng.below(ramp + 1);
             self.push(at, Event::Start(client));
         }
@@ -357,7 +400,7 @@ impl<'a> Node<'a> {
     /// Runs a machine's session until it waits, sending what it sends.
     fn drain_client(&mut self, now: Ns, client: usize) {
         let mut out: Vec<(u16, Wire)> = Vec::new();
-        let Some(machine) = self.machines.get_mut(&client) else {
+        let Some(machine) = self.machines.get_mut(client) else {
             return;
         };
         let Some(session) = machine.session.as_mut() else {
@@ -395,7 +438,7 @@ impl<'a> Node<'a> {
             }
         }
         if let Some((outcome, retransmits)) = done {
-            let started = self.machines.remove(&client).map_or(now, |m| m.started);
+            let started = self.machines.remove(client).map_or(now, |m| m.started);
             self.result.client_retransmits += retransmits;
             if outcome == Outcome::Completed {
                 self.result
@@ -412,7 +455,7 @@ impl<'a> Node<'a> {
         for wire in &wires {
             let Some(session) = self
                 .machines
-                .get_mut(&client)
+                .get_mut(client)
                 .and_then(|m| m.session.as_mut())
             else {
                 return;
@@ -445,9 +488,9 @@ impl<'a> Node<'a> {
             Wire::Other(b) => b,
             Wire::Data { .. } => return,
         };
-        let peer = Self::client_addr(client);
+        let peer = self.client_addr(client);
         if port == LISTEN_PORT {
-            if self.by_client.contains_key(&client) {
+            if self.by_client.contains_key(client) {
                 return;
             }
             let Ok(request) = accept(&bytes, peer, &self.limits) else {
@@ -467,7 +510,7 @@ impl<'a> Node<'a> {
                 self.next_port + 1
             };
             self.sessions.insert(
-                port,
+                usize::from(port),
                 ServerSide {
                     session,
                     client,
@@ -480,7 +523,7 @@ impl<'a> Node<'a> {
             self.drain_server(now, port, 1);
             return;
         }
-        let Some(side) = self.sessions.get_mut(&port) else {
+        let Some(side) = self.sessions.get_mut(usize::from(port)) else {
             return;
         };
         side.session.handle_datagram(to_instant(now), peer, &bytes);
@@ -488,7 +531,7 @@ impl<'a> Node<'a> {
     }
 
     fn drain_server(&mut self, now: Ns, port: u16, received: u64) {
-        let Some(side) = self.sessions.get_mut(&port) else {
+        let Some(side) = self.sessions.get_mut(usize::from(port)) else {
             return;
         };
         let client = side.client;
@@ -533,9 +576,9 @@ impl<'a> Node<'a> {
             }
         }
         if done {
-            if let Some(side) = self.sessions.remove(&port) {
+            if let Some(side) = self.sessions.remove(usize::from(port)) {
                 self.result.retransmits += side.session.stats().retransmits;
-                self.by_client.remove(&side.client);
+                self.by_client.remove(side.client);
             }
         }
         let ready = self.cpu(now, received + out.len() as u64);
@@ -562,7 +605,7 @@ impl<'a> Node<'a> {
     }
 
     fn client_timer(&mut self, now: Ns, client: usize) {
-        let Some(machine) = self.machines.get_mut(&client) else {
+        let Some(machine) = self.machines.get_mut(client) else {
             return;
         };
         if machine.deadline.is_none_or(|d| d > now) {
@@ -576,7 +619,7 @@ impl<'a> Node<'a> {
     }
 
     fn server_timer(&mut self, now: Ns, port: u16) {
-        let Some(side) = self.sessions.get_mut(&port) else {
+        let Some(side) = self.sessions.get_mut(usize::from(port)) else {
             return;
         };
         if side.deadline.is_none_or(|d| d > now) {
