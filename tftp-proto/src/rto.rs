@@ -20,6 +20,9 @@ pub(crate) struct Rto {
     min: Duration,
     max: Duration,
     backoff: u32,
+    /// [`Rto::current`], recomputed when an input changes (it is read far
+    /// more often than they change).
+    timeout: Duration,
 }
 
 /// Clock granularity term of RFC 6298 (`G`).
@@ -28,7 +31,7 @@ const GRANULARITY: Duration = Duration::from_millis(1);
 impl Rto {
     pub(crate) fn new(limits: &Limits, timeout_option: Option<u8>) -> Self {
         let max = limits.max_rto.max(limits.min_rto);
-        Rto {
+        let mut rto = Rto {
             fixed: timeout_option.map(|s| Duration::from_secs(u64::from(s))),
             srtt: None,
             rttvar: Duration::ZERO,
@@ -36,11 +39,22 @@ impl Rto {
             min: limits.min_rto,
             max,
             backoff: 0,
-        }
+            timeout: Duration::ZERO,
+        };
+        rto.recompute();
+        rto
     }
 
     /// The current timeout, backoff included.
     pub(crate) fn current(&self) -> Duration {
+        self.timeout
+    }
+
+    fn recompute(&mut self) {
+        self.timeout = self.compute();
+    }
+
+    fn compute(&self) -> Duration {
         if let Some(fixed) = self.fixed {
             return fixed;
         }
@@ -67,6 +81,7 @@ impl Rto {
                 self.srtt = Some(div(srtt.saturating_mul(7).saturating_add(rtt), 8));
             }
         }
+        self.recompute();
     }
 
     /// Takes over the round-trip estimate of `other` (measured during the
@@ -74,14 +89,19 @@ impl Rto {
     pub(crate) fn inherit(&mut self, other: &Rto) {
         self.srtt = other.srtt;
         self.rttvar = other.rttvar;
+        self.recompute();
     }
 
     pub(crate) fn on_timeout(&mut self) {
         self.backoff = self.backoff.saturating_add(1);
+        self.recompute();
     }
 
     pub(crate) fn on_progress(&mut self) {
-        self.backoff = 0;
+        if self.backoff != 0 {
+            self.backoff = 0;
+            self.recompute();
+        }
     }
 }
 

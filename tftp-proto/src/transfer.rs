@@ -249,8 +249,12 @@ impl Ctx {
     /// that was not running starts now), so every wait ends in a timeout that
     /// counts toward the retry limit. It is never later than `expiry`.
     fn wait_deadline(&mut self, now: Instant, expiry: Option<Instant>) -> Instant {
-        let rto = self.rto.current();
-        let timer = *self.deadline.get_or_insert(now.saturating_add(rto));
+        // The timeout is computed only when the timer starts (not on every
+        // wait: this runs once per packet handled).
+        let rto = &self.rto;
+        let timer = *self
+            .deadline
+            .get_or_insert_with(|| now.saturating_add(rto.current()));
         expiry.map_or(timer, |e| timer.min(e))
     }
 }
