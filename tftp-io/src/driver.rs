@@ -6,7 +6,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
 use event_listener::EventListener;
 use futures_io::{AsyncRead, AsyncWrite};
@@ -79,11 +79,11 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     // One timer for the whole session. It is moved only to an earlier
     // deadline: a later one (every ACK pushes the deadline on) waits until
     // the timer fires early, once per timeout at most, and is re-armed then.
-    // `armed` is `None` after the timer fired. And one listener for `abort`
-    // (registered once, not per wait).
+    // `armed` is `None` after the timer fired. And one watch each for
+    // `abort` and the cancel signal (registered once, not per wait).
     let mut timer: Option<(R::Timer, Option<Instant>)> = None;
-    let mut listener: Option<EventListener> = None;
-    let mut cancel_listener: Option<EventListener> = None;
+    let mut abort_watch = Watch::default();
+    let mut cancel_watch = Watch::default();
     let mut cancelled = false;
     // A second receive slot as large as a small buffer (a read's, or a
     // write's of small blocks): one `recvmmsg` then takes two datagrams and
@@ -184,12 +184,12 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 let event = poll_fn(|cx| {
                     // Abort first, so a flood of datagrams cannot hide it.
                     if let Some(signal) = abort {
-                        if poll_signal(signal, &mut listener, cx) {
+                        if abort_watch.poll(signal, cx) {
                             return Poll::Ready(Event::Abort);
                         }
                     }
                     if let Some(t) = ticket.as_deref().filter(|_| !cancelled) {
-                        if poll_signal(t.cancel_signal(), &mut cancel_listener, cx) {
+                        if cancel_watch.poll(t.cancel_signal(), cx) {
                             return Poll::Ready(Event::Cancel);
                         }
                     }
@@ -248,23 +248,39 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     }
 }
 
-/// True once `signal` is raised; otherwise registers `cx` for its
-/// notification.
-pub(crate) fn poll_signal(
-    signal: &Signal,
-    listener: &mut Option<EventListener>,
-    cx: &mut std::task::Context<'_>,
-) -> bool {
-    loop {
-        if signal.is_raised() {
-            return true;
-        }
-        match listener {
-            None => *listener = Some(signal.listen()),
-            Some(l) => match Pin::new(l).poll(cx) {
-                Poll::Ready(()) => *listener = None,
-                Poll::Pending => return false,
-            },
+/// Watches a raise-only [`Signal`] (shutdown, abort, a session's cancel)
+/// from one task. Its listener is polled, which takes the event's lock to
+/// store the task's waker, only when the waker is not the one stored: every
+/// other poll is one atomic load. (A signal that is notified without being
+/// raised would leave the listener spent: such signals use [`wait_until`].)
+#[derive(Default)]
+pub(crate) struct Watch {
+    listener: Option<EventListener>,
+    waker: Option<Waker>,
+}
+
+impl Watch {
+    /// True once `signal` is raised; otherwise `cx` is woken when it is.
+    pub(crate) fn poll(&mut self, signal: &Signal, cx: &mut std::task::Context<'_>) -> bool {
+        loop {
+            if signal.is_raised() {
+                return true;
+            }
+            if self.listener.is_some()
+                && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                return false;
+            }
+            match &mut self.listener {
+                None => self.listener = Some(signal.listen()),
+                Some(l) => match Pin::new(l).poll(cx) {
+                    Poll::Ready(()) => (self.listener, self.waker) = (None, None),
+                    Poll::Pending => {
+                        self.waker = Some(cx.waker().clone());
+                        return false;
+                    }
+                },
+            }
         }
     }
 }

@@ -12,14 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use event_listener::EventListener;
 use tftp_proto::options::Direction;
 use tftp_proto::server::{Admit, Request};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerStats, Stats};
 
 use crate::config::{ServerBuilder, ABORT_GRACE};
-use crate::driver::{drive, poll_signal, wait_until, Clock, Io};
+use crate::driver::{drive, wait_until, Clock, Io, Watch};
 use crate::handler::Handler;
 use crate::listen::{Listener, RecvBatch, LISTEN_BATCH};
 use crate::net::{bind_transfer, random_seed};
@@ -260,10 +259,10 @@ async fn accept_loop<H: Handler, R: Runtime>(
     let keep = shared.registry.config.limits.max_request_size + 1;
     let mut batch = RecvBatch::new(LISTEN_BATCH, keep);
     let mut reply = [0u8; 128];
-    let mut stop: Option<EventListener> = None;
+    let mut stop = Watch::default();
     loop {
         let received = poll_fn(|cx| {
-            if poll_signal(&shared.stopping, &mut stop, cx) {
+            if stop.poll(&shared.stopping, cx) {
                 return Poll::Ready(None);
             }
             let mut recv = |fd: BorrowedFd<'_>| listener.recv_batch(fd, &mut batch);
