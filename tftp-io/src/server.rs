@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use tftp_proto::options::Direction;
+use tftp_proto::packet::ErrorCode;
 use tftp_proto::server::{Admit, Request};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerStats, Stats};
@@ -318,6 +319,30 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::MFILE.raw_os_error() || c == rustix::io::Errno::NFILE.raw_os_error())
 }
 
+/// Runs `attempt` until `starving` says its result is not for want of
+/// descriptors, at most [`DESCRIPTOR_TRIES`] more times within
+/// [`DESCRIPTOR_WAIT`]: in a burst larger than `RLIMIT_NOFILE`, sessions
+/// end meanwhile and give their sockets and files back, so a request is
+/// answered "busy" only when none came back (the wait is shorter than a
+/// client's retransmission of its request).
+async fn while_out_of_descriptors<R: Runtime, T, F: Future<Output = T>>(
+    clock: &Clock<R>,
+    mut attempt: impl FnMut() -> F,
+    starving: impl Fn(&T) -> bool,
+) -> T {
+    let mut result = attempt().await;
+    let mut tries = 0;
+    while starving(&result) && tries < DESCRIPTOR_TRIES {
+        tries += 1;
+        let mut timer = clock
+            .runtime()
+            .timer(clock.runtime().now() + DESCRIPTOR_WAIT / DESCRIPTOR_TRIES);
+        poll_fn(|cx| timer.poll_expired(cx)).await;
+        result = attempt().await;
+    }
+    result
+}
+
 /// Runs one transfer to its end and returns its statistics.
 async fn run_session<H: Handler, R: Runtime>(
     shared: &Shared<H, R>,
@@ -332,19 +357,12 @@ async fn run_session<H: Handler, R: Runtime>(
         bind_transfer(local_ip, config.port_range, random_seed())
             .and_then(|s| clock.runtime().wrap_udp(s))
     };
-    let mut bound = bind();
-    // Out of descriptors in a burst: try again a few times while sessions
-    // end (each gives its socket and file back) before answering "busy";
-    // the wait is shorter than a client's retransmission of its request.
-    let mut tries = 0;
-    while bound.as_ref().is_err_and(out_of_descriptors) && tries < DESCRIPTOR_TRIES {
-        tries += 1;
-        let mut timer = clock
-            .runtime()
-            .timer(clock.runtime().now() + DESCRIPTOR_WAIT / DESCRIPTOR_TRIES);
-        poll_fn(|cx| timer.poll_expired(cx)).await;
-        bound = bind();
-    }
+    let bound = while_out_of_descriptors(
+        clock,
+        || std::future::ready(bind()),
+        |b| b.as_ref().is_err_and(out_of_descriptors),
+    )
+    .await;
     let socket = match bound {
         // The listening socket is needed no longer: it closes when its
         // accept loop ends, not when the last session does.
@@ -364,10 +382,23 @@ async fn run_session<H: Handler, R: Runtime>(
                 .clone();
         }
     };
-    let answer = match request.direction {
-        Direction::Read => shared.handler.read(&request).await.map(Granted::Read),
-        Direction::Write => shared.handler.write(&request).await.map(Granted::Write),
-    };
+    // The file may not open for the same reason (DirHandler answers
+    // ERROR 0 "busy" then): the same wait.
+    let answer = while_out_of_descriptors(
+        clock,
+        || async {
+            match request.direction {
+                Direction::Read => shared.handler.read(&request).await.map(Granted::Read),
+                Direction::Write => shared.handler.write(&request).await.map(Granted::Write),
+            }
+        },
+        |a| {
+            a.as_ref().is_err_and(|e| {
+                e.code == ErrorCode::NotDefined && e.message == crate::session::SOCKET_ERROR
+            })
+        },
+    )
+    .await;
     let local = socket.local_addr().ok();
     let (mut session, mut data) = open(&request, config, answer, local, clock.now(), ticket);
     let mut io = match &mut data {
