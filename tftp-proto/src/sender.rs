@@ -142,8 +142,14 @@ pub(crate) enum Step {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum AckEffect {
     /// New data acknowledged; `rtt_from` is the first send time of the
-    /// acknowledged block when it was sent only once (Karn).
-    Progress { rtt_from: Option<Instant> },
+    /// acknowledged block when it was sent only once (Karn). When it was
+    /// retransmitted in lock-step, `unsure_from` is its first send time
+    /// instead: should the peer acknowledge it again (it got a second
+    /// copy), this ACK answered the first, and the timeout was early.
+    Progress {
+        rtt_from: Option<Instant>,
+        unsure_from: Option<Instant>,
+    },
     /// The final block is acknowledged.
     Finished { rtt_from: Option<Instant> },
     /// A duplicate or stale ACK.
@@ -447,9 +453,12 @@ impl Sender {
             return AckEffect::Duplicate;
         }
         let slot = self.slot(a);
-        let rtt_from = match (self.resent.get(slot), self.sent_at.get(slot)) {
-            (Some(false), Some(&sent_at)) => Some(sent_at),
-            _ => None,
+        // Lock-step only: in a window, a repeated ACK is how the peer
+        // reports a gap, not a second copy.
+        let lock_step = self.window.get() == 1;
+        let (rtt_from, unsure_from) = match (self.resent.get(slot), self.sent_at.get(slot)) {
+            (Some(false), Some(&sent_at)) => (Some(sent_at), None),
+            (_, sent_at) => (None, sent_at.copied().filter(|_| lock_step)),
         };
         self.base = a.saturating_add(1);
         self.dup_acks = 0;
@@ -461,7 +470,10 @@ impl Sender {
         if self.last == Some(a) {
             AckEffect::Finished { rtt_from }
         } else {
-            AckEffect::Progress { rtt_from }
+            AckEffect::Progress {
+                rtt_from,
+                unsure_from,
+            }
         }
     }
 
@@ -713,6 +725,7 @@ mod tests {
                     if s.on_ack(block)
                         != (AckEffect::Progress {
                             rtt_from: Some(Instant::ZERO),
+                            unsure_from: None,
                         })
                     {
                         break;

@@ -123,6 +123,13 @@ pub(crate) struct Ctx {
     /// What a client asked for (to check the OACK).
     pub(crate) asked: TransferOptions,
     pub(crate) rto: Rto,
+    /// The block (as on the wire) last acknowledged after a retransmission,
+    /// and the round trip of its first copy: a repeated ACK of it shows
+    /// that the timeout was early (the peer got both copies), and the
+    /// round trip is sampled then (Karn's rule alone would never measure
+    /// it: when a storm stretches round trips past the estimate, each block
+    /// would time out early in turn).
+    pub(crate) unsure: Option<(u16, Duration)>,
     pub(crate) retries: u32,
     pub(crate) deadline: Option<Instant>,
     /// The buffer of the control packet (request, OACK, ACK, ERROR).
@@ -163,6 +170,7 @@ impl Ctx {
             netascii,
             asked: TransferOptions::default(),
             rto: Rto::new(limits, None),
+            unsure: None,
             retries: 0,
             deadline: None,
             tx: vec![0; CONTROL_BUF],
@@ -518,9 +526,22 @@ impl Transfer {
                 let (rtt_from, finished) = match sender.on_ack(block) {
                     AckEffect::Duplicate => {
                         incr(&mut self.ctx.stats.duplicate_acks);
+                        if let Some((_, rtt)) = self.ctx.unsure.take_if(|(b, _)| *b == block) {
+                            // The timeout was early: learn the round trip,
+                            // and let the running timer use it.
+                            self.ctx.rto.sample(rtt);
+                            self.ctx.deadline = None;
+                        }
                         return;
                     }
-                    AckEffect::Progress { rtt_from } => (rtt_from, false),
+                    AckEffect::Progress {
+                        rtt_from,
+                        unsure_from,
+                    } => {
+                        self.ctx.unsure =
+                            unsure_from.map(|sent| (block, now.saturating_duration_since(sent)));
+                        (rtt_from, false)
+                    }
                     AckEffect::Finished { rtt_from } => (rtt_from, true),
                 };
                 if let Some(sent) = rtt_from {

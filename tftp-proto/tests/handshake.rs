@@ -767,3 +767,49 @@ fn final_ack_waits_for_finish() {
     assert_eq!(only(&d)[..4], [0, 5, 0, 3]);
     assert_eq!(d.done, Some(Outcome::LocalError(ErrorCode::DiskFull)));
 }
+
+/// A peer whose round trip grows from 5 ms to 300 ms (a storm) costs the
+/// first slow block its early retransmissions, not every block: the peer
+/// acknowledges the second copy too, which shows that its first ACK
+/// answered the first copy, whose round trip is then learned. (With Karn's
+/// rule alone nothing was measured after an early timeout, progress reset
+/// the backoff, and every block timed out early: 93 timeouts here.)
+#[test]
+fn a_grown_round_trip_is_learned_after_a_retransmission() {
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let file = vec![1u8; 512 * 40 + 1];
+    let mut src: &[u8] = &file;
+    // (when, ACK block) the peer will send; it answers every copy of a
+    // DATA, 5 ms after it for the first ten blocks, 300 ms after later on.
+    let mut acks: Vec<(Instant, u16)> = Vec::new();
+    let mut now = ms(0);
+    for _ in 0..1_000 {
+        let d = drain(&mut s, now, &mut src);
+        for (_, packet) in &d.sent {
+            let block = u16::from_be_bytes([packet[2], packet[3]]);
+            let delay = if block <= 10 { 5 } else { 300 };
+            acks.push((now + Duration::from_millis(delay), block));
+        }
+        if d.done.is_some() {
+            break;
+        }
+        let wait = d.wait.expect("a waiting session");
+        acks.sort();
+        match acks.first() {
+            Some(&(at, block)) if at <= wait => {
+                acks.remove(0);
+                now = at;
+                s.handle_datagram(now, addr(PEER), &ack(block));
+            }
+            _ => {
+                now = wait;
+                s.handle_timeout(now);
+            }
+        }
+    }
+    assert_eq!(s.stats().outcome, Some(Outcome::Completed));
+    let timeouts = s.stats().timeouts;
+    println!("{timeouts} timeouts");
+    assert!((1..=3).contains(&timeouts), "{timeouts} timeouts");
+}
