@@ -144,8 +144,8 @@ pub(crate) enum AckEffect {
     /// New data acknowledged; `rtt_from` is the first send time of the
     /// acknowledged block when it was sent only once (Karn). When it was
     /// retransmitted in lock-step, `unsure_from` is its first send time
-    /// instead: should the peer acknowledge it again (it got a second
-    /// copy), this ACK answered the first, and the timeout was early.
+    /// instead: should the peer acknowledge it again (most likely it got a
+    /// second copy), this ACK answered the first, and the timeout was early.
     Progress {
         rtt_from: Option<Instant>,
         unsure_from: Option<Instant>,

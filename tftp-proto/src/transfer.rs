@@ -124,7 +124,7 @@ pub(crate) struct Ctx {
     pub(crate) asked: TransferOptions,
     pub(crate) rto: Rto,
     /// The block (as on the wire) last acknowledged after a retransmission,
-    /// and the round trip of its first copy: a repeated ACK of it shows
+    /// and the round trip of its first copy: a repeated ACK of it suggests
     /// that the timeout was early (the peer got both copies), and the
     /// round trip is sampled then (Karn's rule alone would never measure
     /// it: when a storm stretches round trips past the estimate, each block
@@ -527,8 +527,12 @@ impl Transfer {
                     AckEffect::Duplicate => {
                         incr(&mut self.ctx.stats.duplicate_acks);
                         if let Some((_, rtt)) = self.ctx.unsure.take_if(|(b, _)| *b == block) {
-                            // The timeout was early: learn the round trip,
-                            // and let the running timer use it.
+                            // The timeout was most likely early: learn the
+                            // round trip and restart the timer with it (if
+                            // the first copy was lost after all, and this is
+                            // the peer's own retransmission, the sample
+                            // overstates the round trip once, within
+                            // `max_rto`).
                             self.ctx.rto.sample(rtt);
                             self.ctx.deadline = None;
                         }
