@@ -40,6 +40,37 @@ fn no_transfer_socket_means_busy_from_the_listener<A: Adapter>() {
 
 for_each_adapter!(no_transfer_socket_means_busy_from_the_listener);
 
+/// A handler's "busy" answer (DirHandler's when its file cannot open for
+/// want of descriptors) is asked again, evenly within `DESCRIPTOR_WAIT`:
+/// a handler busy for a while serves the request after all; one busy for
+/// longer is heard by the client, but not before the wait is over.
+fn a_busy_handler_is_asked_again_within_descriptor_wait<A: Adapter>() {
+    let server = A::serve_dynamic(&Cfg::default());
+    let name = format!("busy3-{}", A::NAME);
+    let got = Raw::new().get_small(server.addr, &name);
+    assert_eq!(got, Ok(name.clone().into_bytes()), "{}", A::NAME);
+    assert_eq!(common::adapters::busy_calls(&name), 4, "{}", A::NAME);
+
+    let name = format!("busy-{}", A::NAME);
+    let started = std::time::Instant::now();
+    let client = Raw::new();
+    client.send(server.addr, &common::rrq(&name, &[]));
+    let (reply, _) = client.recv();
+    let waited = started.elapsed();
+    assert_eq!(&reply[..4], &[0, 5, 0, 0], "{}: ERROR 0", A::NAME);
+    assert_eq!(&reply[4..reply.len() - 1], tftp_io::SOCKET_ERROR.as_bytes());
+    assert!(
+        waited >= tftp_io::DESCRIPTOR_WAIT,
+        "{}: answered after {waited:?}, before the wait was over",
+        A::NAME
+    );
+    // 1 + 25 tries, 20 ms apart: a try at the edge, none past it.
+    assert_eq!(common::adapters::busy_calls(&name), 26, "{}", A::NAME);
+    server.stop();
+}
+
+for_each_adapter!(a_busy_handler_is_asked_again_within_descriptor_wait);
+
 /// tftp-blocking: a session whose thread cannot start (here: a stack no
 /// system can map) is refused with ERROR 0 "busy" from the listening
 /// socket, and the accept loop goes on answering.

@@ -25,8 +25,9 @@ use crate::listen::{Listener, LISTEN_BUFFER};
 use crate::net::{bind_transfer, random_seed};
 use crate::registry::{Registry, Ticket};
 use crate::session::{
-    busy_packet, is_transient, no_socket, note_verified, open, report_delivered, report_filled,
-    Data, Granted, SHUTTING_DOWN,
+    busy_answer, busy_packet, is_transient, no_socket, note_verified, open, out_of_descriptors,
+    report_delivered, report_filled, Data, Granted, DESCRIPTOR_TRIES, DESCRIPTOR_WAIT,
+    SHUTTING_DOWN,
 };
 use crate::Client;
 
@@ -572,6 +573,21 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, listening: &Arc<Listening>) 
     Ok(())
 }
 
+/// Runs `attempt` until `starving` says its result is not for want of
+/// descriptors, at most [`DESCRIPTOR_TRIES`] more times within
+/// [`DESCRIPTOR_WAIT`] (the async server's wait, on this thread).
+fn while_out_of_descriptors<T>(mut attempt: impl FnMut() -> T, starving: impl Fn(&T) -> bool) -> T {
+    let mut result = attempt();
+    for _ in 0..DESCRIPTOR_TRIES {
+        if !starving(&result) {
+            break;
+        }
+        std::thread::sleep(DESCRIPTOR_WAIT / DESCRIPTOR_TRIES);
+        result = attempt();
+    }
+    result
+}
+
 fn run_session<H: Handler>(
     shared: &Shared<H>,
     request: &Request,
@@ -581,7 +597,11 @@ fn run_session<H: Handler>(
     let clock = shared.clock;
     let config = &shared.registry.config;
     let local_ip = request.local.map_or(request.peer.ip(), |l| l.ip());
-    let socket = match bind_transfer(local_ip, config.port_range, random_seed()) {
+    let bound = while_out_of_descriptors(
+        || bind_transfer(local_ip, config.port_range, random_seed()),
+        |b| b.as_ref().is_err_and(out_of_descriptors),
+    );
+    let socket = match bound {
         // The listening socket closes when its accept thread ends, not when
         // the last session does.
         Ok(s) => {
@@ -595,10 +615,15 @@ fn run_session<H: Handler>(
                 .clone();
         }
     };
-    let answer = match request.direction {
-        Direction::Read => shared.handler.read(request).map(Granted::Read),
-        Direction::Write => shared.handler.write(request).map(Granted::Write),
-    };
+    // The file may not open for the same reason (DirHandler answers
+    // ERROR 0 "busy" then): the same wait.
+    let answer = while_out_of_descriptors(
+        || match request.direction {
+            Direction::Read => shared.handler.read(request).map(Granted::Read),
+            Direction::Write => shared.handler.write(request).map(Granted::Write),
+        },
+        |a| a.as_ref().is_err_and(busy_answer),
+    );
     let local = socket.local_addr().ok();
     let (mut session, mut data) = open(request, config, answer, local, clock.now(), ticket);
     let mut io = match &mut data {

@@ -72,8 +72,10 @@ pub use handler::{
 pub use listen::{LISTEN_BATCH, LISTEN_RCVBUF};
 pub use root::DEFAULT_MAX_UPLOAD_SIZE;
 pub use runtime::{AsyncUdpSocket, Runtime, Serves, Timer, Wrap};
-pub use server::{Server, StatsHandle, DESCRIPTOR_WAIT, MIN_STATS_INTERVAL};
-pub use session::{DISK_FULL, FILE_EXISTS, READ_ERROR, SHUTTING_DOWN, SOCKET_ERROR, WRITE_ERROR};
+pub use server::{Server, StatsHandle, MIN_STATS_INTERVAL};
+pub use session::{
+    DESCRIPTOR_WAIT, DISK_FULL, FILE_EXISTS, READ_ERROR, SHUTTING_DOWN, SOCKET_ERROR, WRITE_ERROR,
+};
 pub use text::escape_controls;
 pub use tftp_proto;
 pub use tftp_proto::stats::{ServerStats, Stats};

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use tftp_proto::options::Direction;
-use tftp_proto::packet::ErrorCode;
 use tftp_proto::server::{Admit, Request};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerStats, Stats};
@@ -25,7 +24,10 @@ use crate::listen::{Listener, RecvBatch, LISTEN_BATCH};
 use crate::net::{bind_transfer, random_seed};
 use crate::registry::{Registry, Ticket};
 use crate::runtime::{AsyncUdpSocket, Runtime, Serves, Timer};
-use crate::session::{busy_packet, is_transient, no_socket, open, Data, Granted, Signal};
+use crate::session::{
+    busy_answer, busy_packet, is_transient, no_socket, open, out_of_descriptors, Data, Granted,
+    Signal, DESCRIPTOR_TRIES, DESCRIPTOR_WAIT,
+};
 
 /// What the server's tasks share.
 pub(crate) struct Shared<H, R> {
@@ -308,17 +310,6 @@ async fn accept_loop<H: Handler, R: Runtime>(
     }
 }
 
-/// How long a session waits for descriptors when the process has none left
-/// (a burst larger than its `RLIMIT_NOFILE`), before answering "busy".
-pub const DESCRIPTOR_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
-/// Tries within [`DESCRIPTOR_WAIT`].
-const DESCRIPTOR_TRIES: u32 = 25;
-
-/// Whether `e` says the process or the system is out of descriptors.
-fn out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::MFILE.raw_os_error() || c == rustix::io::Errno::NFILE.raw_os_error())
-}
-
 /// Runs `attempt` until `starving` says its result is not for want of
 /// descriptors, at most [`DESCRIPTOR_TRIES`] more times within
 /// [`DESCRIPTOR_WAIT`]: in a burst larger than `RLIMIT_NOFILE`, sessions
@@ -331,9 +322,10 @@ async fn while_out_of_descriptors<R: Runtime, T, F: Future<Output = T>>(
     starving: impl Fn(&T) -> bool,
 ) -> T {
     let mut result = attempt().await;
-    let mut tries = 0;
-    while starving(&result) && tries < DESCRIPTOR_TRIES {
-        tries += 1;
+    for _ in 0..DESCRIPTOR_TRIES {
+        if !starving(&result) {
+            break;
+        }
         let mut timer = clock
             .runtime()
             .timer(clock.runtime().now() + DESCRIPTOR_WAIT / DESCRIPTOR_TRIES);
@@ -392,11 +384,7 @@ async fn run_session<H: Handler, R: Runtime>(
                 Direction::Write => shared.handler.write(&request).await.map(Granted::Write),
             }
         },
-        |a| {
-            a.as_ref().is_err_and(|e| {
-                e.code == ErrorCode::NotDefined && e.message == crate::session::SOCKET_ERROR
-            })
-        },
+        |a| a.as_ref().is_err_and(busy_answer),
     )
     .await;
     let local = socket.local_addr().ok();

@@ -33,6 +33,29 @@ pub const DISK_FULL: &str = "Disk full";
 /// descriptors or ports) or no session thread started.
 pub const SOCKET_ERROR: &str = "Server busy, try again later";
 
+/// How long a session waits for descriptors when the process has none left
+/// (a burst larger than its `RLIMIT_NOFILE`) before its client hears
+/// ERROR 0 [`SOCKET_ERROR`]: once for its transfer socket, once more for the
+/// handler (whose file may not open for the same reason). Shorter than a
+/// client's retransmission of its request.
+pub const DESCRIPTOR_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+/// Tries within [`DESCRIPTOR_WAIT`], evenly spaced.
+pub(crate) const DESCRIPTOR_TRIES: u32 = 25;
+
+/// Whether `e` says the process or the system is out of descriptors (then
+/// the attempt is repeated within [`DESCRIPTOR_WAIT`]: in a burst, sessions
+/// end meanwhile and give their sockets and files back).
+pub(crate) fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::MFILE.raw_os_error() || c == rustix::io::Errno::NFILE.raw_os_error())
+}
+
+/// Whether a handler's refusal is the busy answer ([`SOCKET_ERROR`], which
+/// [`DirHandler`](crate::DirHandler) gives when its file cannot open for
+/// want of descriptors): it is asked again within [`DESCRIPTOR_WAIT`].
+pub(crate) fn busy_answer(e: &TftpError) -> bool {
+    e.code == ErrorCode::NotDefined && e.message == SOCKET_ERROR
+}
+
 /// Which side of the transfer's data an I/O result is from.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Side {

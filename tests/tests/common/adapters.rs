@@ -157,8 +157,51 @@ pub fn decide(req: &Request) -> Decision {
         ),
         b"secret" => Decision::Error(TftpError::access_violation("Go away")),
         b"slow" => Decision::SlowBytes(b"slow".to_vec()),
+        name if name.starts_with(b"busy") => busy(name),
         _ => Decision::Error(TftpError::not_found()),
     }
+}
+
+/// How often the dynamic handler has been asked for each `busy*` name.
+static BUSY_CALLS: Mutex<Vec<(Vec<u8>, usize)>> = Mutex::new(Vec::new());
+
+/// `busyN-TAG`: the first N requests of this name are answered like a
+/// handler out of descriptors (ERROR 0 "busy", `tftp_io::SOCKET_ERROR`), the
+/// next with the name. `busy-TAG`: always so.
+fn busy(name: &[u8]) -> Decision {
+    let calls = {
+        let mut all = BUSY_CALLS.lock().unwrap();
+        let i = match all.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                all.push((name.to_vec(), 0));
+                all.len() - 1
+            }
+        };
+        all[i].1 += 1;
+        all[i].1
+    };
+    let text = String::from_utf8_lossy(name);
+    let times = text["busy".len()..]
+        .split('-')
+        .next()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    if calls <= times {
+        Decision::Error(TftpError::new(ErrorCode::NotDefined, tftp_io::SOCKET_ERROR))
+    } else {
+        Decision::Bytes(name.to_vec(), None)
+    }
+}
+
+/// How often the dynamic handler was asked for `name` (a `busy*` name).
+pub fn busy_calls(name: &str) -> usize {
+    BUSY_CALLS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(n, _)| n == name.as_bytes())
+        .map_or(0, |(_, c)| *c)
 }
 
 /// The dynamic handler's write rule.
