@@ -153,7 +153,36 @@ fn statistics_callbacks<A: Adapter>() {
     assert_eq!(counters, report);
 }
 
+/// `Fallback`: a read the first handler answers ERROR 1 goes to the
+/// second; what the first has, or refuses otherwise, stays with it; writes
+/// go to the first alone.
+fn fallback_asks_the_second_for_what_the_first_lacks<A: Adapter>() {
+    let first = common::root(&[("both", b"first"), ("only-first", b"1")]);
+    let then = common::root(&[("both", b"then"), ("only-then", b"2")]);
+    let cfg = Cfg {
+        fallback: Some(then.path().to_path_buf()),
+        allow_write: true, // the first only
+        ..Cfg::default()
+    };
+    let server = A::serve_dir(first.path(), &cfg);
+    let raw = common::Raw::new();
+    assert_eq!(raw.get_small(server.addr, "both"), Ok(b"first".to_vec()));
+    assert_eq!(raw.get_small(server.addr, "only-first"), Ok(b"1".to_vec()));
+    assert_eq!(raw.get_small(server.addr, "only-then"), Ok(b"2".to_vec()));
+    assert_eq!(raw.get_small(server.addr, "neither"), Err(1), "{}", A::NAME);
+    // The first takes uploads, the second refuses them: an upload lands
+    // in the first; the name the second has is new to the first.
+    A::put(server.addr, "only-then", b"up", Opts::default()).unwrap();
+    server.stop();
+    assert_eq!(
+        std::fs::read(first.path().join("only-then")).unwrap(),
+        b"up"
+    );
+    assert_eq!(std::fs::read(then.path().join("only-then")).unwrap(), b"2");
+}
+
 for_each_adapter!(
+    fallback_asks_the_second_for_what_the_first_lacks,
     generated_content_and_streams,
     handler_errors_reach_the_client,
     per_request_narrowing,

@@ -34,8 +34,8 @@ pub use tftp_io::blocking::{
 };
 pub use tftp_io::remap::{self, Remap, RemapRules};
 pub use tftp_io::{
-    tftp_proto, ClientError, DirHandler, Request, ServerStats, TftpError, DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_MAX_MEMORY, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
+    tftp_proto, ClientError, DirHandler, Fallback, Request, ServerStats, TftpError,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_MEMORY, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
     DEFAULT_STATS_INTERVAL,
 };
 

@@ -43,6 +43,7 @@ mod config;
 mod dir;
 mod driver;
 mod error;
+mod fallback;
 mod handler;
 mod listen;
 pub mod net;
@@ -65,6 +66,7 @@ pub use config::{
 pub use dir::DirHandler;
 pub use driver::READ_AHEAD;
 pub use error::ClientError;
+pub use fallback::Fallback;
 pub use handler::{
     writes_refused, AsyncSink, AsyncSource, FromBytes, Handler, ReadResponse, Request, TftpError,
     WriteResponse,

@@ -47,7 +47,9 @@ use tftp_io::{AsyncUdpSocket, Runtime, Serves, Wrap};
 
 pub use tftp_io::remap::{self, Remap, RemapRules};
 pub use tftp_io::tftp_proto;
-pub use tftp_io::{ClientError, DirHandler, Request, ServerStats, StatsHandle, TftpError};
+pub use tftp_io::{
+    ClientError, DirHandler, Fallback, Request, ServerStats, StatsHandle, TftpError,
+};
 pub use tftp_io::{Handler, ReadResponse, WriteResponse};
 pub use tftp_io::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_STATS_INTERVAL};
 pub use tftp_io::{

@@ -137,33 +137,17 @@ impl<H: Handler> tftp_io::Handler for Bridge<H> {
     }
 }
 
-/// Two handlers in turn: a read request goes to `B` when `A` answers
-/// ERROR 1 (file not found); writes go to `A` only. `tftpd --root DIR
-/// --origin URL` serves DIR first and the origin for what is not there.
-#[derive(Debug)]
-pub struct Fallback<A, B> {
-    first: A,
-    then: B,
-}
-
-impl<A: Handler, B: Handler> Fallback<A, B> {
-    /// `first`, then `then` for names `first` does not have.
-    pub fn new(first: A, then: B) -> Self {
-        Fallback { first, then }
-    }
-}
-
-impl<A: Handler, B: Handler> Handler for Fallback<A, B> {
+/// [`tftp_io::Fallback`] of two tokio handlers: the second for the reads
+/// the first answers ERROR 1 (file not found).
+impl<A: Handler, B: Handler> Handler for tftp_io::Fallback<A, B> {
     async fn read(&self, request: &RequestInfo) -> Result<ReadResponse, TftpError> {
-        match self.first.read(request).await {
-            Err(e) if e.code == tftp_io::tftp_proto::packet::ErrorCode::FileNotFound => {
-                self.then.read(request).await
-            }
+        match self.first().read(request).await {
+            Err(e) if Self::falls_through(&e) => self.then().read(request).await,
             other => other,
         }
     }
 
     async fn write(&self, request: &RequestInfo) -> Result<WriteResponse, TftpError> {
-        self.first.write(request).await
+        self.first().write(request).await
     }
 }

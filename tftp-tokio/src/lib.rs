@@ -55,12 +55,14 @@ use tftp_io::{AsyncUdpSocket, Runtime, Serves, Wrap};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-pub use handler::{Bridge, Fallback, Handler, ReadResponse, RequestInfo, WriteResponse};
+pub use handler::{Bridge, Handler, ReadResponse, RequestInfo, WriteResponse};
 pub use handler::{TokioSink, TokioSource};
 pub use tftp_io::net::bind_listen_sockets;
 pub use tftp_io::remap::{self, Remap, RemapRules};
 pub use tftp_io::tftp_proto;
-pub use tftp_io::{escape_controls, ClientError, DirHandler, ServerStats, StatsHandle, TftpError};
+pub use tftp_io::{
+    escape_controls, ClientError, DirHandler, Fallback, ServerStats, StatsHandle, TftpError,
+};
 pub use tftp_io::{ServerStatsCallback, SessionCallback};
 pub use tftp_io::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_STATS_INTERVAL};
 pub use tftp_io::{

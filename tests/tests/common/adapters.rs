@@ -33,6 +33,9 @@ pub struct Cfg {
     pub port_range: Option<(u16, u16)>,
     /// Serve the directory behind these remap rules.
     pub remap: Option<Arc<tftp_io::remap::RemapRules>>,
+    /// Serve the directory, then this one for the names it does not have
+    /// (`Fallback`; not with `remap`).
+    pub fallback: Option<std::path::PathBuf>,
     pub max_sessions: usize,
     pub max_sessions_per_peer: usize,
     /// `max_unverified` (None: the default, half of `max_sessions`).
@@ -56,6 +59,7 @@ impl Default for Cfg {
             allow_overwrite: false,
             per_client_root: false,
             remap: None,
+            fallback: None,
             port_range: None,
             max_upload_size: None,
             upload_dir: None,
@@ -126,6 +130,11 @@ fn dir_handler(dir: &Path, cfg: &Cfg) -> tftp_io::DirHandler {
         Some(d) => h.upload_dir(d),
         None => h,
     }
+}
+
+/// The second handler of a [`Cfg::fallback`]: a plain directory.
+fn fallback_handler(dir: &Path) -> tftp_io::DirHandler {
+    tftp_io::DirHandler::new(dir).unwrap()
 }
 
 /// What the dynamic test handler does with a file name.
@@ -389,14 +398,20 @@ impl Adapter for Tokio {
     fn serve_dir(dir: &Path, cfg: &Cfg) -> Served {
         let (sessions, periodic, uploads) = recorders();
         let h = dir_handler(dir, cfg);
-        let (addrs, stats, stop, result) = match &cfg.remap {
-            Some(rules) => run_tokio(configure!(
+        let (addrs, stats, stop, result) = match (&cfg.remap, &cfg.fallback) {
+            (Some(rules), _) => run_tokio(configure!(
                 tftp_tokio::Server::builder(tftp_tokio::Remap::new(Arc::clone(rules), h)),
                 cfg,
                 sessions,
                 periodic
             )),
-            None => run_tokio(configure!(
+            (None, Some(then)) => run_tokio(configure!(
+                tftp_tokio::Server::builder(tftp_tokio::Fallback::new(h, fallback_handler(then))),
+                cfg,
+                sessions,
+                periodic
+            )),
+            (None, None) => run_tokio(configure!(
                 tftp_tokio::Server::builder(h),
                 cfg,
                 sessions,
@@ -583,8 +598,8 @@ fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
     let (addrs, stats, stop, result) = match dir {
         Some(dir) => {
             let h = dir_handler(dir, cfg);
-            match &cfg.remap {
-                Some(rules) => run_smol(
+            match (&cfg.remap, &cfg.fallback) {
+                (Some(rules), _) => run_smol(
                     configure!(
                         tftp_smol::Server::builder(tftp_smol::Remap::new(Arc::clone(rules), h)),
                         cfg,
@@ -593,7 +608,19 @@ fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
                     ),
                     async_std,
                 ),
-                None => run_smol(
+                (None, Some(then)) => run_smol(
+                    configure!(
+                        tftp_smol::Server::builder(tftp_smol::Fallback::new(
+                            h,
+                            fallback_handler(then)
+                        )),
+                        cfg,
+                        sessions,
+                        periodic
+                    ),
+                    async_std,
+                ),
+                (None, None) => run_smol(
                     configure!(tftp_smol::Server::builder(h), cfg, sessions, periodic),
                     async_std,
                 ),
@@ -730,14 +757,23 @@ impl Adapter for Blocking {
     fn serve_dir(dir: &Path, cfg: &Cfg) -> Served {
         let (sessions, periodic, uploads) = recorders();
         let h = dir_handler(dir, cfg);
-        let (addrs, stats, stop, result) = match &cfg.remap {
-            Some(rules) => run_blocking(configure!(
+        let (addrs, stats, stop, result) = match (&cfg.remap, &cfg.fallback) {
+            (Some(rules), _) => run_blocking(configure!(
                 tftp_blocking::Server::builder(tftp_blocking::Remap::new(Arc::clone(rules), h)),
                 cfg,
                 sessions,
                 periodic
             )),
-            None => run_blocking(configure!(
+            (None, Some(then)) => run_blocking(configure!(
+                tftp_blocking::Server::builder(tftp_blocking::Fallback::new(
+                    h,
+                    fallback_handler(then)
+                )),
+                cfg,
+                sessions,
+                periodic
+            )),
+            (None, None) => run_blocking(configure!(
                 tftp_blocking::Server::builder(h),
                 cfg,
                 sessions,
