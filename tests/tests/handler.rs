@@ -181,7 +181,44 @@ fn fallback_asks_the_second_for_what_the_first_lacks<A: Adapter>() {
     assert_eq!(std::fs::read(then.path().join("only-then")).unwrap(), b"2");
 }
 
+/// A source that fails mid-transfer (here after 200 000 bytes, read 1000
+/// at a time, ahead of the peer's ACKs or not) ends the transfer with
+/// ERROR 0 "Read error" at any block size, lock-step or windowed, and the
+/// client keeps nothing past what the source gave.
+fn a_failing_source_ends_with_read_error<A: Adapter>() {
+    let server = A::serve_dynamic(&Cfg::default());
+    for (blksize, windowsize) in [(None, None), (Some(1468), Some(16)), (Some(65464), None)] {
+        let o = Opts {
+            blksize,
+            windowsize,
+            ..Opts::default()
+        };
+        match A::get(server.addr, "broken", o) {
+            Err(tftp_blocking::ClientError::Server { code, message, .. }) => {
+                assert_eq!(code, ErrorCode::NotDefined, "{} {o:?}", A::NAME);
+                assert_eq!(message, tftp_io::READ_ERROR, "{} {o:?}", A::NAME);
+            }
+            other => panic!("{} {o:?}: {:?}", A::NAME, other.map(|(d, _)| d.len())),
+        }
+    }
+    // Stopped, the server has reported every session.
+    let sessions = std::sync::Arc::clone(&server.sessions);
+    server.stop();
+    let sessions = sessions.lock().unwrap().clone();
+    assert_eq!(sessions.len(), 3, "{}", A::NAME);
+    for s in &sessions {
+        assert_eq!(
+            s.outcome,
+            Some(Outcome::LocalError(ErrorCode::NotDefined)),
+            "{}",
+            A::NAME
+        );
+        assert!(s.bytes_sent <= 200_000, "{}: {}", A::NAME, s.bytes_sent);
+    }
+}
+
 for_each_adapter!(
+    a_failing_source_ends_with_read_error,
     fallback_asks_the_second_for_what_the_first_lacks,
     generated_content_and_streams,
     handler_errors_reach_the_client,

@@ -128,10 +128,11 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
             Output::Fill(out) => {
                 // Once the peer is verified, blocks come out of a read-ahead
                 // buffer (one read per many small blocks, lock-step or
-                // windowed), also an optional buffer of the budget. Without
+                // windowed), also an optional buffer of the budget, which is
+                // topped up while the session waits for the peer. Without
                 // it, blocks are read one by one.
                 let verified = ticket.as_deref().is_none_or(Ticket::is_verified);
-                if read_ahead.is_none() && verified && out.len() <= READ_AHEAD / 4 {
+                if read_ahead.is_none() && verified && out.len() <= READ_AHEAD {
                     let granted = ticket
                         .as_deref_mut()
                         .is_none_or(|t| t.reserve_optional(READ_AHEAD));
@@ -197,10 +198,15 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                     if let Poll::Ready(r) = socket.poll_recv_drain(cx, &mut recv) {
                         return Poll::Ready(Event::Datagrams(r));
                     }
-                    match timer.poll_expired(cx) {
-                        Poll::Ready(()) => Poll::Ready(Event::Timeout),
-                        Poll::Pending => Poll::Pending,
+                    if timer.poll_expired(cx).is_ready() {
+                        return Poll::Ready(Event::Timeout);
                     }
+                    // Nothing to handle: read what the next blocks need now,
+                    // not after the peer's answer.
+                    if let (Io::Source(source), Some(ra)) = (&mut *io, &mut read_ahead) {
+                        while ra.wants_top_up() && ra.poll_top_up(cx, source.as_mut()).is_ready() {}
+                    }
+                    Poll::Pending
                 })
                 .await;
                 match event {
@@ -314,19 +320,22 @@ pub(crate) async fn wait_until<T: Timer>(
     .await
 }
 
-/// Bytes a verified session reads from its source at once, for
-/// blocks up to a quarter of it (larger blocks are read straight into their
-/// packets).
+/// Bytes a verified session reads from its source at once, for blocks up
+/// to this size (larger blocks are read straight into their packets).
 pub const READ_AHEAD: usize = 64 * 1024;
 
 /// A session's read-ahead buffer. Each refill is one read, which returns
 /// what the source has (a stream's first bytes are not held back to fill
-/// it).
+/// it). While the session waits for its peer the buffer is topped up once
+/// it is less than half full, so the next blocks' read is off the round
+/// trip (as tftpd-hpa reads the next block while waiting for the ACK).
 struct ReadAhead {
     buf: Vec<u8>,
     start: usize,
     end: usize,
     eof: bool,
+    /// A top-up's failure, reported by the next fill.
+    error: Option<io::Error>,
 }
 
 impl ReadAhead {
@@ -336,16 +345,48 @@ impl ReadAhead {
             start: 0,
             end: 0,
             eof: false,
+            error: None,
         }
     }
 
+    /// Whether a top-up is due: less than half the buffer is left and the
+    /// source may have more.
+    fn wants_top_up(&self) -> bool {
+        !self.eof && self.error.is_none() && (self.end - self.start) < self.buf.len() / 2
+    }
+
+    /// Moves what is left to the front and reads into the rest, once.
+    fn poll_top_up(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        source: Pin<&mut (dyn AsyncRead + Send)>,
+    ) -> Poll<()> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        let free = self.buf.get_mut(self.end..).unwrap_or_default();
+        match source.poll_read(cx, free) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => self.eof = true,
+            Poll::Ready(Ok(n)) => self.end += n.min(free.len()),
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Poll::Ready(Err(e)) => self.error = Some(e),
+        }
+        Poll::Ready(())
+    }
+
     /// Fills `out` from the buffer, refilling it from `source`, until `out`
-    /// is full or the source ends.
+    /// is full or the source ends. With the buffer empty, a rest of more
+    /// than a quarter of it is read straight into `out`.
     async fn read_full(
         &mut self,
         mut source: Pin<&mut (dyn AsyncRead + Send)>,
         out: &mut [u8],
     ) -> io::Result<usize> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
         if self.buf.is_empty() {
             return read_full(source, out).await;
         }
@@ -353,6 +394,13 @@ impl ReadAhead {
         while filled < out.len() {
             if self.start == self.end {
                 if self.eof {
+                    break;
+                }
+                let rest = out.get_mut(filled..).unwrap_or_default();
+                if rest.len() > self.buf.len() / 4 {
+                    let n = read_full(source.as_mut(), rest).await?;
+                    self.eof = n < rest.len();
+                    filled += n;
                     break;
                 }
                 match poll_fn(|cx| source.as_mut().poll_read(cx, &mut self.buf)).await {

@@ -139,6 +139,8 @@ fn fallback_handler(dir: &Path) -> tftp_io::DirHandler {
 
 /// What the dynamic test handler does with a file name.
 pub enum Decision {
+    /// These bytes, then a read error.
+    Broken(Vec<u8>),
     Bytes(Vec<u8>, Option<Limits>),
     Stream(Vec<u8>),
     SlowBytes(Vec<u8>),
@@ -166,6 +168,7 @@ pub fn decide(req: &Request) -> Decision {
         ),
         b"secret" => Decision::Error(TftpError::access_violation("Go away")),
         b"slow" => Decision::SlowBytes(b"slow".to_vec()),
+        b"broken" => Decision::Broken(super::content(200_000, 8)),
         name if name.starts_with(b"busy") => busy(name),
         _ => Decision::Error(TftpError::not_found()),
     }
@@ -342,6 +345,7 @@ impl tftp_tokio::Handler for TokioDynamic {
             Decision::Bytes(b, None) => Ok(R::from_bytes(b)),
             Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
             Decision::Stream(b) => Ok(R::stream(std::io::Cursor::new(b))),
+            Decision::Broken(b) => Ok(R::stream(Broken(b, 0))),
             Decision::SlowBytes(b) => {
                 tokio::time::sleep(Duration::from_millis(1000)).await;
                 Ok(R::from_bytes(b))
@@ -471,6 +475,51 @@ impl Adapter for Tokio {
     }
 }
 
+/// A source (tokio, futures-io and std) of these bytes, from this
+/// position, in reads of at most 1000 bytes, then an error.
+struct Broken(Vec<u8>, usize);
+
+impl Broken {
+    fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = &self.0[self.1..];
+        if rest.is_empty() {
+            return Err(std::io::Error::other("the disk went away"));
+        }
+        let n = rest.len().min(buf.len()).min(1000);
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.1 += n;
+        Ok(n)
+    }
+}
+
+impl tokio::io::AsyncRead for Broken {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.read_some(buf.initialize_unfilled())?;
+        buf.advance(n);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl smol::io::AsyncRead for Broken {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(self.read_some(buf))
+    }
+}
+
+impl std::io::Read for Broken {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read_some(buf)
+    }
+}
+
 /// An AsyncWrite (tokio and futures-io) and Write into shared memory.
 struct SharedSink(Arc<Mutex<Vec<u8>>>);
 
@@ -544,6 +593,7 @@ impl tftp_smol::Handler for SmolDynamic {
             Decision::Bytes(b, None) => Ok(R::from_bytes(b)),
             Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
             Decision::Stream(b) => Ok(R::stream(smol::io::Cursor::new(b))),
+            Decision::Broken(b) => Ok(R::stream(Broken(b, 0))),
             Decision::SlowBytes(b) => {
                 smol::Timer::after(Duration::from_millis(1000)).await;
                 Ok(R::from_bytes(b))
@@ -715,6 +765,7 @@ impl tftp_blocking::Handler for BlockingDynamic {
             Decision::Bytes(b, None) => Ok(R::from_bytes(b)),
             Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
             Decision::Stream(b) => Ok(R::stream(std::io::Cursor::new(b))),
+            Decision::Broken(b) => Ok(R::stream(Broken(b, 0))),
             Decision::SlowBytes(b) => {
                 std::thread::sleep(Duration::from_millis(1000));
                 Ok(R::from_bytes(b))
