@@ -23,6 +23,7 @@ use crate::error::ClientError;
 use crate::handler::{ReadResponse, TftpError, WriteResponse};
 use crate::listen::{Listener, LISTEN_BUFFER};
 use crate::net::{bind_transfer, random_seed};
+use crate::readahead::ReadAhead;
 use crate::registry::{Registry, Ticket};
 use crate::session::{
     busy_answer, busy_packet, is_transient, no_socket, note_verified, open, out_of_descriptors,
@@ -153,6 +154,7 @@ fn drive<S: Session + ?Sized>(
     // The receive timeout last set: changed only when it would wait past the
     // deadline or is far shorter than the wait (not once per block).
     let mut timeout_set: Option<Duration> = None;
+    let mut read_ahead: Option<ReadAhead> = None;
     loop {
         match session.poll(clock.now()) {
             Output::Transmit {
@@ -165,8 +167,12 @@ fn drive<S: Session + ?Sized>(
                 Err(e) => tracing::debug!(%to, error = %e, "send failed"),
             },
             Output::Fill(out) => {
-                let result = match io {
-                    Io::Source(source) => read_full(&mut **source, out),
+                if read_ahead.is_none() {
+                    read_ahead = ReadAhead::for_session(ticket.as_deref_mut(), out.len());
+                }
+                let result = match (&mut *io, &mut read_ahead) {
+                    (Io::Source(source), Some(ra)) => ra.fill_from(&mut **source, out),
+                    (Io::Source(source), None) => read_full(&mut **source, out),
                     _ => Err(io::Error::other("no source")),
                 };
                 report_filled(session, result);
@@ -211,6 +217,11 @@ fn drive<S: Session + ?Sized>(
                     wait = wait.min(POLL_STOPS);
                 }
                 let wait = wait.max(Duration::from_micros(1));
+                // Read what the next blocks need now, not after the peer's
+                // answer (which waits in the socket meanwhile).
+                if let (Io::Source(source), Some(ra)) = (&mut *io, &mut read_ahead) {
+                    ra.top_up_from(&mut **source);
+                }
                 if timeout_set.is_none_or(|t| t > wait || t < wait / 2) {
                     socket.set_read_timeout(Some(wait))?;
                     timeout_set = Some(wait);
@@ -244,7 +255,7 @@ fn drive<S: Session + ?Sized>(
 }
 
 /// Reads until `buf` is full or the source ends.
-fn read_full(source: &mut (dyn Read + Send), buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(source: &mut (dyn Read + Send), buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
         match source.read(rest) {

@@ -15,6 +15,7 @@ use tftp_proto::session::{Batch, Output, Session};
 use tftp_proto::stats::Outcome;
 use tftp_proto::time::Instant;
 
+use crate::readahead::{Next, ReadAhead};
 use crate::registry::Ticket;
 use crate::runtime::{AsyncUdpSocket, Runtime, Timer};
 use crate::session::{note_verified, report_delivered, report_filled, Signal, SHUTTING_DOWN};
@@ -126,20 +127,11 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 }
             }
             Output::Fill(out) => {
-                // Once the peer is verified, blocks come out of a read-ahead
-                // buffer (one read per many small blocks, lock-step or
-                // windowed), also an optional buffer of the budget, which is
-                // topped up while the session waits for the peer. Without
-                // it, blocks are read one by one.
-                let verified = ticket.as_deref().is_none_or(Ticket::is_verified);
-                if read_ahead.is_none() && verified && out.len() <= READ_AHEAD {
-                    let granted = ticket
-                        .as_deref_mut()
-                        .is_none_or(|t| t.reserve_optional(READ_AHEAD));
-                    read_ahead = Some(ReadAhead::new(if granted { READ_AHEAD } else { 0 }));
+                if read_ahead.is_none() {
+                    read_ahead = ReadAhead::for_session(ticket.as_deref_mut(), out.len());
                 }
                 let result = match (&mut *io, &mut read_ahead) {
-                    (Io::Source(source), Some(ra)) => ra.read_full(source.as_mut(), out).await,
+                    (Io::Source(source), Some(ra)) => fill(ra, source.as_mut(), out).await,
                     (Io::Source(source), None) => read_full(source.as_mut(), out).await,
                     _ => Err(io::Error::other("no source")),
                 };
@@ -204,7 +196,12 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                     // Nothing to handle: read what the next blocks need now,
                     // not after the peer's answer.
                     if let (Io::Source(source), Some(ra)) = (&mut *io, &mut read_ahead) {
-                        while ra.wants_top_up() && ra.poll_top_up(cx, source.as_mut()).is_ready() {}
+                        while ra.wants_top_up() {
+                            match source.as_mut().poll_read(cx, ra.free()) {
+                                Poll::Ready(read) => ra.record(read),
+                                Poll::Pending => break,
+                            }
+                        }
                     }
                     Poll::Pending
                 })
@@ -320,107 +317,27 @@ pub(crate) async fn wait_until<T: Timer>(
     .await
 }
 
-/// Bytes a verified session reads from its source at once, for blocks up
-/// to this size (larger blocks are read straight into their packets).
-pub const READ_AHEAD: usize = 64 * 1024;
-
-/// A session's read-ahead buffer. Each refill is one read, which returns
-/// what the source has (a stream's first bytes are not held back to fill
-/// it). While the session waits for its peer the buffer is topped up once
-/// it is less than half full, so the next blocks' read is off the round
-/// trip (as tftpd-hpa reads the next block while waiting for the ACK).
-struct ReadAhead {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    eof: bool,
-    /// A top-up's failure, reported by the next fill.
-    error: Option<io::Error>,
-}
-
-impl ReadAhead {
-    fn new(size: usize) -> Self {
-        ReadAhead {
-            buf: vec![0; size],
-            start: 0,
-            end: 0,
-            eof: false,
-            error: None,
-        }
-    }
-
-    /// Whether a top-up is due: less than half the buffer is left and the
-    /// source may have more.
-    fn wants_top_up(&self) -> bool {
-        !self.eof && self.error.is_none() && (self.end - self.start) < self.buf.len() / 2
-    }
-
-    /// Moves what is left to the front and reads into the rest, once.
-    fn poll_top_up(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        source: Pin<&mut (dyn AsyncRead + Send)>,
-    ) -> Poll<()> {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-        }
-        let free = self.buf.get_mut(self.end..).unwrap_or_default();
-        match source.poll_read(cx, free) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(0)) => self.eof = true,
-            Poll::Ready(Ok(n)) => self.end += n.min(free.len()),
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Poll::Ready(Err(e)) => self.error = Some(e),
-        }
-        Poll::Ready(())
-    }
-
-    /// Fills `out` from the buffer, refilling it from `source`, until `out`
-    /// is full or the source ends. With the buffer empty, a rest of more
-    /// than a quarter of it is read straight into `out`.
-    async fn read_full(
-        &mut self,
-        mut source: Pin<&mut (dyn AsyncRead + Send)>,
-        out: &mut [u8],
-    ) -> io::Result<usize> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        if self.buf.is_empty() {
-            return read_full(source, out).await;
-        }
-        let mut filled = 0;
-        while filled < out.len() {
-            if self.start == self.end {
-                if self.eof {
-                    break;
-                }
+/// Fills `out` through the read-ahead buffer (see [`ReadAhead`]).
+async fn fill(
+    ra: &mut ReadAhead,
+    mut source: Pin<&mut (dyn AsyncRead + Send)>,
+    out: &mut [u8],
+) -> io::Result<usize> {
+    let mut filled = 0;
+    loop {
+        match ra.next(out, &mut filled)? {
+            Next::Done => return Ok(filled),
+            Next::Refill => {
+                let read = poll_fn(|cx| source.as_mut().poll_read(cx, ra.free())).await;
+                ra.record(read);
+            }
+            Next::Direct => {
                 let rest = out.get_mut(filled..).unwrap_or_default();
-                if rest.len() > self.buf.len() / 4 {
-                    let n = read_full(source.as_mut(), rest).await?;
-                    self.eof = n < rest.len();
-                    filled += n;
-                    break;
-                }
-                match poll_fn(|cx| source.as_mut().poll_read(cx, &mut self.buf)).await {
-                    Ok(0) => self.eof = true,
-                    Ok(n) => (self.start, self.end) = (0, n.min(self.buf.len())),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-                continue;
+                let n = read_full(source.as_mut(), rest).await?;
+                ra.record_direct(n, rest.len());
+                filled += n;
             }
-            let available = self.buf.get(self.start..self.end).unwrap_or_default();
-            let rest = out.get_mut(filled..).unwrap_or_default();
-            let n = available.len().min(rest.len());
-            if let (Some(to), Some(from)) = (rest.get_mut(..n), available.get(..n)) {
-                to.copy_from_slice(from);
-            }
-            self.start += n;
-            filled += n;
         }
-        Ok(filled)
     }
 }
 

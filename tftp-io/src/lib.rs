@@ -47,6 +47,7 @@ mod fallback;
 mod handler;
 mod listen;
 pub mod net;
+mod readahead;
 pub mod registry;
 pub mod remap;
 pub mod resolve;
@@ -64,7 +65,6 @@ pub use config::{
     DEFAULT_STATS_INTERVAL,
 };
 pub use dir::DirHandler;
-pub use driver::READ_AHEAD;
 pub use error::ClientError;
 pub use fallback::Fallback;
 pub use handler::{
@@ -72,6 +72,7 @@ pub use handler::{
     WriteResponse,
 };
 pub use listen::{LISTEN_BATCH, LISTEN_RCVBUF};
+pub use readahead::READ_AHEAD;
 pub use root::DEFAULT_MAX_UPLOAD_SIZE;
 pub use runtime::{AsyncUdpSocket, Runtime, Serves, Timer, Wrap};
 pub use server::{Server, StatsHandle, MIN_STATS_INTERVAL};
