@@ -101,6 +101,11 @@ impl WriteResponse<StdSink> {
 
 /// Decides what each request gets. It runs on the session's own thread, never
 /// on the accept thread, so a slow backend delays only its own client.
+///
+/// A request may be asked again: an answer of exactly ERROR 0
+/// [`SOCKET_ERROR`](crate::SOCKET_ERROR) ("busy", DirHandler's answer when
+/// the process is out of descriptors) is retried every 20 ms for up to
+/// [`DESCRIPTOR_WAIT`](crate::DESCRIPTOR_WAIT) before the client hears it.
 pub trait Handler: Send + Sync + 'static {
     /// A read request (RRQ).
     fn read(&self, request: &Request) -> Result<ReadResponse<StdSource>, TftpError>;
@@ -114,7 +119,10 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Where file bytes come from or go to.
 enum Io<'a> {
-    Source(&'a mut (dyn Read + Send)),
+    /// A source, and whether its size is known: only then is it read
+    /// ahead while the session waits (a stream's read may block, and the
+    /// session must go on answering meanwhile).
+    Source(&'a mut (dyn Read + Send), bool),
     /// A caller's writer: flushed at the end.
     Download(&'a mut (dyn Write + Send)),
     /// A server's upload: completed (committed) at the end.
@@ -171,8 +179,8 @@ fn drive<S: Session + ?Sized>(
                     read_ahead = ReadAhead::for_session(ticket.as_deref_mut(), out.len());
                 }
                 let result = match (&mut *io, &mut read_ahead) {
-                    (Io::Source(source), Some(ra)) => ra.fill_from(&mut **source, out),
-                    (Io::Source(source), None) => read_full(&mut **source, out),
+                    (Io::Source(source, _), Some(ra)) => ra.fill_from(&mut **source, out),
+                    (Io::Source(source, _), None) => read_full(&mut **source, out),
                     _ => Err(io::Error::other("no source")),
                 };
                 report_filled(session, result);
@@ -207,6 +215,12 @@ fn drive<S: Session + ?Sized>(
                     session.cancel();
                     continue;
                 }
+                // Read what the next blocks need now, not after the peer's
+                // answer (which waits in the socket meanwhile): one read of
+                // a source of known size.
+                if let (Io::Source(source, true), Some(ra)) = (&mut *io, &mut read_ahead) {
+                    ra.top_up_from(&mut **source);
+                }
                 let now = clock.now();
                 if deadline <= now {
                     session.handle_timeout(now);
@@ -217,11 +231,6 @@ fn drive<S: Session + ?Sized>(
                     wait = wait.min(POLL_STOPS);
                 }
                 let wait = wait.max(Duration::from_micros(1));
-                // Read what the next blocks need now, not after the peer's
-                // answer (which waits in the socket meanwhile).
-                if let (Io::Source(source), Some(ra)) = (&mut *io, &mut read_ahead) {
-                    ra.top_up_from(&mut **source);
-                }
                 if timeout_set.is_none_or(|t| t > wait || t < wait / 2) {
                     socket.set_read_timeout(Some(wait))?;
                     timeout_set = Some(wait);
@@ -638,7 +647,7 @@ fn run_session<H: Handler>(
     let local = socket.local_addr().ok();
     let (mut session, mut data) = open(request, config, answer, local, clock.now(), ticket);
     let mut io = match &mut data {
-        Data::Source(s) => Io::Source(&mut *s.0),
+        Data::Source(s, sized) => Io::Source(&mut *s.0, *sized),
         Data::Sink(w) => Io::Upload(&mut *w.0),
         Data::None => Io::None,
     };
@@ -697,7 +706,7 @@ impl Client<Threads> {
         let outcome = drive(
             &mut session,
             &socket,
-            &mut Io::Source(source),
+            &mut Io::Source(source, size.is_some()),
             clock,
             &mut buf,
             None,

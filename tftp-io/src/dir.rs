@@ -5,7 +5,9 @@
 //! tftp-tokio gives it its tokio `Handler`.
 //!
 //! Files are opened, read and written with plain syscalls on the calling
-//! thread, straight into (or out of) the DATA packets: served files are
+//! thread (reads through the session's read-ahead buffer, see
+//! [`READ_AHEAD`](crate::READ_AHEAD), or straight into the DATA packets;
+//! writes straight out of them): served files are
 //! expected on a local filesystem, where a page-cache read or write takes
 //! microseconds and a hop to a blocking pool costs more than the work.
 //! Handlers serving from slow or network filesystems should return their

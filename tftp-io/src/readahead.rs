@@ -48,13 +48,17 @@ impl ReadAhead {
             return None;
         }
         let granted = ticket.is_none_or(|t| t.reserve_optional(READ_AHEAD));
-        Some(ReadAhead {
-            buf: vec![0; if granted { READ_AHEAD } else { 0 }],
+        Some(Self::with_size(if granted { READ_AHEAD } else { 0 }))
+    }
+
+    fn with_size(size: usize) -> Self {
+        ReadAhead {
+            buf: vec![0; size],
             start: 0,
             end: 0,
             eof: false,
             error: None,
-        })
+        }
     }
 
     /// Whether a top-up is due: less than half the buffer is left and the
@@ -89,11 +93,9 @@ impl ReadAhead {
     }
 
     /// Moves buffered bytes into `out[*filled..]` and says what the block
-    /// needs next; a failed read is returned once, here.
+    /// needs next. A failed read is returned here, once, when the block
+    /// needs more than the bytes read before it.
     pub(crate) fn next(&mut self, out: &mut [u8], filled: &mut usize) -> io::Result<Next> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
         let available = self.buf.get(self.start..self.end).unwrap_or_default();
         let rest = out.get_mut(*filled..).unwrap_or_default();
         let n = available.len().min(rest.len());
@@ -103,7 +105,14 @@ impl ReadAhead {
         self.start += n;
         *filled += n;
         let rest = out.len().saturating_sub(*filled);
-        Ok(if rest == 0 || self.eof {
+        if rest == 0 {
+            return Ok(Next::Done);
+        }
+        // The buffer is empty now.
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        Ok(if self.eof {
             Next::Done
         } else if self.buf.is_empty() || rest > self.buf.len() / 4 {
             Next::Direct
@@ -140,9 +149,9 @@ impl ReadAhead {
         }
     }
 
-    /// Tops the buffer up from a blocking `source` while it is due.
+    /// Tops the buffer up from a blocking `source` with one read, if due.
     pub(crate) fn top_up_from(&mut self, source: &mut (dyn Read + Send)) {
-        while self.wants_top_up() {
+        if self.wants_top_up() {
             let read = source.read(self.free());
             self.record(read);
         }
@@ -153,39 +162,116 @@ impl ReadAhead {
 mod tests {
     use super::*;
 
+    /// A source of `data` in reads of at most `chunk` bytes, every other
+    /// one interrupted; then `Ok(0)`, or an error when `fails`.
+    struct Chunks<'a> {
+        data: &'a [u8],
+        chunk: usize,
+        interrupt: bool,
+        fails: bool,
+    }
+
+    impl Read for Chunks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            if self.data.is_empty() && self.fails {
+                return Err(io::Error::other("gone"));
+            }
+            let n = self.data.len().min(buf.len()).min(self.chunk);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// Serves `source` in blocks of `block` bytes through `ra`, topping up
+    /// between blocks as a waiting session does; the bytes, and the error
+    /// that ended it if any.
+    fn serve(ra: &mut ReadAhead, source: &mut Chunks<'_>, block: usize) -> (Vec<u8>, bool) {
+        let mut got = Vec::new();
+        let mut out = vec![0; block];
+        loop {
+            match ra.fill_from(source, &mut out) {
+                Ok(n) => {
+                    got.extend_from_slice(&out[..n]);
+                    if n < block {
+                        return (got, false);
+                    }
+                }
+                Err(_) => return (got, true),
+            }
+            for _ in 0..4 {
+                ra.top_up_from(source);
+            }
+        }
+    }
+
+    fn data() -> Vec<u8> {
+        (0..300_000u32).map(|i| (i % 251) as u8).collect()
+    }
+
     #[test]
     fn blocks_come_out_whole_and_in_order_with_top_ups_between() {
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let data = data();
         for block in [512, 1468, 16_384, 40_000, 65_464] {
-            let mut source = &data[..];
-            let mut ra = ReadAhead::for_session(None, block).unwrap();
-            let mut got = Vec::new();
-            let mut out = vec![0; block];
-            loop {
-                let n = ra.fill_from(&mut source, &mut out).unwrap();
-                got.extend_from_slice(&out[..n]);
-                if n < block {
-                    break;
+            for chunk in [usize::MAX, 1000, 7] {
+                for size in [READ_AHEAD, 0] {
+                    let mut source = Chunks {
+                        data: &data,
+                        chunk,
+                        interrupt: false,
+                        fails: false,
+                    };
+                    let mut ra = ReadAhead::with_size(size);
+                    let (got, failed) = serve(&mut ra, &mut source, block);
+                    assert!(!failed);
+                    assert!(got == data, "block {block} chunk {chunk} buffer {size}");
                 }
-                ra.top_up_from(&mut source);
             }
-            assert_eq!(got, data, "block {block}");
         }
     }
 
     #[test]
-    fn a_failed_top_up_is_reported_by_the_next_block_once() {
-        struct Failing;
-        impl io::Read for Failing {
-            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-                Err(io::Error::other("gone"))
-            }
+    fn a_failure_comes_after_every_byte_read_before_it_and_once() {
+        let data = data();
+        for block in [512, 1468, 65_464] {
+            let mut source = Chunks {
+                data: &data,
+                chunk: 1000,
+                interrupt: false,
+                fails: true,
+            };
+            let mut ra = ReadAhead::with_size(READ_AHEAD);
+            let (got, failed) = serve(&mut ra, &mut source, block);
+            assert!(failed, "block {block}");
+            // Every whole block before the failure was served.
+            assert_eq!(got.len(), data.len() / block * block, "block {block}");
+            assert!(got == data[..got.len()]);
+            // Reported once: a source that works again is read again.
+            let mut out = vec![0; block];
+            let mut more = &b"more"[..];
+            assert_eq!(ra.fill_from(&mut more, &mut out).unwrap(), 4);
         }
-        let mut ra = ReadAhead::for_session(None, 512).unwrap();
-        ra.top_up_from(&mut Failing);
+    }
+
+    #[test]
+    fn no_top_up_after_a_failure_or_the_end() {
+        let mut ra = ReadAhead::with_size(READ_AHEAD);
+        let mut failing = Chunks {
+            data: b"",
+            chunk: 1,
+            interrupt: true,
+            fails: true,
+        };
+        ra.top_up_from(&mut failing);
         assert!(!ra.wants_top_up(), "no top-up after a failure");
-        let mut out = [0; 512];
-        assert!(ra.fill_from(&mut &b""[..], &mut out).is_err());
+        let mut ra = ReadAhead::with_size(READ_AHEAD);
+        ra.top_up_from(&mut &b""[..]);
+        assert!(!ra.wants_top_up(), "no top-up after the end");
+        assert!(!ReadAhead::with_size(0).wants_top_up(), "no buffer");
     }
 
     #[test]

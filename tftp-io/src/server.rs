@@ -390,7 +390,7 @@ async fn run_session<H: Handler, R: Runtime>(
     let local = socket.local_addr().ok();
     let (mut session, mut data) = open(&request, config, answer, local, clock.now(), ticket);
     let mut io = match &mut data {
-        Data::Source(s) => Io::Source(s.0.as_mut()),
+        Data::Source(s, _) => Io::Source(s.0.as_mut()),
         Data::Sink(w) => Io::Upload(w.0.as_mut()),
         Data::None => Io::None,
     };

@@ -112,7 +112,9 @@ pub(crate) enum Granted<S, W> {
 
 /// The source or sink the session's data goes through.
 pub(crate) enum Data<S, W> {
-    Source(S),
+    /// The response's source, and whether its size is known (a file or
+    /// bytes, whose reads do not wait on anyone, rather than a stream).
+    Source(S, bool),
     Sink(W),
     None,
 }
@@ -143,7 +145,7 @@ pub(crate) fn open<S, W>(
     let (mut session, data) = match answer {
         Ok(Granted::Read(r)) => (
             ServerSession::start(request, &limits, r.limits.as_ref(), r.size, now),
-            Data::Source(r.source),
+            Data::Source(r.source, r.size.is_some()),
         ),
         Ok(Granted::Write(w)) => (
             ServerSession::start(request, &limits, w.limits.as_ref(), None, now),
