@@ -105,7 +105,7 @@ impl WriteResponse<StdSink> {
 /// A request may be asked again: an answer of exactly ERROR 0
 /// [`SOCKET_ERROR`](crate::SOCKET_ERROR) ("busy", DirHandler's answer when
 /// the process is out of descriptors) is retried every 20 ms for up to
-/// [`DESCRIPTOR_WAIT`](crate::DESCRIPTOR_WAIT) before the client hears it.
+/// [`DESCRIPTOR_WAIT`] before the client hears it.
 pub trait Handler: Send + Sync + 'static {
     /// A read request (RRQ).
     fn read(&self, request: &Request) -> Result<ReadResponse<StdSource>, TftpError>;
