@@ -166,6 +166,57 @@ fn duplicate_request_gets_one_session<A: Adapter>() {
     server.stop();
 }
 
+/// A request from the same port for the same file is a new one once the
+/// client has answered the running session (its new socket got the port
+/// back while the old session waits for its last ACK), or when its options
+/// differ (UEFI's download right after its tsize probe): both are served at
+/// once, not after the client's retransmission timeout.
+fn same_port_new_request_is_served<A: Adapter>() {
+    let data = common::content(700, 5);
+    let dir = common::root(&[("f.bin", &data)]);
+    let server = A::serve_dir(dir.path(), &Cfg::default());
+    let raw = Raw::new();
+    // Answered: DATA 1 acknowledged, the last block not yet.
+    raw.send(server.addr, &rrq("f.bin", &[]));
+    let (pkt, old) = raw.recv();
+    assert_eq!(pkt[..4], [0, 3, 0, 1]);
+    raw.send(old, &ack(1));
+    let (pkt, _) = raw.recv();
+    assert_eq!(pkt[..4], [0, 3, 0, 2], "{}: the last block", A::NAME);
+    raw.send(server.addr, &rrq("f.bin", &[]));
+    let (pkt, new) = raw.recv();
+    assert_eq!(pkt[..4], [0, 3, 0, 1], "{}: a new session", A::NAME);
+    assert_ne!(new, old, "{}: from a new transfer port", A::NAME);
+    raw.send(old, &ack(2));
+    raw.send(new, &error(0, "done"));
+    // Unanswered, other options: the size probe, then the download.
+    raw.send(server.addr, &rrq("f.bin", &[("tsize", "0")]));
+    let (pkt, probe) = raw.recv();
+    assert_eq!(pkt[..2], [0, 6], "{}: OACK", A::NAME);
+    raw.send(server.addr, &rrq("f.bin", &[]));
+    let (pkt, download) = raw.recv();
+    assert_eq!(
+        pkt[..4],
+        [0, 3, 0, 1],
+        "{}: DATA 1 of the download",
+        A::NAME
+    );
+    assert_ne!(download, probe);
+    raw.send(probe, &error(8, "probe done"));
+    raw.send(download, &ack(1));
+    let (pkt, _) = raw.recv();
+    assert_eq!(pkt[4..], data[512..]);
+    raw.send(download, &ack(2));
+    let s = server.stats();
+    assert_eq!(
+        (s.sessions_started, s.duplicate_requests),
+        (4, 0),
+        "{}",
+        A::NAME
+    );
+    server.stop();
+}
+
 fn garbage_on_the_listening_port_is_ignored<A: Adapter>() {
     let dir = common::root(&[("f.bin", b"ok")]);
     let server = A::serve_dir(dir.path(), &Cfg::default());
@@ -197,5 +248,6 @@ for_each_adapter!(
     max_sessions_per_peer_edge,
     request_size_edge,
     duplicate_request_gets_one_session,
+    same_port_new_request_is_served,
     garbage_on_the_listening_port_is_ignored,
 );

@@ -1,7 +1,8 @@
 //! Property test of the admission table under any mix of requests from a
 //! few peers, verifications and session ends: the limits always hold, only
-//! unverified sessions are ever evicted, and an evicted place is free at
-//! once (its late release changes nothing).
+//! unverified sessions are ever evicted, an evicted place is free at once
+//! (its late release changes nothing), and a request is a duplicate exactly
+//! while the latest session of the same request runs unanswered.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -53,13 +54,18 @@ proptest! {
         // The model: running sessions (key → peer, verified).
         let mut running: BTreeMap<SessionKey, (SocketAddr, bool)> = BTreeMap::new();
         let mut all: Vec<SessionKey> = Vec::new();
+        // The latest session admitted for each peer address and port.
+        let mut latest: BTreeMap<SocketAddr, SessionKey> = BTreeMap::new();
         let limits = Limits::default();
         for op in ops {
             match op {
                 Op::Admit { peer: p, port } => {
                     let from = peer(p, port);
                     let request = accept(b"\x00\x01f\x00octet\x00", from, &limits).unwrap();
-                    let duplicate = running.values().any(|(addr, _)| *addr == from);
+                    let duplicate = latest
+                        .get(&from)
+                        .and_then(|k| running.get(k))
+                        .is_some_and(|(_, verified)| !verified);
                     match a.admit(&request) {
                         Ok(admitted) => {
                             prop_assert!(!duplicate, "a duplicate was admitted");
@@ -68,6 +74,7 @@ proptest! {
                                 prop_assert!(!verified, "a verified session was evicted");
                             }
                             running.insert(admitted.key, (from, false));
+                            latest.insert(from, admitted.key);
                             all.push(admitted.key);
                         }
                         Err(Refusal::Duplicate) => prop_assert!(duplicate),

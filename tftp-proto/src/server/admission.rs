@@ -29,8 +29,13 @@ pub const fn default_max_unverified(max_sessions: usize) -> usize {
 ///   unverified session (of the same peer, for the per-peer limit) gives its
 ///   place to the new request, so spoofed requests cannot keep a real
 ///   client, which answers within a round trip, out;
-/// - one per (peer address and port, direction, file name) while it runs: a
-///   retransmitted request does not start a second session.
+/// - a retransmitted request does not start a second session: a request
+///   with the same peer address and port, direction, file name and options
+///   as a running session whose peer has not answered yet is a duplicate.
+///   Once the peer has answered, the same request is a new one (the client
+///   finished or gave up, and a new socket of its got the same port: the
+///   old session ends on its own), and so is one with other options (UEFI
+///   asks again without `tsize` after its size probe).
 ///
 /// Adapters keep one behind a lock, call [`Admission::admit`] in the accept
 /// loop, [`Admission::verify`] when the session's peer is verified, cancel
@@ -44,8 +49,9 @@ pub struct Admission {
     ipv6_prefix: u8,
     next_id: u64,
     per_peer: BTreeMap<PeerKey, usize>,
-    /// Running sessions by what they serve, for duplicates.
-    running: BTreeMap<RequestKey, u64>,
+    /// The latest session for each request, with the request's options,
+    /// for duplicates.
+    running: BTreeMap<RequestKey, (u64, Vec<u8>)>,
     /// Running sessions by id (oldest first).
     sessions: BTreeMap<u64, RequestKey>,
     /// Unverified sessions: all, and per peer (ids, oldest first).
@@ -173,8 +179,10 @@ impl Admission {
             write: request.direction == Direction::Write,
             filename: request.filename.clone(),
         };
-        if self.running.contains_key(&key) {
-            return Err(Refusal::Duplicate);
+        if let Some((id, options)) = self.running.get(&key) {
+            if self.unverified.contains(id) && *options == request.options {
+                return Err(Refusal::Duplicate);
+            }
         }
         // A zero limit admits nothing.
         if self.max_sessions == 0 || self.max_sessions_per_peer == 0 || self.max_unverified == 0 {
@@ -206,7 +214,8 @@ impl Admission {
         // Below `max_sessions_per_peer` now: never saturates.
         let n = self.per_peer.entry(peer).or_insert(0);
         *n = n.saturating_add(1);
-        self.running.insert(key.clone(), id);
+        self.running
+            .insert(key.clone(), (id, request.options.clone()));
         self.sessions.insert(id, key);
         self.unverified.insert(id);
         self.unverified_by_peer.insert((peer, id));
@@ -239,7 +248,14 @@ impl Admission {
         let peer = self.peer_key(request.peer.ip());
         self.unverified.remove(&id);
         self.unverified_by_peer.remove(&(peer, id));
-        self.running.remove(&request);
+        // Unless a newer session of the same request took its entry.
+        if self
+            .running
+            .get(&request)
+            .is_some_and(|(latest, _)| *latest == id)
+        {
+            self.running.remove(&request);
+        }
         if let Some(n) = self.per_peer.get_mut(&peer) {
             // Entries are removed at 0, so `n >= 1` here.
             *n = n.saturating_sub(1);

@@ -366,12 +366,44 @@ mod tests {
     }
 
     #[test]
+    fn a_request_is_a_duplicate_only_while_unanswered_and_with_its_options() {
+        let mut a = Admission::new(8, 8);
+        let plain = request_from("192.0.2.1:40000");
+        let mut probe = accept(
+            b"\x00\x01f\x00octet\x00tsize\x000\x00",
+            "192.0.2.1:40000".parse().unwrap(),
+            &Limits::default(),
+        )
+        .unwrap();
+        probe.peer = plain.peer;
+        // A retransmission while the peer has not answered: silence.
+        let k1 = a.admit(&probe).unwrap().key;
+        assert_eq!(a.admit(&probe), Err(Refusal::Duplicate));
+        // The same name from the same port with other options is a new
+        // request (UEFI's download after its tsize probe).
+        let k2 = a.admit(&plain).unwrap().key;
+        assert_eq!(a.admit(&plain), Err(Refusal::Duplicate));
+        assert_eq!(a.admit(&probe).map(|_| ()), Ok(()), "k2 took the entry");
+        // Once the peer has answered, the same request is a new one (a new
+        // client socket on a port just freed, the old session finishing).
+        a.verify(&k2);
+        let k3 = a.admit(&plain).unwrap().key;
+        assert_eq!(a.admit(&plain), Err(Refusal::Duplicate), "k3 unanswered");
+        // Older sessions ending leave the newest's entry alone.
+        a.release(&k1);
+        a.release(&k2);
+        assert_eq!(a.admit(&plain), Err(Refusal::Duplicate));
+        a.release(&k3);
+        assert!(a.admit(&plain).is_ok());
+    }
+
+    #[test]
     fn admission_limits_and_duplicates() {
         let mut a = Admission::new(2, 1);
         let r1 = request_from("192.0.2.1:40000");
         let k1 = a.admit(&r1).unwrap().key;
-        a.verify(&k1);
         assert_eq!(a.admit(&r1), Err(Refusal::Duplicate));
+        a.verify(&k1);
         let r2 = request_from("192.0.2.1:40001");
         assert_eq!(a.admit(&r2), Err(Refusal::Busy), "per-peer limit of 1");
         let k3 = a.admit(&request_from("192.0.2.2:1")).unwrap();
