@@ -5,11 +5,13 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use event_listener::EventListener;
 use futures_io::{AsyncRead, AsyncWrite};
+use tftp_proto::options::Limits;
 use tftp_proto::packet::ErrorCode;
 use tftp_proto::session::{Batch, Output, Session};
 use tftp_proto::stats::Outcome;
@@ -18,7 +20,9 @@ use tftp_proto::time::Instant;
 use crate::readahead::{Next, ReadAhead};
 use crate::registry::Ticket;
 use crate::runtime::{AsyncUdpSocket, Runtime, Timer};
-use crate::session::{note_verified, report_delivered, report_filled, Signal, SHUTTING_DOWN};
+use crate::session::{
+    note_verified, report_delivered, report_filled, Signal, READ_ERROR, SHUTTING_DOWN,
+};
 use crate::udp::{self, Got};
 
 /// Where file bytes come from or go to.
@@ -109,6 +113,10 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     let mut read_ahead: Option<ReadAhead> = None;
     session.set_batch(udp::batch_for(session.stats().peer));
     loop {
+        let (verified, started) = {
+            let stats = session.stats();
+            (stats.verified, stats.started)
+        };
         match session.poll(clock.now()) {
             Output::Transmit {
                 to,
@@ -130,12 +138,71 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 if read_ahead.is_none() {
                     read_ahead = ReadAhead::for_session(ticket.as_deref_mut(), out.len());
                 }
-                let result = match (&mut *io, &mut read_ahead) {
-                    (Io::Source(source), Some(ra)) => fill(ra, source.as_mut(), out).await,
-                    (Io::Source(source), None) => read_full(source.as_mut(), out).await,
-                    _ => Err(io::Error::other("no source")),
+                // A source that waits (an origin's headers or body, a
+                // handler's stream) waits within the session's budget: the
+                // abort and cancel signals, and a deadline (see
+                // `source_deadline`). One that is ready costs no timer.
+                let limits = ticket.as_deref().map(Ticket::limits).cloned();
+                let waited = {
+                    let filling = async {
+                        match (&mut *io, &mut read_ahead) {
+                            (Io::Source(source), Some(ra)) => fill(ra, source.as_mut(), out).await,
+                            (Io::Source(source), None) => read_full(source.as_mut(), out).await,
+                            _ => Err(io::Error::other("no source")),
+                        }
+                    };
+                    let mut filling = pin!(filling);
+                    let mut source_timer: Option<R::Timer> = None;
+                    poll_fn(|cx| {
+                        if let Poll::Ready(result) = filling.as_mut().poll(cx) {
+                            return Poll::Ready(Waited::Done(result));
+                        }
+                        if let Some(signal) = abort {
+                            if abort_watch.poll(signal, cx) {
+                                return Poll::Ready(Waited::Abort);
+                            }
+                        }
+                        if let Some(t) = ticket.as_deref().filter(|_| !cancelled) {
+                            if cancel_watch.poll(t.cancel_signal(), cx) {
+                                return Poll::Ready(Waited::Cancel);
+                            }
+                        }
+                        if let Some(limits) = &limits {
+                            let timer = source_timer.get_or_insert_with(|| {
+                                let deadline =
+                                    source_deadline(limits, verified, started, clock.now());
+                                clock.runtime().timer(clock.to_std(deadline))
+                            });
+                            if timer.poll_expired(cx).is_ready() {
+                                return Poll::Ready(Waited::Expired);
+                            }
+                        }
+                        Poll::Pending
+                    })
+                    .await
                 };
-                report_filled(session, result);
+                match waited {
+                    Waited::Done(result) => report_filled(session, result),
+                    Waited::Abort => {
+                        abort = None;
+                        session.abort(ErrorCode::NotDefined, SHUTTING_DOWN);
+                    }
+                    Waited::Cancel => {
+                        cancelled = true;
+                        session.cancel();
+                    }
+                    Waited::Expired if verified => {
+                        tracing::warn!("the transfer's source stalled past the session's patience");
+                        session.abort(ErrorCode::NotDefined, READ_ERROR);
+                    }
+                    Waited::Expired => {
+                        // Past the unverified lifetime: the core ends it
+                        // (timed out, silently); should it not, it is
+                        // cancelled, so the loop cannot spin.
+                        session.handle_timeout(clock.now());
+                        session.cancel();
+                    }
+                }
             }
             Output::Deliver(bytes) => {
                 let result = match io {
@@ -249,6 +316,71 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
             Output::Done(outcome) => return outcome,
         }
     }
+}
+
+/// How a wait bounded by the session's budget ended.
+pub(crate) enum Waited<T> {
+    /// The awaited work finished.
+    Done(T),
+    /// The server's drain timeout passed: abort.
+    Abort,
+    /// The session's place went to a newer request.
+    Cancel,
+    /// The deadline passed first.
+    Expired,
+}
+
+/// Until when a server session may wait for its source (or its handler)
+/// before it gives up: an unverified session no longer than its lifetime
+/// ([`Limits::unverified_lifetime`] from its start); a verified one as long
+/// as it would wait for a silent peer ([`Limits::retries`] timeouts of the
+/// longest retransmission timeout, at least a second).
+pub(crate) fn source_deadline(
+    limits: &Limits,
+    verified: bool,
+    started: Instant,
+    now: Instant,
+) -> Instant {
+    if verified {
+        let patience = limits
+            .max_rto
+            .saturating_mul(limits.retries)
+            .max(Duration::from_secs(1));
+        now + patience
+    } else {
+        started + limits.unverified_lifetime
+    }
+}
+
+/// Runs `work` until it finishes, `abort` or `cancel` is raised, or
+/// `deadline` passes.
+pub(crate) async fn bounded<R: Runtime, T>(
+    work: impl Future<Output = T>,
+    clock: &Clock<R>,
+    deadline: Instant,
+    abort: &Signal,
+    cancel: &Signal,
+) -> Waited<T> {
+    let mut work = pin!(work);
+    let mut timer: Option<R::Timer> = None;
+    let (mut abort_watch, mut cancel_watch) = (Watch::default(), Watch::default());
+    poll_fn(|cx| {
+        if abort_watch.poll(abort, cx) {
+            return Poll::Ready(Waited::Abort);
+        }
+        if cancel_watch.poll(cancel, cx) {
+            return Poll::Ready(Waited::Cancel);
+        }
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(Waited::Done(done));
+        }
+        let timer = timer.get_or_insert_with(|| clock.runtime().timer(clock.to_std(deadline)));
+        if timer.poll_expired(cx).is_ready() {
+            return Poll::Ready(Waited::Expired);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Watches a raise-only [`Signal`] (shutdown, abort, a session's cancel)

@@ -180,6 +180,11 @@ impl Ticket {
         &self.cancel
     }
 
+    /// The server's limits.
+    pub(crate) fn limits(&self) -> &tftp_proto::options::Limits {
+        &self.registry.config.limits
+    }
+
     /// Whether [`Ticket::verified`] was called.
     pub(crate) fn is_verified(&self) -> bool {
         self.verified

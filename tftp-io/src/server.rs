@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use tftp_proto::options::Direction;
+use tftp_proto::packet::ErrorCode;
+use tftp_proto::server::TftpError;
 use tftp_proto::server::{Admit, Request};
 use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerStats, Stats};
 
 use crate::config::{ServerBuilder, ABORT_GRACE};
-use crate::driver::{drive, wait_until, Clock, Io, Watch};
+use crate::driver::{bounded, drive, source_deadline, wait_until, Clock, Io, Waited, Watch};
 use crate::handler::Handler;
 use crate::listen::{Listener, RecvBatch, LISTEN_BATCH};
 use crate::net::{bind_transfer, random_seed};
@@ -26,7 +28,7 @@ use crate::registry::{Registry, Ticket};
 use crate::runtime::{AsyncUdpSocket, Runtime, Serves, Timer};
 use crate::session::{
     busy_answer, busy_packet, is_transient, no_socket, open, out_of_descriptors, Data, Granted,
-    Signal, DESCRIPTOR_TRIES, DESCRIPTOR_WAIT,
+    Signal, DESCRIPTOR_TRIES, DESCRIPTOR_WAIT, HANDLER_TIMED_OUT, SHUTTING_DOWN,
 };
 
 /// What the server's tasks share.
@@ -376,7 +378,7 @@ async fn run_session<H: Handler, R: Runtime>(
     };
     // The file may not open for the same reason (DirHandler answers
     // ERROR 0 "busy" then): the same wait.
-    let answer = while_out_of_descriptors(
+    let asking = while_out_of_descriptors(
         clock,
         || async {
             match request.direction {
@@ -385,9 +387,58 @@ async fn run_session<H: Handler, R: Runtime>(
             }
         },
         |a| a.as_ref().is_err_and(busy_answer),
+    );
+    // The handler's wait (an origin's headers, a queue for an origin
+    // request) is the session's: its peer has not answered yet, so it
+    // ends with the unverified lifetime, on eviction and on abort.
+    let started = clock.now();
+    let deadline = source_deadline(&config.limits, false, started, started);
+    let waited = bounded(
+        asking,
+        clock,
+        deadline,
+        &shared.aborting,
+        ticket.cancel_signal(),
     )
     .await;
+    let mut evicted = false;
+    let answer = match waited {
+        Waited::Done(answer) => answer,
+        Waited::Abort => Err(TftpError::new(ErrorCode::NotDefined, SHUTTING_DOWN)),
+        Waited::Cancel => {
+            evicted = true;
+            Err(TftpError::new(ErrorCode::NotDefined, SHUTTING_DOWN))
+        }
+        Waited::Expired => {
+            tracing::warn!(peer = %request.peer, "the handler did not answer within the unverified lifetime");
+            Err(TftpError::new(ErrorCode::NotDefined, HANDLER_TIMED_OUT))
+        }
+    };
     let local = socket.local_addr().ok();
+    if evicted {
+        // Its place went to a newer request while the handler worked: it
+        // ends silently, as an evicted session does.
+        let mut session = tftp_proto::server::ServerSession::start(
+            &request,
+            &config.limits,
+            None,
+            None,
+            clock.now(),
+        );
+        session.cancel();
+        let mut buf = vec![0u8; session.max_datagram()];
+        drive(
+            &mut session,
+            &socket,
+            &mut Io::None,
+            clock,
+            &mut buf,
+            None,
+            None,
+        )
+        .await;
+        return session.stats().clone();
+    }
     let (mut session, mut data) = open(&request, config, answer, local, clock.now(), ticket);
     let mut io = match &mut data {
         Data::Source(s, _) => Io::Source(s.0.as_mut()),

@@ -19,6 +19,9 @@ use crate::registry::Ticket;
 
 /// ERROR text sent to sessions aborted at the end of a graceful shutdown.
 pub const SHUTTING_DOWN: &str = "Server shutting down";
+/// ERROR text (with ERROR 0) when the handler did not answer a request
+/// within the unverified lifetime (an origin that does not answer).
+pub const HANDLER_TIMED_OUT: &str = "Request timed out";
 /// ERROR text when the response source fails.
 pub const READ_ERROR: &str = "Read error";
 /// ERROR text when the sink fails (other than a full disk).

@@ -53,12 +53,13 @@ use tftp_tokio::tftp_proto::packet::ErrorCode;
 use tftp_tokio::{Handler, ReadResponse, RequestInfo, TftpError};
 
 pub use cache::{
-    DirectReader, ObjectReader, ENTRY_OVERHEAD, MAX_ENTRIES, MAX_LIFETIME, STALE_RETRY,
+    DirectReader, ObjectReader, ENTRY_OVERHEAD, FIRST_WINDOW, MAX_ENTRIES, MAX_LIFETIME,
+    ORPHAN_GRACE, STALE_RETRY,
 };
 pub use stats::{CacheResult, Lookup, OriginStats};
 pub use template::{normalise, redact, Scheme, Template, TemplateError};
 
-use cache::{Cache, Found, Store};
+use cache::{Cache, Found, Policy, Store};
 use fetch::{Backend, FetchError, Timing};
 
 /// Default size of an in-memory cache (bytes).
@@ -76,6 +77,13 @@ pub const DEFAULT_RETRIES: u32 = 1;
 pub const MAX_RETRIES: u32 = 10;
 /// Longest origin timeout.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default longest time a cached copy is served stale while the origin
+/// fails (a day: an outage of the repository does not stop the boots, but a
+/// copy the origin stopped serving is not served forever).
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 3600);
+/// Default most origin requests at once (headers and bodies, cached or
+/// streamed through); more wait in line, within their sessions' deadlines.
+pub const DEFAULT_MAX_REQUESTS: usize = 64;
 
 type LookupCallback = Arc<dyn Fn(&Lookup) + Send + Sync>;
 
@@ -85,6 +93,8 @@ pub struct OriginBuilder {
     dir: Option<PathBuf>,
     size: Option<u64>,
     ttl: Duration,
+    stale_if_error: Duration,
+    max_requests: usize,
     timing: Timing,
     on_lookup: Option<LookupCallback>,
 }
@@ -96,6 +106,8 @@ impl fmt::Debug for OriginBuilder {
             .field("dir", &self.dir)
             .field("size", &self.size)
             .field("ttl", &self.ttl)
+            .field("stale_if_error", &self.stale_if_error)
+            .field("max_requests", &self.max_requests)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +153,22 @@ impl OriginBuilder {
         self
     }
 
+    /// Longest a cached copy is served stale while the origin fails
+    /// ([`DEFAULT_STALE_IF_ERROR`]); counted from when it went stale. Past
+    /// it the copy is dropped and requests get the origin's failure.
+    pub fn stale_if_error(mut self, bound: Duration) -> Self {
+        self.stale_if_error = bound;
+        self
+    }
+
+    /// Most origin requests at once ([`DEFAULT_MAX_REQUESTS`], at least 1):
+    /// a request holds its place from its headers to the end of its body.
+    /// More wait in line; a session that ends while waiting leaves the line.
+    pub fn max_requests(mut self, n: usize) -> Self {
+        self.max_requests = n.max(1);
+        self
+    }
+
     /// Connect timeout, time to the response headers, and longest pause
     /// within a body ([`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -171,14 +199,14 @@ impl OriginBuilder {
             None => (Store::Memory, DEFAULT_MEMORY_CACHE_SIZE),
         };
         let counters = Arc::default();
-        let cache = Cache::new(
-            store.clone(),
-            self.size.unwrap_or(default_size),
-            self.ttl,
-            self.timing,
-            Arc::clone(&counters),
-        )
-        .map_err(|e| OriginError(format!("cache directory: {e}")))?;
+        let policy = Policy {
+            max_bytes: self.size.unwrap_or(default_size),
+            ttl: self.ttl,
+            stale_if_error: self.stale_if_error,
+            max_requests: self.max_requests,
+        };
+        let cache = Cache::new(store.clone(), policy, self.timing, Arc::clone(&counters))
+            .map_err(|e| OriginError(format!("cache directory: {e}")))?;
         Ok(Origin(Arc::new(Inner {
             template: self.template,
             backend: Arc::new(backend),
@@ -221,6 +249,8 @@ impl Origin {
             dir: None,
             size: None,
             ttl: DEFAULT_TTL,
+            stale_if_error: DEFAULT_STALE_IF_ERROR,
+            max_requests: DEFAULT_MAX_REQUESTS,
             timing: Timing {
                 timeout: DEFAULT_TIMEOUT,
                 retries: DEFAULT_RETRIES,
@@ -250,13 +280,29 @@ impl Origin {
         };
         let found = self.0.cache.get(&url, &self.0.backend).await;
         let answer = match found {
-            Ok(Found::Cached(object, how)) => {
-                let size = object.size();
-                (how, Ok(ReadResponse::new(object.reader(), size)))
-            }
-            Ok(Found::Direct(meta, body)) => {
-                let reader = DirectReader::new(body, self.0.timing.timeout)
-                    .counting(Arc::clone(&self.0.counters));
+            Ok(Found::Cached(object, how)) => match object.reader() {
+                Ok(reader) => (how, Ok(ReadResponse::new(reader, object.size()))),
+                Err(e) => {
+                    // Out of descriptors: the busy answer, asked again
+                    // within the server's descriptor wait.
+                    tracing::warn!(error = %e, "cannot open a cached object");
+                    (
+                        CacheResult::Error,
+                        Err(TftpError::new(
+                            ErrorCode::NotDefined,
+                            tftp_tokio::SOCKET_ERROR,
+                        )),
+                    )
+                }
+            },
+            Ok(Found::Direct(meta, body, slot)) => {
+                let reader = DirectReader::new(
+                    body,
+                    meta.size,
+                    slot,
+                    self.0.timing.timeout,
+                    Arc::clone(&self.0.counters),
+                );
                 (
                     CacheResult::Bypass,
                     Ok(ReadResponse::new(reader, meta.size)),

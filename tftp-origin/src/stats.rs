@@ -90,7 +90,17 @@ pub struct OriginStats {
     pub origin_errors: u64,
     /// Objects evicted to make room.
     pub evictions: u64,
-    /// Bytes stored in the cache now.
+    /// Origin requests abandoned because every session waiting on them
+    /// ended (evicted, timed out, cancelled) before they were done.
+    pub origin_aborted: u64,
+    /// Stale copies dropped instead of served: the origin was still failing
+    /// past the stale-if-error bound.
+    pub stale_expired: u64,
+    /// Origin requests running now (at most the request cap).
+    pub origin_active: u64,
+    /// Requests waiting for a free origin request slot now.
+    pub origin_queued: u64,
+    /// Body bytes stored in the cache now.
     pub cache_bytes: u64,
     /// Objects stored in the cache now.
     pub cache_objects: u64,
@@ -110,6 +120,10 @@ pub(crate) struct Counters {
     pub origin_bytes: AtomicU64,
     pub origin_errors: AtomicU64,
     pub evictions: AtomicU64,
+    pub origin_aborted: AtomicU64,
+    pub stale_expired: AtomicU64,
+    pub origin_active: AtomicU64,
+    pub origin_queued: AtomicU64,
 }
 
 impl Counters {
@@ -138,6 +152,10 @@ impl Counters {
             stale_served: get(&self.stale_served),
             bypassed: get(&self.bypassed),
             origin_requests: get(&self.origin_requests),
+            origin_aborted: get(&self.origin_aborted),
+            stale_expired: get(&self.stale_expired),
+            origin_active: get(&self.origin_active),
+            origin_queued: get(&self.origin_queued),
             origin_bytes: get(&self.origin_bytes),
             origin_errors: get(&self.origin_errors),
             evictions: get(&self.evictions),

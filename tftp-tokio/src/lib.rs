@@ -62,6 +62,7 @@ pub use tftp_io::remap::{self, Remap, RemapRules};
 pub use tftp_io::tftp_proto;
 pub use tftp_io::{
     escape_controls, ClientError, DirHandler, Fallback, ServerStats, StatsHandle, TftpError,
+    SOCKET_ERROR,
 };
 pub use tftp_io::{ServerStatsCallback, SessionCallback};
 pub use tftp_io::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_STATS_INTERVAL};

@@ -73,6 +73,16 @@ struct Args {
     #[arg(long, env = "TFTPD_ORIGIN_RETRIES", value_name = "N", default_value_t = tftp_origin::DEFAULT_RETRIES, value_parser = clap::value_parser!(u32).range(0..=tftp_origin::MAX_RETRIES as i64), requires = "origin")]
     origin_retries: u32,
 
+    /// Most origin requests at once (headers and bodies); more wait in
+    /// line, each within its transfer's deadline.
+    #[arg(long, env = "TFTPD_ORIGIN_MAX_REQUESTS", value_name = "N", default_value_t = tftp_origin::DEFAULT_MAX_REQUESTS as u64, value_parser = clap::value_parser!(u64).range(1..=100_000), requires = "origin")]
+    origin_max_requests: u64,
+
+    /// Longest a cached copy is served stale while the origin fails, in
+    /// seconds from when it went stale; past it, requests get the error.
+    #[arg(long, env = "TFTPD_STALE_IF_ERROR", value_name = "SECS", default_value_t = tftp_origin::DEFAULT_STALE_IF_ERROR.as_secs(), requires = "origin")]
+    stale_if_error: u64,
+
     /// Address to listen on, IPv4 or IPv6 (repeatable). Without a port, 69.
     /// Default 127.0.0.1:6969, unless sockets come from systemd or inetd.
     #[arg(long, env = "TFTPD_LISTEN", value_name = "ADDR", value_delimiter = ',', value_parser = parse_listen)]
@@ -490,6 +500,8 @@ fn build_origin(args: &Args, template: &str) -> Result<Origin, BoxError> {
         .ttl(Duration::from_secs(args.cache_ttl))
         .timeout(args.origin_timeout)
         .retries(args.origin_retries)
+        .max_requests(args.origin_max_requests as usize)
+        .stale_if_error(Duration::from_secs(args.stale_if_error))
         .on_lookup(|l| {
             tracing::debug!(
                 peer = %l.peer,

@@ -183,7 +183,7 @@ struct OriginCounters(tftp_origin::Origin);
 impl Collector for OriginCounters {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = self.0.stats();
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "origin_lookups",
                 "Read requests the origin handler answered.",
@@ -240,8 +240,18 @@ impl Collector for OriginCounters {
                 "Origin requests or bodies that failed.",
                 s.origin_errors,
             ),
+            (
+                "origin_aborted",
+                "Origin requests abandoned: every transfer waiting on them ended first.",
+                s.origin_aborted,
+            ),
+            (
+                "cache_stale_expired",
+                "Stale copies dropped: the origin still failed past --stale-if-error.",
+                s.stale_expired,
+            ),
         ];
-        let gauges: [(&str, &str, i64); 2] = [
+        let gauges: [(&str, &str, i64); 4] = [
             (
                 "cache_bytes",
                 "Bytes stored in the origin cache.",
@@ -251,6 +261,16 @@ impl Collector for OriginCounters {
                 "cache_objects",
                 "Objects stored in the origin cache.",
                 s.cache_objects as i64,
+            ),
+            (
+                "origin_active",
+                "Origin requests running now (at most --origin-max-requests).",
+                s.origin_active as i64,
+            ),
+            (
+                "origin_queued",
+                "Requests waiting for an origin request slot now.",
+                s.origin_queued as i64,
             ),
         ];
         encode_consts(&mut encoder, &counters, &gauges)?;
