@@ -70,9 +70,14 @@ impl DirHandler {
     /// dnsmasq's `tftp-unique-root`: a client whose address names a
     /// directory of the root (`ROOT/192.0.2.7/`, `ROOT/2001:db8::7/`) is
     /// served from that directory only, reads and writes; every other client
-    /// is served from the root. The client cannot name a path above its
-    /// directory; symlinks in it may point into the rest of the root (for
-    /// shared files), never outside.
+    /// is served from the root. The client's directory is sealed: a
+    /// request's `..` are taken lexically, before any symlink is followed,
+    /// so no name climbs out of it, not even after a symlink
+    /// (`shared/../10.0.0.9/x` names `10.0.0.9/x` in the client's own
+    /// directory), and a name that would climb above it gets ERROR 2.
+    /// Symlinks in it may point into the rest of the root (`pxelinux.0 ->
+    /// ../pxelinux.0`, `shared -> ../shared`, for shared files: reads and
+    /// writes follow them), never outside.
     pub fn per_client_root(mut self, on: bool) -> Self {
         self.per_client_root = on;
         self

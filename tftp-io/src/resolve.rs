@@ -26,13 +26,34 @@ const OPENAT2_RETRIES: usize = 4;
 /// Set once `openat2` turned out to be unavailable.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: resolve by the walk on this thread, as where `openat2` is
+    /// missing, to run a table through both resolutions.
+    pub(crate) static WALK_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this resolution must use the walk (tests only).
+fn walk_only() -> bool {
+    #[cfg(test)]
+    return WALK_ONLY.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    false
+}
+
+/// Whether `openat2` is in use (not found missing or filtered).
+#[cfg(test)]
+pub(crate) fn openat2_in_use() -> bool {
+    !NO_OPENAT2.load(Ordering::Relaxed)
+}
+
 /// Opens `path` (relative; a leading `/` means the root) under `root` as if
 /// `root` were `/`, with `flags` (`O_CLOEXEC` is always added).
 pub fn open(root: impl AsFd, path: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
     let root = root.as_fd();
     let path = if path.is_empty() { &b"."[..] } else { path };
     let flags = flags | OFlags::CLOEXEC;
-    if !NO_OPENAT2.load(Ordering::Relaxed) {
+    if !NO_OPENAT2.load(Ordering::Relaxed) && !walk_only() {
         let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
         for _ in 0..OPENAT2_RETRIES {
             match rustix::fs::openat2(root, path, flags, Mode::empty(), resolve) {

@@ -6,9 +6,21 @@
 //! checked walk for kernels without it), so an absolute symlink inside the
 //! root (`/boot/vmlinuz -> /images/v6.1/vmlinuz`) and `..` in a symlink's
 //! target resolve inside the root, and nothing resolves outside it. A
-//! request whose own name climbs above the root (`../x`) is refused. A
 //! leading `/` in a request is taken relative to the root (many boot ROMs
 //! send `/pxelinux.0`). Error messages never contain local paths.
+//!
+//! A request's own `..` are taken lexically, before the kernel sees the
+//! name: each takes back the name before it in the request (`a/../b` is
+//! `b`), never a symlink's target, and a name that climbs above the top
+//! (`../x`, `a/../../x`) is refused with ERROR 2. The kernel so only follows
+//! `..` in symlink targets, which the operator wrote. This is what seals a
+//! client's directory ([`Root::client_scope`]): its symlinks may point into
+//! the rest of the root (`shared -> ../shared`), and `shared/x.cfg` follows
+//! one, but `shared/../10.0.0.9/x` names `10.0.0.9/x` in the client's own
+//! directory, not beside the link's target, so no request name reaches
+//! another client's directory or the root's files except through a symlink
+//! of the client's directory. An upload directory ([`Root::upload_dir`]) is
+//! sealed the same way, and more: it is the root of its uploads.
 
 use std::ffi::OsStr;
 use std::io;
@@ -74,8 +86,11 @@ impl Root {
     }
 
     /// Accepts uploads only for names under `dir` (relative to the root,
-    /// e.g. `incoming`), so a client cannot plant `pxelinux.cfg/01-<mac>`
-    /// and take over another machine's boot. Symlinks inside `dir` cannot
+    /// or to the client's directory, e.g. `incoming`), so a client cannot
+    /// plant `pxelinux.cfg/01-<mac>` and take over another machine's boot.
+    /// The name's own `..` are taken lexically (see the [module](self)
+    /// docs) and must stay under `dir`; the rest resolves with `dir` as its
+    /// root, so symlinks inside `dir`, and `..` in their targets, cannot
     /// lead an upload out of it.
     pub fn upload_dir(mut self, dir: impl AsRef<[u8]>) -> Self {
         self.upload_dir = Some(normalised(dir.as_ref()));
@@ -91,14 +106,16 @@ impl Root {
     }
 
     /// [`Root::open_read`] in the subdirectory `scope` of the root (see
-    /// [`Root::client_scope`]): `filename` cannot climb out of it, though
-    /// symlinks in it may point anywhere inside the root.
+    /// [`Root::client_scope`]): `filename` cannot climb out of it, not even
+    /// with `..` after a symlink (a request's `..` are lexical, see the
+    /// [module](self) docs), though symlinks in it may point anywhere inside
+    /// the root.
     pub fn open_read_in(
         &self,
         scope: Option<&[u8]>,
         filename: &[u8],
     ) -> Result<(std::fs::File, u64), TftpError> {
-        let path = scoped(scope, relative(filename)?);
+        let path = scoped(scope, &relative(filename)?);
         if is_upload_temp(&path) {
             return Err(TftpError::not_found());
         }
@@ -123,7 +140,9 @@ impl Root {
 
     /// The subdirectory of the root named after `client` (its address as
     /// text: `192.0.2.7`, `2001:db8::7`), if one exists: dnsmasq's
-    /// `tftp-unique-root`. IPv4-mapped IPv6 addresses count as IPv4.
+    /// `tftp-unique-root`. IPv4-mapped IPv6 addresses count as IPv4. Names
+    /// opened in it are sealed in it (see the [module](self) docs): only
+    /// its symlinks lead elsewhere in the root.
     pub fn client_scope(&self, client: IpAddr) -> Option<Vec<u8>> {
         let name = client.to_canonical().to_string().into_bytes();
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
@@ -138,8 +157,9 @@ impl Root {
         self.open_write_in(None, filename, None)
     }
 
-    /// [`Root::open_write`] in the subdirectory `scope` of the root, for an
-    /// upload that announced `size` bytes (its `tsize`), if it did.
+    /// [`Root::open_write`] in the subdirectory `scope` of the root, sealed
+    /// in it as [`Root::open_read_in`], for an upload that announced `size`
+    /// bytes (its `tsize`), if it did.
     pub fn open_write_in(
         &self,
         scope: Option<&[u8]>,
@@ -155,11 +175,12 @@ impl Root {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let relative = relative(filename)?;
         let (base, path) = match &self.upload_dir {
-            None => (None, scoped(scope, relative)),
+            None => (None, scoped(scope, &relative)),
             Some(dir) => {
                 // Resolved inside the upload directory as its own root, so
-                // its symlinks cannot lead out of it.
-                let rest = under(relative, dir)
+                // its symlinks (and `..` in their targets) cannot lead out of
+                // it; the request's own `..` are gone already.
+                let rest = under(&relative, dir)
                     .ok_or_else(|| TftpError::access_violation("Uploads go elsewhere"))?;
                 let dir = scoped(scope, &dir.join(&b'/'));
                 let base = resolve::open(&*self.dir, &dir, flags).map_err(|e| map_error(&e))?;
@@ -413,11 +434,17 @@ fn remove_stale(dir: &Dir, depth: usize) -> io::Result<usize> {
     Ok(removed)
 }
 
-/// The request's file name relative to the root: leading `/`s stripped (the
-/// root stands for `/`). A name that climbs above the root with `..` is
-/// refused here, before the kernel sees it; `..` that stays inside (and
-/// symlinks) are left to the kernel.
-fn relative(filename: &[u8]) -> Result<&[u8], TftpError> {
+/// The request's file name, cleaned, relative to the root (or to the
+/// client's directory): leading `/`s stripped (the root stands for `/`), no
+/// empty or `.` components, and each `..` taking back the name before it in
+/// the request itself, lexically, before any symlink is followed (as a URL's
+/// `..`). So the kernel never resolves a `..` of the request, only those in
+/// symlink targets (the operator's): `shared/../10.0.0.9/x`, with `shared ->
+/// ../shared`, names `10.0.0.9/x` beside `shared`, not beside its target. A
+/// name that climbs above the top (`../x`, `a/../../x`) is refused here. A
+/// name that ends as a directory (`x/`, `x/.`, `x/..`) keeps a trailing `/`,
+/// so it can only name a directory (refused later: not a regular file).
+fn relative(filename: &[u8]) -> Result<Vec<u8>, TftpError> {
     let mut name = filename;
     while let Some(rest) = name.strip_prefix(b"/") {
         name = rest;
@@ -425,19 +452,28 @@ fn relative(filename: &[u8]) -> Result<&[u8], TftpError> {
     if name.is_empty() {
         return Err(TftpError::not_found());
     }
-    let mut depth = 0usize;
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut last: &[u8] = b"";
     for part in name.split(|&b| b == b'/') {
+        last = part;
         match part {
             b"" | b"." => {}
             b".." => {
-                depth = depth
-                    .checked_sub(1)
+                parts
+                    .pop()
                     .ok_or_else(|| TftpError::access_violation("Access violation"))?;
             }
-            _ => depth += 1,
+            _ => parts.push(part),
         }
     }
-    Ok(name)
+    let mut path = parts.join(&b'/');
+    if matches!(last, b"" | b"." | b"..") {
+        if path.is_empty() {
+            path.push(b'.');
+        }
+        path.push(b'/');
+    }
+    Ok(path)
 }
 
 /// The components of `path` after a lexical clean-up (no empty ones, no
@@ -457,11 +493,17 @@ fn normalised(path: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// What is left of `path` under the directory `dir` (both normalised), if
-/// `path` is under it.
+/// `path` is under it; a trailing `/` (a directory) is kept.
 fn under(path: &[u8], dir: &[Vec<u8>]) -> Option<Vec<u8>> {
     let parts = normalised(path);
     let rest = parts.strip_prefix(dir)?;
-    (!rest.is_empty()).then(|| rest.join(&b'/'))
+    (!rest.is_empty()).then(|| {
+        let mut rest = rest.join(&b'/');
+        if path.ends_with(b"/") {
+            rest.push(b'/');
+        }
+        rest
+    })
 }
 
 /// `name` inside the subdirectory `scope`.
@@ -473,9 +515,8 @@ fn scoped(scope: Option<&[u8]>, name: &[u8]) -> Vec<u8> {
 }
 
 /// The parent path (`.` when there is none) and the last component, which
-/// must be a file name (not `.` or `..`).
+/// must be a file name (not `.`, `..`, nor empty: `x/` names a directory).
 fn split_last(path: &[u8]) -> Option<(&[u8], &[u8])> {
-    let path = path.strip_suffix(b"/").unwrap_or(path);
     let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
         Some(i) => (path.get(..i)?, path.get(i + 1..)?),
         None => (&b"."[..], path),
@@ -521,7 +562,26 @@ mod tests {
         for name in [&b".."[..], b"../x", b"/../x", b"a/../../x", b"a/./../.."] {
             assert!(relative(name).is_err(), "{}", String::from_utf8_lossy(name));
         }
-        assert_eq!(relative(b"a/../b").unwrap(), b"a/../b");
+    }
+
+    #[test]
+    fn dotdot_is_taken_lexically() {
+        for (name, clean) in [
+            (&b"a/../b"[..], &b"b"[..]),
+            (b"shared/../10.0.0.9/x", b"10.0.0.9/x"),
+            (b"shared/./../pxelinux.cfg/01-aa", b"pxelinux.cfg/01-aa"),
+            (b"a//b/./c", b"a/b/c"),
+            (b"a/b/../../c", b"c"),
+            // What ends as a directory keeps saying so.
+            (b"a/", b"a/"),
+            (b"a/b/.", b"a/b/"),
+            (b"a/b/..", b"a/"),
+            (b"a/..", b"./"),
+            (b".", b"./"),
+        ] {
+            let name_text = String::from_utf8_lossy(name);
+            assert_eq!(relative(name).unwrap(), clean, "{name_text}");
+        }
     }
 
     #[test]
@@ -587,6 +647,325 @@ mod tests {
         assert!(under(b"incoming/../pxelinux.cfg/01-aa", &dir).is_none());
         assert!(under(b"incomingx/a", &dir).is_none());
         assert!(under(b"pxelinux.cfg/default", &dir).is_none());
+        assert_eq!(under(b"incoming/x/", &dir).unwrap(), b"x/");
+    }
+
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    use std::os::unix::ffi::OsStringExt;
+    use std::os::unix::fs::symlink;
+
+    use tftp_proto::packet::ErrorCode::{self, AccessViolation as DENIED, FileNotFound as MISSING};
+
+    /// The tree of the sealing tables, under `root/` of the returned
+    /// directory (which also holds a file outside the root): the root's own
+    /// boot files, client `10.0.0.7` sharing some of them through the
+    /// documented symlinks, client `10.0.0.9` with a secret, and an upload
+    /// directory with symlinks in it (one in the client's too).
+    fn clients_tree() -> tempfile::TempDir {
+        let top = tempfile::tempdir().unwrap();
+        std::fs::write(top.path().join("secret"), b"outside").unwrap();
+        let r = top.path().join("root");
+        for dir in [
+            "pxelinux.cfg",
+            "shared",
+            "incoming/sub",
+            "10.0.0.7/pxelinux.cfg",
+            "10.0.0.7/incoming",
+            "10.0.0.9/pxelinux.cfg",
+        ] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        for (name, bytes) in [
+            ("pxelinux.0", &b"loader"[..]),
+            ("pxelinux.cfg/default", b"root default"),
+            ("shared/x.cfg", b"shared x"),
+            ("root.cfg", b"root only"),
+            ("10.0.0.7/own.cfg", b"own"),
+            ("10.0.0.9/secret.cfg", b"secret of .9"),
+        ] {
+            std::fs::write(r.join(name), bytes).unwrap();
+        }
+        for (target, link) in [
+            ("../pxelinux.0", "10.0.0.7/pxelinux.0"),
+            ("../shared", "10.0.0.7/shared"),
+            ("sub", "incoming/link"),
+            ("..", "incoming/up"),
+            ("/pxelinux.cfg", "incoming/abs"),
+            ("../..", "10.0.0.7/incoming/up"),
+        ] {
+            symlink(target, r.join(link)).unwrap();
+        }
+        top
+    }
+
+    /// Every path under `dir` with its contents (a symlink: its target),
+    /// symlinks not followed.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut all = BTreeMap::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                let content = if meta.is_symlink() {
+                    std::fs::read_link(&path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_vec()
+                } else if meta.is_dir() {
+                    todo.push(path.clone());
+                    b"<dir>".to_vec()
+                } else {
+                    std::fs::read(&path).unwrap()
+                };
+                all.insert(path, content);
+            }
+        }
+        all
+    }
+
+    /// Runs `pass` with `openat2`, then with the walk.
+    fn both_resolutions(mut pass: impl FnMut(&str)) {
+        for (how, walk) in [("openat2", false), ("walk", true)] {
+            resolve::WALK_ONLY.with(|w| w.set(walk));
+            pass(how);
+            resolve::WALK_ONLY.with(|w| w.set(false));
+            if !walk && !resolve::openat2_in_use() {
+                println!("openat2 is unavailable here: both passes used the walk");
+            }
+        }
+    }
+
+    /// A request's `..` is taken lexically, before any symlink is followed:
+    /// under `per_client_root` no name leaves the client's directory, not
+    /// even after one of its symlinks into the rest of the root; those
+    /// symlinks still serve the shared files.
+    #[test]
+    fn reads_are_sealed_in_the_client_directory_with_openat2_and_with_the_walk() {
+        let top = clients_tree();
+        let root = Root::open(top.path().join("root")).unwrap();
+        let seven = root.client_scope("10.0.0.7".parse().unwrap());
+        assert_eq!(seven.as_deref(), Some(&b"10.0.0.7"[..]));
+        let seven = seven.as_deref();
+        type Case<'a> = (Option<&'a [u8]>, &'a str, Result<&'a [u8], ErrorCode>);
+        let cases: &[Case<'_>] = &[
+            // The client's own files, and the shared ones through its links.
+            (seven, "own.cfg", Ok(b"own")),
+            (seven, "/own.cfg", Ok(b"own")),
+            (seven, "pxelinux.0", Ok(b"loader")),
+            (seven, "shared/x.cfg", Ok(b"shared x")),
+            (seven, "/shared//./x.cfg", Ok(b"shared x")),
+            (seven, "shared/../shared/x.cfg", Ok(b"shared x")),
+            // `..` after a link takes back the link's name, not its target.
+            (seven, "shared/../10.0.0.9/secret.cfg", Err(MISSING)),
+            (seven, "shared/./../root.cfg", Err(MISSING)),
+            (seven, "shared/../pxelinux.cfg/default", Err(MISSING)),
+            (
+                seven,
+                "pxelinux.cfg/../shared/../10.0.0.9/secret.cfg",
+                Err(MISSING),
+            ),
+            (seven, "shared/../own.cfg", Ok(b"own")),
+            // Climbing above the client's directory is refused.
+            (seven, "shared/../../x", Err(DENIED)),
+            (seven, "shared/../../10.0.0.9/secret.cfg", Err(DENIED)),
+            (seven, "../10.0.0.9/secret.cfg", Err(DENIED)),
+            (seven, "/../root.cfg", Err(DENIED)),
+            (seven, "root.cfg", Err(MISSING)),
+            // Directories are not files.
+            (seven, "shared", Err(DENIED)),
+            (seven, "shared/..", Err(DENIED)),
+            (seven, "shared/x.cfg/", Err(DENIED)),
+            // Without a client directory: the whole root, the same rule.
+            (None, "10.0.0.9/secret.cfg", Ok(b"secret of .9")),
+            (None, "10.0.0.7/shared/x.cfg", Ok(b"shared x")),
+            (None, "10.0.0.7/pxelinux.0", Ok(b"loader")),
+            (None, "10.0.0.7/shared/../own.cfg", Ok(b"own")),
+            (None, "10.0.0.7/shared/../10.0.0.9/secret.cfg", Err(MISSING)),
+            (None, "incoming/up/root.cfg", Ok(b"root only")),
+            (None, "incoming/up/../root.cfg", Err(MISSING)),
+            (None, "shared/../../secret", Err(DENIED)),
+            (None, "../secret", Err(DENIED)),
+        ];
+        both_resolutions(|how| {
+            for (scope, name, want) in cases {
+                let got = root
+                    .open_read_in(*scope, name.as_bytes())
+                    .map(|(mut file, _)| {
+                        let mut bytes = Vec::new();
+                        file.read_to_end(&mut bytes).unwrap();
+                        bytes
+                    })
+                    .map_err(|e| e.code);
+                let want = want.map(<[u8]>::to_vec);
+                let scope = scope.map(String::from_utf8_lossy);
+                assert_eq!(got, want, "{how} {scope:?} {name}");
+            }
+        });
+    }
+
+    /// The same sealing for uploads, with and without a client directory and
+    /// an upload directory: every upload lands where its name says, lexically,
+    /// and nothing else in the tree changes.
+    #[test]
+    fn writes_are_sealed_in_the_client_and_upload_directories_with_openat2_and_with_the_walk() {
+        let top = clients_tree();
+        let path = top.path().join("root");
+        let before = snapshot(top.path());
+        let anywhere = Root::open(&path).unwrap().allow_write(true);
+        let incoming = anywhere.clone().upload_dir("incoming");
+        let seven = anywhere.client_scope("10.0.0.7".parse().unwrap());
+        let seven = seven.as_deref();
+        type Case<'a> = (
+            &'a Root,
+            Option<&'a [u8]>,
+            &'a str,
+            Result<&'a str, ErrorCode>,
+        );
+        let cases: &[Case<'_>] = &[
+            (&anywhere, seven, "new.cfg", Ok("10.0.0.7/new.cfg")),
+            (
+                &anywhere,
+                seven,
+                "/pxelinux.cfg/01-aa-bb",
+                Ok("10.0.0.7/pxelinux.cfg/01-aa-bb"),
+            ),
+            // Through the client's own link into the shared directory.
+            (&anywhere, seven, "shared/new.cfg", Ok("shared/new.cfg")),
+            // `..` after the link stays in the client's directory.
+            (
+                &anywhere,
+                seven,
+                "shared/./../pxelinux.cfg/01-aa-bb",
+                Ok("10.0.0.7/pxelinux.cfg/01-aa-bb"),
+            ),
+            (
+                &anywhere,
+                seven,
+                "shared/../new.cfg",
+                Ok("10.0.0.7/new.cfg"),
+            ),
+            (&anywhere, seven, "shared/../10.0.0.9/new.cfg", Err(MISSING)),
+            (
+                &anywhere,
+                seven,
+                "shared/../10.0.0.9/pxelinux.cfg/01-aa-bb",
+                Err(MISSING),
+            ),
+            (
+                &anywhere,
+                seven,
+                "shared/../../pxelinux.cfg/01-aa-bb",
+                Err(DENIED),
+            ),
+            (&anywhere, seven, "shared/../../x", Err(DENIED)),
+            (&anywhere, seven, "../10.0.0.9/new.cfg", Err(DENIED)),
+            (&anywhere, seven, "shared/..", Err(MISSING)),
+            (&anywhere, seven, "new.cfg/", Err(MISSING)),
+            (&anywhere, seven, "pxelinux.0", Err(ErrorCode::FileExists)),
+            // Without a client directory.
+            (
+                &anywhere,
+                None,
+                "10.0.0.7/shared/../10.0.0.9/new.cfg",
+                Err(MISSING),
+            ),
+            (
+                &anywhere,
+                None,
+                "10.0.0.7/shared/../new.cfg",
+                Ok("10.0.0.7/new.cfg"),
+            ),
+            (&anywhere, None, "shared/../new.cfg", Ok("new.cfg")),
+            (
+                &anywhere,
+                None,
+                "incoming/up/../new.cfg",
+                Ok("incoming/new.cfg"),
+            ),
+            (&anywhere, None, "../x", Err(DENIED)),
+            // An upload directory: its links cannot lead out of it.
+            (&incoming, None, "incoming/a", Ok("incoming/a")),
+            (&incoming, None, "/incoming/link/b", Ok("incoming/sub/b")),
+            (&incoming, None, "incoming/link/../b", Ok("incoming/b")),
+            (&incoming, None, "incoming/up/b", Ok("incoming/b")),
+            (
+                &incoming,
+                None,
+                "incoming/up/pxelinux.cfg/01-aa-bb",
+                Err(MISSING),
+            ),
+            (&incoming, None, "incoming/abs/01-aa-bb", Err(MISSING)),
+            (
+                &incoming,
+                None,
+                "incoming/up/../pxelinux.cfg/01-aa-bb",
+                Err(MISSING),
+            ),
+            (
+                &incoming,
+                None,
+                "incoming/link/../../pxelinux.cfg/01-aa-bb",
+                Err(DENIED),
+            ),
+            (&incoming, None, "incoming/up/../../10.0.0.9/x", Err(DENIED)),
+            (&incoming, None, "pxelinux.cfg/01-aa-bb", Err(DENIED)),
+            // ... nor the client's, in its own upload directory.
+            (&incoming, seven, "incoming/c", Ok("10.0.0.7/incoming/c")),
+            (&incoming, seven, "incoming/up/c", Ok("10.0.0.7/incoming/c")),
+            (
+                &incoming,
+                seven,
+                "incoming/up/pxelinux.cfg/01-aa-bb",
+                Err(MISSING),
+            ),
+            (&incoming, seven, "incoming/up/10.0.0.9/x", Err(MISSING)),
+            (
+                &incoming,
+                seven,
+                "incoming/up/../../10.0.0.9/x",
+                Err(DENIED),
+            ),
+            (&incoming, seven, "incoming/../shared/x", Err(DENIED)),
+            (
+                &incoming,
+                seven,
+                "shared/../incoming/d",
+                Ok("10.0.0.7/incoming/d"),
+            ),
+        ];
+        both_resolutions(|how| {
+            for (root, scope, name, want) in cases {
+                let scope_text = scope.map(String::from_utf8_lossy);
+                let got = root
+                    .open_write_in(*scope, name.as_bytes(), None)
+                    .map(|mut upload| {
+                        assert_eq!(upload.write(name.as_bytes()).unwrap(), name.len());
+                        upload.commit().unwrap();
+                    })
+                    .map_err(|e| e.code);
+                let at = match (got, want) {
+                    (Ok(()), Ok(at)) => path.join(at),
+                    (got, want) => {
+                        assert_eq!(got, want.map(|_| ()), "{how} {scope_text:?} {name}");
+                        continue;
+                    }
+                };
+                assert_eq!(
+                    std::fs::read(&at).ok().map(String::from_utf8),
+                    Some(Ok(name.to_string())),
+                    "{how} {scope_text:?} {name}: not at {at:?}"
+                );
+                std::fs::remove_file(&at).unwrap();
+                assert_eq!(
+                    snapshot(top.path()),
+                    before,
+                    "{how} {scope_text:?} {name}: more changed"
+                );
+            }
+        });
+        assert_eq!(snapshot(top.path()), before);
     }
 
     #[test]
@@ -596,5 +975,6 @@ mod tests {
         assert_eq!(split_last(b"/c"), Some((&b"."[..], &b"c"[..])));
         assert_eq!(split_last(b"a/.."), None);
         assert_eq!(split_last(b"a/."), None);
+        assert_eq!(split_last(b"a/"), None);
     }
 }
