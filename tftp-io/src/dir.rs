@@ -11,7 +11,9 @@
 //! expected on a local filesystem, where a page-cache read or write takes
 //! microseconds and a hop to a blocking pool costs more than the work.
 //! Handlers serving from slow or network filesystems should return their
-//! own runtime-pooled file type instead.
+//! own runtime-pooled file type instead. The exception is the end of an
+//! upload on an async runtime: its `fsync`s and rename, which wait for the
+//! disk, run on a helper thread while the session's task waits for them.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -178,7 +180,8 @@ impl AsyncRead for FileSource {
 }
 
 /// An upload written on the calling thread; closing it (done by the server
-/// only when the transfer completed) puts it in place.
+/// only when the transfer completed) puts it in place, durably, on a helper
+/// thread (see the module docs): the task waits, the worker does not.
 impl AsyncWrite for Upload {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -192,8 +195,8 @@ impl AsyncWrite for Upload {
         Poll::Ready(self.get_mut().flush())
     }
 
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.get_mut().commit())
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_commit(cx)
     }
 }
 

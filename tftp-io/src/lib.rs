@@ -47,6 +47,7 @@ mod fallback;
 mod handler;
 mod listen;
 pub mod net;
+mod offload;
 mod readahead;
 pub mod registry;
 pub mod remap;

@@ -29,6 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
@@ -36,7 +37,7 @@ use rustix::fs::OFlags;
 use tftp_proto::packet::ErrorCode;
 use tftp_proto::server::TftpError;
 
-use crate::resolve;
+use crate::{offload, resolve};
 
 /// A served directory; read-only unless writes are enabled.
 #[derive(Clone, Debug)]
@@ -226,16 +227,21 @@ impl Root {
             .map_err(|e| map_error(&e))?
             .into_std();
         Ok(Upload {
-            file,
             written: 0,
             limit: self.max_upload_size,
-            guard: UploadGuard {
-                dir,
-                temp,
-                target,
-                overwrite: self.allow_overwrite,
-                done: false,
-            },
+            parts: Some(UploadParts {
+                file,
+                guard: UploadGuard {
+                    dir,
+                    temp,
+                    target,
+                    overwrite: self.allow_overwrite,
+                    done: false,
+                },
+                #[cfg(test)]
+                committed_on: None,
+            }),
+            committing: None,
         })
     }
 }
@@ -314,10 +320,40 @@ static UPLOADS: AtomicU64 = AtomicU64::new(0);
 /// dropped uncommitted it is removed.
 #[derive(Debug)]
 pub struct Upload {
-    file: std::fs::File,
     written: u64,
     limit: u64,
+    /// `None` while its commit runs on a helper thread (or after it failed
+    /// there).
+    parts: Option<UploadParts>,
+    /// The commit running on a helper thread ([`Upload::poll_commit`]).
+    committing: Option<offload::Pending<UploadParts>>,
+}
+
+/// What a commit works on, moved to the helper thread that runs it.
+#[derive(Debug)]
+struct UploadParts {
+    file: std::fs::File,
     guard: UploadGuard,
+    /// The thread the commit ran on.
+    #[cfg(test)]
+    committed_on: Option<std::thread::ThreadId>,
+}
+
+impl UploadParts {
+    /// See [`Upload::commit`].
+    fn commit(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        {
+            self.committed_on = Some(std::thread::current().id());
+        }
+        std::io::Write::flush(&mut self.file)?;
+        if !self.guard.done {
+            self.file.sync_all()?;
+        }
+        self.guard.commit()?;
+        rustix::fs::fsync(&self.guard.dir)?;
+        Ok(())
+    }
 }
 
 /// Deliberately not `std::io::Write`: a plain writer converts into a
@@ -332,28 +368,57 @@ impl Upload {
         if after > self.limit {
             return Err(io::Error::new(io::ErrorKind::FileTooLarge, TOO_LARGE));
         }
-        let n = std::io::Write::write(&mut self.file, buf)?;
+        let n = std::io::Write::write(&mut self.parts()?.file, buf)?;
         self.written = self.written.saturating_add(n as u64);
         Ok(n)
     }
 
     /// Flushes the temporary file.
     pub fn flush(&mut self) -> io::Result<()> {
-        std::io::Write::flush(&mut self.file)
+        std::io::Write::flush(&mut self.parts()?.file)
     }
 
     /// Flushes, makes the bytes durable (`fsync` of the file), puts the file
     /// in place and makes that durable too (`fsync` of its directory), so
     /// the final ACK promises only what survives a power cut. Idempotent.
+    /// Runs on the calling thread (the threads server's session thread);
+    /// closing it as a `futures_io::AsyncWrite` (what the async servers do)
+    /// runs it on a helper thread instead.
     pub fn commit(&mut self) -> io::Result<()> {
-        self.flush()?;
-        if !self.guard.done {
-            self.file.sync_all()?;
-        }
-        self.guard.commit()?;
-        rustix::fs::fsync(&self.guard.dir)?;
-        Ok(())
+        self.parts()?.commit()
     }
+
+    /// [`Upload::commit`] on a helper thread (see [`crate::offload`]), never
+    /// on the async runtime's worker that polls it: an `fsync` can take
+    /// long on a busy disk, and would stall every session of that worker.
+    /// Ready once the upload is durable and in place. Idempotent.
+    pub(crate) fn poll_commit(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        if self.committing.is_none() {
+            let mut parts = self.parts.take().ok_or_else(committing_failed)?;
+            if parts.guard.done {
+                self.parts = Some(parts);
+                return Poll::Ready(Ok(()));
+            }
+            // Failed, the parts are dropped there: the guard removes the
+            // temporary file.
+            self.committing = Some(offload::spawn(move || parts.commit().map(|()| parts)));
+        }
+        let Some(committing) = &self.committing else {
+            return Poll::Ready(Err(committing_failed()));
+        };
+        let result = std::task::ready!(committing.poll(cx));
+        self.committing = None;
+        Poll::Ready(result.map(|parts| self.parts = Some(parts)))
+    }
+
+    fn parts(&mut self) -> io::Result<&mut UploadParts> {
+        self.parts.as_mut().ok_or_else(committing_failed)
+    }
+}
+
+/// The error of an upload whose commit is running or has failed.
+fn committing_failed() -> io::Error {
+    io::Error::other("upload committing or failed")
 }
 
 /// Puts an upload's temporary file in place ([`UploadGuard::commit`]) or,
@@ -582,6 +647,58 @@ mod tests {
             let name_text = String::from_utf8_lossy(name);
             assert_eq!(relative(name).unwrap(), clean, "{name_text}");
         }
+    }
+
+    /// An async close commits on a helper thread, not on the thread that
+    /// polls it (a runtime's worker), and only then is Ready: the file is in
+    /// place and nothing temporary is left.
+    #[test]
+    fn async_commit_runs_off_the_polling_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap().allow_write(true);
+        let mut upload = root.open_write(b"up.bin").unwrap();
+        assert_eq!(upload.write(b"durable").unwrap(), 7);
+        let poller = std::thread::current().id();
+        crate::offload::wait(&mut |cx| upload.poll_commit(cx)).unwrap();
+        let ran_on = upload.parts.as_ref().and_then(|p| p.committed_on);
+        assert!(ran_on.is_some_and(|t| t != poller), "{ran_on:?}");
+        assert_eq!(
+            std::fs::read(dir.path().join("up.bin")).unwrap(),
+            b"durable"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["up.bin"]);
+        // Idempotent, and the blocking commit still runs where it is called.
+        crate::offload::wait(&mut |cx| upload.poll_commit(cx)).unwrap();
+        let mut blocking = root.open_write(b"b.bin").unwrap();
+        blocking.write(b"x").unwrap();
+        blocking.commit().unwrap();
+        let ran_on = blocking.parts.as_ref().and_then(|p| p.committed_on);
+        assert_eq!(ran_on, Some(poller));
+    }
+
+    /// A commit that fails on the helper thread is reported, and leaves no
+    /// temporary file behind.
+    #[test]
+    fn async_commit_failure_is_reported_and_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap().allow_write(true);
+        let mut upload = root.open_write(b"taken").unwrap();
+        upload.write(b"late").unwrap();
+        // Created meanwhile: the new-only link must not clobber it.
+        std::fs::write(dir.path().join("taken"), b"first").unwrap();
+        let e = crate::offload::wait(&mut |cx| upload.poll_commit(cx)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(std::fs::read(dir.path().join("taken")).unwrap(), b"first");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["taken"]);
+        assert!(upload.write(b"more").is_err());
     }
 
     #[test]

@@ -44,7 +44,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!(
                 "{} {} {}",
                 l.peer,
-                l.url.as_deref().unwrap_or("-"),
+                // Redacted: a URL may hold credentials or a token.
+                tftp_origin::redact(l.url.as_deref().unwrap_or("-")),
                 l.result.as_str()
             )
         })
@@ -61,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         })
         .bind()?;
-    eprintln!("serving {template} on {listen}");
+    eprintln!("serving {} on {listen}", tftp_origin::redact(&template));
     server
         .serve(async {
             tokio::signal::ctrl_c().await.ok();

@@ -13,6 +13,8 @@ use object_store::{Attribute, GetOptions, ObjectStore, ObjectStoreExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 
+use tftp_tokio::escape_controls;
+
 use crate::template::{Scheme, Template};
 
 /// A body as it arrives.
@@ -66,14 +68,41 @@ pub(crate) enum FetchError {
     /// 401 / 403, or the store refused the credentials.
     Denied,
     /// Anything else (refused connection, timeout, 5xx), with a short reason
-    /// for the log (never sent to the client).
+    /// for the log (never sent to the client), made fit for it by
+    /// [`log_text`].
     Failed(Arc<str>),
 }
 
 impl FetchError {
     fn failed(reason: impl std::fmt::Display) -> Self {
-        FetchError::Failed(reason.to_string().into())
+        FetchError::Failed(log_text(reason).into())
     }
+}
+
+/// Most characters of an error text from the origin or the store that
+/// reach a log line.
+pub(crate) const MAX_ERROR_CHARS: usize = 200;
+
+/// An error text from the origin or the store (which may quote the body of
+/// an error response) made fit for a log line, as tftpd's logs treat the
+/// names clients send: its first [`MAX_ERROR_CHARS`] characters (`…` marks
+/// a cut), with control characters escaped ([`escape_controls`]), so it can
+/// neither forge a line nor reach a terminal as an escape sequence. Applied
+/// where such a text enters this crate (a failed fetch, a failed body), so
+/// every line that logs it, here or in the server, gets it clean.
+pub(crate) fn log_text(text: impl std::fmt::Display) -> String {
+    let text = text.to_string();
+    let cut = text.char_indices().nth(MAX_ERROR_CHARS).map(|(i, _)| i);
+    let mut out = escape_controls(&text[..cut.unwrap_or(text.len())]).into_owned();
+    if cut.is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// A body's failure as the readers of the body see it (see [`log_text`]).
+fn body_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(log_text(e))
 }
 
 /// Connect, header and read timeouts and retries of origin requests.
@@ -306,7 +335,10 @@ async fn http_get(
     match status {
         StatusCode::OK => {
             let meta = meta(response.headers());
-            let body = response.bytes_stream().map_err(io::Error::other);
+            // Without the URL: it may hold credentials or a token.
+            let body = response
+                .bytes_stream()
+                .map_err(|e| body_error(e.without_url()));
             Ok(Fetched::Body(meta, Box::pin(body)))
         }
         StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified(meta(response.headers()))),
@@ -364,12 +396,6 @@ async fn store_get(
         if_none_match: validators.etag.clone(),
         ..Default::default()
     };
-    let map_error = |e: object_store::Error| match e {
-        object_store::Error::NotFound { .. } => FetchError::NotFound,
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => FetchError::Denied,
-        other => FetchError::failed(other),
-    };
     let meta_of = |meta: &object_store::ObjectMeta, attributes: &object_store::Attributes| Meta {
         size: Some(meta.size),
         validators: Validators {
@@ -384,18 +410,28 @@ async fn store_get(
     match store.get_opts(&path, options).await {
         Ok(result) => {
             let meta = meta_of(&result.meta, &result.attributes);
-            let body = result.into_stream().map_err(io::Error::other);
+            let body = result.into_stream().map_err(body_error);
             Ok(Fetched::Body(meta, Box::pin(body)))
         }
         Err(object_store::Error::NotModified { .. }) => {
             // The store answers 304 without a description: ask for it.
-            let head = store.head(&path).await.map_err(map_error)?;
+            let head = store.head(&path).await.map_err(store_error)?;
             Ok(Fetched::NotModified(meta_of(
                 &head,
                 &object_store::Attributes::new(),
             )))
         }
-        Err(e) => Err(map_error(e)),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// What an object store's error means here (its text made fit for the log).
+fn store_error(e: object_store::Error) -> FetchError {
+    match e {
+        object_store::Error::NotFound { .. } => FetchError::NotFound,
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => FetchError::Denied,
+        other => FetchError::failed(other),
     }
 }
 
@@ -418,6 +454,46 @@ mod tests {
 
     fn f(cc: &[&str], age: Option<u64>) -> Freshness {
         freshness(cc.iter().copied(), age)
+    }
+
+    #[test]
+    fn error_texts_are_escaped_and_capped() {
+        // An error body quoted by the store, forging a line and a terminal
+        // escape.
+        let body = "<Error>\n2026-01-01T00:00:00Z  INFO tftpd: forged\x1b[2J\r</Error>";
+        let e = store_error(object_store::Error::Generic {
+            store: "S3",
+            source: body.into(),
+        });
+        let FetchError::Failed(why) = e else {
+            panic!("{e:?}")
+        };
+        assert!(!why.contains(['\n', '\r', '\x1b']), "{why}");
+        assert!(
+            why.contains(r"<Error>\n2026-01-01T00:00:00Z  INFO tftpd: forged\u{1b}[2J\r</Error>"),
+            "{why}"
+        );
+        // Not found and denied stay what they are.
+        let missing = object_store::Error::NotFound {
+            path: "k".into(),
+            source: "gone".into(),
+        };
+        assert_eq!(store_error(missing), FetchError::NotFound);
+        // A body that fails mid-way, and an HTTP-side reason.
+        let failed = body_error("reset\nforged").to_string();
+        assert_eq!(failed, r"reset\nforged");
+        assert_eq!(
+            FetchError::failed("a\u{202e}b"),
+            FetchError::Failed(r"a\u{202e}b".into())
+        );
+        // Capped at 200 characters (counted before escaping, on character
+        // boundaries), the cut marked.
+        let long = "é".repeat(300) + "\n";
+        let capped = log_text(&long);
+        assert_eq!(capped, "é".repeat(MAX_ERROR_CHARS) + "…");
+        assert_eq!(log_text("é".repeat(MAX_ERROR_CHARS)), "é".repeat(200));
+        let controls = log_text("\x1b".repeat(300));
+        assert_eq!(controls, r"\u{1b}".repeat(MAX_ERROR_CHARS) + "…");
     }
 
     #[test]

@@ -24,13 +24,16 @@
 //!   details.
 //!
 //! ```no_run
-//! use tftp_origin::Origin;
+//! use tftp_origin::{redact, Origin};
 //! use tftp_tokio::Server;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let origin = Origin::builder("http://repo.example/boot/{path}")?
 //!     .cache_size(1 << 30)
-//!     .on_lookup(|l| println!("{} {:?} {}", l.peer, l.url, l.result.as_str()))
+//!     .on_lookup(|l| {
+//!         let url = l.url.as_deref().map(redact);
+//!         println!("{} {:?} {}", l.peer, url, l.result.as_str())
+//!     })
 //!     .build()?;
 //! let server = Server::builder(origin).listen("0.0.0.0:69".parse()?).bind()?;
 //! server.serve(async { tokio::signal::ctrl_c().await.ok(); }).await?;
@@ -192,8 +195,12 @@ impl OriginBuilder {
     /// The handler. Fails if the client or store cannot be set up (bad
     /// credentials configuration, cache directory not writable).
     pub fn build(self) -> Result<Origin, OriginError> {
-        let backend = Backend::new(&self.template, self.timing)
-            .map_err(|e| OriginError(format!("origin {}: {e}", self.template.base())))?;
+        // The store's message may quote the base: redacted there too.
+        let backend = Backend::new(&self.template, self.timing).map_err(|e| {
+            let base = self.template.base();
+            let shown = redact(base);
+            OriginError(format!("origin {shown}: {}", e.replace(base, &shown)))
+        })?;
         let (store, default_size) = match self.dir {
             Some(dir) => (Store::Disk(dir), DEFAULT_DISK_CACHE_SIZE),
             None => (Store::Memory, DEFAULT_MEMORY_CACHE_SIZE),

@@ -50,7 +50,9 @@ impl CacheResult {
 pub struct Lookup {
     /// The client.
     pub peer: SocketAddr,
-    /// The URL the request rendered to (`None` if the name was refused).
+    /// The URL the request rendered to (`None` if the name was refused),
+    /// whole: log it through [`redact`](crate::redact), which hides its
+    /// credentials and query.
     pub url: Option<String>,
     /// How it was answered.
     pub result: CacheResult,

@@ -75,8 +75,9 @@ impl fmt::Display for TemplateError {
 impl std::error::Error for TemplateError {}
 
 /// A parsed origin URL template, e.g. `http://repo/boot/{path}` or
-/// `http://prov/api/tftp?file={path}&ip={client_ip}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `http://prov/api/tftp?file={path}&ip={client_ip}`. Its `Debug` form is
+/// [`redact`]ed.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Template {
     scheme: Scheme,
     /// `scheme://authority`, without a trailing slash.
@@ -85,12 +86,28 @@ pub struct Template {
     parts: Vec<Part>,
 }
 
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.base.clone();
+        for part in &self.parts {
+            text.push_str(match part {
+                Part::Literal(s) => s,
+                Part::Path => "{path}",
+                Part::ClientIp => "{client_ip}",
+                Part::LocalIp => "{local_ip}",
+            });
+        }
+        f.debug_tuple("Template").field(&redact(&text)).finish()
+    }
+}
+
 impl Template {
     /// Parses a template. The scheme must be one of [`Scheme`]'s, the
     /// placeholders `{path}`, `{client_ip}` or `{local_ip}`, and none may
     /// stand in the scheme or authority (host, port, bucket).
     pub fn parse(template: &str) -> Result<Self, TemplateError> {
-        let err = |m: &str| TemplateError(format!("origin template {template:?}: {m}"));
+        // The message is printed and logged: no credentials nor query.
+        let err = |m: &str| TemplateError(format!("origin template {:?}: {m}", redact(template)));
         let (scheme, rest) = template
             .split_once("://")
             .ok_or_else(|| err("no scheme (http://, https://, s3://, gs://, az://, file://)"))?;
@@ -220,17 +237,36 @@ fn push_ip(url: &mut String, ip: IpAddr) {
     url.extend(utf8_percent_encode(&ip, SEGMENT));
 }
 
-/// `url` for a log line: credentials in its authority
-/// (`https://user:secret@repo/…`) replaced by `***`.
+/// `url` (a rendered URL or a template) for a log line or an error message:
+/// credentials in its authority (`https://user:secret@repo/…`) replaced by
+/// `***`, and its query, which may carry a token or signature
+/// (`?X-Amz-Signature=…`, `?token=…`), by `?***`. The authority ends at the
+/// first `/` after the scheme, as [`Template::parse`] reads it; the query
+/// starts at the first `?` after the credentials, if any (so a `?` in a
+/// password hides no less; a requested name cannot add one: [`normalise`]
+/// percent-encodes `?`).
 pub fn redact(url: &str) -> std::borrow::Cow<'_, str> {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.into();
-    };
+    let start = url.find("://").map_or(0, |i| i + 3);
     let end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    match url[start..end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
-        None => url.into(),
+    let userinfo = url[start..end].rfind('@').map(|at| start + at);
+    let after = userinfo.unwrap_or(start);
+    let query = url[after..].find('?').map(|q| after + q);
+    if userinfo.is_none() && query.is_none() {
+        return url.into();
     }
+    let mut out = String::with_capacity(url.len());
+    match userinfo {
+        Some(at) => {
+            out.push_str(&url[..start]);
+            out.push_str("***");
+            out.push_str(&url[at..query.unwrap_or(url.len())]);
+        }
+        None => out.push_str(&url[..query.unwrap_or(url.len())]),
+    }
+    if query.is_some() {
+        out.push_str("?***");
+    }
+    out.into()
 }
 
 /// A requested file name as a relative, percent-encoded URL path: `\` read
@@ -339,6 +375,62 @@ mod tests {
         );
         assert_eq!(redact("http://repo/boot/x@y"), "http://repo/boot/x@y");
         assert_eq!(redact("s3://bucket/k"), "s3://bucket/k");
+        assert!(matches!(
+            redact("http://repo/boot/f"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn queries_are_not_logged() {
+        // A template and a URL rendered from it.
+        assert_eq!(
+            redact("http://prov/api/tftp?token=s3cret&file={path}"),
+            "http://prov/api/tftp?***"
+        );
+        assert_eq!(
+            redact("http://prov/api/tftp?token=s3cret&file=grub/grub.cfg"),
+            "http://prov/api/tftp?***"
+        );
+        // Both at once; a fragment is part of what is hidden.
+        assert_eq!(
+            redact("https://u:pw@repo/b/{path}?sig=abc#frag"),
+            "https://***@repo/b/{path}?***"
+        );
+        // An empty query, and `?` or `@` inside the query.
+        assert_eq!(redact("http://repo/f?"), "http://repo/f?***");
+        assert_eq!(redact("http://repo/f?a=1?b=x@y/z"), "http://repo/f?***");
+        // A `?` in a password, or a query right after the host.
+        assert_eq!(redact("https://u:p?w@repo/f"), "https://***@repo/f");
+        assert_eq!(redact("http://repo?token=1"), "http://repo?***");
+        // Not a URL: its query is hidden all the same.
+        assert_eq!(redact("repo/f?key=1"), "repo/f?***");
+        // A percent-encoded `?` (from a requested name) is no query.
+        assert_eq!(redact("http://repo/a%3Fb"), "http://repo/a%3Fb");
+    }
+
+    #[test]
+    fn errors_and_debug_hide_secrets() {
+        for bad in [
+            "http://repo/static?token=s3cret",
+            "http://u:s3cret@repo/static",
+            "http://repo?token=s3cret",
+        ] {
+            let e = Template::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("s3cret"), "{e}");
+            assert!(e.contains("***"), "{e}");
+        }
+        let t =
+            Template::parse("https://u:s3cret@repo/b/{path}?sig=s3cret&ip={client_ip}").unwrap();
+        assert_eq!(
+            format!("{t:?}"),
+            r#"Template("https://***@repo/b/{path}?***")"#
+        );
+        let plain = Template::parse("http://repo/{client_ip}/{path}").unwrap();
+        assert_eq!(
+            format!("{plain:?}"),
+            r#"Template("http://repo/{client_ip}/{path}")"#
+        );
     }
 
     #[test]

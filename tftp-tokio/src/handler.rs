@@ -91,7 +91,8 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// The shared directory handler, in tokio terms (its files are read and
-/// written on the runtime thread; see [`DirHandler`]).
+/// written on the runtime thread, an upload's closing `fsync`s run on a
+/// helper thread; see [`DirHandler`]).
 impl Handler for DirHandler {
     async fn read(&self, request: &RequestInfo) -> Result<ReadResponse, TftpError> {
         let response = tftp_io::Handler::read(self, request).await?;

@@ -32,6 +32,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:6969";
 /// symlinks inside it work, nothing outside it is reachable.
 #[derive(Parser, Debug)]
 #[command(name = "tftpd", version)]
+#[command(group = clap::ArgGroup::new("origin_source").args(["origin", "origin_file"]))]
 struct Args {
     /// Directory to serve (default: the current directory, unless --origin
     /// is given; with both, names not found under DIR come from the origin).
@@ -44,9 +45,20 @@ struct Args {
     #[arg(long, env = "TFTPD_ORIGIN", value_name = "URL-TEMPLATE")]
     origin: Option<String>,
 
+    /// Read the --origin URL template from FILE (its first line that is
+    /// neither empty nor a # comment), so that credentials or tokens in it
+    /// do not show in the process's command line.
+    #[arg(long, env = "TFTPD_ORIGIN_FILE", value_name = "FILE")]
+    origin_file: Option<PathBuf>,
+
     /// Keep the origin cache in files under this directory (it must be
     /// writable by --user) instead of memory.
-    #[arg(long, env = "TFTPD_CACHE_DIR", value_name = "DIR", requires = "origin")]
+    #[arg(
+        long,
+        env = "TFTPD_CACHE_DIR",
+        value_name = "DIR",
+        requires = "origin_source"
+    )]
     cache_dir: Option<PathBuf>,
 
     /// Most bytes the origin cache stores (default 256 MiB in memory, 4 GiB
@@ -55,22 +67,22 @@ struct Args {
         long,
         env = "TFTPD_CACHE_SIZE",
         value_name = "BYTES",
-        requires = "origin"
+        requires = "origin_source"
     )]
     cache_size: Option<u64>,
 
     /// Seconds an object the origin sent without a Cache-Control lifetime
     /// is served before it is revalidated.
-    #[arg(long, env = "TFTPD_CACHE_TTL", value_name = "SECS", default_value_t = tftp_origin::DEFAULT_TTL.as_secs(), requires = "origin")]
+    #[arg(long, env = "TFTPD_CACHE_TTL", value_name = "SECS", default_value_t = tftp_origin::DEFAULT_TTL.as_secs(), requires = "origin_source")]
     cache_ttl: u64,
 
     /// Origin connect timeout, wait for response headers and longest pause
     /// in a body, in seconds (fractions allowed).
-    #[arg(long, env = "TFTPD_ORIGIN_TIMEOUT", value_name = "SECS", default_value = "5", value_parser = parse_seconds, requires = "origin")]
+    #[arg(long, env = "TFTPD_ORIGIN_TIMEOUT", value_name = "SECS", default_value = "5", value_parser = parse_seconds, requires = "origin_source")]
     origin_timeout: Duration,
 
     /// Retries of a failed origin request (before its first body byte), 0..=10.
-    #[arg(long, env = "TFTPD_ORIGIN_RETRIES", value_name = "N", default_value_t = tftp_origin::DEFAULT_RETRIES, value_parser = clap::value_parser!(u32).range(0..=tftp_origin::MAX_RETRIES as i64), requires = "origin")]
+    #[arg(long, env = "TFTPD_ORIGIN_RETRIES", value_name = "N", default_value_t = tftp_origin::DEFAULT_RETRIES, value_parser = clap::value_parser!(u32).range(0..=tftp_origin::MAX_RETRIES as i64), requires = "origin_source")]
     origin_retries: u32,
 
     /// Most origin requests at once (headers and bodies); more wait in
@@ -308,8 +320,18 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     init_logging(&args);
+    // Read before privileges are dropped: the file may be root's alone.
+    if let Some(file) = args.origin_file.as_deref() {
+        match read_origin_file(file) {
+            Ok(template) => args.origin = Some(template),
+            Err(e) => {
+                eprintln!("tftpd: --origin-file {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
     // A rule file that cannot be used is a usage error, like a bad flag.
     let rules = match args.map_file.as_deref().map(RemapRules::from_file) {
         Some(Err(e)) => {
@@ -321,7 +343,11 @@ fn main() -> ExitCode {
         None => None,
     };
     if let Some(Err(e)) = args.origin.as_deref().map(tftp_origin::Template::parse) {
-        eprintln!("tftpd: --origin: {e}");
+        let flag = match args.origin_file {
+            Some(_) => "--origin-file",
+            None => "--origin",
+        };
+        eprintln!("tftpd: {flag}: {e}");
         return ExitCode::from(2);
     }
     match run(args, rules) {
@@ -331,6 +357,17 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The template in an `--origin-file`: its first line that is neither
+/// empty nor a `#` comment, trimmed.
+fn read_origin_file(file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .ok_or_else(|| "no URL template in it (only empty or # lines)".to_owned())
 }
 
 fn init_logging(args: &Args) {

@@ -4,15 +4,21 @@
 //! exists before privileges are dropped and none keeps them.
 //!
 //! The endpoint is bounded like the TFTP side: at most [`MAX_CONNECTIONS`]
-//! at once (more wait in the kernel's backlog), request headers of at most
-//! [`MAX_HEADER_BYTES`] that must arrive within [`HEADER_TIMEOUT`], each
-//! connection closed after [`CONNECTION_TIMEOUT`], and an accept error (out
-//! of descriptors) only pauses accepting for [`ACCEPT_BACKOFF`].
+//! at once, request headers of at most [`MAX_HEADER_BYTES`] that must
+//! arrive within [`HEADER_TIMEOUT`], each connection closed after
+//! [`CONNECTION_TIMEOUT`], and an accept error (out of descriptors) only
+//! pauses accepting for [`ACCEPT_BACKOFF`]. Idle connections cannot starve
+//! scrapes: a new connection is always accepted, and when all
+//! [`MAX_CONNECTIONS`] are taken, the oldest one that has not sent a whole
+//! request head yet is closed to make room for it (as the unverified TFTP
+//! sessions give their place to newer requests). A connection that has sent
+//! its request is answered at once and never closed early.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -28,7 +34,8 @@ use prometheus_client::registry::Registry;
 use tftp_proto::stats::Stats;
 use tftp_tokio::StatsHandle;
 
-/// Most metrics connections served at once.
+/// Most metrics connections served at once; past it, the oldest one that
+/// has not sent its request head is closed to admit a new one.
 pub const MAX_CONNECTIONS: usize = 16;
 /// Largest request head (request line and headers) read.
 pub const MAX_HEADER_BYTES: usize = 8192;
@@ -323,6 +330,60 @@ pub fn bind(
     Ok(listener)
 }
 
+/// A connection being served, as the admission sees it.
+#[derive(Debug)]
+struct Open {
+    id: u64,
+    /// Set once its request head has arrived (the service was called).
+    requested: Arc<AtomicBool>,
+    /// Notified to close it.
+    close: Arc<tokio::sync::Notify>,
+}
+
+/// The connections being served, oldest first.
+#[derive(Debug, Default)]
+struct Connections {
+    next_id: u64,
+    open: VecDeque<Open>,
+}
+
+impl Connections {
+    /// Registers a new connection: its id, request flag and close signal.
+    fn add(&mut self) -> (u64, Arc<AtomicBool>, Arc<tokio::sync::Notify>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let requested = Arc::new(AtomicBool::new(false));
+        let close = Arc::new(tokio::sync::Notify::new());
+        self.open.push_back(Open {
+            id,
+            requested: Arc::clone(&requested),
+            close: Arc::clone(&close),
+        });
+        (id, requested, close)
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.open.retain(|c| c.id != id);
+    }
+
+    /// Closes the oldest connection that has not sent its whole request
+    /// head; false if every one has (they are being answered).
+    fn close_oldest_idle(&mut self) -> bool {
+        let Some(i) = self
+            .open
+            .iter()
+            .position(|c| !c.requested.load(Ordering::Acquire))
+        else {
+            return false;
+        };
+        if let Some(c) = self.open.remove(i) {
+            // Stored if the task is not waiting yet: it ends at its next poll.
+            c.close.notify_one();
+        }
+        true
+    }
+}
+
 /// Serves `GET /metrics` on the current tokio runtime until the process
 /// exits.
 pub fn spawn(
@@ -340,12 +401,9 @@ pub fn spawn(
         origin,
     ));
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Mutex::new(Connections::default()));
     tokio::spawn(async move {
         loop {
-            // The semaphore is never closed.
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                return;
-            };
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -355,9 +413,29 @@ pub fn spawn(
                     continue;
                 }
             };
+            let permit = match Arc::clone(&permits).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // At the cap: the oldest idle connection makes room (its
+                    // task ends and gives its permit back); if every one is
+                    // being answered, one will be done shortly.
+                    let closed = lock(&connections).close_oldest_idle();
+                    if closed {
+                        tracing::debug!("metrics: closed the oldest idle connection");
+                    }
+                    // The semaphore is never closed.
+                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                        return;
+                    };
+                    permit
+                }
+            };
+            let (id, requested, close) = lock(&connections).add();
             let metrics = Arc::clone(&metrics);
+            let connections = Arc::clone(&connections);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
+                    requested.store(true, Ordering::Release);
                     let response = respond(&metrics, &request);
                     async move { Ok::<_, Infallible>(response) }
                 });
@@ -367,12 +445,25 @@ pub fn spawn(
                     .max_buf_size(MAX_HEADER_BYTES)
                     .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => {}
+                    () = close.notified() => {}
+                }
+                // Out of the table before the permit is back, so the next
+                // admission sees only connections that hold one.
+                lock(&connections).remove(id);
                 drop(permit);
             });
         }
     });
     Ok(())
+}
+
+/// The table, even if a task panicked holding it (it stays consistent).
+fn lock(connections: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
+    connections
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn respond<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
@@ -397,4 +488,34 @@ fn respond<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> 
             .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+
+    #[test]
+    fn the_oldest_idle_connection_makes_room() {
+        let mut table = Connections::default();
+        let (a, a_requested, _) = table.add();
+        let (b, _, b_close) = table.add();
+        let (_, _, c_close) = table.add();
+        // `a` has sent its request: it is being answered, never closed.
+        a_requested.store(true, Ordering::Release);
+        assert!(table.close_oldest_idle());
+        let ids: Vec<u64> = table.open.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [a, b + 1]);
+        // The close was signalled to `b` (a stored permit), not to `c`.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let polled = |n: &tokio::sync::Notify, cx: &mut std::task::Context<'_>| {
+            std::pin::pin!(n.notified()).poll(cx).is_ready()
+        };
+        assert!(polled(&b_close, &mut cx));
+        assert!(!polled(&c_close, &mut cx));
+        table.remove(b + 1);
+        assert!(!table.close_oldest_idle(), "only answered connections left");
+        table.remove(a);
+        assert!(table.open.is_empty());
+    }
 }

@@ -31,6 +31,8 @@ pub struct Daemon {
     pub metrics: Option<SocketAddr>,
     /// The first "listening" line.
     pub first_line: String,
+    /// Every stderr line [`Daemon::wait_for`] has read so far.
+    pub seen: Vec<String>,
 }
 
 impl Daemon {
@@ -76,6 +78,7 @@ impl Daemon {
             addr: "0.0.0.0:0".parse().unwrap(),
             metrics: None,
             first_line: String::new(),
+            seen: Vec::new(),
         };
         let line = d.wait_for("listening");
         d.addr = field(&line, "addr=").parse().expect("listening address");
@@ -90,6 +93,7 @@ impl Daemon {
                 .lines
                 .recv_timeout(Duration::from_secs(10))
                 .unwrap_or_else(|_| panic!("no '{needle}' from tftpd"));
+            self.seen.push(line.clone());
             if line.contains(needle) {
                 return line;
             }
