@@ -7,7 +7,9 @@
 //!
 //! - `http://`, `https://` (reqwest, rustls); `s3://`, `gs://`, `az://`
 //!   (object_store, with its usual environment credentials: `AWS_*`,
-//!   `GOOGLE_*`, `AZURE_*`); `file://`.
+//!   `GOOGLE_*`, `AZURE_*`); `file://` (a directory read as tftpd's
+//!   `--root` is: names resolve inside it as under a chroot, regular files
+//!   only, opened without blocking).
 //! - The template's `{path}` is the requested name, normalised and confined
 //!   (no `..`, every segment percent-encoded, see [`normalise`]);
 //!   `{client_ip}` and `{local_ip}` give per-machine URLs, so

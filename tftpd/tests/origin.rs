@@ -555,6 +555,53 @@ fn root_first_then_origin() {
     assert_eq!(nginx.count("/boot/both", 200), 0);
 }
 
+/// `file:///DIR/{path}` for a directory.
+fn file_template(dir: &Path) -> String {
+    format!("file://{}/{{path}}", dir.display())
+}
+
+#[test]
+fn file_origin_is_confined_like_the_root() {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, b"outside the origin").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/f.bin"), content(100_003)).unwrap();
+    symlink(&secret, dir.path().join("abs")).unwrap();
+    symlink(outside.path(), dir.path().join("dirlink")).unwrap();
+    let climb = Path::new("..")
+        .join(outside.path().file_name().unwrap())
+        .join("secret");
+    symlink(&climb, dir.path().join("rel")).unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let d = tftpd(&file_template(dir.path()), &[]);
+    let (bytes, tsize) = get(&d, "sub/f.bin").unwrap();
+    assert!(bytes == content(100_003), "{} bytes", bytes.len());
+    assert_eq!(tsize, Some(100_003));
+    for name in ["abs", "dirlink/secret", "rel", "../secret"] {
+        let (code, _) = error_code(get(&d, name));
+        assert!(
+            matches!(code, ErrorCode::FileNotFound | ErrorCode::AccessViolation),
+            "{name}: {code:?}"
+        );
+    }
+    // A FIFO is refused at once, not waited on (nor its open left stuck).
+    let started = Instant::now();
+    let (code, _) = error_code(get(&d, "fifo"));
+    assert_eq!(code, ErrorCode::AccessViolation);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // And the server still answers.
+    assert!(get(&d, "sub/f.bin").unwrap().0 == content(100_003));
+}
+
 /// moto_server (PyPI `moto[server]`) on a loopback port, its request log in
 /// a file.
 struct Moto {
