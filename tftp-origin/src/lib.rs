@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod cachedir;
 mod fetch;
 mod stats;
 mod template;
@@ -57,6 +58,7 @@ use tftp_tokio::{Handler, ReadResponse, RequestInfo, TftpError};
 pub use cache::{
     DirectReader, ObjectReader, ENTRY_OVERHEAD, MAX_ENTRIES, MAX_LIFETIME, STALE_RETRY,
 };
+pub use cachedir::prepare_cache_dir;
 pub use stats::{CacheResult, Lookup, OriginStats};
 pub use template::{normalise, redact, Scheme, Template, TemplateError};
 
@@ -121,8 +123,16 @@ impl From<TemplateError> for OriginError {
 }
 
 impl OriginBuilder {
-    /// Keeps the cache in files under `dir` (created if missing; objects
-    /// left by an earlier run are removed) instead of memory.
+    /// Keeps the cache in files under `dir` instead of memory.
+    ///
+    /// `dir` is created mode 0700 if missing, and refused if it is owned by
+    /// another user than the effective one or is group- or
+    /// world-writable (see [`prepare_cache_dir`] for a server that drops
+    /// privileges). The cache keeps its files (mode 0600) in a
+    /// subdirectory of its own, locked while it lives and removed when it
+    /// is dropped, so several caches (processes) can share `dir` without
+    /// touching each other's files; what dead ones left is removed when
+    /// the next one is built.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
         self
@@ -164,13 +174,19 @@ impl OriginBuilder {
     }
 
     /// The handler. Fails if the client or store cannot be set up (bad
-    /// credentials configuration, cache directory not writable).
+    /// credentials configuration, a `file://` directory that does not
+    /// exist, a cache directory refused or not writable).
     pub fn build(self) -> Result<Origin, OriginError> {
         let backend = Backend::new(&self.template, self.timing)
             .map_err(|e| OriginError(format!("origin {}: {e}", self.template.base())))?;
-        let (store, default_size) = match self.dir {
-            Some(dir) => (Store::Disk(dir), DEFAULT_DISK_CACHE_SIZE),
-            None => (Store::Memory, DEFAULT_MEMORY_CACHE_SIZE),
+        let (instance, store, default_size) = match self.dir {
+            Some(dir) => {
+                let instance =
+                    cachedir::Instance::open(&dir).map_err(|e| OriginError(e.to_string()))?;
+                let store = Store::Disk(instance.path().to_owned());
+                (Some(instance), store, DEFAULT_DISK_CACHE_SIZE)
+            }
+            None => (None, Store::Memory, DEFAULT_MEMORY_CACHE_SIZE),
         };
         let counters = Arc::default();
         let cache = Cache::new(
@@ -180,7 +196,7 @@ impl OriginBuilder {
             self.timing,
             Arc::clone(&counters),
         )
-        .map_err(|e| OriginError(format!("cache directory: {e}")))?;
+        .map_err(|e| OriginError(e.to_string()))?;
         Ok(Origin(Arc::new(Inner {
             template: self.template,
             backend: Arc::new(backend),
@@ -188,6 +204,7 @@ impl OriginBuilder {
             counters,
             timing: self.timing,
             on_lookup: self.on_lookup,
+            _cache_dir: instance,
         })))
     }
 }
@@ -199,6 +216,9 @@ struct Inner {
     counters: Arc<stats::Counters>,
     timing: Timing,
     on_lookup: Option<LookupCallback>,
+    /// The cache's own space in the cache directory, held while the
+    /// handler lives.
+    _cache_dir: Option<cachedir::Instance>,
 }
 
 /// The origin handler (cheap to clone: clones share the cache and
