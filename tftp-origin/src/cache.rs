@@ -275,14 +275,8 @@ impl Cache {
         counters: Arc<Counters>,
     ) -> io::Result<Self> {
         if let Store::Disk(dir) = &store {
-            std::fs::create_dir_all(dir)?;
-            // Nothing survives a restart: the index lives in memory.
-            for entry in std::fs::read_dir(dir)? {
-                let entry = entry?;
-                if entry.file_name().to_string_lossy().ends_with(OBJECT_SUFFIX) {
-                    std::fs::remove_file(entry.path())?;
-                }
-            }
+            // An instance's own new directory (`cachedir::Instance`).
+            crate::cachedir::check_private(dir)?;
         }
         Ok(Cache {
             state: Mutex::new(State {
@@ -851,14 +845,8 @@ impl Object {
         let data = match store {
             Store::Memory => Data::Memory(Mutex::default()),
             Store::Disk(dir) => {
-                use std::os::unix::fs::OpenOptionsExt;
-                let path = dir.join(format!("{}-{n}{OBJECT_SUFFIX}", std::process::id()));
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
+                let path = dir.join(format!("{n}{OBJECT_SUFFIX}"));
+                let file = crate::cachedir::create_file(&path)?;
                 Data::Disk {
                     path,
                     writer: Mutex::new(Some(file)),

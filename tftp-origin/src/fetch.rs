@@ -1,6 +1,7 @@
 //! One GET from the origin: reqwest for HTTP(S), object_store for object
-//! stores and files, with the answer mapped into what the cache and TFTP
-//! need (size, validators, freshness, not found / denied / failed).
+//! stores, tftp-io's confined [`Root`] for `file://` directories, with the
+//! answer mapped into what the cache and TFTP need (size, validators,
+//! freshness, not found / denied / failed).
 
 use std::io;
 use std::pin::Pin;
@@ -13,6 +14,9 @@ use object_store::{Attribute, GetOptions, ObjectStore, ObjectStoreExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 
+use tftp_io::root::Root;
+use tftp_io::tftp_proto::packet::ErrorCode;
+use tftp_io::TftpError;
 use tftp_tokio::escape_controls;
 
 use crate::template::{Scheme, Template};
@@ -120,6 +124,14 @@ pub(crate) enum Backend {
         /// Bytes of a rendered URL before the object's key.
         key_start: usize,
     },
+    /// A `file://` directory (the template's part before its first
+    /// placeholder), opened once and read as tftpd's `--root` is: confined
+    /// (`openat2` `RESOLVE_IN_ROOT`), non-blocking, regular files only.
+    File {
+        root: Root,
+        /// Bytes of a rendered URL before the name under `root`.
+        key_start: usize,
+    },
 }
 
 impl std::fmt::Debug for Backend {
@@ -127,6 +139,7 @@ impl std::fmt::Debug for Backend {
         match self {
             Backend::Http(_) => f.write_str("Backend::Http"),
             Backend::Store { store, .. } => write!(f, "Backend::Store({store})"),
+            Backend::File { .. } => f.write_str("Backend::File"),
         }
     }
 }
@@ -241,7 +254,7 @@ impl Backend {
                     .build()
                     .map_err(|e| e.to_string())?,
             ),
-            Scheme::File => Arc::new(object_store::local::LocalFileSystem::new()),
+            Scheme::File => return file_backend(template),
         };
         Ok(Backend::Store {
             store,
@@ -288,6 +301,9 @@ impl Backend {
             }
             Backend::Store { store, key_start } => {
                 store_get(store.as_ref(), &url[*key_start..], validators).await
+            }
+            Backend::File { root, key_start } => {
+                file_get(root, &url[*key_start..], validators).await
             }
         }
     }
@@ -435,6 +451,119 @@ fn store_error(e: object_store::Error) -> FetchError {
     }
 }
 
+/// Bytes read from a `file://` origin at a time.
+const FILE_CHUNK: usize = 64 * 1024;
+
+/// The `file://` backend: the directory part of the template's fixed text
+/// (`/srv/boot/` of `file:///srv/boot/{path}`, `/srv/` of
+/// `file:///srv/{client_ip}/{path}`), percent-decoded, opened now.
+fn file_backend(template: &Template) -> Result<Backend, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let fixed = template.fixed_path();
+    let dir = &fixed[..fixed.rfind('/').map_or(0, |i| i + 1)];
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(dir).collect();
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&decoded));
+    let root = Root::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    Ok(Backend::File {
+        root,
+        key_start: template.base().len() + dir.len(),
+    })
+}
+
+/// The name under a `file://` root for the rest of a rendered URL: each
+/// segment percent-decoded (the template's and [`normalise`]'s encoding);
+/// empty and `.` segments dropped; `None` for a `..`, or a segment that
+/// decodes to a `/` or a NUL (only a template's own text can hold those).
+///
+/// [`normalise`]: crate::normalise
+fn file_name(key: &str) -> Option<Vec<u8>> {
+    let mut name = Vec::with_capacity(key.len());
+    for segment in key.split('/') {
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+        match &bytes[..] {
+            b"" | b"." => continue,
+            b".." => return None,
+            b if b.contains(&b'/') || b.contains(&0) => return None,
+            _ => {}
+        }
+        if !name.is_empty() {
+            name.push(b'/');
+        }
+        name.extend(bytes);
+    }
+    (!name.is_empty()).then_some(name)
+}
+
+/// A `file://` GET: the open and every read on the runtime's blocking
+/// threads (a slow disk never holds a worker); the open itself never
+/// blocks (a FIFO is refused, not waited on). The validator is an ETag of
+/// the file's inode, modification time and size, as object_store's local
+/// store makes it, so revalidating an unchanged file reads nothing.
+async fn file_get(root: &Root, key: &str, validators: &Validators) -> Result<Fetched, FetchError> {
+    let name = file_name(key).ok_or(FetchError::NotFound)?;
+    let root = root.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let (file, _) = root.open_read(&name).map_err(file_error)?;
+        let stat = file.metadata().map_err(FetchError::failed)?;
+        Ok::<_, FetchError>((file, stat))
+    })
+    .await
+    .map_err(FetchError::failed)??;
+    let (file, stat) = opened;
+    let meta = Meta {
+        size: Some(stat.len()),
+        validators: Validators {
+            etag: Some(file_etag(&stat)),
+            last_modified: None,
+        },
+        freshness: Freshness::Default,
+    };
+    if validators.etag.is_some() && validators.etag == meta.validators.etag {
+        return Ok(Fetched::NotModified(meta));
+    }
+    Ok(Fetched::Body(meta, file_body(file)))
+}
+
+/// What [`Root::open_read`]'s refusal means to the cache: ERROR 1 and 2
+/// stay themselves (a name that is not there, or leaves the root, or is
+/// not a regular file), anything else is the origin failing.
+fn file_error(e: TftpError) -> FetchError {
+    match e.code {
+        ErrorCode::FileNotFound => FetchError::NotFound,
+        ErrorCode::AccessViolation => FetchError::Denied,
+        _ => FetchError::failed(e.message),
+    }
+}
+
+fn file_etag(stat: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mtime = stat.mtime() as i128 * 1_000_000 + i128::from(stat.mtime_nsec() / 1000);
+    format!("{:x}-{:x}-{:x}", stat.ino(), mtime, stat.size())
+}
+
+/// An opened file as a body: chunks of [`FILE_CHUNK`] bytes, each read on
+/// a blocking thread.
+fn file_body(file: std::fs::File) -> Body {
+    let chunks = futures_util::stream::try_unfold(file, |mut file| async move {
+        let (file, chunk) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = vec![0; FILE_CHUNK];
+            let n = loop {
+                match file.read(&mut buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other?,
+                }
+            };
+            buf.truncate(n);
+            Ok::<_, io::Error>((file, buf))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok((!chunk.is_empty()).then(|| (Bytes::from(chunk), file)))
+    });
+    Box::pin(chunks)
+}
+
 /// The next chunk of a body, or an error if none arrives within `timeout`.
 pub(crate) async fn next_chunk(body: &mut Body, timeout: Duration) -> io::Result<Option<Bytes>> {
     match tokio::time::timeout(timeout, body.next()).await {
@@ -451,6 +580,157 @@ pub(crate) async fn next_chunk(body: &mut Body, timeout: Duration) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::normalise;
+
+    const TIMING: Timing = Timing {
+        timeout: Duration::from_secs(2),
+        retries: 0,
+    };
+
+    /// A `file://` backend on `dir` (its template `file://DIR/{path}`).
+    fn file_origin(dir: &std::path::Path) -> (Template, Backend) {
+        let template = Template::parse(&format!("file://{}/{{path}}", dir.display())).unwrap();
+        let backend = Backend::new(&template, TIMING).unwrap();
+        assert!(matches!(backend, Backend::File { .. }), "{backend:?}");
+        (template, backend)
+    }
+
+    async fn get(
+        (template, backend): &(Template, Backend),
+        name: &str,
+        validators: &Validators,
+    ) -> Result<Fetched, FetchError> {
+        let path = normalise(name.as_bytes()).unwrap();
+        let url = template
+            .render_with(&path, "192.0.2.7".parse().unwrap(), None)
+            .unwrap();
+        backend.fetch(&url, validators, TIMING).await
+    }
+
+    async fn body_of(fetched: Result<Fetched, FetchError>) -> (Meta, Vec<u8>) {
+        let Ok(Fetched::Body(meta, mut body)) = fetched else {
+            panic!("no body");
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = next_chunk(&mut body, TIMING.timeout).await.unwrap() {
+            bytes.extend_from_slice(&chunk);
+        }
+        (meta, bytes)
+    }
+
+    #[tokio::test]
+    async fn file_origin_serves_regular_files_byte_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::create_dir_all(dir.path().join("my boot/sub")).unwrap();
+        std::fs::write(dir.path().join("my boot/sub/f.bin"), &data).unwrap();
+        std::fs::write(dir.path().join("my boot/empty"), b"").unwrap();
+        // The template's own directory is percent-decoded.
+        let template = format!("file://{}/my%20boot/{{path}}", dir.path().display());
+        let template = Template::parse(&template).unwrap();
+        let origin = (template.clone(), Backend::new(&template, TIMING).unwrap());
+        let (meta, bytes) = body_of(get(&origin, "/sub/f.bin", &Validators::default()).await).await;
+        assert_eq!(meta.size, Some(data.len() as u64));
+        assert!(bytes == data, "{} bytes", bytes.len());
+        let (meta, bytes) = body_of(get(&origin, "empty", &Validators::default()).await).await;
+        assert_eq!((meta.size, bytes.len()), (Some(0), 0));
+        // Revalidating an unchanged file reads nothing; a changed one is new.
+        let current = meta.validators;
+        assert!(current.etag.is_some());
+        assert!(matches!(
+            get(&origin, "empty", &current).await,
+            Ok(Fetched::NotModified(_))
+        ));
+        std::fs::write(dir.path().join("my boot/empty"), b"now full").unwrap();
+        let (_, bytes) = body_of(get(&origin, "empty", &current).await).await;
+        assert_eq!(bytes, b"now full");
+        assert_eq!(
+            get(&origin, "missing", &Validators::default()).await.err(),
+            Some(FetchError::NotFound)
+        );
+        // A directory is not a file.
+        assert_eq!(
+            get(&origin, "sub", &Validators::default()).await.err(),
+            Some(FetchError::Denied)
+        );
+    }
+
+    #[tokio::test]
+    async fn file_origin_symlinks_stay_inside_the_directory() {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"outside").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("inside"), b"inside").unwrap();
+        let secret = outside.path().join("secret");
+        symlink(&secret, dir.path().join("abs")).unwrap();
+        symlink(outside.path(), dir.path().join("dirlink")).unwrap();
+        let climb = std::path::Path::new("..")
+            .join(outside.path().file_name().unwrap())
+            .join("secret");
+        symlink(&climb, dir.path().join("rel")).unwrap();
+        let deep = format!("../../../../../../../..{}", secret.display());
+        symlink(&deep, dir.path().join("deep")).unwrap();
+        // Absolute symlinks resolve inside the directory, as under a chroot.
+        symlink("/inside", dir.path().join("chrooted")).unwrap();
+        let origin = file_origin(dir.path());
+        for name in ["abs", "dirlink/secret", "rel", "deep"] {
+            let got = get(&origin, name, &Validators::default()).await;
+            assert!(
+                matches!(got, Err(FetchError::NotFound | FetchError::Denied)),
+                "{name}: served from outside the origin directory"
+            );
+        }
+        let (_, bytes) = body_of(get(&origin, "chrooted", &Validators::default()).await).await;
+        assert_eq!(bytes, b"inside");
+    }
+
+    #[test]
+    fn file_origin_refuses_a_fifo_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let origin = file_origin(dir.path());
+        // On a thread of its own, so that an open stuck waiting for a
+        // writer (blocking its runtime) fails the test instead of hanging
+        // it; well under the fetch's own bound (4 s at these timings).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let got = runtime.block_on(get(&origin, "fifo", &Validators::default()));
+            let _ = tx.send(got.err());
+        });
+        let got = rx
+            .recv_timeout(Duration::from_millis(1500))
+            .expect("the FIFO's open blocked");
+        assert_eq!(got, Some(FetchError::Denied));
+    }
+
+    #[test]
+    fn file_names_decode_segments_and_never_climb() {
+        let name = |k: &str| file_name(k).map(|n| String::from_utf8(n).unwrap());
+        assert_eq!(name("a/b%20c").as_deref(), Some("a/b c"));
+        assert_eq!(name("a//./b").as_deref(), Some("a/b"));
+        assert_eq!(name("%252e%252e").as_deref(), Some("%2e%2e"));
+        for bad in ["..", "a/../b", "%2e%2e/x", "a%2fb", "a%00", "", "./"] {
+            assert_eq!(name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_origin_directory_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = format!("file://{}/nope/{{path}}", dir.path().display());
+        let e = Backend::new(&Template::parse(&template).unwrap(), TIMING).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+    }
 
     fn f(cc: &[&str], age: Option<u64>) -> Freshness {
         freshness(cc.iter().copied(), age)

@@ -7,7 +7,9 @@
 //!
 //! - `http://`, `https://` (reqwest, rustls); `s3://`, `gs://`, `az://`
 //!   (object_store, with its usual environment credentials: `AWS_*`,
-//!   `GOOGLE_*`, `AZURE_*`); `file://`.
+//!   `GOOGLE_*`, `AZURE_*`); `file://` (a directory read as tftpd's
+//!   `--root` is: names resolve inside it as under a chroot, regular files
+//!   only, opened without blocking).
 //! - The template's `{path}` is the requested name, normalised and confined
 //!   (no `..`, every segment percent-encoded, see [`normalise`]);
 //!   `{client_ip}` and `{local_ip}` give per-machine URLs, so
@@ -42,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod cachedir;
 mod fetch;
 mod stats;
 mod template;
@@ -59,6 +62,7 @@ pub use cache::{
     DirectReader, ObjectReader, ENTRY_OVERHEAD, FIRST_WINDOW, MAX_ENTRIES, MAX_LIFETIME,
     ORPHAN_GRACE, STALE_RETRY,
 };
+pub use cachedir::prepare_cache_dir;
 pub use stats::{CacheResult, Lookup, OriginStats};
 pub use template::{normalise, redact, Scheme, Template, TemplateError};
 
@@ -134,8 +138,16 @@ impl From<TemplateError> for OriginError {
 }
 
 impl OriginBuilder {
-    /// Keeps the cache in files under `dir` (created if missing; objects
-    /// left by an earlier run are removed) instead of memory.
+    /// Keeps the cache in files under `dir` instead of memory.
+    ///
+    /// `dir` is created mode 0700 if missing, and refused if it is owned by
+    /// another user than the effective one or is group- or
+    /// world-writable (see [`prepare_cache_dir`] for a server that drops
+    /// privileges). The cache keeps its files (mode 0600) in a
+    /// subdirectory of its own, locked while it lives and removed when it
+    /// is dropped, so several caches (processes) can share `dir` without
+    /// touching each other's files; what dead ones left is removed when
+    /// the next one is built.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
         self
@@ -193,7 +205,8 @@ impl OriginBuilder {
     }
 
     /// The handler. Fails if the client or store cannot be set up (bad
-    /// credentials configuration, cache directory not writable).
+    /// credentials configuration, a `file://` directory that does not
+    /// exist, a cache directory refused or not writable).
     pub fn build(self) -> Result<Origin, OriginError> {
         // The store's message may quote the base: redacted there too.
         let backend = Backend::new(&self.template, self.timing).map_err(|e| {
@@ -201,9 +214,14 @@ impl OriginBuilder {
             let shown = redact(base);
             OriginError(format!("origin {shown}: {}", e.replace(base, &shown)))
         })?;
-        let (store, default_size) = match self.dir {
-            Some(dir) => (Store::Disk(dir), DEFAULT_DISK_CACHE_SIZE),
-            None => (Store::Memory, DEFAULT_MEMORY_CACHE_SIZE),
+        let (instance, store, default_size) = match self.dir {
+            Some(dir) => {
+                let instance =
+                    cachedir::Instance::open(&dir).map_err(|e| OriginError(e.to_string()))?;
+                let store = Store::Disk(instance.path().to_owned());
+                (Some(instance), store, DEFAULT_DISK_CACHE_SIZE)
+            }
+            None => (None, Store::Memory, DEFAULT_MEMORY_CACHE_SIZE),
         };
         let counters = Arc::default();
         let policy = Policy {
@@ -213,7 +231,7 @@ impl OriginBuilder {
             max_requests: self.max_requests,
         };
         let cache = Cache::new(store.clone(), policy, self.timing, Arc::clone(&counters))
-            .map_err(|e| OriginError(format!("cache directory: {e}")))?;
+            .map_err(|e| OriginError(e.to_string()))?;
         Ok(Origin(Arc::new(Inner {
             template: self.template,
             backend: Arc::new(backend),
@@ -221,6 +239,7 @@ impl OriginBuilder {
             counters,
             timing: self.timing,
             on_lookup: self.on_lookup,
+            _cache_dir: instance,
         })))
     }
 }
@@ -232,6 +251,9 @@ struct Inner {
     counters: Arc<stats::Counters>,
     timing: Timing,
     on_lookup: Option<LookupCallback>,
+    /// The cache's own space in the cache directory, held while the
+    /// handler lives.
+    _cache_dir: Option<cachedir::Instance>,
 }
 
 /// The origin handler (cheap to clone: clones share the cache and

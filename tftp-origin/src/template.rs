@@ -185,6 +185,16 @@ impl Template {
         &self.base
     }
 
+    /// The text between the base and the first placeholder (the part of
+    /// every URL no request changes), e.g. `/srv/boot/` of
+    /// `file:///srv/boot/{path}`.
+    pub(crate) fn fixed_path(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Literal(s)) => s,
+            _ => "",
+        }
+    }
+
     /// Whether the template names the client or local address, so each
     /// machine gets its own URL.
     pub fn per_client(&self) -> bool {
@@ -454,6 +464,9 @@ mod tests {
         assert_eq!((t.scheme(), t.base()), (Scheme::S3, "s3://bucket"));
         let f = Template::parse("file:///srv/boot/{path}").unwrap();
         assert_eq!((f.scheme(), f.base()), (Scheme::File, "file://"));
+        assert_eq!(f.fixed_path(), "/srv/boot/");
+        let p = Template::parse("file:///srv/{client_ip}/{path}").unwrap();
+        assert_eq!(p.fixed_path(), "/srv/");
         assert!(!f.per_client());
     }
 }

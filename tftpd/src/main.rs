@@ -51,8 +51,10 @@ struct Args {
     #[arg(long, env = "TFTPD_ORIGIN_FILE", value_name = "FILE")]
     origin_file: Option<PathBuf>,
 
-    /// Keep the origin cache in files under this directory (it must be
-    /// writable by --user) instead of memory.
+    /// Keep the origin cache in files under this directory instead of
+    /// memory: created 0700 for the user tftpd runs as (--user, or nobody),
+    /// refused if it is another user's or group- or world-writable. Several
+    /// tftpd can share it: each keeps its files in a subdirectory of its own.
     #[arg(
         long,
         env = "TFTPD_CACHE_DIR",
@@ -87,12 +89,12 @@ struct Args {
 
     /// Most origin requests at once (headers and bodies); more wait in
     /// line, each within its transfer's deadline.
-    #[arg(long, env = "TFTPD_ORIGIN_MAX_REQUESTS", value_name = "N", default_value_t = tftp_origin::DEFAULT_MAX_REQUESTS as u64, value_parser = clap::value_parser!(u64).range(1..=100_000), requires = "origin")]
+    #[arg(long, env = "TFTPD_ORIGIN_MAX_REQUESTS", value_name = "N", default_value_t = tftp_origin::DEFAULT_MAX_REQUESTS as u64, value_parser = clap::value_parser!(u64).range(1..=100_000), requires = "origin_source")]
     origin_max_requests: u64,
 
     /// Longest a cached copy is served stale while the origin fails, in
     /// seconds from when it went stale; past it, requests get the error.
-    #[arg(long, env = "TFTPD_STALE_IF_ERROR", value_name = "SECS", default_value_t = tftp_origin::DEFAULT_STALE_IF_ERROR.as_secs(), requires = "origin")]
+    #[arg(long, env = "TFTPD_STALE_IF_ERROR", value_name = "SECS", default_value_t = tftp_origin::DEFAULT_STALE_IF_ERROR.as_secs(), requires = "origin_source")]
     stale_if_error: u64,
 
     /// Address to listen on, IPv4 or IPv6 (repeatable). Without a port, 69.
@@ -465,20 +467,36 @@ fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
         Some(addr) => Some(metrics::bind(addr)?),
         None => None,
     };
-    match (args.user.as_deref(), rustix::process::geteuid().is_root()) {
+    let switch_to = match (args.user.as_deref(), rustix::process::geteuid().is_root()) {
         // Explicitly asked to stay root.
-        (Some("root"), true) => tracing::warn!("running as root (--user root)"),
-        (Some("root"), false) => {}
-        (Some(user), _) => drop_privileges(user)?,
+        (Some("root"), true) => {
+            tracing::warn!("running as root (--user root)");
+            None
+        }
+        (Some("root"), false) => None,
+        (Some(user), _) => Some(user),
         // Started as root with no --user: as tftpd-hpa, become nobody.
-        (None, true) => drop_privileges(DEFAULT_USER)?,
-        (None, false) => {}
+        (None, true) => Some(DEFAULT_USER),
+        (None, false) => None,
+    };
+    if let Some(user) = switch_to {
+        let (uid, gid) = lookup_user(user).map_err(|e| {
+            format!("cannot drop privileges to {user}: {e} (--user root keeps root)")
+        })?;
+        // The cache directory is made for the user tftpd becomes (created
+        // 0700 and given to it, or checked to be its own), while tftpd may
+        // still create it where that user could not.
+        if let Some(dir) = &args.cache_dir {
+            tftp_origin::prepare_cache_dir(dir, Some((uid, gid)))?;
+        }
+        drop_privileges(user, uid, gid)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
         .build()?;
-    // Built after the switch: the cache directory belongs to --user.
+    // Built after the switch: the cache's files belong to the user tftpd
+    // runs as.
     let origin = args
         .origin
         .as_deref()
@@ -604,11 +622,12 @@ fn listening_sockets(args: &Args, workers: usize) -> Result<Vec<std::net::UdpSoc
 /// The user a root-started tftpd switches to without `--user`.
 const DEFAULT_USER: &str = "nobody";
 
-/// Switches to `user` ("name", "uid" or "uid:gid") before any thread starts,
+/// Switches to `user` (`uid`:`gid`, as [`lookup_user`] found "name", "uid"
+/// or "uid:gid"; the name is for the log) before any thread starts,
 /// so the per-thread Linux calls apply to the whole process (and refuses if
 /// a thread exists already, since it would keep the privileges). Switching
 /// away from uid 0 clears every capability.
-fn drop_privileges(user: &str) -> Result<(), BoxError> {
+fn drop_privileges(user: &str, uid: u32, gid: u32) -> Result<(), BoxError> {
     use rustix::process::{Gid, Uid};
     use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
     match std::fs::read_dir("/proc/self/task").map(|d| d.count()) {
@@ -619,8 +638,6 @@ fn drop_privileges(user: &str) -> Result<(), BoxError> {
         // No /proc to look at: nothing in tftpd starts a thread before this.
         Err(e) => tracing::warn!(error = %e, "cannot count threads before dropping privileges"),
     }
-    let (uid, gid) = lookup_user(user)
-        .map_err(|e| format!("cannot drop privileges to {user}: {e} (--user root keeps root)"))?;
     let gid = Gid::from_raw(gid);
     let uid = Uid::from_raw(uid);
     set_thread_groups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
