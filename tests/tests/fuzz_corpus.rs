@@ -55,6 +55,27 @@ fn session_corpus() {
     replay("session", tftp_proto_check::session::run_session);
 }
 
+#[test]
+fn request_name_corpus() {
+    replay("request_name", tftp_io::root::check_request_name);
+}
+
+/// Seeded random names (of `/`, `.`, `a`, NUL) beyond the corpus.
+#[test]
+fn request_name_random_inputs() {
+    let mut state = 0x1350_2349_7440_u64;
+    for _ in 0..20_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = (state % 24) as usize;
+        let name: Vec<u8> = (0..len)
+            .map(|i| b"/./.a.b/\0x"[((state >> (i % 60)) % 10) as usize])
+            .collect();
+        assert!(tftp_io::root::check_request_name(&name));
+    }
+}
+
 /// Seeded random inputs for the session target beyond the corpus.
 #[test]
 fn session_random_inputs() {

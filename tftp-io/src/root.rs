@@ -541,6 +541,45 @@ fn relative(filename: &[u8]) -> Result<Vec<u8>, TftpError> {
     Ok(path)
 }
 
+/// The invariants of a request name's clean-up, for the `request_name`
+/// fuzz target and its corpus replay (feature `fuzzing`): a name is refused
+/// (ERROR 1 or 2) or becomes a relative path without `..`, `.` or empty
+/// components (but for a trailing `/` that marks a directory), that a
+/// second clean-up leaves unchanged, whose components are the name's own in
+/// order, and that inside a client's directory stays under it. Panics on a
+/// broken invariant; true otherwise (every input is a name).
+#[cfg(feature = "fuzzing")]
+pub fn check_request_name(name: &[u8]) -> bool {
+    let path = match relative(name) {
+        Ok(path) => path,
+        Err(e) => {
+            assert!(
+                matches!(e.code, ErrorCode::FileNotFound | ErrorCode::AccessViolation),
+                "{e:?}"
+            );
+            return true;
+        }
+    };
+    assert!(!path.starts_with(b"/"), "{path:?}");
+    let body = path.strip_suffix(b"/").unwrap_or(&path);
+    if body != b"." {
+        for part in body.split(|&b| b == b'/') {
+            assert!(!matches!(part, b"" | b"." | b".."), "{path:?}");
+        }
+        // Every component is one of the name's, in order.
+        let mut own = name.split(|&b| b == b'/');
+        for part in body.split(|&b| b == b'/') {
+            assert!(own.any(|p| p == part), "{part:?} of {path:?}");
+        }
+    }
+    assert_eq!(relative(&path).ok().as_deref(), Some(&path[..]));
+    let scope: &[u8] = b"10.0.0.7";
+    let inside = scoped(Some(scope), &path);
+    let parts = normalised(&inside);
+    assert_eq!(parts.first().map(Vec::as_slice), Some(scope), "{inside:?}");
+    true
+}
+
 /// The components of `path` after a lexical clean-up (no empty ones, no
 /// `.`, `..` taking one back).
 fn normalised(path: &[u8]) -> Vec<Vec<u8>> {

@@ -39,7 +39,7 @@ use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -265,6 +265,9 @@ pub(crate) struct Cache {
     timing: Timing,
     counters: Arc<Counters>,
     requests: Arc<Semaphore>,
+    /// Fills holding a request slot while they wait for readers that have
+    /// not answered (oldest first; stale entries are skipped).
+    idle: Mutex<Vec<Weak<Object>>>,
 }
 
 impl Cache {
@@ -286,6 +289,7 @@ impl Cache {
                 next_file: 0,
             }),
             requests: Arc::new(Semaphore::new(policy.max_requests.max(1))),
+            idle: Mutex::default(),
             policy,
             store,
             timing,
@@ -316,21 +320,42 @@ impl Cache {
         self.lock().used
     }
 
-    /// One origin request slot, waiting in line for it.
+    /// One origin request slot, waiting in line for it. When none is free,
+    /// the oldest fill that holds one only for readers that have not
+    /// answered (possibly spoofed) gives it up, as a SYN backlog drops its
+    /// oldest half-open entry: unanswered requests cannot keep the origin
+    /// from the clients that answer.
     async fn slot(&self) -> Slot {
-        self.counters.origin_queued.fetch_add(1, Ordering::Relaxed);
-        let queued = Queued(&self.counters);
-        // NOTE(unwrap): the semaphore is never closed.
-        #[allow(clippy::expect_used)]
-        let permit = Arc::clone(&self.requests)
-            .acquire_owned()
-            .await
-            .expect("the request semaphore is never closed");
-        drop(queued);
+        let permit = match Arc::clone(&self.requests).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.preempt_idle();
+                self.counters.origin_queued.fetch_add(1, Ordering::Relaxed);
+                let _queued = Queued(&self.counters);
+                // NOTE(unwrap): the semaphore is never closed.
+                #[allow(clippy::expect_used)]
+                Arc::clone(&self.requests)
+                    .acquire_owned()
+                    .await
+                    .expect("the request semaphore is never closed")
+            }
+        };
         self.counters.origin_active.fetch_add(1, Ordering::Relaxed);
         Slot {
             _permit: permit,
             counters: Arc::clone(&self.counters),
+        }
+    }
+
+    /// Asks the oldest idle fill (see [`Cache::slot`]) to give up its slot.
+    fn preempt_idle(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while !idle.is_empty() {
+            let oldest = idle.remove(0);
+            if oldest.upgrade().is_some_and(|o| o.preempt()) {
+                tracing::debug!("an origin request waiting for unanswered clients gives its place");
+                return;
+            }
         }
     }
 
@@ -692,7 +717,7 @@ impl Cache {
         let mut abandoned = false;
         let result: io::Result<()> = async {
             loop {
-                if !object.wanted().await {
+                if !object.wanted(&self.idle).await {
                     abandoned = true;
                     return Err(io::Error::other("abandoned: no reader left"));
                 }
@@ -745,7 +770,12 @@ impl Cache {
             Err(e) => {
                 if abandoned {
                     self.counters.origin_aborted.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(url = %redact(url), fetched = object.len(), "origin body abandoned: no reader left");
+                    let why = if object.preempted.load(Ordering::Acquire) {
+                        "its request slot went to a waiting request"
+                    } else {
+                        "no reader left"
+                    };
+                    tracing::debug!(url = %redact(url), fetched = object.len(), why, "origin body abandoned");
                 } else {
                     self.counters.origin_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(url = %redact(url), error = %e, "origin body failed");
@@ -838,6 +868,19 @@ pub(crate) struct Object {
     committed: AtomicBool,
     /// Notified when demand grows or a reader goes.
     wanted: Event,
+    /// The fill waits for demand of readers that have not answered.
+    idle: AtomicBool,
+    /// The fill's request slot was taken back for a waiting request.
+    preempted: AtomicBool,
+}
+
+/// Clears [`Object::idle`] when the fill stops waiting.
+struct Idle<'a>(&'a Object);
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.idle.store(false, Ordering::Release);
+    }
 }
 
 impl Object {
@@ -864,6 +907,8 @@ impl Object {
             demand: AtomicU64::new(0),
             committed: AtomicBool::new(false),
             wanted: Event::new(),
+            idle: AtomicBool::new(false),
+            preempted: AtomicBool::new(false),
         })
     }
 
@@ -899,10 +944,14 @@ impl Object {
     /// Waits until a reader wants more than is there (or anything, once
     /// committed). False once no reader has been left for
     /// [`ORPHAN_GRACE`]: the body is abandoned.
-    async fn wanted(&self) -> bool {
+    async fn wanted(self: &Arc<Self>, idle: &Mutex<Vec<Weak<Object>>>) -> bool {
         let mut orphaned_until = None;
+        let _idle = Idle(self);
         loop {
             let listener = self.wanted.listen();
+            if self.preempted.load(Ordering::Acquire) {
+                return false;
+            }
             if self.readers.load(Ordering::Acquire) == 0 {
                 let until = *orphaned_until.get_or_insert_with(|| Instant::now() + ORPHAN_GRACE);
                 if tokio::time::timeout_at(until, listener).await.is_err() {
@@ -916,7 +965,26 @@ impl Object {
             {
                 return true;
             }
+            // Waiting for a reader that has not answered yet: its request
+            // slot may be taken back (see `Cache::slot`).
+            if !self.idle.swap(true, Ordering::AcqRel) {
+                let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.retain(|o| o.upgrade().is_some_and(|o| o.idle.load(Ordering::Acquire)));
+                idle.push(Arc::downgrade(self));
+            }
             listener.await;
+        }
+    }
+
+    /// Takes this fill's request slot back, if it is still waiting for a
+    /// reader that has not answered: true if it was.
+    fn preempt(&self) -> bool {
+        if self.idle.load(Ordering::Acquire) && !self.committed.load(Ordering::Acquire) {
+            self.preempted.store(true, Ordering::Release);
+            self.wanted.notify(1);
+            true
+        } else {
+            false
         }
     }
 
@@ -1437,6 +1505,53 @@ mod tests {
         assert!(state.entries["http://o/x"].bypass_until.is_some());
     }
 
+    /// With every request slot taken, a waiting request takes the slot of a
+    /// fill that waits only for unanswered readers; a fill whose reader
+    /// answered keeps its slot.
+    #[tokio::test]
+    async fn unanswered_fills_give_their_slot_to_waiting_requests() {
+        let cache = Arc::new(new_cache(1 << 20, Store::Memory));
+        let cache = Arc::new(Cache {
+            requests: Arc::new(Semaphore::new(1)),
+            ..Arc::into_inner(cache).unwrap()
+        });
+        for committed in [false, true] {
+            let url = format!("http://o/{committed}");
+            let object = {
+                let mut state = cache.lock();
+                cache
+                    .admit(&mut state, &url, &meta(Some(1 << 19)), Instant::now())
+                    .unwrap()
+            };
+            let reader = object.reader().unwrap();
+            object.want(if committed { FIRST_WINDOW + 1 } else { 512 });
+            // One chunk, then the origin goes quiet for good.
+            let body: Body = Box::pin(futures_util::StreamExt::chain(
+                futures_util::stream::iter([Ok(Bytes::from(vec![1u8; 8192]))]),
+                futures_util::stream::pending(),
+            ));
+            let slot = cache.slot().await;
+            let filling = {
+                let (cache, object) = (cache.clone(), object.clone());
+                tokio::spawn(async move { cache.fill(&url, object, body, slot).await })
+            };
+            while object.len() == 0 {
+                tokio::task::yield_now().await;
+            }
+            let waiting = tokio::time::timeout(Duration::from_millis(300), cache.slot()).await;
+            if committed {
+                assert!(waiting.is_err(), "a verified reader's fill lost its slot");
+                filling.abort();
+            } else {
+                assert!(waiting.is_ok(), "the unanswered fill kept its slot");
+                filling.await.unwrap();
+                assert!(object.failed());
+                assert_eq!(cache.usage(), (0, 0));
+            }
+            drop(reader);
+        }
+    }
+
     /// Each disk object holds no descriptor once filled: only its readers
     /// do, each its own, closed when the reader goes.
     #[test]
@@ -1465,31 +1580,32 @@ mod tests {
     /// first window, and gives up once no reader is left for the grace.
     #[tokio::test(start_paused = true)]
     async fn fill_follows_demand_then_commits_and_orphans_end_it() {
+        let idle = Mutex::default();
         let o = object(&Store::Memory, Some(1 << 20), &[]);
         // No reader: abandoned after the grace, not before.
         let started = Instant::now();
-        assert!(!o.wanted().await);
+        assert!(!o.wanted(&idle).await);
         assert!(started.elapsed() >= ORPHAN_GRACE);
         let reader = o.reader().unwrap();
         // A reader that asked for nothing yet: no demand, the fill waits.
-        let waiting = tokio::time::timeout(Duration::from_secs(30), o.wanted()).await;
+        let waiting = tokio::time::timeout(Duration::from_secs(30), o.wanted(&idle)).await;
         assert!(waiting.is_err(), "filled without demand");
         // One block asked (an unverified session's DATA 1).
         o.want(512);
-        assert!(o.wanted().await);
+        assert!(o.wanted(&idle).await);
         o.append(&[0; 8192]).unwrap();
-        let waiting = tokio::time::timeout(Duration::from_secs(30), o.wanted()).await;
+        let waiting = tokio::time::timeout(Duration::from_secs(30), o.wanted(&idle)).await;
         assert!(waiting.is_err(), "filled past the demand");
         assert!(!o.committed.load(Ordering::Relaxed));
         // Past the first window: committed, read on without asking.
         o.want(FIRST_WINDOW + 1);
         assert!(o.committed.load(Ordering::Relaxed));
         o.append(&[0; 200_000]).unwrap();
-        assert!(o.wanted().await);
+        assert!(o.wanted(&idle).await);
         // The last reader goes: abandoned after the grace.
         drop(reader);
         let started = Instant::now();
-        assert!(!o.wanted().await);
+        assert!(!o.wanted(&idle).await);
         assert!(started.elapsed() >= ORPHAN_GRACE);
     }
 }

@@ -1160,6 +1160,12 @@ fn stalled_origin_waits_are_inside_the_session_budget() {
             .send_to(&rrq(&format!("pxelinux.cfg/{i:04}"), &[]), d.addr)
             .unwrap();
         if i % 50 == 49 {
+            // Paced by 50 (the kernel's default receive buffer holds some
+            // 250 such datagrams: a loaded machine would drop the rest).
+            assert!(eventually(Duration::from_secs(5), || metric(
+                metrics,
+                "tftpd_sessions_started_total"
+            ) > i));
             // An evicted session stops at its next poll: until then it is
             // counted beside the one that took its place (at most one
             // listening batch of them).
@@ -1177,10 +1183,17 @@ fn stalled_origin_waits_are_inside_the_session_budget() {
     }
     let flooded = Instant::now();
     // Every request got a place in turn, and gave it up.
-    assert!(eventually(Duration::from_secs(5), || metric(
-        metrics,
-        "tftpd_sessions_started_total"
-    ) >= 300));
+    assert!(
+        eventually(Duration::from_secs(5), || metric(
+            metrics,
+            "tftpd_sessions_started_total"
+        ) >= 300),
+        "started {}, rejected {}, duplicates {}, bad {}",
+        metric(metrics, "tftpd_sessions_started_total"),
+        metric(metrics, "tftpd_rejected_by_limits_total"),
+        metric(metrics, "tftpd_duplicate_requests_total"),
+        metric(metrics, "tftpd_bad_requests_total"),
+    );
     assert!(metric(metrics, "tftpd_sessions_active") <= 20);
     assert!(metric(metrics, "tftpd_sessions_evicted_total") > 0);
     // Sessions, their sockets and their origin requests: bounded.
@@ -1417,4 +1430,38 @@ fn stale_copies_are_served_within_their_bound() {
     assert_eq!(error_code(get(&d, "vmlinuz")).1, "Origin unavailable");
     assert_eq!(metric(metrics, "tftpd_cache_stale_expired_total"), 1);
     d.wait_for("past --stale-if-error");
+}
+
+/// Unanswered requests cannot keep the origin from the clients that
+/// answer: with every origin request slot held by a body whose readers
+/// never answered, a real client's request takes one of them.
+#[test]
+fn unanswered_requests_cannot_hold_the_origin_slots() {
+    let Some(nginx) = Nginx::start() else { return };
+    for i in 0..4 {
+        nginx.put(&format!("big{i}"), &content(3 << 20));
+    }
+    nginx.put("grub.cfg", b"set default=0\n");
+    let mut d = tftpd(
+        &nginx.template(),
+        &["--origin-max-requests", "2", "--metrics", "127.0.0.1:0"],
+    );
+    let metrics = with_metrics(&mut d);
+    let spoofed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    spoofed
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    for i in 0..4 {
+        spoofed
+            .send_to(&rrq(&format!("big{i}"), &[]), d.addr)
+            .unwrap();
+        // Its DATA 1: the body's first bytes came, and its slot is held.
+        let (_, _) = spoofed.recv_from(&mut buf).expect("DATA 1");
+        assert_eq!(&buf[..4], &[0, 3, 0, 1]);
+    }
+    assert!(metric(metrics, "tftpd_origin_active") <= 2);
+    let (bytes, _) = get(&d, "grub.cfg").expect("served while the slots were held");
+    assert_eq!(bytes, b"set default=0\n");
+    assert!(metric(metrics, "tftpd_origin_aborted_total") >= 3);
 }
