@@ -558,6 +558,11 @@ fn disk_cache_stays_under_its_size() {
             "{}",
             dir_bytes(cache.path())
         );
+        // The gauge is what the directory holds, exactly.
+        assert_eq!(
+            metric(metrics, "tftpd_cache_bytes"),
+            dir_bytes(cache.path())
+        );
     };
     fetch(0);
     fetch(1);
@@ -576,7 +581,11 @@ fn disk_cache_stays_under_its_size() {
     // Larger than the whole cache: streamed through, still whole.
     assert!(get(&d, "huge").unwrap().0 == content(4_000_000));
     assert!(dir_bytes(cache.path()) <= limit);
-    assert!(metric(metrics, "tftpd_cache_bytes") <= limit);
+    assert_eq!(
+        metric(metrics, "tftpd_cache_bytes"),
+        dir_bytes(cache.path())
+    );
+    assert_eq!(metric(metrics, "tftpd_cache_bytes"), 3_000_000);
     assert_eq!(metric(metrics, "tftpd_cache_objects"), 3);
     assert_eq!(metric(metrics, "tftpd_cache_bypassed_total"), 1);
 }
@@ -1339,7 +1348,8 @@ fn disk_cache_objects_hold_no_descriptors() {
         .arg("--cache-dir")
         .arg(cache.path().join("c"))
         .args(["--listen", "127.0.0.1:0", "--workers", "1"])
-        .args(["--max-sessions", "20", "--metrics", "127.0.0.1:0"]);
+        .args(["--max-sessions", "20", "--max-unverified", "20"])
+        .args(["--metrics", "127.0.0.1:0"]);
     let mut d = Daemon::spawn(cmd);
     let metrics = with_metrics(&mut d);
     let pid = d.child.id();
@@ -1377,7 +1387,8 @@ fn disk_cache_objects_hold_no_descriptors() {
         held <= baseline + 4,
         "{held} descriptors, {baseline} before"
     );
-    // Twenty clients at once, the whole table, are all served.
+    // Twenty clients at once, the whole table (all unverified at first),
+    // have the descriptors they need.
     runtime().block_on(async {
         let tasks: Vec<_> = (0..20)
             .map(|_| {
