@@ -345,6 +345,7 @@ async fn run_session<H: Handler, R: Runtime>(
     ticket: &mut Ticket,
 ) -> Stats {
     let clock = &shared.clock;
+    let started = clock.now();
     let config = &shared.registry.config;
     let local_ip = request.local.map_or(request.peer.ip(), |l| l.ip());
     let bind = || {
@@ -391,7 +392,6 @@ async fn run_session<H: Handler, R: Runtime>(
     // The handler's wait (an origin's headers, a queue for an origin
     // request) is the session's: its peer has not answered yet, so it
     // ends with the unverified lifetime, on eviction and on abort.
-    let started = clock.now();
     let deadline = source_deadline(&config.limits, false, started, started);
     let waited = bounded(
         asking,
@@ -439,7 +439,9 @@ async fn run_session<H: Handler, R: Runtime>(
         .await;
         return session.stats().clone();
     }
-    let (mut session, mut data) = open(&request, config, answer, local, clock.now(), ticket);
+    // The session starts when its request was taken: its unverified
+    // lifetime counts the handler's wait too.
+    let (mut session, mut data) = open(&request, config, answer, local, started, ticket);
     let mut io = match &mut data {
         Data::Source(s, _) => Io::Source(s.0.as_mut()),
         Data::Sink(w) => Io::Upload(w.0.as_mut()),

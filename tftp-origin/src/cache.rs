@@ -166,15 +166,92 @@ impl Drop for Waiting {
 }
 
 /// One of the `max_requests` origin request slots, held from the request
-/// to the end of its body.
+/// to the end of its body, unless taken back (see [`Cache::slot`]).
 pub(crate) struct Slot {
-    _permit: OwnedSemaphorePermit,
+    hold: Arc<Hold>,
+    /// The cache's list of slots that may be taken back.
+    list: Arc<IdleList>,
+}
+
+/// Slots that may be taken back, idle longest first.
+type IdleList = Mutex<Vec<Weak<Hold>>>;
+
+/// What a slot holds, shared with the cache's list of slots that may be
+/// taken back.
+struct Hold {
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
     counters: Arc<Counters>,
+    /// The holder only waits for (or serves) clients that have not
+    /// answered: the slot may be taken back now.
+    idle: AtomicBool,
+    /// The slot was taken back: the holder gives up its body.
+    preempted: AtomicBool,
+    /// Notified when it is taken back.
+    taken: Event,
+}
+
+impl Hold {
+    /// Gives the permit back (once).
+    fn release(&self) {
+        let permit = self.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if permit.is_some() {
+            self.counters.origin_active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the slot back if its holder is idle: true if it was.
+    fn preempt(&self) -> bool {
+        if !self.idle.load(Ordering::Acquire) || self.preempted.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.release();
+        self.taken.notify(usize::MAX);
+        true
+    }
+}
+
+impl Slot {
+    fn preempted(&self) -> bool {
+        self.hold.preempted.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the slot has been taken back.
+    async fn taken_back(&self) {
+        loop {
+            let listener = self.hold.taken.listen();
+            if self.preempted() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Marks the holder idle (its slot may be taken back) or busy. Going
+    /// idle puts it last in the list: the one idle longest goes first.
+    fn set_idle(&self, idle: bool) {
+        if !idle {
+            self.hold.idle.store(false, Ordering::Release);
+            return;
+        }
+        if self.hold.idle.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|h| {
+            h.upgrade().is_some_and(|h| {
+                !Arc::ptr_eq(&h, &self.hold)
+                    && h.idle.load(Ordering::Acquire)
+                    && !h.preempted.load(Ordering::Acquire)
+            })
+        });
+        list.push(Arc::downgrade(&self.hold));
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.counters.origin_active.fetch_sub(1, Ordering::Relaxed);
+        self.hold.idle.store(false, Ordering::Release);
+        self.hold.release();
     }
 }
 
@@ -265,9 +342,9 @@ pub(crate) struct Cache {
     timing: Timing,
     counters: Arc<Counters>,
     requests: Arc<Semaphore>,
-    /// Fills holding a request slot while they wait for readers that have
-    /// not answered (oldest first; stale entries are skipped).
-    idle: Mutex<Vec<Weak<Object>>>,
+    /// Slots whose holders wait for or serve only clients that have not
+    /// answered (idle longest first; stale entries are skipped).
+    idle: Arc<IdleList>,
 }
 
 impl Cache {
@@ -289,7 +366,7 @@ impl Cache {
                 next_file: 0,
             }),
             requests: Arc::new(Semaphore::new(policy.max_requests.max(1))),
-            idle: Mutex::default(),
+            idle: Arc::default(),
             policy,
             store,
             timing,
@@ -321,10 +398,12 @@ impl Cache {
     }
 
     /// One origin request slot, waiting in line for it. When none is free,
-    /// the oldest fill that holds one only for readers that have not
-    /// answered (possibly spoofed) gives it up, as a SYN backlog drops its
-    /// oldest half-open entry: unanswered requests cannot keep the origin
-    /// from the clients that answer.
+    /// the slot idle longest of those held only for clients that have not
+    /// answered (possibly spoofed: a fill waiting for them to ask for more,
+    /// or a body streamed through to one) is taken back, as a SYN backlog
+    /// drops its oldest half-open entry: unanswered requests cannot keep the
+    /// origin from the clients that answer. Requests still waiting for
+    /// headers keep their slots (nobody has answered any of them yet).
     async fn slot(&self) -> Slot {
         let permit = match Arc::clone(&self.requests).try_acquire_owned() {
             Ok(permit) => permit,
@@ -342,18 +421,25 @@ impl Cache {
         };
         self.counters.origin_active.fetch_add(1, Ordering::Relaxed);
         Slot {
-            _permit: permit,
-            counters: Arc::clone(&self.counters),
+            hold: Arc::new(Hold {
+                permit: Mutex::new(Some(permit)),
+                counters: Arc::clone(&self.counters),
+                idle: AtomicBool::new(false),
+                preempted: AtomicBool::new(false),
+                taken: Event::new(),
+            }),
+            list: Arc::clone(&self.idle),
         }
     }
 
-    /// Asks the oldest idle fill (see [`Cache::slot`]) to give up its slot.
+    /// Takes back the slot idle longest (see [`Cache::slot`]), if any.
     fn preempt_idle(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while !idle.is_empty() {
             let oldest = idle.remove(0);
-            if oldest.upgrade().is_some_and(|o| o.preempt()) {
-                tracing::debug!("an origin request waiting for unanswered clients gives its place");
+            if oldest.upgrade().is_some_and(|h| h.preempt()) {
+                self.counters.origin_aborted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("an origin request held for unanswered clients gives its place");
                 return;
             }
         }
@@ -505,9 +591,13 @@ impl Cache {
             }
             (backend.fetch(&url, &validators, self.timing).await, slot)
         };
+        // A revalidation runs to its end even when its waiters have gone:
+        // its outcome (a failure in particular, for stale-if-error) is
+        // what the next requests are answered from.
+        let revalidating = prior.is_some();
         let (fetched, slot) = tokio::select! {
             fetched = request => fetched,
-            () = self.abandoned(&url, &waiters) => {
+            () = self.abandoned(&url, &waiters), if !revalidating => {
                 if started.load(Ordering::Relaxed) {
                     self.counters.origin_aborted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -533,12 +623,18 @@ impl Cache {
                     entry.fresh_until = self.fresh_until(now, entry.freshness);
                     entry.stale_since = None;
                     if entry.freshness == Freshness::NoStore {
-                        // Now marked not to be kept: served this once.
+                        // Now marked not to be kept: served this once from
+                        // memory; a disk copy's file is gone with it, so
+                        // its waiters fetch it themselves.
                         if let Some(old) = entry.object.take() {
                             release(&mut state.used, &old);
                         }
                     }
-                    Flight::Ready(object, CacheResult::Revalidated)
+                    if object.is_gone() {
+                        Flight::Bypass(Arc::new(Mutex::new(None)))
+                    } else {
+                        Flight::Ready(object, CacheResult::Revalidated)
+                    }
                 }
                 (Ok(Fetched::NotModified(_)), None) => {
                     self.counters.origin_errors.fetch_add(1, Ordering::Relaxed);
@@ -717,7 +813,11 @@ impl Cache {
         let mut abandoned = false;
         let result: io::Result<()> = async {
             loop {
-                if !object.wanted(&self.idle).await {
+                let wanted = tokio::select! {
+                    wanted = object.wanted(&slot) => wanted,
+                    () = slot.taken_back() => false,
+                };
+                if !wanted {
                     abandoned = true;
                     return Err(io::Error::other("abandoned: no reader left"));
                 }
@@ -763,14 +863,18 @@ impl Cache {
         .await;
         // The origin request is over: its connection goes with the body.
         drop(body);
+        let slot_preempted = slot.preempted();
         drop(slot);
         std::mem::forget(guard);
         match result {
             Ok(()) => object.finish(Ok(())),
             Err(e) => {
                 if abandoned {
-                    self.counters.origin_aborted.fetch_add(1, Ordering::Relaxed);
-                    let why = if object.preempted.load(Ordering::Acquire) {
+                    // A slot taken back was counted when it was.
+                    if !slot_preempted {
+                        self.counters.origin_aborted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let why = if slot_preempted {
                         "its request slot went to a waiting request"
                     } else {
                         "no reader left"
@@ -866,20 +970,16 @@ pub(crate) struct Object {
     demand: AtomicU64,
     /// A reader asked past [`FIRST_WINDOW`]: the body is read to its end.
     committed: AtomicBool,
-    /// Notified when demand grows or a reader goes.
+    /// Notified when demand grows or a reader comes or goes.
     wanted: Event,
-    /// The fill waits for demand of readers that have not answered.
-    idle: AtomicBool,
-    /// The fill's request slot was taken back for a waiting request.
-    preempted: AtomicBool,
 }
 
-/// Clears [`Object::idle`] when the fill stops waiting.
-struct Idle<'a>(&'a Object);
+/// Marks a slot busy when dropped (the fill stopped waiting).
+struct Busy<'a>(&'a Slot);
 
-impl Drop for Idle<'_> {
+impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.idle.store(false, Ordering::Release);
+        self.0.set_idle(false);
     }
 }
 
@@ -907,8 +1007,6 @@ impl Object {
             demand: AtomicU64::new(0),
             committed: AtomicBool::new(false),
             wanted: Event::new(),
-            idle: AtomicBool::new(false),
-            preempted: AtomicBool::new(false),
         })
     }
 
@@ -932,6 +1030,12 @@ impl Object {
         self.reserved.load(Ordering::Relaxed) != u64::MAX
     }
 
+    /// A disk copy released (evicted, replaced) before it could be opened:
+    /// its file is gone.
+    pub fn is_gone(&self) -> bool {
+        matches!(self.data, Data::Disk { .. }) && !self.is_cached()
+    }
+
     fn len(&self) -> u64 {
         self.len.load(Ordering::Acquire)
     }
@@ -944,17 +1048,18 @@ impl Object {
     /// Waits until a reader wants more than is there (or anything, once
     /// committed). False once no reader has been left for
     /// [`ORPHAN_GRACE`]: the body is abandoned.
-    async fn wanted(self: &Arc<Self>, idle: &Mutex<Vec<Weak<Object>>>) -> bool {
+    async fn wanted(&self, slot: &Slot) -> bool {
         let mut orphaned_until = None;
-        let _idle = Idle(self);
+        let _busy = Busy(slot);
         loop {
             let listener = self.wanted.listen();
-            if self.preempted.load(Ordering::Acquire) {
-                return false;
-            }
             if self.readers.load(Ordering::Acquire) == 0 {
+                // Nobody to serve: the slot may be taken back too.
+                slot.set_idle(true);
                 let until = *orphaned_until.get_or_insert_with(|| Instant::now() + ORPHAN_GRACE);
-                if tokio::time::timeout_at(until, listener).await.is_err() {
+                if tokio::time::timeout_at(until, listener).await.is_err()
+                    && self.readers.load(Ordering::Acquire) == 0
+                {
                     return false;
                 }
                 continue;
@@ -965,35 +1070,20 @@ impl Object {
             {
                 return true;
             }
-            // Waiting for a reader that has not answered yet: its request
-            // slot may be taken back (see `Cache::slot`).
-            if !self.idle.swap(true, Ordering::AcqRel) {
-                let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-                idle.retain(|o| o.upgrade().is_some_and(|o| o.idle.load(Ordering::Acquire)));
-                idle.push(Arc::downgrade(self));
-            }
+            // Waiting for readers that have not answered yet: the slot
+            // may be taken back (see `Cache::slot`).
+            slot.set_idle(true);
             listener.await;
         }
     }
 
-    /// Takes this fill's request slot back, if it is still waiting for a
-    /// reader that has not answered: true if it was.
-    fn preempt(&self) -> bool {
-        if self.idle.load(Ordering::Acquire) && !self.committed.load(Ordering::Acquire) {
-            self.preempted.store(true, Ordering::Release);
+    /// A reader whose client's first block ends at `first_block` asks for
+    /// the bytes up to `end`: past that block, its client has answered.
+    fn want(&self, end: u64, first_block: u64) {
+        if end > first_block.min(FIRST_WINDOW) && !self.committed.swap(true, Ordering::AcqRel) {
             self.wanted.notify(1);
-            true
-        } else {
-            false
         }
-    }
-
-    /// A reader asks for the bytes up to `end`.
-    fn want(&self, end: u64) {
         if end > self.demand.fetch_max(end, Ordering::AcqRel) {
-            if end > FIRST_WINDOW {
-                self.committed.store(true, Ordering::Release);
-            }
             self.wanted.notify(1);
         }
     }
@@ -1111,19 +1201,22 @@ impl Object {
         }
     }
 
-    /// A reader from the first byte; a disk object's reader opens the
-    /// file (an error if it cannot: out of descriptors, or the object was
-    /// evicted in between).
-    pub fn reader(self: &Arc<Self>) -> io::Result<ObjectReader> {
+    /// A reader from the first byte, for a client whose first block (all
+    /// it reads before it has answered) is `first_block` bytes; a disk
+    /// object's reader opens the file (an error if it cannot: out of
+    /// descriptors, or the object was evicted in between).
+    pub fn reader(self: &Arc<Self>, first_block: u64) -> io::Result<ObjectReader> {
         let file = match &self.data {
             Data::Memory(_) => None,
             Data::Disk { path, .. } => Some(std::fs::File::open(path)?),
         };
         self.readers.fetch_add(1, Ordering::AcqRel);
+        self.wanted.notify(1);
         Ok(ObjectReader {
             object: self.clone(),
             file,
             pos: 0,
+            first_block,
             listener: None,
         })
     }
@@ -1140,6 +1233,7 @@ pub struct ObjectReader {
     object: Arc<Object>,
     file: Option<std::fs::File>,
     pos: u64,
+    first_block: u64,
     listener: Option<EventListener>,
 }
 
@@ -1166,8 +1260,10 @@ impl AsyncRead for ObjectReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        this.object
-            .want(this.pos.saturating_add(buf.remaining() as u64));
+        this.object.want(
+            this.pos.saturating_add(buf.remaining() as u64),
+            this.first_block,
+        );
         loop {
             let n = this
                 .object
@@ -1200,7 +1296,10 @@ impl AsyncRead for ObjectReader {
 
 /// A body streamed straight to one client, each chunk within `timeout`,
 /// holding its origin request slot. A body longer or shorter than its
-/// announced length fails.
+/// announced length fails. Until its client asks past its first block (it
+/// has not answered yet), the slot may be taken back for a request that
+/// waits (see [`OriginBuilder::max_requests`](crate::OriginBuilder::max_requests)):
+/// the transfer then fails.
 pub struct DirectReader {
     body: Body,
     chunk: Bytes,
@@ -1209,7 +1308,11 @@ pub struct DirectReader {
     counters: Arc<Counters>,
     announced: Option<u64>,
     received: u64,
-    _slot: Slot,
+    /// Bytes handed to the client.
+    delivered: u64,
+    first_block: u64,
+    committed: bool,
+    slot: Slot,
 }
 
 impl DirectReader {
@@ -1217,9 +1320,11 @@ impl DirectReader {
         body: Body,
         announced: Option<u64>,
         slot: Slot,
+        first_block: u64,
         timeout: Duration,
         counters: Arc<Counters>,
     ) -> Self {
+        slot.set_idle(true);
         DirectReader {
             body,
             chunk: Bytes::new(),
@@ -1228,8 +1333,58 @@ impl DirectReader {
             counters,
             announced,
             received: 0,
-            _slot: slot,
+            delivered: 0,
+            first_block,
+            committed: false,
+            slot,
         }
+    }
+
+    fn read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        while self.chunk.is_empty() {
+            match self.body.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.counters
+                        .origin_bytes
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    self.received = self.received.saturating_add(chunk.len() as u64);
+                    if self.announced.is_some_and(|a| self.received > a) {
+                        return Poll::Ready(Err(io::Error::other(
+                            "origin sent more than it announced",
+                        )));
+                    }
+                    self.chunk = chunk;
+                    self.pending = None;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => {
+                    return Poll::Ready(match self.announced {
+                        Some(a) if self.received < a => Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("origin body ended at {} of {a} bytes", self.received),
+                        )),
+                        _ => Ok(()),
+                    })
+                }
+                Poll::Pending => {
+                    let timeout = self.timeout;
+                    let sleep = self
+                        .pending
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("origin sent nothing for {timeout:?}"),
+                        )));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        let n = self.chunk.len().min(buf.remaining());
+        buf.put_slice(&self.chunk.split_to(n));
+        self.delivered = self.delivered.saturating_add(n as u64);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -1246,49 +1401,21 @@ impl AsyncRead for DirectReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        while this.chunk.is_empty() {
-            match this.body.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
-                    this.counters
-                        .origin_bytes
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    this.received = this.received.saturating_add(chunk.len() as u64);
-                    if this.announced.is_some_and(|a| this.received > a) {
-                        return Poll::Ready(Err(io::Error::other(
-                            "origin sent more than it announced",
-                        )));
-                    }
-                    this.chunk = chunk;
-                    this.pending = None;
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(None) => {
-                    return Poll::Ready(match this.announced {
-                        Some(a) if this.received < a => Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("origin body ended at {} of {a} bytes", this.received),
-                        )),
-                        _ => Ok(()),
-                    })
-                }
-                Poll::Pending => {
-                    let timeout = this.timeout;
-                    let sleep = this
-                        .pending
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!("origin sent nothing for {timeout:?}"),
-                        )));
-                    }
-                    return Poll::Pending;
-                }
-            }
+        if this.slot.preempted() {
+            return Poll::Ready(Err(io::Error::other(
+                "its origin request went to a client that answered",
+            )));
         }
-        let n = this.chunk.len().min(buf.remaining());
-        buf.put_slice(&this.chunk.split_to(n));
-        Poll::Ready(Ok(()))
+        let end = this.delivered.saturating_add(buf.remaining() as u64);
+        if end > this.first_block.min(FIRST_WINDOW) {
+            this.committed = true;
+        }
+        this.slot.set_idle(false);
+        let read = this.read(cx, buf);
+        if !this.committed {
+            this.slot.set_idle(true);
+        }
+        read
     }
 }
 
@@ -1329,7 +1456,7 @@ mod tests {
         for store in [Store::Memory, Store::Disk(dir.path().to_owned())] {
             for size in [None, Some(total as u64)] {
                 let o = object(&store, size, &parts);
-                let reader = o.reader().unwrap();
+                let reader = o.reader(512).unwrap();
                 assert_eq!(o.len(), total as u64);
                 let p = PAGE as u64;
                 for pos in [0u64, 1, 7, 8, 1007, 1008, p - 1, p, p + 1, 2 * p + 17] {
@@ -1453,8 +1580,8 @@ mod tests {
                 .admit(&mut state, "http://o/x", &meta(announced), Instant::now())
                 .unwrap()
         };
-        let reader = object.reader().unwrap();
-        object.want(u64::MAX);
+        let reader = object.reader(512).unwrap();
+        object.want(u64::MAX, 512);
         let slot = cache.slot().await;
         cache
             .fill("http://o/x", object.clone(), body(chunks), slot)
@@ -1523,8 +1650,8 @@ mod tests {
                     .admit(&mut state, &url, &meta(Some(1 << 19)), Instant::now())
                     .unwrap()
             };
-            let reader = object.reader().unwrap();
-            object.want(if committed { FIRST_WINDOW + 1 } else { 512 });
+            let reader = object.reader(512).unwrap();
+            object.want(if committed { 1024 } else { 512 }, 512);
             // One chunk, then the origin goes quiet for good.
             let body: Body = Box::pin(futures_util::StreamExt::chain(
                 futures_util::stream::iter([Ok(Bytes::from(vec![1u8; 8192]))]),
@@ -1552,6 +1679,53 @@ mod tests {
         }
     }
 
+    /// A body streamed through to a client that has not asked past its
+    /// first block gives its slot to a waiting request (and then fails);
+    /// one whose client asked for more keeps it.
+    #[tokio::test]
+    async fn streamed_bodies_of_unanswered_clients_give_their_slot() {
+        let cache = Arc::new(new_cache(1 << 20, Store::Memory));
+        let cache = Arc::new(Cache {
+            requests: Arc::new(Semaphore::new(1)),
+            ..Arc::into_inner(cache).unwrap()
+        });
+        async fn read(r: &mut DirectReader, n: usize) -> io::Result<usize> {
+            let mut buf = vec![0u8; n];
+            let mut buf = ReadBuf::new(&mut buf);
+            std::future::poll_fn(|cx| Pin::new(&mut *r).poll_read(cx, &mut buf)).await?;
+            Ok(buf.filled().len())
+        }
+        for asked_more in [false, true] {
+            let body: Body = Box::pin(futures_util::StreamExt::chain(
+                futures_util::stream::iter([Ok(Bytes::from(vec![1u8; 8192]))]),
+                futures_util::stream::pending(),
+            ));
+            let slot = cache.slot().await;
+            let mut reader = DirectReader::new(
+                body,
+                Some(1 << 20),
+                slot,
+                512,
+                Duration::from_secs(60),
+                Arc::default(),
+            );
+            assert_eq!(read(&mut reader, 512).await.unwrap(), 512);
+            if asked_more {
+                assert_eq!(read(&mut reader, 512).await.unwrap(), 512);
+            }
+            let waiting = tokio::time::timeout(Duration::from_millis(300), cache.slot()).await;
+            if asked_more {
+                assert!(waiting.is_err(), "an answered client's body lost its slot");
+            } else {
+                assert!(
+                    waiting.is_ok(),
+                    "the unanswered client's body kept its slot"
+                );
+                assert!(read(&mut reader, 512).await.is_err());
+            }
+        }
+    }
+
     /// Each disk object holds no descriptor once filled: only its readers
     /// do, each its own, closed when the reader goes.
     #[test]
@@ -1570,7 +1744,7 @@ mod tests {
             })
             .collect();
         assert!(open_fds() < before + 5, "{} > {before}", open_fds());
-        let reader = objects[7].reader().unwrap();
+        let reader = objects[7].reader(512).unwrap();
         assert!(open_fds() < before + 6);
         drop(reader);
         assert_eq!(objects[7].readers.load(Ordering::Relaxed), 0);
@@ -1580,32 +1754,36 @@ mod tests {
     /// first window, and gives up once no reader is left for the grace.
     #[tokio::test(start_paused = true)]
     async fn fill_follows_demand_then_commits_and_orphans_end_it() {
-        let idle = Mutex::default();
+        let cache = new_cache(1 << 20, Store::Memory);
+        let slot = cache.slot().await;
         let o = object(&Store::Memory, Some(1 << 20), &[]);
         // No reader: abandoned after the grace, not before.
         let started = Instant::now();
-        assert!(!o.wanted(&idle).await);
+        assert!(!o.wanted(&slot).await);
         assert!(started.elapsed() >= ORPHAN_GRACE);
-        let reader = o.reader().unwrap();
+        let reader = o.reader(512).unwrap();
         // A reader that asked for nothing yet: no demand, the fill waits.
-        let waiting = tokio::time::timeout(Duration::from_secs(30), o.wanted(&idle)).await;
+        let waiting = tokio::time::timeout(Duration::from_secs(30), o.wanted(&slot)).await;
         assert!(waiting.is_err(), "filled without demand");
         // One block asked (an unverified session's DATA 1).
-        o.want(512);
-        assert!(o.wanted(&idle).await);
+        o.want(512, 512);
+        assert!(o.wanted(&slot).await);
         o.append(&[0; 8192]).unwrap();
-        let waiting = tokio::time::timeout(Duration::from_secs(30), o.wanted(&idle)).await;
+        let waiting = tokio::time::timeout(Duration::from_secs(30), o.wanted(&slot)).await;
         assert!(waiting.is_err(), "filled past the demand");
         assert!(!o.committed.load(Ordering::Relaxed));
-        // Past the first window: committed, read on without asking.
-        o.want(FIRST_WINDOW + 1);
+        // A client of a larger block: its first block is not past it.
+        o.want(8192, 65464);
+        assert!(!o.committed.load(Ordering::Relaxed));
+        // Past its first block: committed, read on without asking.
+        o.want(1024, 512);
         assert!(o.committed.load(Ordering::Relaxed));
         o.append(&[0; 200_000]).unwrap();
-        assert!(o.wanted(&idle).await);
+        assert!(o.wanted(&slot).await);
         // The last reader goes: abandoned after the grace.
         drop(reader);
         let started = Instant::now();
-        assert!(!o.wanted(&idle).await);
+        assert!(!o.wanted(&slot).await);
         assert!(started.elapsed() >= ORPHAN_GRACE);
     }
 }

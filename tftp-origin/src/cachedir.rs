@@ -104,9 +104,18 @@ fn open_private(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<OwnedFd> {
         Err(Errno::EXIST) => false,
         Err(e) => return Err(at(dir, "cannot create it", e)),
     };
+    // A directory just made is opened without following a symlink: one
+    // put in its place meanwhile (a writable parent) cannot make tftpd
+    // change another directory's mode or owner. An existing one may be an
+    // operator's symlink.
+    let nofollow = if created {
+        OFlags::NOFOLLOW
+    } else {
+        OFlags::empty()
+    };
     let fd = rustix::fs::open(
         dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | nofollow,
         Mode::empty(),
     )
     .map_err(|e| at(dir, "cannot open it", e))?;

@@ -55,6 +55,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tftp_tokio::tftp_proto::options::Limits;
 use tftp_tokio::tftp_proto::packet::ErrorCode;
 use tftp_tokio::{Handler, ReadResponse, RequestInfo, TftpError};
 
@@ -164,7 +165,7 @@ impl OriginBuilder {
     /// How long an object the origin sent without `Cache-Control` lifetime
     /// is served before it is revalidated ([`DEFAULT_TTL`]).
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+        self.ttl = ttl.min(MAX_LIFETIME);
         self
     }
 
@@ -179,6 +180,9 @@ impl OriginBuilder {
     /// Most origin requests at once ([`DEFAULT_MAX_REQUESTS`], at least 1):
     /// a request holds its place from its headers to the end of its body.
     /// More wait in line; a session that ends while waiting leaves the line.
+    /// When none is free, the place held longest only for clients that have
+    /// not answered (a body waiting for them to ask for more, or streamed
+    /// through to one) is taken back: those transfers fail.
     pub fn max_requests(mut self, n: usize) -> Self {
         self.max_requests = n.max(1);
         self
@@ -307,14 +311,28 @@ impl Origin {
             Ok(url) => url,
             Err(e) => return (None, CacheResult::Error, Err(e)),
         };
-        let found = self.0.cache.get(&url, &self.0.backend).await;
+        // All a client reads before it has answered: its first block.
+        let first_block = u64::from(
+            request
+                .negotiate(&Limits::default(), None)
+                .oack
+                .block_size(),
+        );
+        // A disk copy evicted between the lookup and its open is looked up
+        // once more (the next lookup fetches it again).
+        let mut found = self.0.cache.get(&url, &self.0.backend).await;
+        if let Ok(Found::Cached(object, _)) = &found {
+            if object.is_gone() {
+                found = self.0.cache.get(&url, &self.0.backend).await;
+            }
+        }
         let answer = match found {
-            Ok(Found::Cached(object, how)) => match object.reader() {
+            Ok(Found::Cached(object, how)) => match object.reader(first_block) {
                 Ok(reader) => (how, Ok(ReadResponse::new(reader, object.size()))),
-                Err(e) => {
-                    // Out of descriptors: the busy answer, asked again
-                    // within the server's descriptor wait.
-                    tracing::warn!(error = %e, "cannot open a cached object");
+                Err(e) if out_of_descriptors(&e) => {
+                    // The busy answer, asked again within the server's
+                    // descriptor wait.
+                    tracing::warn!(error = %e, "cannot open a cached object: out of descriptors");
                     (
                         CacheResult::Error,
                         Err(TftpError::new(
@@ -323,12 +341,20 @@ impl Origin {
                         )),
                     )
                 }
+                Err(e) => {
+                    tracing::warn!(url = %redact(&url), error = %e, "cannot open a cached object");
+                    (
+                        CacheResult::Error,
+                        Err(TftpError::new(ErrorCode::NotDefined, "Origin unavailable")),
+                    )
+                }
             },
             Ok(Found::Direct(meta, body, slot)) => {
                 let reader = DirectReader::new(
                     body,
                     meta.size,
                     slot,
+                    first_block,
                     self.0.timing.timeout,
                     Arc::clone(&self.0.counters),
                 );
@@ -352,6 +378,12 @@ impl Origin {
         };
         (Some(url), answer.0, answer.1)
     }
+}
+
+/// Whether `e` says the process or the system is out of descriptors.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    // EMFILE and ENFILE.
+    matches!(e.raw_os_error(), Some(24 | 23))
 }
 
 impl Handler for Origin {
