@@ -505,3 +505,34 @@ async fn write_all(
     }
     poll_fn(|cx| sink.as_mut().poll_flush(cx)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unverified session waits for its source no longer than its
+    /// lifetime from its start; a verified one as long as it would wait for
+    /// a silent peer (`retries` of the longest timeout, at least a second).
+    #[test]
+    fn source_deadlines() {
+        let limits = Limits::default();
+        let started = Instant::from_micros(1_000_000);
+        let now = Instant::from_micros(5_000_000);
+        assert_eq!(
+            source_deadline(&limits, false, started, now),
+            started + limits.unverified_lifetime
+        );
+        assert_eq!(
+            source_deadline(&limits, true, started, now),
+            now + limits.max_rto * limits.retries
+        );
+        let impatient = Limits {
+            retries: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            source_deadline(&impatient, true, started, now),
+            now + Duration::from_secs(1)
+        );
+    }
+}

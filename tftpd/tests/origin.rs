@@ -104,6 +104,7 @@ http {{
     location /boot/forbidden/ {{ return 403; }}
     location /boot/broken/ {{ return 502; }}
     location /boot/nostore/ {{ add_header Cache-Control "no-store"; }}
+    location /slow/ {{ alias {d}/www/boot/; limit_rate 1; sendfile off; }}
     location /stall/ {{ proxy_pass http://127.0.0.1:{silent_port}; proxy_read_timeout 300s; }}
     location = /api/tftp {{
       default_type text/plain;
@@ -1155,12 +1156,30 @@ fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 #[test]
 fn stalled_origin_waits_are_inside_the_session_budget() {
     let Some(nginx) = Nginx::start() else { return };
+    origin_waits_within_the_session_budget(&nginx.stalled_template(), Duration::from_secs(16));
+}
+
+/// The same with an origin whose body trickles (1 byte/s after its
+/// headers): the sessions wait for their first block, and their bodies are
+/// abandoned within the unverified lifetime and the orphan grace.
+#[test]
+fn trickling_origin_bodies_are_inside_the_session_budget() {
+    let Some(nginx) = Nginx::start() else { return };
+    for i in 0..300 {
+        nginx.put(&format!("pxelinux.cfg/{i:04}"), &content(4096));
+    }
+    let template = format!("http://127.0.0.1:{}/slow/{{path}}", nginx.port);
+    let within = Duration::from_secs(16) + tftp_origin::ORPHAN_GRACE;
+    origin_waits_within_the_session_budget(&template, within);
+}
+
+fn origin_waits_within_the_session_budget(template: &str, within: Duration) {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("local.cfg"), b"served from the root\n").unwrap();
     let mut cmd = Command::new(TFTPD);
     cmd.arg("--root")
         .arg(root.path())
-        .args(["--origin", &nginx.stalled_template()])
+        .args(["--origin", template])
         .args(["--listen", "127.0.0.1:0", "--workers", "1"])
         .args(["--max-sessions", "20", "--metrics", "127.0.0.1:0"]);
     let mut d = Daemon::spawn(cmd);
@@ -1223,7 +1242,7 @@ fn stalled_origin_waits_are_inside_the_session_budget() {
     assert_eq!(bytes, b"served from the root\n");
     // Within the unverified lifetime (15 s) everything is given back.
     assert!(
-        eventually(Duration::from_secs(16), || {
+        eventually(within, || {
             open_fds(pid) <= baseline + 1 && metric(metrics, "tftpd_sessions_active") == 0
         }),
         "{} descriptors after {:?}, {baseline} before; {} sessions",
@@ -1231,7 +1250,7 @@ fn stalled_origin_waits_are_inside_the_session_budget() {
         flooded.elapsed(),
         metric(metrics, "tftpd_sessions_active")
     );
-    assert!(flooded.elapsed() < Duration::from_secs(16));
+    assert!(flooded.elapsed() < within);
     assert_eq!(metric(metrics, "tftpd_origin_active"), 0);
     assert_eq!(metric(metrics, "tftpd_origin_queued"), 0);
     assert!(metric(metrics, "tftpd_origin_aborted_total") > 0);
