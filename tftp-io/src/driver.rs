@@ -142,7 +142,6 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 // handler's stream) waits within the session's budget: the
                 // abort and cancel signals, and a deadline (see
                 // `source_deadline`). One that is ready costs no timer.
-                let limits = ticket.as_deref().map(Ticket::limits).cloned();
                 let waited = {
                     let filling = async {
                         match (&mut *io, &mut read_ahead) {
@@ -167,10 +166,10 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                                 return Poll::Ready(Waited::Cancel);
                             }
                         }
-                        if let Some(limits) = &limits {
+                        if let Some(t) = ticket.as_deref() {
                             let timer = source_timer.get_or_insert_with(|| {
                                 let deadline =
-                                    source_deadline(limits, verified, started, clock.now());
+                                    source_deadline(t.limits(), verified, started, clock.now());
                                 clock.runtime().timer(clock.to_std(deadline))
                             });
                             if timer.poll_expired(cx).is_ready() {
