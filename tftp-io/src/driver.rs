@@ -65,8 +65,61 @@ impl<R: Runtime> Clock<R> {
 enum Event {
     Datagrams(io::Result<()>),
     Timeout,
+    Stopped(Stop),
+}
+
+/// Why a session is told to stop.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Stop {
+    /// The server's drain timeout passed.
     Abort,
+    /// The session's place went to a newer request.
     Cancel,
+}
+
+/// The two signals that stop a session, each watched from one task: the
+/// server's abort and the session's cancel. Abort is looked at first, so a
+/// flood of datagrams or a ready source cannot hide it; each is reported
+/// once.
+#[derive(Default)]
+pub(crate) struct Stops {
+    abort_watch: Watch,
+    cancel_watch: Watch,
+    aborted: bool,
+    cancelled: bool,
+}
+
+impl Stops {
+    /// The signal raised, if any (`cx` is woken when one is).
+    pub(crate) fn poll(
+        &mut self,
+        abort: Option<&Signal>,
+        cancel: Option<&Signal>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Option<Stop> {
+        if let Some(signal) = abort.filter(|_| !self.aborted) {
+            if self.abort_watch.poll(signal, cx) {
+                self.aborted = true;
+                return Some(Stop::Abort);
+            }
+        }
+        if let Some(signal) = cancel.filter(|_| !self.cancelled) {
+            if self.cancel_watch.poll(signal, cx) {
+                self.cancelled = true;
+                return Some(Stop::Cancel);
+            }
+        }
+        None
+    }
+}
+
+/// Tells `session` to stop: an abort ends it with ERROR 0 "Server shutting
+/// down", a cancel silently (the core decides whether it applies).
+fn stop<S: Session + ?Sized>(session: &mut S, stop: Stop) {
+    match stop {
+        Stop::Abort => session.abort(ErrorCode::NotDefined, SHUTTING_DOWN),
+        Stop::Cancel => session.cancel(),
+    }
 }
 
 /// Drives `session` until it is done; `abort`, when raised, ends it with
@@ -78,7 +131,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     io: &mut Io<'_>,
     clock: &Clock<R>,
     buf: &mut [u8],
-    mut abort: Option<&Signal>,
+    abort: Option<&Signal>,
     mut ticket: Option<&mut Ticket>,
 ) -> Outcome {
     // One timer for the whole session. It is moved only to an earlier
@@ -87,9 +140,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
     // `armed` is `None` after the timer fired. And one watch each for
     // `abort` and the cancel signal (registered once, not per wait).
     let mut timer: Option<(R::Timer, Option<Instant>)> = None;
-    let mut abort_watch = Watch::default();
-    let mut cancel_watch = Watch::default();
-    let mut cancelled = false;
+    let mut stops = Stops::default();
     // A second receive slot as large as a small buffer (a read's, or a
     // write's of small blocks): one `recvmmsg` then takes two datagrams and
     // tells when the queue is empty. It only goes faster, so it comes out of
@@ -156,15 +207,9 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                         if let Poll::Ready(result) = filling.as_mut().poll(cx) {
                             return Poll::Ready(Waited::Done(result));
                         }
-                        if let Some(signal) = abort {
-                            if abort_watch.poll(signal, cx) {
-                                return Poll::Ready(Waited::Abort);
-                            }
-                        }
-                        if let Some(t) = ticket.as_deref().filter(|_| !cancelled) {
-                            if cancel_watch.poll(t.cancel_signal(), cx) {
-                                return Poll::Ready(Waited::Cancel);
-                            }
+                        let cancel = ticket.as_deref().map(Ticket::cancel_signal);
+                        if let Some(why) = stops.poll(abort, cancel, cx) {
+                            return Poll::Ready(Waited::Stopped(why));
                         }
                         if let Some(t) = ticket.as_deref() {
                             let timer = source_timer.get_or_insert_with(|| {
@@ -182,14 +227,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 };
                 match waited {
                     Waited::Done(result) => report_filled(session, result),
-                    Waited::Abort => {
-                        abort = None;
-                        session.abort(ErrorCode::NotDefined, SHUTTING_DOWN);
-                    }
-                    Waited::Cancel => {
-                        cancelled = true;
-                        session.cancel();
-                    }
+                    Waited::Stopped(why) => stop(session, why),
                     Waited::Expired if verified => {
                         tracing::warn!("the transfer's source stalled past the session's patience");
                         session.abort(ErrorCode::NotDefined, READ_ERROR);
@@ -241,16 +279,9 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                     *armed = Some(deadline);
                 }
                 let event = poll_fn(|cx| {
-                    // Abort first, so a flood of datagrams cannot hide it.
-                    if let Some(signal) = abort {
-                        if abort_watch.poll(signal, cx) {
-                            return Poll::Ready(Event::Abort);
-                        }
-                    }
-                    if let Some(t) = ticket.as_deref().filter(|_| !cancelled) {
-                        if cancel_watch.poll(t.cancel_signal(), cx) {
-                            return Poll::Ready(Event::Cancel);
-                        }
+                    let cancel = ticket.as_deref().map(Ticket::cancel_signal);
+                    if let Some(why) = stops.poll(abort, cancel, cx) {
+                        return Poll::Ready(Event::Stopped(why));
                     }
                     let mut recv = |fd: BorrowedFd<'_>| udp::recv(fd, buf, &mut spare, &mut got);
                     if let Poll::Ready(r) = socket.poll_recv_drain(cx, &mut recv) {
@@ -302,14 +333,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                             session.handle_timeout(now);
                         }
                     }
-                    Event::Abort => {
-                        abort = None;
-                        session.abort(ErrorCode::NotDefined, SHUTTING_DOWN);
-                    }
-                    Event::Cancel => {
-                        cancelled = true;
-                        session.cancel();
-                    }
+                    Event::Stopped(why) => stop(session, why),
                 }
             }
             Output::Done(outcome) => return outcome,
@@ -321,10 +345,8 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
 pub(crate) enum Waited<T> {
     /// The awaited work finished.
     Done(T),
-    /// The server's drain timeout passed: abort.
-    Abort,
-    /// The session's place went to a newer request.
-    Cancel,
+    /// The session was told to stop.
+    Stopped(Stop),
     /// The deadline passed first.
     Expired,
 }
@@ -362,13 +384,10 @@ pub(crate) async fn bounded<R: Runtime, T>(
 ) -> Waited<T> {
     let mut work = pin!(work);
     let mut timer: Option<R::Timer> = None;
-    let (mut abort_watch, mut cancel_watch) = (Watch::default(), Watch::default());
+    let mut stops = Stops::default();
     poll_fn(|cx| {
-        if abort_watch.poll(abort, cx) {
-            return Poll::Ready(Waited::Abort);
-        }
-        if cancel_watch.poll(cancel, cx) {
-            return Poll::Ready(Waited::Cancel);
+        if let Some(why) = stops.poll(Some(abort), Some(cancel), cx) {
+            return Poll::Ready(Waited::Stopped(why));
         }
         if let Poll::Ready(done) = work.as_mut().poll(cx) {
             return Poll::Ready(Waited::Done(done));

@@ -20,7 +20,7 @@ use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerStats, Stats};
 
 use crate::config::{ServerBuilder, ABORT_GRACE};
-use crate::driver::{bounded, drive, source_deadline, wait_until, Clock, Io, Waited, Watch};
+use crate::driver::{bounded, drive, source_deadline, wait_until, Clock, Io, Stop, Waited, Watch};
 use crate::handler::Handler;
 use crate::listen::{Listener, RecvBatch, LISTEN_BATCH};
 use crate::net::{bind_transfer, random_seed};
@@ -404,8 +404,8 @@ async fn run_session<H: Handler, R: Runtime>(
     let mut evicted = false;
     let answer = match waited {
         Waited::Done(answer) => answer,
-        Waited::Abort => Err(TftpError::new(ErrorCode::NotDefined, SHUTTING_DOWN)),
-        Waited::Cancel => {
+        Waited::Stopped(Stop::Abort) => Err(TftpError::new(ErrorCode::NotDefined, SHUTTING_DOWN)),
+        Waited::Stopped(Stop::Cancel) => {
             evicted = true;
             Err(TftpError::new(ErrorCode::NotDefined, SHUTTING_DOWN))
         }
