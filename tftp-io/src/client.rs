@@ -12,11 +12,11 @@ use futures_io::{AsyncRead, AsyncWrite};
 use tftp_proto::client::{ClientGet, ClientPut};
 use tftp_proto::options::{Limits, TransferOptions, DEFAULT_MAX_RTO};
 use tftp_proto::packet::Mode;
-use tftp_proto::session::Session;
 use tftp_proto::stats::Stats;
 use tftp_proto::time::Instant;
 
-use crate::driver::{drive, Clock, Io};
+use crate::driver::future::{run, Io, ASYNC};
+use crate::driver::{Clock, Data, SessionDriver};
 use crate::error::ClientError;
 use crate::runtime::{Runtime, Wrap};
 
@@ -30,9 +30,9 @@ pub const DEFAULT_CLIENT_DALLY: Duration = Duration::from_secs(1);
 pub const DEFAULT_CLIENT_MAX_RTO: Duration = Duration::from_secs(4);
 
 /// Receive buffer of a download: the largest DATA (65464 + 4) and one byte.
-const GET_BUFFER: usize = 65_536;
+pub(crate) const GET_BUFFER: usize = 65_536;
 /// Receive buffer of an upload: ACK, OACK or ERROR.
-const PUT_BUFFER: usize = 1024;
+pub(crate) const PUT_BUFFER: usize = 1024;
 
 /// A TFTP client for one server, on runtime `R`: what it asks for
 /// (mode, options) and how it retransmits.
@@ -166,13 +166,13 @@ impl<R: Runtime> Client<R> {
     {
         let socket = self.runtime.wrap_udp(self.std_socket()?)?;
         let clock = Clock::new(self.runtime.clone());
-        let mut session = self.get_session(remote.as_ref(), clock.now())?;
+        let session = self.get_session(remote.as_ref(), clock.now())?;
         let mut sink = R::wrap(sink);
         let pinned: Pin<&mut <R as Wrap<W>>::Io> = Pin::new(&mut sink);
         let mut io = Io::Download(pinned);
-        let mut buf = vec![0u8; GET_BUFFER];
-        let outcome = drive(&mut session, &socket, &mut io, &clock, &mut buf, None, None).await;
-        ClientError::check(outcome, session.stats().clone())
+        let mut driver = SessionDriver::new(session, Data::Download, GET_BUFFER, None, ASYNC);
+        let outcome = run(&mut driver, &socket, &mut io, &clock, None).await;
+        ClientError::check(outcome, driver.stats().clone())
     }
 
     /// Uploads `source` (a reader in the runtime's I/O traits) as `remote`;
@@ -189,13 +189,13 @@ impl<R: Runtime> Client<R> {
     {
         let socket = self.runtime.wrap_udp(self.std_socket()?)?;
         let clock = Clock::new(self.runtime.clone());
-        let mut session = self.put_session(remote.as_ref(), size, clock.now())?;
+        let session = self.put_session(remote.as_ref(), size, clock.now())?;
         let mut source = R::wrap(source);
         let pinned: Pin<&mut <R as Wrap<S>>::Io> = Pin::new(&mut source);
         let mut io = Io::Source(pinned);
-        let mut buf = vec![0u8; PUT_BUFFER];
-        let outcome = drive(&mut session, &socket, &mut io, &clock, &mut buf, None, None).await;
-        ClientError::check(outcome, session.stats().clone())
+        let mut driver = SessionDriver::new(session, Data::Source, PUT_BUFFER, None, ASYNC);
+        let outcome = run(&mut driver, &socket, &mut io, &clock, None).await;
+        ClientError::check(outcome, driver.stats().clone())
     }
 }
 

@@ -56,6 +56,7 @@ pub mod root;
 mod runtime;
 mod server;
 mod session;
+mod shared;
 mod text;
 mod udp;
 

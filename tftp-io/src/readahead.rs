@@ -1,20 +1,23 @@
-//! A session's read-ahead buffer, for both drivers (async and threads): the
-//! buffer bookkeeping lives here; each driver only performs the reads.
+//! A session's read-ahead buffer: the bookkeeping of the session driver's
+//! reads (see [`SessionDriver`](crate::driver::SessionDriver)).
 //!
-//! Once the peer is verified, blocks come out of one buffer of
-//! [`READ_AHEAD`] bytes (one read per many small blocks), an optional
-//! buffer of the memory budget. While the session waits for its peer and
+//! Once the peer is verified, blocks come out of one buffer of two windows
+//! (at least [`MIN_READ_AHEAD`], at most [`READ_AHEAD`] bytes: one read per
+//! many small blocks), an optional buffer of the memory budget. While the session waits for its peer and
 //! the buffer is less than half full, the driver tops it up, so the next
 //! blocks' read is not on the round trip (tftpd-hpa reads the next block
 //! while it waits for the ACK, too).
 
-use std::io::{self, Read};
+use std::io;
 
 use crate::registry::Ticket;
 
 /// Bytes a verified session reads from its source at once, for blocks up
 /// to this size (larger blocks are read straight into their packets).
 pub const READ_AHEAD: usize = 64 * 1024;
+/// The smallest read-ahead buffer (a lock-step session's of small blocks:
+/// 32 blocks of 512 bytes per read).
+pub const MIN_READ_AHEAD: usize = 16 * 1024;
 
 /// The buffer. Each read returns what the source has (a stream's first
 /// bytes are not held back to fill it).
@@ -39,16 +42,29 @@ pub(crate) enum Next {
 }
 
 impl ReadAhead {
-    /// The read-ahead for a session about to fill a block of `block` bytes,
-    /// once its peer is verified (`None` before: an unverified peer gets no
-    /// extra memory). Its buffer is empty, so blocks are read one by one,
-    /// when the budget cannot spare it.
-    pub(crate) fn for_session(ticket: Option<&mut Ticket>, block: usize) -> Option<Self> {
-        if block > READ_AHEAD || !ticket.as_deref().is_none_or(Ticket::is_verified) {
-            return None;
+    /// No buffer: blocks are read one by one, straight into their packets.
+    pub(crate) fn none() -> Self {
+        Self::with_size(0)
+    }
+
+    /// The size of a verified session's buffer for blocks of `block` bytes
+    /// and a window of `window` blocks: two windows, at least
+    /// [`MIN_READ_AHEAD`], at most [`READ_AHEAD`]; none for larger blocks
+    /// (read straight into their packets). It comes out of `ticket`'s
+    /// lease only while the budget is plentiful; none if it cannot.
+    pub(crate) fn size_for(block: usize, window: usize, ticket: Option<&mut Ticket>) -> usize {
+        if block > READ_AHEAD {
+            return 0;
         }
-        let granted = ticket.is_none_or(|t| t.reserve_optional(READ_AHEAD));
-        Some(Self::with_size(if granted { READ_AHEAD } else { 0 }))
+        let size = block
+            .saturating_mul(window)
+            .saturating_mul(2)
+            .clamp(MIN_READ_AHEAD, READ_AHEAD);
+        if ticket.is_none_or(|t| t.reserve_optional(size)) {
+            size
+        } else {
+            0
+        }
     }
 
     fn with_size(size: usize) -> Self {
@@ -59,6 +75,12 @@ impl ReadAhead {
             eof: false,
             error: None,
         }
+    }
+
+    /// Gives the buffer `size` bytes, keeping what it holds.
+    pub(crate) fn resize(&mut self, size: usize) {
+        let _ = self.free();
+        self.buf.resize(size.max(self.end), 0);
     }
 
     /// Whether a top-up is due: less than half the buffer is left and the
@@ -86,10 +108,9 @@ impl ReadAhead {
         }
     }
 
-    /// Records a [`Next::Direct`] read of `n` of `wanted` bytes (fewer:
-    /// the source has ended).
-    pub(crate) fn record_direct(&mut self, n: usize, wanted: usize) {
-        self.eof = n < wanted;
+    /// A [`Next::Direct`] read found the end of the source.
+    pub(crate) fn ended(&mut self) {
+        self.eof = true;
     }
 
     /// Moves buffered bytes into `out[*filled..]` and says what the block
@@ -122,45 +143,40 @@ impl ReadAhead {
     }
 }
 
-/// The threads driver's reads (the async driver's are in `driver`).
-impl ReadAhead {
-    /// Fills `out` from a blocking `source`, until it is full or the source
-    /// ends.
-    pub(crate) fn fill_from(
-        &mut self,
-        source: &mut (dyn Read + Send),
-        out: &mut [u8],
-    ) -> io::Result<usize> {
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// Fills `out` from `source` as the session driver does: refills of
+    /// the buffer, single reads straight into the block.
+    fn fill_from(ra: &mut ReadAhead, source: &mut dyn Read, out: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
         loop {
-            match self.next(out, &mut filled)? {
+            match ra.next(out, &mut filled)? {
                 Next::Done => return Ok(filled),
                 Next::Refill => {
-                    let read = source.read(self.free());
-                    self.record(read);
+                    let read = source.read(ra.free());
+                    ra.record(read);
                 }
-                Next::Direct => {
-                    let rest = out.get_mut(filled..).unwrap_or_default();
-                    let n = crate::blocking::read_full(source, rest)?;
-                    self.record_direct(n, rest.len());
-                    filled += n;
-                }
+                Next::Direct => match source.read(&mut out[filled..]) {
+                    Ok(0) => ra.ended(),
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                },
             }
         }
     }
 
-    /// Tops the buffer up from a blocking `source` with one read, if due.
-    pub(crate) fn top_up_from(&mut self, source: &mut (dyn Read + Send)) {
-        if self.wants_top_up() {
-            let read = source.read(self.free());
-            self.record(read);
+    /// One top-up read, if due.
+    fn top_up_from(ra: &mut ReadAhead, source: &mut dyn Read) {
+        if ra.wants_top_up() {
+            let read = source.read(ra.free());
+            ra.record(read);
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     /// A source of `data` in reads of at most `chunk` bytes, every other
     /// one interrupted; then `Ok(0)`, or an error when `fails`.
@@ -194,7 +210,7 @@ mod tests {
         let mut got = Vec::new();
         let mut out = vec![0; block];
         loop {
-            match ra.fill_from(source, &mut out) {
+            match fill_from(ra, source, &mut out) {
                 Ok(n) => {
                     got.extend_from_slice(&out[..n]);
                     if n < block {
@@ -204,7 +220,7 @@ mod tests {
                 Err(_) => return (got, true),
             }
             for _ in 0..4 {
-                ra.top_up_from(source);
+                top_up_from(ra, source);
             }
         }
     }
@@ -253,7 +269,7 @@ mod tests {
             // Reported once: a source that works again is read again.
             let mut out = vec![0; block];
             let mut more = &b"more"[..];
-            assert_eq!(ra.fill_from(&mut more, &mut out).unwrap(), 4);
+            assert_eq!(fill_from(&mut ra, &mut more, &mut out).unwrap(), 4);
         }
     }
 
@@ -266,17 +282,24 @@ mod tests {
             interrupt: true,
             fails: true,
         };
-        ra.top_up_from(&mut failing);
+        top_up_from(&mut ra, &mut failing);
         assert!(!ra.wants_top_up(), "no top-up after a failure");
         let mut ra = ReadAhead::with_size(READ_AHEAD);
-        ra.top_up_from(&mut &b""[..]);
+        top_up_from(&mut ra, &mut &b""[..]);
         assert!(!ra.wants_top_up(), "no top-up after the end");
         assert!(!ReadAhead::with_size(0).wants_top_up(), "no buffer");
     }
 
     #[test]
-    fn larger_blocks_get_no_read_ahead() {
-        assert!(ReadAhead::for_session(None, READ_AHEAD + 1).is_none());
-        assert!(ReadAhead::for_session(None, READ_AHEAD).is_some());
+    fn the_buffer_is_two_windows_within_its_bounds() {
+        assert_eq!(ReadAhead::size_for(512, 1, None), MIN_READ_AHEAD);
+        assert_eq!(ReadAhead::size_for(1468, 8, None), 1468 * 16);
+        assert_eq!(ReadAhead::size_for(1468, 64, None), READ_AHEAD);
+        assert_eq!(ReadAhead::size_for(READ_AHEAD, 1, None), READ_AHEAD);
+        assert_eq!(
+            ReadAhead::size_for(READ_AHEAD + 1, 1, None),
+            0,
+            "larger blocks get none"
+        );
     }
 }

@@ -180,6 +180,11 @@ impl Ticket {
         &self.cancel
     }
 
+    /// The cancel signal, to watch while the session waits.
+    pub(crate) fn cancel_handle(&self) -> Arc<Signal> {
+        Arc::clone(&self.cancel)
+    }
+
     /// The server's limits.
     pub(crate) fn limits(&self) -> &tftp_proto::options::Limits {
         &self.registry.config.limits

@@ -8,47 +8,27 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::Poll;
 
 use tftp_proto::options::Direction;
-use tftp_proto::packet::ErrorCode;
-use tftp_proto::server::TftpError;
-use tftp_proto::server::{Admit, Request};
+use tftp_proto::server::Request;
 use tftp_proto::session::Session;
 use tftp_proto::stats::{ServerStats, Stats};
 
 use crate::config::{ServerBuilder, ABORT_GRACE};
-use crate::driver::{bounded, drive, source_deadline, wait_until, Clock, Io, Stop, Waited, Watch};
+use crate::driver::future::{bounded, run, wait_until, Io, Watch, ASYNC};
+use crate::driver::{deadline_for, Clock, SessionDriver};
 use crate::handler::Handler;
 use crate::listen::{Listener, RecvBatch, LISTEN_BATCH};
 use crate::net::{bind_transfer, random_seed};
 use crate::registry::{Registry, Ticket};
 use crate::runtime::{AsyncUdpSocket, Runtime, Serves, Timer};
 use crate::session::{
-    busy_answer, busy_packet, is_transient, no_socket, open, out_of_descriptors, Data, Granted,
-    Signal, DESCRIPTOR_TRIES, DESCRIPTOR_WAIT, HANDLER_TIMED_OUT, SHUTTING_DOWN,
+    busy_answer, busy_packet, is_transient, no_socket, open, out_of_descriptors, Answer, Data,
+    DescriptorWait, Granted,
 };
-
-/// What the server's tasks share.
-pub(crate) struct Shared<H, R> {
-    handler: H,
-    registry: Arc<Registry>,
-    /// Raised on shutdown or when an accept loop fails: stop accepting.
-    stopping: Signal,
-    /// Raised after the drain timeout: abort running sessions.
-    aborting: Signal,
-    /// Notified whenever a session or an accept loop ends.
-    ended: Signal,
-    /// Raised when `serve` returns (or is dropped): the periodic stats end.
-    finished: Signal,
-    /// Accept loops still running.
-    accepting: AtomicUsize,
-    /// The first accept loop failure, returned by `serve`.
-    failure: Mutex<Option<io::Error>>,
-    clock: Clock<R>,
-}
+use crate::shared::{Accepted, Shared};
 
 /// A TFTP server on runtime `R` (see [`Server::builder`]).
 pub struct Server<H, R: Serves<H>> {
@@ -70,17 +50,11 @@ impl<H, R: Runtime + Serves<H>> ServerBuilder<H, R> {
     pub fn bind(mut self) -> io::Result<Server<H, R>> {
         let sockets = self.bind_sockets()?;
         Ok(Server {
-            shared: Arc::new(Shared {
-                handler: R::handler(self.handler),
-                registry: Registry::new(self.config),
-                stopping: Signal::default(),
-                aborting: Signal::default(),
-                ended: Signal::default(),
-                finished: Signal::default(),
-                accepting: AtomicUsize::new(0),
-                failure: Mutex::new(None),
-                clock: Clock::new(self.runtime),
-            }),
+            shared: Arc::new(Shared::new(
+                R::handler(self.handler),
+                self.config,
+                self.runtime,
+            )),
             sockets,
         })
     }
@@ -156,18 +130,11 @@ impl<H, R: Serves<H>> Server<H, R> {
         }
         for listening in wrapped {
             let shared = Arc::clone(&shared);
-            shared.accepting.fetch_add(1, Ordering::AcqRel);
+            shared.accept_started();
             runtime.spawn(async move {
-                if let Err(e) = accept_loop(&shared, &listening).await {
-                    tracing::error!(error = %e, "listening socket failed; shutting down");
-                    let mut failure = shared.failure.lock().unwrap_or_else(|p| p.into_inner());
-                    failure.get_or_insert(e);
-                    drop(failure);
-                    shared.stopping.raise();
-                }
+                let result = accept_loop(&shared, &listening).await;
                 drop(listening);
-                shared.accepting.fetch_sub(1, Ordering::AcqRel);
-                shared.ended.notify();
+                shared.accept_ended(result);
             });
         }
         if let Some((interval, report)) = shared.registry.config.on_server_stats.clone() {
@@ -202,15 +169,9 @@ impl<H, R: Serves<H>> Server<H, R> {
         shared.stopping.raise();
         // No accept loop may start a session once the drain has begun; their
         // sockets are closed when `serve` returns.
-        let accepting = || shared.accepting.load(Ordering::Acquire) == 0;
-        wait_until::<R::Timer>(&shared.ended, accepting, None).await;
+        wait_until::<R::Timer>(&shared.ended, || shared.not_accepting(), None).await;
         drain(&shared, &runtime).await;
-        let failure = shared
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        failure.map_or(Ok(()), Err)
+        shared.outcome()
     }
 }
 
@@ -230,7 +191,7 @@ impl<H, R> Drop for StopOnDrop<'_, H, R> {
 /// Waits for running sessions for the drain timeout, then aborts the rest and
 /// gives them a moment to send their ERROR.
 async fn drain<H, R: Runtime>(shared: &Shared<H, R>, runtime: &R) {
-    let idle = || shared.registry.counters.active() == 0;
+    let idle = || shared.idle();
     let mut timer = runtime.timer(runtime.now() + shared.registry.config.drain_timeout);
     if !wait_until(&shared.ended, idle, Some(&mut timer)).await {
         shared.aborting.raise();
@@ -284,16 +245,8 @@ async fn accept_loop<H: Handler, R: Runtime>(
             let (peer, local) = (received.peer(), listener.local_for(&received));
             for datagram in received.datagrams(buf) {
                 let datagram = datagram.get(..keep).unwrap_or(datagram);
-                match shared
-                    .registry
-                    .on_datagram(datagram, peer, local, &mut reply)
-                {
-                    Admit::Start { request, key, .. } => {
-                        let notify = Arc::clone(shared);
-                        let mut ticket =
-                            Ticket::new(Arc::clone(&shared.registry), key, move || {
-                                notify.ended.notify()
-                            });
+                match shared.admit(datagram, peer, local, &mut reply) {
+                    Accepted::Start(request, mut ticket) => {
                         let shared = Arc::clone(shared);
                         let listening = Arc::clone(listening);
                         shared.clock.runtime().clone().spawn(async move {
@@ -301,40 +254,33 @@ async fn accept_loop<H: Handler, R: Runtime>(
                             ticket.finish(&stats);
                         });
                     }
-                    Admit::Reply(len) => {
+                    Accepted::Reply(len) => {
                         let answer = reply.get(..len).unwrap_or_default();
                         listening.reply(answer, peer, local).await;
                     }
-                    Admit::Ignore => {}
+                    Accepted::Ignore => {}
                 }
             }
         }
     }
 }
 
-/// Runs `attempt` until `starving` says its result is not for want of
-/// descriptors, at most [`DESCRIPTOR_TRIES`] more times within
-/// [`DESCRIPTOR_WAIT`]: in a burst larger than `RLIMIT_NOFILE`, sessions
-/// end meanwhile and give their sockets and files back, so a request is
-/// answered "busy" only when none came back (the wait is shorter than a
-/// client's retransmission of its request).
+/// Runs `attempt` again while it fails for want of descriptors (see
+/// [`DescriptorWait`]).
 async fn while_out_of_descriptors<R: Runtime, T, F: Future<Output = T>>(
     clock: &Clock<R>,
     mut attempt: impl FnMut() -> F,
     starving: impl Fn(&T) -> bool,
 ) -> T {
-    let mut result = attempt().await;
-    for _ in 0..DESCRIPTOR_TRIES {
-        if !starving(&result) {
-            break;
-        }
-        let mut timer = clock
-            .runtime()
-            .timer(clock.runtime().now() + DESCRIPTOR_WAIT / DESCRIPTOR_TRIES);
+    let mut wait = DescriptorWait::new();
+    loop {
+        let result = attempt().await;
+        let Some(pause) = wait.again(starving(&result)) else {
+            return result;
+        };
+        let mut timer = clock.runtime().timer(clock.runtime().now() + pause);
         poll_fn(|cx| timer.poll_expired(cx)).await;
-        result = attempt().await;
     }
-    result
 }
 
 /// Runs one transfer to its end and returns its statistics.
@@ -392,7 +338,7 @@ async fn run_session<H: Handler, R: Runtime>(
     // The handler's wait (an origin's headers, a queue for an origin
     // request) is the session's: its peer has not answered yet, so it
     // ends with the unverified lifetime, on eviction and on abort.
-    let deadline = source_deadline(&config.limits, false, started, started);
+    let deadline = deadline_for(&config.limits, false, started, started);
     let waited = bounded(
         asking,
         clock,
@@ -401,62 +347,19 @@ async fn run_session<H: Handler, R: Runtime>(
         ticket.cancel_signal(),
     )
     .await;
-    let mut evicted = false;
-    let answer = match waited {
-        Waited::Done(answer) => answer,
-        Waited::Stopped(Stop::Abort) => Err(TftpError::new(ErrorCode::NotDefined, SHUTTING_DOWN)),
-        Waited::Stopped(Stop::Cancel) => {
-            evicted = true;
-            Err(TftpError::new(ErrorCode::NotDefined, SHUTTING_DOWN))
-        }
-        Waited::Expired => {
-            tracing::warn!(peer = %request.peer, "the handler did not answer within the unverified lifetime");
-            Err(TftpError::new(ErrorCode::NotDefined, HANDLER_TIMED_OUT))
-        }
-    };
+    let answer = Answer::from_wait(waited, &request);
     let local = socket.local_addr().ok();
-    if evicted {
-        // Its place went to a newer request while the handler worked: it
-        // ends silently, as an evicted session does.
-        let mut session = tftp_proto::server::ServerSession::start(
-            &request,
-            &config.limits,
-            None,
-            None,
-            clock.now(),
-        );
-        session.cancel();
-        let mut buf = vec![0u8; session.max_datagram()];
-        drive(
-            &mut session,
-            &socket,
-            &mut Io::None,
-            clock,
-            &mut buf,
-            None,
-            None,
-        )
-        .await;
-        return session.stats().clone();
-    }
     // The session starts when its request was taken: its unverified
     // lifetime counts the handler's wait too.
-    let (mut session, mut data) = open(&request, config, answer, local, started, ticket);
+    let (session, mut data) = open(&request, config, answer, local, started, ticket);
+    let kind = data.kind();
     let mut io = match &mut data {
         Data::Source(s, _) => Io::Source(s.0.as_mut()),
         Data::Sink(w) => Io::Upload(w.0.as_mut()),
         Data::None => Io::None,
     };
-    let mut buf = vec![0u8; session.max_datagram()];
-    drive(
-        &mut session,
-        &socket,
-        &mut io,
-        clock,
-        &mut buf,
-        Some(&shared.aborting),
-        Some(ticket),
-    )
-    .await;
-    session.stats().clone()
+    let max = session.max_datagram();
+    let mut driver = SessionDriver::new(session, kind, max, Some(ticket), ASYNC);
+    run(&mut driver, &socket, &mut io, clock, Some(&shared.aborting)).await;
+    driver.stats().clone()
 }

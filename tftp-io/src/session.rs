@@ -14,6 +14,7 @@ use tftp_proto::session::Session;
 use tftp_proto::time::Instant;
 
 use crate::config::ServerConfig;
+use crate::driver::{Stop, Waited};
 use crate::handler::{ReadResponse, WriteResponse};
 use crate::registry::Ticket;
 
@@ -44,6 +45,35 @@ pub const SOCKET_ERROR: &str = "Server busy, try again later";
 pub const DESCRIPTOR_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Tries within [`DESCRIPTOR_WAIT`], evenly spaced.
 pub(crate) const DESCRIPTOR_TRIES: u32 = 25;
+
+/// The wait for descriptors of one attempt (binding a transfer socket,
+/// asking the handler): at most [`DESCRIPTOR_TRIES`] more tries within
+/// [`DESCRIPTOR_WAIT`]. In a burst larger than `RLIMIT_NOFILE`, sessions
+/// end meanwhile and give their sockets and files back, so a request is
+/// answered "busy" only when none came back (the wait is shorter than a
+/// client's retransmission of its request).
+#[derive(Debug)]
+pub(crate) struct DescriptorWait {
+    left: u32,
+}
+
+impl DescriptorWait {
+    pub(crate) fn new() -> Self {
+        DescriptorWait {
+            left: DESCRIPTOR_TRIES,
+        }
+    }
+
+    /// After an attempt that was `starving` for descriptors (or not): how
+    /// long to wait before trying again, if at all.
+    pub(crate) fn again(&mut self, starving: bool) -> Option<std::time::Duration> {
+        if !starving || self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        Some(DESCRIPTOR_WAIT / DESCRIPTOR_TRIES)
+    }
+}
 
 /// Whether `e` says the process or the system is out of descriptors (then
 /// the attempt is repeated within [`DESCRIPTOR_WAIT`]: in a burst, sessions
@@ -85,28 +115,6 @@ pub(crate) fn error_reply(side: Side, e: &io::Error) -> (ErrorCode, &'static str
     }
 }
 
-/// Reports the result of an [`Output::Fill`](tftp_proto::session::Output::Fill).
-pub(crate) fn report_filled<S: Session + ?Sized>(session: &mut S, result: io::Result<usize>) {
-    match result {
-        Ok(n) => session.filled(n),
-        Err(e) => abort(session, Side::Source, &e),
-    }
-}
-
-/// Reports the result of a `Deliver` or `Finish`.
-pub(crate) fn report_delivered<S: Session + ?Sized>(session: &mut S, result: io::Result<()>) {
-    match result {
-        Ok(()) => session.delivered(),
-        Err(e) => abort(session, Side::Sink, &e),
-    }
-}
-
-fn abort<S: Session + ?Sized>(session: &mut S, side: Side, e: &io::Error) {
-    let (code, message) = error_reply(side, e);
-    tracing::warn!(error = %e, ?side, "transfer I/O failed");
-    session.abort(code, message);
-}
-
 /// What the handler granted.
 pub(crate) enum Granted<S, W> {
     Read(ReadResponse<S>),
@@ -122,6 +130,48 @@ pub(crate) enum Data<S, W> {
     None,
 }
 
+impl<S, W> Data<S, W> {
+    /// What the session driver sees of it.
+    pub(crate) fn kind(&self) -> crate::driver::Data {
+        match self {
+            Data::Source(..) => crate::driver::Data::Source,
+            Data::Sink(_) => crate::driver::Data::Upload,
+            Data::None => crate::driver::Data::None,
+        }
+    }
+}
+
+/// The handler's answer, as the session starts with it.
+pub(crate) enum Answer<S, W> {
+    /// What the handler decided: a grant or a refusal.
+    Decided(Result<Granted<S, W>, TftpError>),
+    /// The session's place went to a newer request while the handler
+    /// worked: it ends silently, as an evicted session does.
+    Evicted,
+}
+
+impl<S, W> Answer<S, W> {
+    /// The answer from a handler's bounded wait: an abort refuses with
+    /// ERROR 0 "Server shutting down", an expired wait with ERROR 0
+    /// [`HANDLER_TIMED_OUT`].
+    pub(crate) fn from_wait(
+        waited: Waited<Result<Granted<S, W>, TftpError>>,
+        request: &Request,
+    ) -> Self {
+        let refused =
+            |text: &str| Answer::Decided(Err(TftpError::new(ErrorCode::NotDefined, text)));
+        match waited {
+            Waited::Done(answer) => Answer::Decided(answer),
+            Waited::Stopped(Stop::Abort) => refused(SHUTTING_DOWN),
+            Waited::Stopped(Stop::Cancel) => Answer::Evicted,
+            Waited::Expired => {
+                tracing::warn!(peer = %request.peer, "the handler did not answer within the unverified lifetime");
+                refused(HANDLER_TIMED_OUT)
+            }
+        }
+    }
+}
+
 /// Starts serving `request` with the handler's answer, or refuses it with
 /// the handler's error (sent from the transfer socket at `local`).
 ///
@@ -131,11 +181,19 @@ pub(crate) enum Data<S, W> {
 pub(crate) fn open<S, W>(
     request: &Request,
     config: &ServerConfig,
-    answer: Result<Granted<S, W>, TftpError>,
+    answer: Answer<S, W>,
     local: Option<SocketAddr>,
     now: Instant,
     ticket: &mut Ticket,
 ) -> (ServerSession, Data<S, W>) {
+    let answer = match answer {
+        Answer::Decided(answer) => answer,
+        Answer::Evicted => {
+            let mut session = ServerSession::start(request, &config.limits, None, None, now);
+            session.cancel();
+            return (session, Data::None);
+        }
+    };
     let mut limits = config.limits.clone();
     // The window may use what the budget would grant beyond a lock-step
     // session's fixed buffers. Only what the session holds now is taken
@@ -168,16 +226,6 @@ pub(crate) fn open<S, W>(
         return (session, Data::None);
     }
     (session, data)
-}
-
-/// Tells `ticket` once the session's peer is verified (the core knows it
-/// first, from the peer's answer). A session whose window no longer fits the
-/// memory budget then is refused with ERROR 0 [`SOCKET_ERROR`].
-pub(crate) fn note_verified<S: Session + ?Sized>(session: &mut S, ticket: &mut Ticket) {
-    if session.stats().verified && !ticket.is_verified() && !ticket.verified(session.memory()) {
-        tracing::warn!("session memory budget exhausted");
-        session.abort(ErrorCode::NotDefined, SOCKET_ERROR);
-    }
 }
 
 /// Buffers of a session besides its window: the control packet and the
@@ -241,6 +289,33 @@ impl Signal {
 
     pub(crate) fn is_raised(&self) -> bool {
         self.set.load(Ordering::Acquire)
+    }
+
+    /// Waits on this thread until `done()` holds (checked again whenever
+    /// the signal notifies) or `deadline` passes; true if done.
+    pub(crate) fn wait_blocking(
+        &self,
+        done: impl Fn() -> bool,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
+        use event_listener::Listener;
+        loop {
+            if done() {
+                return true;
+            }
+            let listener = self.listen();
+            if done() {
+                return true;
+            }
+            match deadline {
+                None => listener.wait(),
+                Some(d) => {
+                    if listener.wait_deadline(d).is_none() {
+                        return done();
+                    }
+                }
+            }
+        }
     }
 
     /// A listener for the next notification; check the condition after

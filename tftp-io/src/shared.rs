@@ -1,0 +1,128 @@
+//! What a server's tasks or threads share, the same for the async server
+//! and the threads server: the handler, the registry, the signals of its
+//! life (stop accepting, abort sessions, something ended, finished), the
+//! first failure, and the clock. Both accept loops admit datagrams through
+//! [`Shared::admit`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tftp_proto::server::{Admit, Request};
+
+use crate::config::ServerConfig;
+use crate::driver::{Clock, Now};
+use crate::registry::{Registry, Ticket};
+use crate::session::Signal;
+
+/// What a server's tasks or threads share.
+pub(crate) struct Shared<H, T> {
+    pub(crate) handler: H,
+    pub(crate) registry: Arc<Registry>,
+    /// Raised on shutdown or when an accept loop fails: stop accepting.
+    pub(crate) stopping: Signal,
+    /// Raised after the drain timeout: abort running sessions.
+    pub(crate) aborting: Signal,
+    /// Notified whenever a session or an accept loop ends.
+    pub(crate) ended: Signal,
+    /// Raised when `serve` returns (or is dropped): the periodic stats end.
+    pub(crate) finished: Signal,
+    /// Accept loops still running.
+    accepting: AtomicUsize,
+    /// The first accept loop failure, returned by `serve`.
+    failure: Mutex<Option<io::Error>>,
+    pub(crate) clock: Clock<T>,
+}
+
+/// What the accept loop does with one datagram.
+pub(crate) enum Accepted {
+    /// Start a session for the request, in its place (`Ticket`).
+    Start(Request, Ticket),
+    /// Send the first `n` bytes of the reply buffer back.
+    Reply(usize),
+    /// Nothing.
+    Ignore,
+}
+
+impl<H, T: Now> Shared<H, T> {
+    pub(crate) fn new(handler: H, config: ServerConfig, time: T) -> Self {
+        Shared {
+            handler,
+            registry: Registry::new(config),
+            stopping: Signal::default(),
+            aborting: Signal::default(),
+            ended: Signal::default(),
+            finished: Signal::default(),
+            accepting: AtomicUsize::new(0),
+            failure: Mutex::new(None),
+            clock: Clock::new(time),
+        }
+    }
+}
+
+impl<H: Send + Sync + 'static, T: Send + Sync + 'static> Shared<H, T> {
+    /// The decision for one datagram on a listening socket at `local`; a
+    /// reply goes into `reply`. A started session's ticket wakes `ended`
+    /// when it ends.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        datagram: &[u8],
+        peer: SocketAddr,
+        local: SocketAddr,
+        reply: &mut [u8],
+    ) -> Accepted {
+        match self.registry.on_datagram(datagram, peer, local, reply) {
+            Admit::Start { request, key, .. } => {
+                let notify = Arc::clone(self);
+                let ticket = Ticket::new(Arc::clone(&self.registry), key, move || {
+                    notify.ended.notify()
+                });
+                Accepted::Start(request, ticket)
+            }
+            Admit::Reply(len) => Accepted::Reply(len),
+            Admit::Ignore => Accepted::Ignore,
+        }
+    }
+}
+
+impl<H, T> Shared<H, T> {
+    /// An accept loop starts.
+    pub(crate) fn accept_started(&self) {
+        self.accepting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// An accept loop ended, with `result`: a failure shuts the server down
+    /// and is what `serve` returns.
+    pub(crate) fn accept_ended(&self, result: io::Result<()>) {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "listening socket failed; shutting down");
+            let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+            failure.get_or_insert(e);
+            drop(failure);
+            self.stopping.raise();
+        }
+        self.accepting.fetch_sub(1, Ordering::AcqRel);
+        self.ended.notify();
+    }
+
+    /// No accept loop runs.
+    pub(crate) fn not_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire) == 0
+    }
+
+    /// No session runs.
+    pub(crate) fn idle(&self) -> bool {
+        self.registry.counters.active() == 0
+    }
+
+    /// What `serve` returns: the first accept loop failure, if any.
+    pub(crate) fn outcome(&self) -> io::Result<()> {
+        let failure = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        failure.map_or(Ok(()), Err)
+    }
+}
