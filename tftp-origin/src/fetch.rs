@@ -19,43 +19,13 @@ use tftp_io::tftp_proto::packet::ErrorCode;
 use tftp_io::TftpError;
 use tftp_tokio::escape_controls;
 
+use crate::cache::policy::{freshness, Freshness, Meta, Validators};
 use crate::template::{Scheme, Template};
 
 /// A body as it arrives.
 pub(crate) type Body = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
-/// What a conditional GET can be answered with.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Validators {
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-}
-
-impl Validators {
-    pub fn any(&self) -> bool {
-        self.etag.is_some() || self.last_modified.is_some()
-    }
-}
-
-/// How long a response may be served without asking the origin again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Freshness {
-    /// `no-store` or `private`: never kept.
-    NoStore,
-    /// `max-age` / `s-maxage` (less `Age`); `no-cache` is zero.
-    For(Duration),
-    /// No directive: the cache's default TTL.
-    Default,
-}
-
-/// The origin's description of an object.
-#[derive(Clone, Debug)]
-pub(crate) struct Meta {
-    pub size: Option<u64>,
-    pub validators: Validators,
-    pub freshness: Freshness,
-}
-
+/// What the origin answered.
 pub(crate) enum Fetched {
     /// A (new) body.
     Body(Meta, Body),
@@ -366,37 +336,6 @@ async fn http_get(
 
 fn text(value: Option<&HeaderValue>) -> Option<String> {
     Some(value?.to_str().ok()?.to_owned())
-}
-
-/// `Cache-Control` as a shared cache reads it (RFC 9111 §5.2.2): `no-store`
-/// and `private` forbid keeping, `s-maxage` wins over `max-age`, `no-cache`
-/// means revalidate every time, and `Age` counts against the lifetime.
-pub(crate) fn freshness<'a>(
-    directives: impl Iterator<Item = &'a str>,
-    age: Option<u64>,
-) -> Freshness {
-    let (mut max_age, mut s_maxage, mut no_cache) = (None, None, false);
-    for directive in directives.flat_map(|v| v.split(',')) {
-        let (name, value) = match directive.split_once('=') {
-            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
-            None => (directive.trim(), None),
-        };
-        let seconds = || value.and_then(|v| v.parse::<u64>().ok());
-        match name.to_ascii_lowercase().as_str() {
-            "no-store" | "private" => return Freshness::NoStore,
-            "no-cache" => no_cache = true,
-            "max-age" => max_age = seconds().or(Some(0)),
-            "s-maxage" => s_maxage = seconds().or(Some(0)),
-            _ => {}
-        }
-    }
-    if no_cache {
-        return Freshness::For(Duration::ZERO);
-    }
-    match s_maxage.or(max_age) {
-        Some(secs) => Freshness::For(Duration::from_secs(secs.saturating_sub(age.unwrap_or(0)))),
-        None => Freshness::Default,
-    }
 }
 
 async fn store_get(
@@ -732,10 +671,6 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
     }
 
-    fn f(cc: &[&str], age: Option<u64>) -> Freshness {
-        freshness(cc.iter().copied(), age)
-    }
-
     #[test]
     fn error_texts_are_escaped_and_capped() {
         // An error body quoted by the store, forging a line and a terminal
@@ -774,34 +709,5 @@ mod tests {
         assert_eq!(log_text("é".repeat(MAX_ERROR_CHARS)), "é".repeat(200));
         let controls = log_text("\x1b".repeat(300));
         assert_eq!(controls, r"\u{1b}".repeat(MAX_ERROR_CHARS) + "…");
-    }
-
-    #[test]
-    fn cache_control() {
-        assert_eq!(f(&[], None), Freshness::Default);
-        assert_eq!(
-            f(&["public, max-age=60"], None),
-            Freshness::For(Duration::from_secs(60))
-        );
-        assert_eq!(
-            f(&["max-age=60"], Some(50)),
-            Freshness::For(Duration::from_secs(10))
-        );
-        assert_eq!(f(&["max-age=60"], Some(90)), Freshness::For(Duration::ZERO));
-        assert_eq!(
-            f(&["max-age=60", "s-maxage=5"], None),
-            Freshness::For(Duration::from_secs(5))
-        );
-        assert_eq!(
-            f(&["max-age=\"7\""], None),
-            Freshness::For(Duration::from_secs(7))
-        );
-        assert_eq!(
-            f(&["no-cache, max-age=60"], None),
-            Freshness::For(Duration::ZERO)
-        );
-        assert_eq!(f(&["max-age=60, No-Store"], None), Freshness::NoStore);
-        assert_eq!(f(&["private"], None), Freshness::NoStore);
-        assert_eq!(f(&["max-age=bogus"], None), Freshness::For(Duration::ZERO));
     }
 }

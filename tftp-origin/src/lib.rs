@@ -67,7 +67,8 @@ pub use cachedir::prepare_cache_dir;
 pub use stats::{CacheResult, Lookup, OriginStats};
 pub use template::{normalise, redact, Scheme, Template, TemplateError};
 
-use cache::{Cache, Found, Policy, Store};
+use cache::policy::Policy;
+use cache::{Cache, Config, Found, Store};
 use fetch::{Backend, FetchError, Timing};
 
 /// Default size of an in-memory cache (bytes).
@@ -228,13 +229,15 @@ impl OriginBuilder {
             None => (None, Store::Memory, DEFAULT_MEMORY_CACHE_SIZE),
         };
         let counters = Arc::default();
-        let policy = Policy {
+        let config = Config {
             max_bytes: self.size.unwrap_or(default_size),
-            ttl: self.ttl,
-            stale_if_error: self.stale_if_error,
+            policy: Policy {
+                ttl: self.ttl,
+                stale_if_error: self.stale_if_error,
+            },
             max_requests: self.max_requests,
         };
-        let cache = Cache::new(store.clone(), policy, self.timing, Arc::clone(&counters))
+        let cache = Cache::new(store.clone(), config, self.timing, Arc::clone(&counters))
             .map_err(|e| OriginError(e.to_string()))?;
         Ok(Origin(Arc::new(Inner {
             template: self.template,
