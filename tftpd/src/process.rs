@@ -120,21 +120,25 @@ fn drop_privileges(user: &str, uid: u32, gid: u32) -> Result<(), BoxError> {
 }
 
 /// The uid and gid of `user`: "uid:gid" as it is, or a name or a uid found
-/// in the user database.
+/// in the user database (getpwnam_r, getpwuid_r: NSS, not only /etc/passwd).
 fn lookup_user(user: &str) -> Result<(u32, u32), BoxError> {
+    use nix::unistd::{Uid, User};
     if let Some((u, g)) = user.split_once(':') {
         if let (Ok(u), Ok(g)) = (u.parse(), g.parse()) {
             return Ok((u, g));
         }
     }
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    for line in passwd.lines() {
-        let fields: Vec<&str> = line.split(':').collect();
-        if fields.len() >= 4 && (fields[0] == user || fields[2] == user) {
-            return Ok((fields[2].parse()?, fields[3].parse()?));
-        }
+    let found = match User::from_name(user)? {
+        Some(found) => Some(found),
+        None => match user.parse() {
+            Ok(uid) => User::from_uid(Uid::from_raw(uid))?,
+            Err(_) => None,
+        },
+    };
+    match found {
+        Some(found) => Ok((found.uid.as_raw(), found.gid.as_raw())),
+        None => Err(format!("unknown user {user}").into()),
     }
-    Err(format!("unknown user {user}").into())
 }
 
 /// SIGTERM or SIGINT. The handlers are installed at once (before the
