@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use tftp_proto::options::{MAX_BLKSIZE, MIN_BLKSIZE};
 use tftp_proto::packet::Mode;
 use tftp_proto::stats::Stats;
 use tftp_tokio::{Client, ClientError};
@@ -27,7 +28,7 @@ struct Args {
     command: Command,
 
     /// Block size to ask for (8..=65464).
-    #[arg(short, long, global = true, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    #[arg(short, long, global = true, value_parser = clap::value_parser!(u16).range(i64::from(MIN_BLKSIZE)..=i64::from(MAX_BLKSIZE)))]
     blksize: Option<u16>,
 
     /// Window size to ask for (RFC 7440).
@@ -398,5 +399,35 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counting<T> {
             bar.inc((buf.filled().len() - before) as u64);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn blksize(n: u16) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["tftp", "get", "localhost", "f", "--blksize", &n.to_string()])
+    }
+
+    #[test]
+    fn blksize_is_the_protocol_range() {
+        assert_eq!(blksize(MIN_BLKSIZE).unwrap().blksize, Some(MIN_BLKSIZE));
+        assert_eq!(blksize(MAX_BLKSIZE).unwrap().blksize, Some(MAX_BLKSIZE));
+        assert!(blksize(MIN_BLKSIZE - 1).is_err());
+        assert!(blksize(MAX_BLKSIZE + 1).is_err());
+        let command = Args::command();
+        let help = command
+            .get_arguments()
+            .find(|a| a.get_id() == "blksize")
+            .and_then(|a| a.get_help())
+            .unwrap()
+            .to_string();
+        assert!(
+            help.contains(&format!("({MIN_BLKSIZE}..={MAX_BLKSIZE})")),
+            "{help}"
+        );
     }
 }
