@@ -1018,25 +1018,30 @@ impl Adapter for Blocking {
     }
 }
 
-/// Instantiates the generic test `$test::<A>()` for every adapter.
+/// Instantiates the generic test `$test::<A>()` for every adapter, each
+/// with the attributes written before the test's name (an `ignore`, say).
 #[macro_export]
 macro_rules! for_each_adapter {
-    ($($test:ident),* $(,)?) => {
+    ($($(#[$attr:meta])* $test:ident),* $(,)?) => {
         $(
             mod $test {
                 #[test]
+                $(#[$attr])*
                 fn tokio() {
                     super::$test::<super::common::adapters::Tokio>();
                 }
                 #[test]
+                $(#[$attr])*
                 fn smol() {
                     super::$test::<super::common::adapters::Smol>();
                 }
                 #[test]
+                $(#[$attr])*
                 fn async_std() {
                     super::$test::<super::common::adapters::AsyncStd>();
                 }
                 #[test]
+                $(#[$attr])*
                 fn blocking() {
                     super::$test::<super::common::adapters::Blocking>();
                 }
