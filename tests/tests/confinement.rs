@@ -124,6 +124,13 @@ fn again_as_nobody() {
         .name()
         .expect("libtest names each test's thread")
         .to_owned();
+    // One at a time: a copy being written while another test forks would
+    // be open for writing in that child too, and its exec fail (ETXTBSY).
+    // Only this function starts processes in this binary.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // A copy nobody can run: the build directory may be closed to it.
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -137,7 +144,7 @@ fn again_as_nobody() {
         .uid(65534)
         .gid(65534)
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{test} as nobody: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("test result: ok. 1 passed"),
