@@ -77,17 +77,6 @@ fn nothing_outside_the_root_is_served<A: Adapter>() {
         code(A::get(server.addr, "nope", o)),
         ErrorCode::FileNotFound
     );
-    let locked = root.join("locked.txt");
-    std::fs::write(&locked, b"locked").unwrap();
-    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
-    if std::fs::File::open(&locked).is_ok() {
-        println!("running with privileges that ignore file modes: unreadable-file check skipped");
-    } else {
-        assert_eq!(
-            code(A::get(server.addr, "locked.txt", o)),
-            ErrorCode::AccessViolation
-        );
-    }
     // Writes are off by default.
     assert_eq!(
         code(A::put(server.addr, "new.txt", b"x", o)),
@@ -95,6 +84,74 @@ fn nothing_outside_the_root_is_served<A: Adapter>() {
     );
     assert!(!root.join("new.txt").exists());
     server.stop();
+}
+
+/// Set in the child that [`an_unreadable_file_is_refused`] runs as nobody.
+const AS_NOBODY: &str = "TFTP_TESTS_AS_NOBODY";
+
+/// A file the server may not read (mode 0) is refused with ERROR 2. Where
+/// file modes do not bind this process (root), the test runs again in a
+/// child process of this test binary as nobody (uid and gid 65534), so it
+/// checks the same thing as root and as anyone else.
+fn an_unreadable_file_is_refused<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked.txt");
+    std::fs::write(&locked, b"locked").unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::File::open(&locked).is_ok() {
+        assert!(
+            std::env::var_os(AS_NOBODY).is_none(),
+            "file modes do not bind even as nobody"
+        );
+        again_as_nobody();
+        return;
+    }
+    let server = A::serve_dir(dir.path(), &Cfg::default());
+    assert_eq!(
+        code(A::get(server.addr, "locked.txt", Opts::default())),
+        ErrorCode::AccessViolation,
+        "{}",
+        A::NAME
+    );
+    server.stop();
+}
+
+/// Runs the calling test (its thread bears its name) in a copy of this
+/// binary as nobody; panics unless it ran and passed.
+fn again_as_nobody() {
+    use std::os::unix::process::CommandExt;
+    let test = std::thread::current()
+        .name()
+        .expect("libtest names each test's thread")
+        .to_owned();
+    // One at a time: a copy being written while another test forks would
+    // be open for writing in that child too, and its exec fail (ETXTBSY).
+    // Only this function starts processes in this binary.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A copy nobody can run: the build directory may be closed to it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("confinement");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&exe)
+        .args(["--exact", &test, "--test-threads=1"])
+        .env(AS_NOBODY, "1")
+        .current_dir(dir.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap_or_else(|e| panic!("{test} as nobody: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{test} as nobody: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn writes_stay_inside_and_respect_overwrite<A: Adapter>() {
@@ -154,6 +211,7 @@ fn writes_stay_inside_and_respect_overwrite<A: Adapter>() {
 
 for_each_adapter!(
     nothing_outside_the_root_is_served,
+    an_unreadable_file_is_refused,
     writes_stay_inside_and_respect_overwrite
 );
 

@@ -24,11 +24,9 @@ fn reuse_port_binds_and_serves<A: Adapter>() {
         let (got, _) = A::get(server.addr, "f.bin", Opts::default()).expect("get");
         assert_eq!(got, data);
     }
-    // Each session is recorded when the server side ends (bounded wait).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while server.stats().sessions_completed < 12 && std::time::Instant::now() < deadline {
-        std::thread::yield_now();
-    }
+    // Each session is counted when the server side ends (after the
+    // client's last ACK).
+    server.wait_sessions(12, std::time::Duration::from_secs(5));
     assert_eq!(server.stats().sessions_completed, 12, "{}", A::NAME);
     server.stop();
 }

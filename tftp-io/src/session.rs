@@ -43,8 +43,11 @@ pub const SOCKET_ERROR: &str = "Server busy, try again later";
 /// handler (whose file may not open for the same reason). Shorter than a
 /// client's retransmission of its request.
 pub const DESCRIPTOR_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
-/// Tries within [`DESCRIPTOR_WAIT`], evenly spaced.
-pub(crate) const DESCRIPTOR_TRIES: u32 = 25;
+/// How many more times a session out of descriptors tries again (for its
+/// transfer socket, or asks its handler again after a busy answer) within
+/// [`DESCRIPTOR_WAIT`], evenly spaced: one try and up to this many more
+/// before its client hears ERROR 0 [`SOCKET_ERROR`].
+pub const DESCRIPTOR_TRIES: u32 = 25;
 
 /// The wait for descriptors of one attempt (binding a transfer socket,
 /// asking the handler): at most [`DESCRIPTOR_TRIES`] more tries within

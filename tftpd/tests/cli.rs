@@ -1,5 +1,5 @@
 //! Binary-level tests: `tftpd` on an ephemeral loopback port, driven with the
-//! `tftp` binary, curl (when installed), a raw UDP peer and signals.
+//! `tftp` binary, curl, a raw UDP peer and signals.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
@@ -22,6 +22,30 @@ fn help_works() {
     }
     let out = Command::new(TFTPD).arg("--no-such-flag").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// curl, a third-party client, fetches from tftpd.
+#[test]
+#[cfg_attr(not(has_curl), ignore = "needs curl (apt-get install curl)")]
+fn curl_fetches_from_tftpd() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(300_000);
+    std::fs::write(dir.path().join("boot.img"), &data).unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let local = out_dir.path().join("curl.img");
+    let out = Command::new("curl")
+        .args(["-sS", "-o"])
+        .arg(&local)
+        .arg(format!("tftp://127.0.0.1:{}/boot.img", d.port()))
+        .output()
+        .expect("curl is on PATH (the build found it, or TFTP_INTEROP_REQUIRED=1)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&local).unwrap(), data);
 }
 
 #[test]
@@ -75,25 +99,7 @@ fn get_put_errors_and_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!dir.path().join("up.bin").exists());
-    // curl, when installed.
-    let mut sessions = 4;
-    if Command::new("curl").arg("--version").output().is_ok() {
-        let local = out_dir.path().join("curl.img");
-        let ok = Command::new("curl")
-            .args(["-sS", "-o"])
-            .arg(&local)
-            .arg(format!("tftp://{host}/boot.img"))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        assert_eq!(std::fs::read(&local).unwrap(), data);
-        sessions += 1;
-    } else if std::env::var("TFTP_INTEROP_REQUIRED").as_deref() == Ok("1") {
-        panic!("curl is not installed and TFTP_INTEROP_REQUIRED=1");
-    } else {
-        println!("SKIP curl part: curl is not installed");
-    }
+    let sessions = 4;
     // Every session has logged its line: the counters are final.
     for _ in 0..sessions {
         d.wait_for("tftpd::session");
@@ -453,11 +459,12 @@ fn assert_serves_pub(d: &Daemon) {
 }
 
 #[test]
+#[cfg_attr(
+    not(root),
+    ignore = "needs root: tftpd drops privileges only when started as root"
+)]
 fn drops_privileges_in_every_thread_before_any_starts() {
-    if !is_root() {
-        println!("SKIP: not running as root, --user cannot be tested");
-        return;
-    }
+    assert!(is_root(), "built as root, run as another user: rebuild");
     let dir = public_root();
     // With the metrics endpoint and the runtime's threads: every thread,
     // not only the main one, is unprivileged.
@@ -478,11 +485,12 @@ fn drops_privileges_in_every_thread_before_any_starts() {
 }
 
 #[test]
+#[cfg_attr(
+    not(root),
+    ignore = "needs root: tftpd drops privileges only when started as root"
+)]
 fn started_as_root_without_user_becomes_nobody() {
-    if !is_root() {
-        println!("SKIP: not running as root, the default drop cannot be tested");
-        return;
-    }
+    assert!(is_root(), "built as root, run as another user: rebuild");
     let dir = public_root();
     let mut cmd = Command::new(TFTPD);
     cmd.arg("--root")
@@ -738,17 +746,12 @@ fn metrics_answer_with_200_idle_connections_open() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_prlimit),
+    ignore = "needs prlimit (apt-get install util-linux)"
+)]
 fn metrics_survive_running_out_of_descriptors() {
     use std::io::Write;
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        assert_ne!(
-            std::env::var("TFTP_INTEROP_REQUIRED").as_deref(),
-            Ok("1"),
-            "prlimit (util-linux) is not installed and TFTP_INTEROP_REQUIRED=1"
-        );
-        println!("SKIP: prlimit (util-linux) is not installed");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f.bin"), content(100_000)).unwrap();
     // 32 descriptors, hard and soft: tftpd cannot raise them.

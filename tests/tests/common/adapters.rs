@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, LockResult, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tftp_blocking::ClientError;
@@ -63,12 +63,13 @@ impl Default for Cfg {
             port_range: None,
             max_upload_size: None,
             upload_dir: None,
-            max_sessions: 10_000,
+            max_sessions: tftp_io::DEFAULT_MAX_SESSIONS,
+            // All of the suite's clients are on 127.0.0.1.
             max_sessions_per_peer: 2_000,
             max_unverified: None,
             max_memory: None,
             limits: None,
-            drain: Duration::from_secs(30),
+            drain: tftp_io::DEFAULT_DRAIN_TIMEOUT,
             stats_interval: None,
             reuse_port: 1,
             listen_socket: None,
@@ -93,9 +94,11 @@ pub struct Served {
     pub addrs: Vec<SocketAddr>,
     /// What `serve` returned, once it has.
     pub result: std::sync::mpsc::Receiver<std::io::Result<()>>,
-    pub sessions: Arc<Mutex<Vec<Stats>>>,
+    pub sessions: Arc<SessionLog>,
     pub periodic: Arc<(Mutex<Vec<ServerStats>>, std::sync::Condvar)>,
     pub uploads: Arc<Mutex<Vec<u8>>>,
+    /// Where the dynamic handler holds `slow`.
+    pub gate: Gate,
     stats: Box<dyn Fn() -> ServerStats + Send>,
     stop: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -106,11 +109,52 @@ impl Served {
         (self.stats)()
     }
 
-    /// Shuts down and waits until `serve` has returned.
+    /// Shuts down (releasing the gate first) and waits until `serve` has
+    /// returned.
     pub fn stop(mut self) {
+        self.gate.release();
         if let Some(stop) = self.stop.take() {
             stop();
         }
+    }
+}
+
+/// Every session's statistics as `on_session_end` reported them, in order;
+/// [`SessionLog::wait`] waits for the next ones.
+#[derive(Default)]
+pub struct SessionLog {
+    ended: Mutex<Vec<Stats>>,
+    cvar: Condvar,
+}
+
+impl SessionLog {
+    /// The sessions reported so far.
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, Vec<Stats>>> {
+        self.ended.lock()
+    }
+
+    fn push(&self, stats: &Stats) {
+        self.ended.lock().unwrap().push(stats.clone());
+        self.cvar.notify_all();
+    }
+
+    /// Waits until at least `n` sessions have ended (panics after
+    /// `within`): all they report, in order. A session's end is reported
+    /// after its admission and memory are given back and its counters
+    /// recorded, so by then the server can admit again and `stats()` counts
+    /// it.
+    pub fn wait(&self, n: usize, within: Duration) -> Vec<Stats> {
+        let guard = self.ended.lock().unwrap();
+        let (guard, _) = self
+            .cvar
+            .wait_timeout_while(guard, within, |v| v.len() < n)
+            .unwrap();
+        assert!(
+            guard.len() >= n,
+            "{} sessions ended within {within:?}, not {n}",
+            guard.len()
+        );
+        guard.clone()
     }
 }
 
@@ -143,7 +187,8 @@ pub enum Decision {
     Broken(Vec<u8>),
     Bytes(Vec<u8>, Option<Limits>),
     Stream(Vec<u8>),
-    SlowBytes(Vec<u8>),
+    /// These bytes, once the server's [`Gate`] is released.
+    Held(Vec<u8>),
     Error(TftpError),
 }
 
@@ -167,7 +212,7 @@ pub fn decide(req: &Request) -> Decision {
             }),
         ),
         b"secret" => Decision::Error(TftpError::access_violation("Go away")),
-        b"slow" => Decision::SlowBytes(b"slow".to_vec()),
+        b"slow" => Decision::Held(b"slow".to_vec()),
         b"broken" => Decision::Broken(super::content(200_000, 8)),
         name if name.starts_with(b"busy") => busy(name),
         _ => Decision::Error(TftpError::not_found()),
@@ -225,6 +270,153 @@ pub fn accept_upload(req: &Request) -> Result<(), TftpError> {
     }
 }
 
+/// Holds the dynamic handler's `slow` requests: each reports on entering
+/// and waits until the test calls [`Gate::release`] (or the server stops).
+/// The wait is an async channel, so a held request occupies no runtime
+/// thread, only its own session.
+pub struct Gate {
+    entered_tx: std::sync::mpsc::Sender<()>,
+    entered: Mutex<std::sync::mpsc::Receiver<()>>,
+    release_tx: smol::channel::Sender<()>,
+    release: smol::channel::Receiver<()>,
+}
+
+/// The handler's side of a [`Gate`].
+struct Hold {
+    entered: std::sync::mpsc::Sender<()>,
+    release: smol::channel::Receiver<()>,
+}
+
+impl Gate {
+    fn new() -> Self {
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release_tx, release) = smol::channel::bounded(1);
+        Gate {
+            entered_tx,
+            entered: Mutex::new(entered),
+            release_tx,
+            release,
+        }
+    }
+
+    fn hold(&self) -> Hold {
+        Hold {
+            entered: self.entered_tx.clone(),
+            release: self.release.clone(),
+        }
+    }
+
+    /// Waits until a handler has entered the gate; panics after `within`.
+    pub fn wait_entered(&self, within: Duration) {
+        self.entered
+            .lock()
+            .unwrap()
+            .recv_timeout(within)
+            .unwrap_or_else(|e| panic!("no handler entered the gate within {within:?}: {e}"));
+    }
+
+    /// Lets every held handler, and every later one, go on.
+    pub fn release(&self) {
+        self.release_tx.close();
+    }
+}
+
+impl Hold {
+    /// Reports entering, then waits for the release (a closed channel).
+    async fn wait(&self) {
+        let _ = self.entered.send(());
+        let _ = self.release.recv().await;
+    }
+}
+
+/// The dynamic test handler, one type for every runtime: what it reads is
+/// [`decide`]'s, `slow` waits at the server's [`Gate`], and what it takes
+/// is [`accept_upload`]'s, into `uploads`.
+struct Dynamic {
+    uploads: Arc<Mutex<Vec<u8>>>,
+    hold: Hold,
+}
+
+impl Dynamic {
+    fn new(uploads: &Arc<Mutex<Vec<u8>>>, gate: &Gate) -> Self {
+        Dynamic {
+            uploads: Arc::clone(uploads),
+            hold: gate.hold(),
+        }
+    }
+
+    /// The answer to `decision` in any runtime's source type (a held one
+    /// once it has been released).
+    fn answer<S>(decision: Decision) -> Result<tftp_io::ReadResponse<S>, TftpError>
+    where
+        S: tftp_io::FromBytes + From<Chunks>,
+    {
+        use tftp_io::ReadResponse as R;
+        match decision {
+            Decision::Bytes(b, None) | Decision::Held(b) => Ok(R::from_bytes(b)),
+            Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
+            Decision::Stream(b) => Ok(R::stream(Chunks::new(b, false))),
+            Decision::Broken(b) => Ok(R::stream(Chunks::new(b, true))),
+            Decision::Error(e) => Err(e),
+        }
+    }
+
+    async fn read_async<S>(&self, req: &Request) -> Result<tftp_io::ReadResponse<S>, TftpError>
+    where
+        S: tftp_io::FromBytes + From<Chunks>,
+    {
+        let decision = decide(req);
+        if matches!(decision, Decision::Held(_)) {
+            self.hold.wait().await;
+        }
+        Self::answer(decision)
+    }
+
+    fn upload<W: From<SharedSink>>(
+        &self,
+        req: &Request,
+    ) -> Result<tftp_io::WriteResponse<W>, TftpError> {
+        accept_upload(req)?;
+        Ok(tftp_io::WriteResponse::new(SharedSink(Arc::clone(
+            &self.uploads,
+        ))))
+    }
+}
+
+impl tftp_tokio::Handler for Dynamic {
+    async fn read(&self, req: &Request) -> Result<tftp_tokio::ReadResponse, TftpError> {
+        self.read_async(req).await
+    }
+
+    async fn write(&self, req: &Request) -> Result<tftp_tokio::WriteResponse, TftpError> {
+        self.upload(req)
+    }
+}
+
+impl tftp_smol::Handler for Dynamic {
+    async fn read(&self, req: &Request) -> Result<tftp_smol::ReadResponse, TftpError> {
+        self.read_async(req).await
+    }
+
+    async fn write(&self, req: &Request) -> Result<tftp_smol::WriteResponse, TftpError> {
+        self.upload(req)
+    }
+}
+
+impl tftp_blocking::Handler for Dynamic {
+    fn read(&self, req: &Request) -> Result<tftp_blocking::ReadResponse, TftpError> {
+        let decision = decide(req);
+        if matches!(decision, Decision::Held(_)) {
+            smol::block_on(self.hold.wait());
+        }
+        Self::answer(decision)
+    }
+
+    fn write(&self, req: &Request) -> Result<tftp_blocking::WriteResponse, TftpError> {
+        self.upload(req)
+    }
+}
+
 /// A runtime under test.
 pub trait Adapter {
     const NAME: &'static str;
@@ -235,7 +427,7 @@ pub trait Adapter {
 }
 
 type Periodic = Arc<(Mutex<Vec<ServerStats>>, std::sync::Condvar)>;
-type Recorders = (Arc<Mutex<Vec<Stats>>>, Periodic, Arc<Mutex<Vec<u8>>>);
+type Recorders = (Arc<SessionLog>, Periodic, Arc<Mutex<Vec<u8>>>);
 /// A started server: its address, a counters reader and a stop function.
 type Started = (
     Vec<SocketAddr>,
@@ -246,13 +438,19 @@ type Started = (
 
 fn recorders() -> Recorders {
     (
-        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(SessionLog::default()),
         Arc::new((Mutex::new(Vec::new()), std::sync::Condvar::new())),
         Arc::new(Mutex::new(Vec::new())),
     )
 }
 
 impl Served {
+    /// Waits (up to `within`) until at least `n` sessions have ended; see
+    /// [`SessionLog::wait`].
+    pub fn wait_sessions(&self, n: usize, within: Duration) -> Vec<Stats> {
+        self.sessions.wait(n, within)
+    }
+
     /// Waits (up to 10 s) for a periodic report satisfying `pred`.
     pub fn wait_periodic(&self, pred: impl Fn(&ServerStats) -> bool) -> ServerStats {
         let (lock, cvar) = &*self.periodic;
@@ -282,7 +480,7 @@ macro_rules! configure {
             .max_sessions($cfg.max_sessions)
             .max_sessions_per_peer($cfg.max_sessions_per_peer)
             .drain_timeout($cfg.drain)
-            .on_session_end(move |s| sessions.lock().unwrap().push(s.clone()));
+            .on_session_end(move |s| sessions.push(s));
         if let Some((low, high)) = $cfg.port_range {
             b = b.port_range(low, high);
         }
@@ -336,32 +534,6 @@ macro_rules! client_for {
 
 pub struct Tokio;
 
-struct TokioDynamic(Arc<Mutex<Vec<u8>>>);
-
-impl tftp_tokio::Handler for TokioDynamic {
-    async fn read(&self, req: &Request) -> Result<tftp_tokio::ReadResponse, TftpError> {
-        use tftp_tokio::ReadResponse as R;
-        match decide(req) {
-            Decision::Bytes(b, None) => Ok(R::from_bytes(b)),
-            Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
-            Decision::Stream(b) => Ok(R::stream(std::io::Cursor::new(b))),
-            Decision::Broken(b) => Ok(R::stream(Broken(b, 0))),
-            Decision::SlowBytes(b) => {
-                tokio::time::sleep(Duration::from_millis(1000)).await;
-                Ok(R::from_bytes(b))
-            }
-            Decision::Error(e) => Err(e),
-        }
-    }
-
-    async fn write(&self, req: &Request) -> Result<tftp_tokio::WriteResponse, TftpError> {
-        accept_upload(req)?;
-        Ok(tftp_tokio::WriteResponse::new(SharedSink(Arc::clone(
-            &self.0,
-        ))))
-    }
-}
-
 fn run_tokio<H: tftp_tokio::Handler>(builder: tftp_tokio::ServerBuilder<H>) -> Started {
     let (result_tx, result_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -401,6 +573,7 @@ impl Adapter for Tokio {
 
     fn serve_dir(dir: &Path, cfg: &Cfg) -> Served {
         let (sessions, periodic, uploads) = recorders();
+        let gate = Gate::new();
         let h = dir_handler(dir, cfg);
         let (addrs, stats, stop, result) = match (&cfg.remap, &cfg.fallback) {
             (Some(rules), _) => run_tokio(configure!(
@@ -429,6 +602,7 @@ impl Adapter for Tokio {
             sessions,
             periodic,
             uploads,
+            gate,
             stats,
             stop: Some(stop),
         }
@@ -436,7 +610,8 @@ impl Adapter for Tokio {
 
     fn serve_dynamic(cfg: &Cfg) -> Served {
         let (sessions, periodic, uploads) = recorders();
-        let h = TokioDynamic(Arc::clone(&uploads));
+        let gate = Gate::new();
+        let h = Dynamic::new(&uploads, &gate);
         let (addrs, stats, stop, result) = run_tokio(configure!(
             tftp_tokio::Server::builder(h),
             cfg,
@@ -450,6 +625,7 @@ impl Adapter for Tokio {
             sessions,
             periodic,
             uploads,
+            gate,
             stats,
             stop: Some(stop),
         }
@@ -475,24 +651,36 @@ impl Adapter for Tokio {
     }
 }
 
-/// A source (tokio, futures-io and std) of these bytes, from this
-/// position, in reads of at most 1000 bytes, then an error.
-struct Broken(Vec<u8>, usize);
+/// A source (tokio, futures-io and std) of these bytes in reads of at
+/// most 1000 bytes, then the end, or an error when `fails`.
+struct Chunks {
+    bytes: Vec<u8>,
+    at: usize,
+    fails: bool,
+}
 
-impl Broken {
+impl Chunks {
+    fn new(bytes: Vec<u8>, fails: bool) -> Self {
+        Chunks {
+            bytes,
+            at: 0,
+            fails,
+        }
+    }
+
     fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let rest = &self.0[self.1..];
-        if rest.is_empty() {
+        let rest = &self.bytes[self.at..];
+        if rest.is_empty() && self.fails {
             return Err(std::io::Error::other("the disk went away"));
         }
         let n = rest.len().min(buf.len()).min(1000);
         buf[..n].copy_from_slice(&rest[..n]);
-        self.1 += n;
+        self.at += n;
         Ok(n)
     }
 }
 
-impl tokio::io::AsyncRead for Broken {
+impl tokio::io::AsyncRead for Chunks {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
@@ -504,7 +692,7 @@ impl tokio::io::AsyncRead for Broken {
     }
 }
 
-impl smol::io::AsyncRead for Broken {
+impl smol::io::AsyncRead for Chunks {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
@@ -514,7 +702,7 @@ impl smol::io::AsyncRead for Broken {
     }
 }
 
-impl std::io::Read for Broken {
+impl std::io::Read for Chunks {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.read_some(buf)
     }
@@ -584,32 +772,6 @@ impl std::io::Write for SharedSink {
 pub struct Smol;
 pub struct AsyncStd;
 
-struct SmolDynamic(Arc<Mutex<Vec<u8>>>);
-
-impl tftp_smol::Handler for SmolDynamic {
-    async fn read(&self, req: &Request) -> Result<tftp_smol::ReadResponse, TftpError> {
-        use tftp_smol::ReadResponse as R;
-        match decide(req) {
-            Decision::Bytes(b, None) => Ok(R::from_bytes(b)),
-            Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
-            Decision::Stream(b) => Ok(R::stream(smol::io::Cursor::new(b))),
-            Decision::Broken(b) => Ok(R::stream(Broken(b, 0))),
-            Decision::SlowBytes(b) => {
-                smol::Timer::after(Duration::from_millis(1000)).await;
-                Ok(R::from_bytes(b))
-            }
-            Decision::Error(e) => Err(e),
-        }
-    }
-
-    async fn write(&self, req: &Request) -> Result<tftp_smol::WriteResponse, TftpError> {
-        accept_upload(req)?;
-        Ok(tftp_smol::WriteResponse::new(SharedSink(Arc::clone(
-            &self.0,
-        ))))
-    }
-}
-
 /// Runs a smol server on its own thread with `block_on` (smol's, or
 /// async-std's when `async_std` is set).
 fn run_smol<H: tftp_smol::Handler>(
@@ -645,6 +807,7 @@ fn run_smol<H: tftp_smol::Handler>(
 
 fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
     let (sessions, periodic, uploads) = recorders();
+    let gate = Gate::new();
     let (addrs, stats, stop, result) = match dir {
         Some(dir) => {
             let h = dir_handler(dir, cfg);
@@ -677,7 +840,7 @@ fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
             }
         }
         None => {
-            let h = SmolDynamic(Arc::clone(&uploads));
+            let h = Dynamic::new(&uploads, &gate);
             run_smol(
                 configure!(tftp_smol::Server::builder(h), cfg, sessions, periodic),
                 async_std,
@@ -691,6 +854,7 @@ fn smol_served(dir: Option<&Path>, cfg: &Cfg, async_std: bool) -> Served {
         sessions,
         periodic,
         uploads,
+        gate,
         stats,
         stop: Some(stop),
     }
@@ -756,32 +920,6 @@ impl Adapter for AsyncStd {
 
 pub struct Blocking;
 
-struct BlockingDynamic(Arc<Mutex<Vec<u8>>>);
-
-impl tftp_blocking::Handler for BlockingDynamic {
-    fn read(&self, req: &Request) -> Result<tftp_blocking::ReadResponse, TftpError> {
-        use tftp_blocking::ReadResponse as R;
-        match decide(req) {
-            Decision::Bytes(b, None) => Ok(R::from_bytes(b)),
-            Decision::Bytes(b, Some(l)) => Ok(R::from_bytes(b).with_limits(l)),
-            Decision::Stream(b) => Ok(R::stream(std::io::Cursor::new(b))),
-            Decision::Broken(b) => Ok(R::stream(Broken(b, 0))),
-            Decision::SlowBytes(b) => {
-                std::thread::sleep(Duration::from_millis(1000));
-                Ok(R::from_bytes(b))
-            }
-            Decision::Error(e) => Err(e),
-        }
-    }
-
-    fn write(&self, req: &Request) -> Result<tftp_blocking::WriteResponse, TftpError> {
-        accept_upload(req)?;
-        Ok(tftp_blocking::WriteResponse::new(SharedSink(Arc::clone(
-            &self.0,
-        ))))
-    }
-}
-
 fn run_blocking<H: tftp_blocking::Handler>(builder: tftp_blocking::ServerBuilder<H>) -> Started {
     let server = builder.bind().expect("bind");
     let addrs = server.local_addrs();
@@ -807,6 +945,7 @@ impl Adapter for Blocking {
 
     fn serve_dir(dir: &Path, cfg: &Cfg) -> Served {
         let (sessions, periodic, uploads) = recorders();
+        let gate = Gate::new();
         let h = dir_handler(dir, cfg);
         let (addrs, stats, stop, result) = match (&cfg.remap, &cfg.fallback) {
             (Some(rules), _) => run_blocking(configure!(
@@ -838,6 +977,7 @@ impl Adapter for Blocking {
             sessions,
             periodic,
             uploads,
+            gate,
             stats,
             stop: Some(stop),
         }
@@ -845,7 +985,8 @@ impl Adapter for Blocking {
 
     fn serve_dynamic(cfg: &Cfg) -> Served {
         let (sessions, periodic, uploads) = recorders();
-        let h = BlockingDynamic(Arc::clone(&uploads));
+        let gate = Gate::new();
+        let h = Dynamic::new(&uploads, &gate);
         let (addrs, stats, stop, result) = run_blocking(configure!(
             tftp_blocking::Server::builder(h),
             cfg,
@@ -859,6 +1000,7 @@ impl Adapter for Blocking {
             sessions,
             periodic,
             uploads,
+            gate,
             stats,
             stop: Some(stop),
         }
@@ -876,25 +1018,30 @@ impl Adapter for Blocking {
     }
 }
 
-/// Instantiates the generic test `$test::<A>()` for every adapter.
+/// Instantiates the generic test `$test::<A>()` for every adapter, each
+/// with the attributes written before the test's name (an `ignore`, say).
 #[macro_export]
 macro_rules! for_each_adapter {
-    ($($test:ident),* $(,)?) => {
+    ($($(#[$attr:meta])* $test:ident),* $(,)?) => {
         $(
             mod $test {
                 #[test]
+                $(#[$attr])*
                 fn tokio() {
                     super::$test::<super::common::adapters::Tokio>();
                 }
                 #[test]
+                $(#[$attr])*
                 fn smol() {
                     super::$test::<super::common::adapters::Smol>();
                 }
                 #[test]
+                $(#[$attr])*
                 fn async_std() {
                     super::$test::<super::common::adapters::AsyncStd>();
                 }
                 #[test]
+                $(#[$attr])*
                 fn blocking() {
                     super::$test::<super::common::adapters::Blocking>();
                 }
