@@ -23,6 +23,8 @@ use tftp_proto::session::{Output, Session};
 use tftp_proto::stats::{Outcome, Stats};
 use tftp_proto::time::Instant;
 
+use crate::Fnv;
+
 /// A small seeded PRNG (xorshift64*), enough for network emulation.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -174,6 +176,9 @@ pub struct Report {
     pub duplicated: u64,
     /// Broken invariants.
     pub violations: Vec<String>,
+    /// Digest of every datagram sent (time, addresses, bytes, before the
+    /// network drops any) and of both outcomes.
+    pub wire: Fnv,
 }
 
 const CLIENT: &str = "10.0.0.1:1069";
@@ -217,6 +222,7 @@ struct World<'s> {
     duplicated: u64,
     data_done_at: Option<Instant>,
     violations: Vec<String>,
+    wire: Fnv,
 }
 
 /// Runs a scenario to its end.
@@ -298,6 +304,7 @@ pub fn run(scenario: &Scenario) -> Report {
         duplicated: 0,
         data_done_at: None,
         violations: Vec::new(),
+        wire: Fnv::default(),
     };
 
     for _ in 0..scenario.max_events {
@@ -351,6 +358,9 @@ pub fn run(scenario: &Scenario) -> Report {
     } else {
         s.sink
     };
+    w.wire.write_debug(&c.outcome);
+    w.wire.write_debug(&s.outcome);
+    w.wire.write_u64(w.now.since_epoch().as_micros() as u64);
     Report {
         received,
         client_outcome: c.outcome,
@@ -363,6 +373,7 @@ pub fn run(scenario: &Scenario) -> Report {
         dropped: w.dropped,
         duplicated: w.duplicated,
         violations: w.violations,
+        wire: w.wire,
     }
 }
 
@@ -452,6 +463,10 @@ impl World<'_> {
         } else {
             self.scenario.to_client
         };
+        self.wire
+            .write_u64(self.now.since_epoch().as_micros() as u64);
+        self.wire.write_debug(&(from, to));
+        self.wire.write(&bytes);
         let departs = self.link_free[link].max(self.now) + net.per_packet;
         self.link_free[link] = departs;
         if self.scenario.trace {
