@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use tftp_proto::failure::Failure;
 use tftp_proto::options::Direction;
-use tftp_proto::packet::ErrorCode;
 use tftp_proto::server::{Admit, Request};
 use tftp_proto::session::{Batch, Output, Session};
 use tftp_proto::stats::{Outcome, ServerStats, Stats};
@@ -26,9 +26,8 @@ use crate::net::{bind_transfer, random_seed};
 use crate::readahead::ReadAhead;
 use crate::registry::{Registry, Ticket};
 use crate::session::{
-    busy_answer, busy_packet, is_transient, no_socket, note_verified, open, out_of_descriptors,
+    busy_packet, is_transient, no_socket, note_verified, open, out_of_descriptors,
     report_delivered, report_filled, Data, Granted, DESCRIPTOR_TRIES, DESCRIPTOR_WAIT,
-    SHUTTING_DOWN,
 };
 use crate::Client;
 
@@ -201,10 +200,15 @@ fn drive<S: Session + ?Sized>(
                 };
                 report_delivered(session, result);
             }
+            Output::Verified => {
+                if let Some(t) = ticket.as_deref_mut() {
+                    note_verified(session, t);
+                }
+            }
             Output::Wait(deadline) => {
                 if abort.is_some_and(|s| s.is_aborting()) {
                     abort = None;
-                    session.abort(ErrorCode::NotDefined, SHUTTING_DOWN);
+                    session.fail(Failure::ShuttingDown);
                     continue;
                 }
                 if ticket
@@ -239,9 +243,6 @@ fn drive<S: Session + ?Sized>(
                     Ok((n, from)) => {
                         let datagram = buf.get(..n).unwrap_or_default();
                         session.handle_datagram(clock.now(), from, datagram);
-                        if let Some(t) = ticket.as_deref_mut() {
-                            note_verified(session, t);
-                        }
                     }
                     Err(e)
                         if matches!(
@@ -630,9 +631,7 @@ fn run_session<H: Handler>(
         }
         Err(e) => {
             reply_busy(&listening, request);
-            return no_socket(request, &config.limits, &e, clock.now())
-                .stats()
-                .clone();
+            return no_socket(request, &e, clock.now());
         }
     };
     // The file may not open for the same reason (DirHandler answers
@@ -642,7 +641,7 @@ fn run_session<H: Handler>(
             Direction::Read => shared.handler.read(request).map(Granted::Read),
             Direction::Write => shared.handler.write(request).map(Granted::Write),
         },
-        |a| a.as_ref().is_err_and(busy_answer),
+        |a| a.as_ref().is_err_and(TftpError::is_busy),
     );
     let local = socket.local_addr().ok();
     let (mut session, mut data) = open(request, config, answer, local, clock.now(), ticket);
@@ -678,7 +677,7 @@ impl Client<Threads> {
         let socket = self.std_socket()?;
         let clock = Clock::new();
         let mut session = self.get_session(remote.as_ref(), clock.now())?;
-        let mut buf = vec![0u8; 65_536];
+        let mut buf = vec![0u8; session.max_datagram()];
         let outcome = drive(
             &mut session,
             &socket,
@@ -702,7 +701,7 @@ impl Client<Threads> {
         let socket = self.std_socket()?;
         let clock = Clock::new();
         let mut session = self.put_session(remote.as_ref(), size, clock.now())?;
-        let mut buf = vec![0u8; 1024];
+        let mut buf = vec![0u8; session.max_datagram()];
         let outcome = drive(
             &mut session,
             &socket,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use event_listener::EventListener;
 use futures_io::{AsyncRead, AsyncWrite};
+use tftp_proto::failure::Failure;
 use tftp_proto::options::Limits;
-use tftp_proto::packet::ErrorCode;
 use tftp_proto::session::{Batch, Output, Session};
 use tftp_proto::stats::Outcome;
 use tftp_proto::time::Instant;
@@ -20,9 +20,7 @@ use tftp_proto::time::Instant;
 use crate::readahead::{Next, ReadAhead};
 use crate::registry::Ticket;
 use crate::runtime::{AsyncUdpSocket, Runtime, Timer};
-use crate::session::{
-    note_verified, report_delivered, report_filled, Signal, READ_ERROR, SHUTTING_DOWN,
-};
+use crate::session::{note_verified, report_delivered, report_filled, Signal};
 use crate::udp::{self, Got};
 
 /// Where file bytes come from or go to.
@@ -117,7 +115,7 @@ impl Stops {
 /// down", a cancel silently (the core decides whether it applies).
 fn stop<S: Session + ?Sized>(session: &mut S, stop: Stop) {
     match stop {
-        Stop::Abort => session.abort(ErrorCode::NotDefined, SHUTTING_DOWN),
+        Stop::Abort => session.fail(Failure::ShuttingDown),
         Stop::Cancel => session.cancel(),
     }
 }
@@ -230,7 +228,7 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                     Waited::Stopped(why) => stop(session, why),
                     Waited::Expired if verified => {
                         tracing::warn!("the transfer's source stalled past the session's patience");
-                        session.abort(ErrorCode::NotDefined, READ_ERROR);
+                        session.fail(Failure::ReadError);
                     }
                     Waited::Expired => {
                         // Past the unverified lifetime: the core ends it
@@ -258,13 +256,15 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                 };
                 report_delivered(session, result);
             }
+            Output::Verified => {
+                if let Some(t) = ticket.as_deref_mut() {
+                    note_verified(session, t);
+                }
+            }
             Output::Wait(deadline) => {
                 if let Some((n, from)) = second.take() {
                     let datagram = spare.get(..n).unwrap_or_default();
                     session.handle_datagram(clock.now(), from, datagram);
-                    if let Some(t) = ticket.as_deref_mut() {
-                        note_verified(session, t);
-                    }
                     continue;
                 }
                 let (timer, armed) = match &mut timer {
@@ -309,9 +309,6 @@ pub(crate) async fn drive<R: Runtime, S: Session + ?Sized>(
                         if let Some((n, from)) = got[0] {
                             let datagram = buf.get(..n).unwrap_or_default();
                             session.handle_datagram(now, from, datagram);
-                            if let Some(t) = ticket.as_deref_mut() {
-                                note_verified(session, t);
-                            }
                         }
                         // The second waits in its slot until the session has
                         // done what the first asked (a receiver takes one

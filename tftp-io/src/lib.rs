@@ -78,8 +78,8 @@ pub use root::DEFAULT_MAX_UPLOAD_SIZE;
 pub use runtime::{AsyncUdpSocket, Runtime, Serves, Timer, Wrap};
 pub use server::{Server, StatsHandle, MIN_STATS_INTERVAL};
 pub use session::{
-    DESCRIPTOR_WAIT, DISK_FULL, FILE_EXISTS, HANDLER_TIMED_OUT, READ_ERROR, SHUTTING_DOWN,
-    SOCKET_ERROR, WRITE_ERROR,
+    DESCRIPTOR_TRIES, DESCRIPTOR_WAIT, DISK_FULL, FILE_EXISTS, HANDLER_TIMED_OUT, READ_ERROR,
+    SHUTTING_DOWN, SOCKET_ERROR, WRITE_ERROR,
 };
 pub use text::escape_controls;
 pub use tftp_proto;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
+use tftp_proto::failure::Failure;
 use tftp_proto::options::Direction;
-use tftp_proto::packet::ErrorCode;
 use tftp_proto::server::TftpError;
 use tftp_proto::server::{Admit, Request};
 use tftp_proto::session::Session;
@@ -27,8 +27,8 @@ use crate::net::{bind_transfer, random_seed};
 use crate::registry::{Registry, Ticket};
 use crate::runtime::{AsyncUdpSocket, Runtime, Serves, Timer};
 use crate::session::{
-    busy_answer, busy_packet, is_transient, no_socket, open, out_of_descriptors, Data, Granted,
-    Signal, DESCRIPTOR_TRIES, DESCRIPTOR_WAIT, HANDLER_TIMED_OUT, SHUTTING_DOWN,
+    busy_packet, is_transient, no_socket, open, out_of_descriptors, Data, Granted, Signal,
+    DESCRIPTOR_TRIES, DESCRIPTOR_WAIT,
 };
 
 /// What the server's tasks share.
@@ -372,9 +372,7 @@ async fn run_session<H: Handler, R: Runtime>(
             listening
                 .reply(busy_packet(&mut [0u8; 64]), request.peer, from)
                 .await;
-            return no_socket(&request, &config.limits, &e, clock.now())
-                .stats()
-                .clone();
+            return no_socket(&request, &e, clock.now());
         }
     };
     // The file may not open for the same reason (DirHandler answers
@@ -387,7 +385,7 @@ async fn run_session<H: Handler, R: Runtime>(
                 Direction::Write => shared.handler.write(&request).await.map(Granted::Write),
             }
         },
-        |a| a.as_ref().is_err_and(busy_answer),
+        |a| a.as_ref().is_err_and(TftpError::is_busy),
     );
     // The handler's wait (an origin's headers, a queue for an origin
     // request) is the session's: its peer has not answered yet, so it
@@ -404,14 +402,14 @@ async fn run_session<H: Handler, R: Runtime>(
     let mut evicted = false;
     let answer = match waited {
         Waited::Done(answer) => answer,
-        Waited::Stopped(Stop::Abort) => Err(TftpError::new(ErrorCode::NotDefined, SHUTTING_DOWN)),
+        Waited::Stopped(Stop::Abort) => Err(TftpError::from(Failure::ShuttingDown)),
         Waited::Stopped(Stop::Cancel) => {
             evicted = true;
-            Err(TftpError::new(ErrorCode::NotDefined, SHUTTING_DOWN))
+            Err(TftpError::from(Failure::ShuttingDown))
         }
         Waited::Expired => {
             tracing::warn!(peer = %request.peer, "the handler did not answer within the unverified lifetime");
-            Err(TftpError::new(ErrorCode::NotDefined, HANDLER_TIMED_OUT))
+            Err(TftpError::from(Failure::HandlerTimedOut))
         }
     };
     let local = socket.local_addr().ok();

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use tftp_origin::Origin;
-use tftp_proto::options::{EnabledOptions, Limits};
+use tftp_proto::options::{EnabledOptions, Limits, MAX_BLKSIZE, MIN_BLKSIZE};
 use tftp_tokio::{bind_listen_sockets, escape_controls, DirHandler, Handler, Server};
 use tftp_tokio::{Fallback, Remap, RemapRules};
 
@@ -138,7 +138,7 @@ struct Args {
     umask: Option<u32>,
 
     /// Largest blksize granted (8..=65464).
-    #[arg(long, env = "TFTPD_MAX_BLKSIZE", value_name = "BYTES", default_value_t = 65464, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    #[arg(long, env = "TFTPD_MAX_BLKSIZE", value_name = "BYTES", default_value_t = MAX_BLKSIZE, value_parser = clap::value_parser!(u16).range(i64::from(MIN_BLKSIZE)..=i64::from(MAX_BLKSIZE)))]
     max_blksize: u16,
 
     /// Largest windowsize granted.
@@ -771,17 +771,12 @@ fn outcome_word(s: &tftp_proto::stats::Stats) -> &'static str {
         Some(Outcome::Completed) => "completed",
         Some(Outcome::OptionsRefused) => "options_refused",
         Some(Outcome::PeerError(_)) => "peer_error",
-        Some(Outcome::LocalError(_)) if nothing_moved(s) => "refused",
+        Some(Outcome::Refused { .. }) => "refused",
         Some(Outcome::LocalError(_)) => "failed",
         Some(Outcome::TimedOut) => "timed_out",
         Some(Outcome::Evicted) => "evicted",
         None => "unfinished",
     }
-}
-
-/// No OACK, no DATA: the request itself was answered with an ERROR.
-fn nothing_moved(s: &tftp_proto::stats::Stats) -> bool {
-    s.blocks_sent == 0 && s.blocks_received == 0 && s.options_negotiated == Default::default()
 }
 
 /// One structured line per finished session. Peer-supplied fields (file

@@ -22,11 +22,10 @@ use std::vec::Vec;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use tftp_proto::client::{ClientGet, ClientPut};
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::{encode_oack, ErrorCode, Mode, Packet};
-use tftp_proto::server::{accept, ServerRead, ServerWrite};
-use tftp_proto::session::{Batch, Output, Session};
+use tftp_proto::server::accept;
+use tftp_proto::session::{Batch, Output, Session, Transfer};
 use tftp_proto::time::Instant;
 
 use crate::Fnv;
@@ -199,27 +198,25 @@ pub fn session_digest(input: &SessionInput<'_>) -> u64 {
                 .oack;
             if write {
                 (
-                    Box::new(ServerWrite::new(&request, oack, &limits, now)),
+                    Box::new(Transfer::server_write(&request, oack, &limits, now)),
                     peer,
                 )
             } else {
                 (
-                    Box::new(ServerRead::new(&request, oack, &limits, now)),
+                    Box::new(Transfer::server_read(&request, oack, &limits, now)),
                     peer,
                 )
             }
         }
         FuzzRole::ClientGet => (
             Box::new(
-                ClientGet::new(listen, b"file", mode, input.options, &limits, now)
-                    .expect("request"),
+                Transfer::get(listen, b"file", mode, input.options, &limits, now).expect("request"),
             ),
             server_tid,
         ),
         FuzzRole::ClientPut => (
             Box::new(
-                ClientPut::new(listen, b"file", mode, input.options, &limits, now)
-                    .expect("request"),
+                Transfer::put(listen, b"file", mode, input.options, &limits, now).expect("request"),
             ),
             server_tid,
         ),
@@ -426,6 +423,7 @@ impl Harness {
                     self.session.delivered();
                 }
                 Output::Finish => self.session.delivered(),
+                Output::Verified => {}
                 Output::Wait(d) => {
                     assert!(!self.done);
                     self.deadline = Some(d);

@@ -14,12 +14,10 @@ use std::boxed::Box;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
-
-use tftp_proto::client::{ClientGet, ClientPut};
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::{Mode, Packet};
-use tftp_proto::server::{accept, ServerRead, ServerWrite};
-use tftp_proto::session::{Output, Session};
+use tftp_proto::server::accept;
+use tftp_proto::session::{Output, Session, Transfer};
 use tftp_proto::stats::{Outcome, Stats};
 use tftp_proto::time::Instant;
 
@@ -234,7 +232,7 @@ pub fn run(scenario: &Scenario) -> Report {
     let mut options = scenario.client_options;
     let client: Box<dyn Session> = match scenario.kind {
         Kind::Get => Box::new(
-            ClientGet::new(
+            Transfer::get(
                 listen,
                 b"file",
                 scenario.mode,
@@ -249,7 +247,7 @@ pub fn run(scenario: &Scenario) -> Report {
                 options.tsize = Some(scenario.data.len() as u64);
             }
             Box::new(
-                ClientPut::new(
+                Transfer::put(
                     listen,
                     b"file",
                     scenario.mode,
@@ -440,6 +438,7 @@ impl World<'_> {
                     session.delivered();
                 }
                 Output::Finish => session.delivered(),
+                Output::Verified => {}
                 Output::Wait(deadline) => {
                     side.deadline = Some(deadline);
                     return;
@@ -515,8 +514,8 @@ impl World<'_> {
             let oack = request.negotiate(&self.scenario.server_limits, size).oack;
             let limits = &self.scenario.server_limits;
             s.session = Some(match self.scenario.kind {
-                Kind::Get => Box::new(ServerRead::new(&request, oack, limits, self.now)),
-                Kind::Put => Box::new(ServerWrite::new(&request, oack, limits, self.now)),
+                Kind::Get => Box::new(Transfer::server_read(&request, oack, limits, self.now)),
+                Kind::Put => Box::new(Transfer::server_write(&request, oack, limits, self.now)),
             });
             return;
         }

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use tftp_proto::options::{MAX_BLKSIZE, MIN_BLKSIZE};
 use tftp_proto::packet::Mode;
 use tftp_proto::stats::Stats;
 use tftp_tokio::{Client, ClientError};
@@ -27,7 +28,7 @@ struct Args {
     command: Command,
 
     /// Block size to ask for (8..=65464).
-    #[arg(short, long, global = true, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    #[arg(short, long, global = true, value_parser = clap::value_parser!(u16).range(i64::from(MIN_BLKSIZE)..=i64::from(MAX_BLKSIZE)))]
     blksize: Option<u16>,
 
     /// Window size to ask for (RFC 7440).
