@@ -6,11 +6,10 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
 use tftp_proto::client::{ClientGet, ClientPut};
-use tftp_proto::options::{Limits, TransferOptions, DEFAULT_MAX_RTO};
+use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::Mode;
 use tftp_proto::stats::Stats;
 use tftp_proto::time::Instant;
@@ -20,19 +19,7 @@ use crate::driver::{Clock, Data, SessionDriver};
 use crate::error::ClientError;
 use crate::runtime::{Runtime, Wrap};
 
-/// Default for a client's [`Limits::dally`]: long enough to re-acknowledge a
-/// final block that a server with a fixed one-second timer retransmits.
-pub const DEFAULT_CLIENT_DALLY: Duration = Duration::from_secs(1);
-
-/// Default for a client's [`Limits::max_rto`]: with the default 1 s first
-/// timeout and 6 retries, a silent server is given up after
-/// 1 + 2 + 4 + 4 + 4 + 4 + 4 = 23 s (tftp-hpa gives up after 25 s).
-pub const DEFAULT_CLIENT_MAX_RTO: Duration = Duration::from_secs(4);
-
-/// Receive buffer of a download: the largest DATA (65464 + 4) and one byte.
-pub(crate) const GET_BUFFER: usize = 65_536;
-/// Receive buffer of an upload: ACK, OACK or ERROR.
-pub(crate) const PUT_BUFFER: usize = 1024;
+pub use tftp_proto::options::{DEFAULT_CLIENT_DALLY, DEFAULT_CLIENT_MAX_RTO};
 
 /// A TFTP client for one server, on runtime `R`: what it asks for
 /// (mode, options) and how it retransmits.
@@ -57,11 +44,7 @@ impl<R: Default> Client<R> {
             mode: Mode::Octet,
             options: TransferOptions::default(),
             ask_tsize: false,
-            limits: Limits {
-                dally: DEFAULT_CLIENT_DALLY,
-                max_rto: DEFAULT_CLIENT_MAX_RTO,
-                ..Limits::default()
-            },
+            limits: Limits::client(),
         }
     }
 }
@@ -92,11 +75,11 @@ impl<R> Client<R> {
 
     /// Asks for this retransmission timeout in seconds (RFC 2349). The timer
     /// ceiling is raised to `3 × seconds` (at most 10 s) if lower, so the
-    /// dally still outlasts a server retransmitting every `seconds`.
+    /// dally still outlasts a server retransmitting every `seconds`
+    /// ([`Limits::fit_timeout`]).
     pub fn timeout(mut self, seconds: u8) -> Self {
         self.options.timeout = Some(seconds);
-        let dally = Duration::from_secs(u64::from(seconds) * 3).min(DEFAULT_MAX_RTO);
-        self.limits.max_rto = self.limits.max_rto.max(dally);
+        self.limits.fit_timeout(seconds);
         self
     }
 
@@ -127,7 +110,7 @@ impl<R> Client<R> {
     pub(crate) fn get_session(&self, remote: &[u8], now: Instant) -> io::Result<ClientGet> {
         let mut options = self.options;
         options.tsize = self.ask_tsize.then_some(0);
-        ClientGet::new(self.server, remote, self.mode, options, &self.limits, now).map_err(invalid)
+        ClientGet::get(self.server, remote, self.mode, options, &self.limits, now).map_err(invalid)
     }
 
     /// An upload session for `remote`; `size` is announced with `tsize` when
@@ -139,10 +122,8 @@ impl<R> Client<R> {
         now: Instant,
     ) -> io::Result<ClientPut> {
         let mut options = self.options;
-        options.tsize = (self.ask_tsize && self.mode == Mode::Octet)
-            .then_some(size)
-            .flatten();
-        ClientPut::new(self.server, remote, self.mode, options, &self.limits, now).map_err(invalid)
+        options.tsize = self.ask_tsize.then(|| self.mode.wire_size(size)).flatten();
+        ClientPut::put(self.server, remote, self.mode, options, &self.limits, now).map_err(invalid)
     }
 
     /// A local socket of the server's address family.
@@ -170,7 +151,7 @@ impl<R: Runtime> Client<R> {
         let mut sink = R::wrap(sink);
         let pinned: Pin<&mut <R as Wrap<W>>::Io> = Pin::new(&mut sink);
         let mut io = Io::Download(pinned);
-        let mut driver = SessionDriver::new(session, Data::Download, GET_BUFFER, None, ASYNC);
+        let mut driver = SessionDriver::new(session, Data::Download, None, ASYNC);
         let outcome = run(&mut driver, &socket, &mut io, &clock, None).await;
         ClientError::check(outcome, driver.stats().clone())
     }
@@ -193,7 +174,7 @@ impl<R: Runtime> Client<R> {
         let mut source = R::wrap(source);
         let pinned: Pin<&mut <R as Wrap<S>>::Io> = Pin::new(&mut source);
         let mut io = Io::Source(pinned);
-        let mut driver = SessionDriver::new(session, Data::Source, PUT_BUFFER, None, ASYNC);
+        let mut driver = SessionDriver::new(session, Data::Source, None, ASYNC);
         let outcome = run(&mut driver, &socket, &mut io, &clock, None).await;
         ClientError::check(outcome, driver.stats().clone())
     }

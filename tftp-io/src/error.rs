@@ -52,7 +52,9 @@ impl ClientError {
                 message,
                 stats: Box::new(stats),
             }),
-            Outcome::LocalError(code) => Err(ClientError::Aborted {
+            // A client session is never refused; a server's refusal reads
+            // as an abort with its code.
+            Outcome::LocalError(code) | Outcome::Refused { code } => Err(ClientError::Aborted {
                 code,
                 message,
                 stats: Box::new(stats),

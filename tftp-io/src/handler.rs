@@ -11,6 +11,7 @@ use std::io;
 use std::pin::Pin;
 
 use futures_io::{AsyncRead, AsyncWrite};
+use tftp_proto::failure::Failure;
 use tftp_proto::options::Limits;
 
 pub use tftp_proto::server::{Request, TftpError};
@@ -212,5 +213,5 @@ pub trait Handler: Send + Sync + 'static {
 
 /// The answer to a write request of a handler that takes none.
 pub fn writes_refused() -> TftpError {
-    TftpError::access_violation("Writes are not allowed")
+    TftpError::from(Failure::ReadOnly)
 }

@@ -11,18 +11,20 @@
 //!   the ticket that ends a session's admission exactly once;
 //! - settings ([`ServerBuilder`], [`Client`]) and [`ClientError`];
 //! - the framework API ([`Handler`], [`ReadResponse`], [`WriteResponse`]);
-//! - **one** async server ([`Server`]), client and driving loop, generic over
-//!   a small [`Runtime`] trait (timer, spawn, clock, pollable UDP socket), in
-//!   the shape of quinn's `runtime.rs`;
-//! - **one** blocking server, client and driving loop for std threads
-//!   ([`blocking`]).
+//! - **one** session driver, synchronous and I/O-free (`driver`), whose
+//!   steps (send, read, write, flush, wait, done) two executors perform:
+//!   an async one generic over a small [`Runtime`] trait (timer, spawn,
+//!   clock, pollable UDP socket), in the shape of quinn's `runtime.rs`, and
+//!   one for std threads;
+//! - the async server ([`Server`]) and the threads server ([`blocking`]),
+//!   sharing their state, admission and session start; the client on both.
 //!
 //! The adapter crates are the glue: `tftp-tokio` and `tftp-smol` implement
 //! [`Runtime`] for their runtime and [`Serves`] / [`Wrap`] for their I/O
 //! traits (tokio's `AsyncRead`/`AsyncWrite` through a compat wrapper;
 //! `futures_io`, which smol uses, natively), and `tftp-blocking` re-exports
 //! [`blocking`]. Every protocol decision stays in the core; every I/O
-//! decision (error mapping and texts, start versus refuse, when a client
+//! decision (which failure an I/O error is, start versus refuse, when a client
 //! returns, shutdown and accept failures) is made here, once.
 //!
 //! ```text
@@ -74,7 +76,7 @@ pub use handler::{
     WriteResponse,
 };
 pub use listen::{LISTEN_BATCH, LISTEN_RCVBUF};
-pub use readahead::READ_AHEAD;
+pub use readahead::{MIN_READ_AHEAD, READ_AHEAD};
 pub use root::DEFAULT_MAX_UPLOAD_SIZE;
 pub use runtime::{AsyncUdpSocket, Runtime, Serves, Timer, Wrap};
 pub use server::{Server, StatsHandle, MIN_STATS_INTERVAL};

@@ -42,6 +42,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use regex::bytes::{Captures, Regex, RegexBuilder};
+use tftp_proto::failure::Failure;
 use tftp_proto::options::Direction;
 use tftp_proto::server::{Request, TftpError};
 
@@ -53,7 +54,7 @@ pub const MAX_STEPS: usize = 1024;
 /// Longest name a rewrite may produce, in bytes.
 pub const MAX_NAME: usize = 4096;
 /// The ERROR 2 text of a rule set that looped or grew the name too long.
-pub const REMAP_FAILURE: &str = "Remap table failure";
+pub const REMAP_FAILURE: &str = Failure::RemapFailure.message();
 
 /// A parsed rule file.
 #[derive(Clone, Debug, Default)]
@@ -219,7 +220,7 @@ impl RemapRules {
         } else {
             Family::V6
         };
-        let failure = || TftpError::access_violation(REMAP_FAILURE);
+        let failure = || TftpError::from(Failure::RemapFailure);
         let mut current = name.to_vec();
         let mut steps = 0usize;
         let mut index = 0usize;
@@ -249,7 +250,7 @@ impl RemapRules {
                 let captures = captures.filter(|_| !rule.inverse);
                 if rule.abort {
                     if rule.replacement.is_empty() {
-                        return Err(TftpError::access_violation("Access violation"));
+                        return Err(TftpError::from(Failure::AccessViolation));
                     }
                     let message = expand(&rule.replacement, captures.as_ref(), client);
                     return Err(TftpError::access_violation(

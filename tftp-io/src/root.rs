@@ -34,8 +34,10 @@ use std::task::Poll;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
 use rustix::fs::OFlags;
-use tftp_proto::packet::ErrorCode;
+use tftp_proto::failure::Failure;
 use tftp_proto::server::TftpError;
+
+use crate::session::{failure, Stage};
 
 use crate::{offload, resolve};
 
@@ -126,7 +128,7 @@ impl Root {
         );
         let meta = file.metadata().map_err(|e| map_error(&e))?;
         if !meta.is_file() {
-            return Err(TftpError::access_violation("Not a regular file"));
+            return Err(TftpError::from(Failure::NotRegularFile));
         }
         Ok((file, meta.len()))
     }
@@ -168,10 +170,10 @@ impl Root {
         size: Option<u64>,
     ) -> Result<Upload, TftpError> {
         if !self.allow_write {
-            return Err(TftpError::access_violation("Writes are not allowed"));
+            return Err(TftpError::from(Failure::ReadOnly));
         }
         if size.is_some_and(|n| n > self.max_upload_size) {
-            return Err(TftpError::new(ErrorCode::DiskFull, TOO_LARGE));
+            return Err(TftpError::from(Failure::TooLarge));
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let relative = relative(filename)?;
@@ -182,7 +184,7 @@ impl Root {
                 // its symlinks (and `..` in their targets) cannot lead out of
                 // it; the request's own `..` are gone already.
                 let rest = under(&relative, dir)
-                    .ok_or_else(|| TftpError::access_violation("Uploads go elsewhere"))?;
+                    .ok_or_else(|| TftpError::from(Failure::UploadsElsewhere))?;
                 let dir = scoped(scope, &dir.join(&b'/'));
                 let base = resolve::open(&*self.dir, &dir, flags).map_err(|e| map_error(&e))?;
                 (Some(base), rest)
@@ -196,24 +198,22 @@ impl Root {
         .map_err(|e| map_error(&e))?;
         if let (Some(size), Ok(space)) = (size, rustix::fs::fstatvfs(&parent)) {
             if size > space.f_bavail.saturating_mul(space.f_frsize) {
-                return Err(TftpError::new(ErrorCode::DiskFull, "Disk full"));
+                return Err(TftpError::from(Failure::DiskFull));
             }
         }
         let dir = Dir::from_std_file(std::fs::File::from(parent));
         let target = PathBuf::from(OsStr::from_bytes(name));
         match dir.symlink_metadata(&target) {
             Ok(_) if !self.allow_overwrite => {
-                return Err(TftpError::new(ErrorCode::FileExists, "File already exists"));
+                return Err(TftpError::from(Failure::FileExists));
             }
-            Ok(meta) if !meta.is_file() => {
-                return Err(TftpError::access_violation("Not a regular file"))
-            }
+            Ok(meta) if !meta.is_file() => return Err(TftpError::from(Failure::NotRegularFile)),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(map_error(&e)),
         }
         if is_upload_temp(name) {
-            return Err(TftpError::access_violation("Access violation"));
+            return Err(TftpError::from(Failure::AccessViolation));
         }
         let unique = UPLOADS.fetch_add(1, Ordering::Relaxed);
         let mut temp_name = std::ffi::OsString::from(".");
@@ -251,7 +251,7 @@ impl Root {
 pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 64 << 20;
 
 /// ERROR 3 text of an upload over the size limit.
-pub const TOO_LARGE: &str = "File too large";
+pub const TOO_LARGE: &str = Failure::TooLarge.message();
 
 /// What names an upload's temporary file: `.NAME.tftp-upload-PID-N`.
 const UPLOAD_MARK: &str = ".tftp-upload-";
@@ -526,7 +526,7 @@ fn relative(filename: &[u8]) -> Result<Vec<u8>, TftpError> {
             b".." => {
                 parts
                     .pop()
-                    .ok_or_else(|| TftpError::access_violation("Access violation"))?;
+                    .ok_or_else(|| TftpError::from(Failure::AccessViolation))?;
             }
             _ => parts.push(part),
         }
@@ -554,7 +554,11 @@ pub fn check_request_name(name: &[u8]) -> bool {
         Ok(path) => path,
         Err(e) => {
             assert!(
-                matches!(e.code, ErrorCode::FileNotFound | ErrorCode::AccessViolation),
+                matches!(
+                    e.code,
+                    tftp_proto::packet::ErrorCode::FileNotFound
+                        | tftp_proto::packet::ErrorCode::AccessViolation
+                ),
                 "{e:?}"
             );
             return true;
@@ -632,21 +636,7 @@ fn split_last(path: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 fn map_error(e: &io::Error) -> TftpError {
-    match e.kind() {
-        io::ErrorKind::NotFound => TftpError::not_found(),
-        io::ErrorKind::AlreadyExists => {
-            TftpError::new(ErrorCode::FileExists, "File already exists")
-        }
-        io::ErrorKind::StorageFull => TftpError::new(ErrorCode::DiskFull, "Disk full"),
-        // Out of descriptors: the file is there, the server is busy.
-        _ if matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::MFILE.raw_os_error()
-            || c == rustix::io::Errno::NFILE.raw_os_error()) =>
-        {
-            TftpError::new(ErrorCode::NotDefined, crate::session::SOCKET_ERROR)
-        }
-        // Permission denied, and paths that would leave the root.
-        _ => TftpError::access_violation("Access violation"),
-    }
+    TftpError::from(failure(Stage::Open, e))
 }
 
 #[cfg(test)]

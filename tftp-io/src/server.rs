@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use tftp_proto::options::Direction;
-use tftp_proto::server::Request;
-use tftp_proto::session::Session;
+use tftp_proto::server::{Request, TftpError};
 use tftp_proto::stats::{ServerStats, Stats};
 
 use crate::config::{ServerBuilder, ABORT_GRACE};
@@ -21,12 +20,11 @@ use crate::driver::future::{bounded, run, wait_until, Io, Watch, ASYNC};
 use crate::driver::{deadline_for, Clock, SessionDriver};
 use crate::handler::Handler;
 use crate::listen::{Listener, RecvBatch, LISTEN_BATCH};
-use crate::net::{bind_transfer, random_seed};
 use crate::registry::{Registry, Ticket};
 use crate::runtime::{AsyncUdpSocket, Runtime, Serves, Timer};
 use crate::session::{
-    busy_answer, busy_packet, is_transient, no_socket, open, out_of_descriptors, Answer, Data,
-    DescriptorWait, Granted,
+    busy_packet, is_transient, no_socket, open, out_of_descriptors, Answer, Data, DescriptorWait,
+    Granted,
 };
 use crate::shared::{Accepted, Shared};
 
@@ -290,20 +288,14 @@ async fn run_session<H: Handler, R: Runtime>(
     listening: Arc<Listening<R::Socket>>,
     ticket: &mut Ticket,
 ) -> Stats {
-    let clock = &shared.clock;
+    let (clock, config) = (&shared.clock, &shared.registry.config);
     let started = clock.now();
-    let config = &shared.registry.config;
-    let local_ip = request.local.map_or(request.peer.ip(), |l| l.ip());
     let bind = || {
-        bind_transfer(local_ip, config.port_range, random_seed())
-            .and_then(|s| clock.runtime().wrap_udp(s))
+        let bound = shared.bind_transfer(&request);
+        std::future::ready(bound.and_then(|s| clock.runtime().wrap_udp(s)))
     };
-    let bound = while_out_of_descriptors(
-        clock,
-        || std::future::ready(bind()),
-        |b| b.as_ref().is_err_and(out_of_descriptors),
-    )
-    .await;
+    let bound =
+        while_out_of_descriptors(clock, bind, |b| b.as_ref().is_err_and(out_of_descriptors)).await;
     let socket = match bound {
         // The listening socket is needed no longer: it closes when its
         // accept loop ends, not when the last session does.
@@ -318,9 +310,7 @@ async fn run_session<H: Handler, R: Runtime>(
             listening
                 .reply(busy_packet(&mut [0u8; 64]), request.peer, from)
                 .await;
-            return no_socket(&request, &config.limits, &e, clock.now())
-                .stats()
-                .clone();
+            return no_socket(&request, &e, clock.now());
         }
     };
     // The file may not open for the same reason (DirHandler answers
@@ -333,7 +323,7 @@ async fn run_session<H: Handler, R: Runtime>(
                 Direction::Write => shared.handler.write(&request).await.map(Granted::Write),
             }
         },
-        |a| a.as_ref().is_err_and(busy_answer),
+        |a| a.as_ref().is_err_and(TftpError::is_busy),
     );
     // The handler's wait (an origin's headers, a queue for an origin
     // request) is the session's: its peer has not answered yet, so it
@@ -358,8 +348,7 @@ async fn run_session<H: Handler, R: Runtime>(
         Data::Sink(w) => Io::Upload(w.0.as_mut()),
         Data::None => Io::None,
     };
-    let max = session.max_datagram();
-    let mut driver = SessionDriver::new(session, kind, max, Some(ticket), ASYNC);
+    let mut driver = SessionDriver::new(session, kind, Some(ticket), ASYNC);
     run(&mut driver, &socket, &mut io, clock, Some(&shared.aborting)).await;
     driver.stats().clone()
 }

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use event_listener::{Event, EventListener};
-use tftp_proto::options::Limits;
-use tftp_proto::packet::ErrorCode;
+use tftp_proto::failure::Failure;
 use tftp_proto::server::{Request, ServerSession, TftpError};
 use tftp_proto::session::Session;
+use tftp_proto::stats::Stats;
 use tftp_proto::time::Instant;
 
 use crate::config::ServerConfig;
@@ -18,24 +18,32 @@ use crate::driver::{Stop, Waited};
 use crate::handler::{ReadResponse, WriteResponse};
 use crate::registry::Ticket;
 
-/// ERROR text sent to sessions aborted at the end of a graceful shutdown.
-pub const SHUTTING_DOWN: &str = "Server shutting down";
+// The ERROR texts of local failures, named for the API: each is the core's
+// table entry (`tftp_proto::failure::Failure`), the one place they are set.
+
+/// ERROR text sent to sessions aborted at the end of a graceful shutdown
+/// ([`Failure::ShuttingDown`]).
+pub const SHUTTING_DOWN: &str = Failure::ShuttingDown.message();
 /// ERROR text (with ERROR 0) when the handler did not answer a request
-/// within the unverified lifetime (an origin that does not answer).
-pub const HANDLER_TIMED_OUT: &str = "Request timed out";
-/// ERROR text when the response source fails.
-pub const READ_ERROR: &str = "Read error";
-/// ERROR text when the sink fails (other than a full disk).
-pub const WRITE_ERROR: &str = "Write error";
+/// within the unverified lifetime (an origin that does not answer;
+/// [`Failure::HandlerTimedOut`]).
+pub const HANDLER_TIMED_OUT: &str = Failure::HandlerTimedOut.message();
+/// ERROR text when the response source fails ([`Failure::ReadError`]).
+pub const READ_ERROR: &str = Failure::ReadError.message();
+/// ERROR text when the sink fails, other than a full disk
+/// ([`Failure::WriteError`]).
+pub const WRITE_ERROR: &str = Failure::WriteError.message();
 /// ERROR text when a new-only upload finds its name taken at the end (sent
-/// with ERROR 6).
-pub const FILE_EXISTS: &str = "File already exists";
-/// ERROR text when the sink reports a full disk (sent with ERROR 3).
-pub const DISK_FULL: &str = "Disk full";
-/// ERROR text (with ERROR 0, from the listening socket) when a request
-/// cannot have a session now: no transfer socket could be opened (out of
-/// descriptors or ports) or no session thread started.
-pub const SOCKET_ERROR: &str = "Server busy, try again later";
+/// with ERROR 6; [`Failure::FileExists`]).
+pub const FILE_EXISTS: &str = Failure::FileExists.message();
+/// ERROR text when the sink reports a full disk (sent with ERROR 3;
+/// [`Failure::DiskFull`]).
+pub const DISK_FULL: &str = Failure::DiskFull.message();
+/// ERROR text (with ERROR 0) when a request cannot have a session now: no
+/// transfer socket could be opened (out of descriptors or ports), no
+/// session thread started, no memory ([`Failure::Busy`],
+/// [`TftpError::busy`]).
+pub const SOCKET_ERROR: &str = Failure::Busy.message();
 
 /// How long a session waits for descriptors when the process has none left
 /// (a burst larger than its `RLIMIT_NOFILE`) before its client hears
@@ -43,10 +51,10 @@ pub const SOCKET_ERROR: &str = "Server busy, try again later";
 /// handler (whose file may not open for the same reason). Shorter than a
 /// client's retransmission of its request.
 pub const DESCRIPTOR_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
-/// How many more times a session out of descriptors tries again (for its
-/// transfer socket, or asks its handler again after a busy answer) within
-/// [`DESCRIPTOR_WAIT`], evenly spaced: one try and up to this many more
-/// before its client hears ERROR 0 [`SOCKET_ERROR`].
+/// How many times a request that found the process out of descriptors (for
+/// its transfer socket, or a handler's [`TftpError::busy`] answer) is tried
+/// again within [`DESCRIPTOR_WAIT`], evenly spaced, before its client hears
+/// ERROR 0 [`SOCKET_ERROR`].
 pub const DESCRIPTOR_TRIES: u32 = 25;
 
 /// The wait for descriptors of one attempt (binding a transfer socket,
@@ -85,36 +93,34 @@ pub(crate) fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::MFILE.raw_os_error() || c == rustix::io::Errno::NFILE.raw_os_error())
 }
 
-/// Whether a handler's refusal is the busy answer ([`SOCKET_ERROR`], which
-/// [`DirHandler`](crate::DirHandler) gives when its file cannot open for
-/// want of descriptors): it is asked again within [`DESCRIPTOR_WAIT`].
-pub(crate) fn busy_answer(e: &TftpError) -> bool {
-    e.code == ErrorCode::NotDefined && e.message == SOCKET_ERROR
-}
-
-/// Which side of the transfer's data an I/O result is from.
+/// What a local I/O failure was doing.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Side {
-    /// The response source (a read request, or a client's upload).
+pub(crate) enum Stage {
+    /// Opening a file for a handler's answer.
+    Open,
+    /// Reading the response source (a read request, or a client's upload).
     Source,
-    /// The sink (a write request, or a client's download).
+    /// Writing the sink (a write request, or a client's download).
     Sink,
 }
 
-/// The one mapping from a local I/O failure to the ERROR sent to the peer.
-pub(crate) fn error_reply(side: Side, e: &io::Error) -> (ErrorCode, &'static str) {
-    match side {
-        Side::Source => (ErrorCode::NotDefined, READ_ERROR),
-        Side::Sink if e.kind() == io::ErrorKind::StorageFull => (ErrorCode::DiskFull, DISK_FULL),
-        Side::Sink if e.kind() == io::ErrorKind::FileTooLarge => {
-            (ErrorCode::DiskFull, crate::root::TOO_LARGE)
-        }
-        // A new-only upload whose name was taken meanwhile (the loser of
-        // two concurrent uploads of one name).
-        Side::Sink if e.kind() == io::ErrorKind::AlreadyExists => {
-            (ErrorCode::FileExists, FILE_EXISTS)
-        }
-        Side::Sink => (ErrorCode::NotDefined, WRITE_ERROR),
+/// The one mapping from a local I/O failure to the [`Failure`] whose ERROR
+/// the peer gets (the core's table has its code and text).
+pub(crate) fn failure(stage: Stage, e: &io::Error) -> Failure {
+    use io::ErrorKind::{AlreadyExists, FileTooLarge, NotFound, StorageFull};
+    match (stage, e.kind()) {
+        (Stage::Source, _) => Failure::ReadError,
+        (Stage::Open, NotFound) => Failure::NotFound,
+        // A new-only upload whose name was taken (meanwhile, for the loser
+        // of two concurrent uploads of one name).
+        (_, AlreadyExists) => Failure::FileExists,
+        (_, StorageFull) => Failure::DiskFull,
+        (Stage::Sink, FileTooLarge) => Failure::TooLarge,
+        (Stage::Sink, _) => Failure::WriteError,
+        // Out of descriptors: the file is there, the server is busy.
+        (Stage::Open, _) if out_of_descriptors(e) => Failure::Busy,
+        // Permission denied, and paths that would leave the root.
+        (Stage::Open, _) => Failure::AccessViolation,
     }
 }
 
@@ -161,15 +167,14 @@ impl<S, W> Answer<S, W> {
         waited: Waited<Result<Granted<S, W>, TftpError>>,
         request: &Request,
     ) -> Self {
-        let refused =
-            |text: &str| Answer::Decided(Err(TftpError::new(ErrorCode::NotDefined, text)));
+        let refused = |failure: Failure| Answer::Decided(Err(TftpError::from(failure)));
         match waited {
             Waited::Done(answer) => Answer::Decided(answer),
-            Waited::Stopped(Stop::Abort) => refused(SHUTTING_DOWN),
+            Waited::Stopped(Stop::Abort) => refused(Failure::ShuttingDown),
             Waited::Stopped(Stop::Cancel) => Answer::Evicted,
             Waited::Expired => {
                 tracing::warn!(peer = %request.peer, "the handler did not answer within the unverified lifetime");
-                refused(HANDLER_TIMED_OUT)
+                refused(Failure::HandlerTimedOut)
             }
         }
     }
@@ -225,8 +230,11 @@ pub(crate) fn open<S, W>(
     }
     if !ticket.settle(session.memory()) {
         tracing::warn!(limit = config.max_memory, "session memory budget exhausted");
-        session.abort(ErrorCode::NotDefined, SOCKET_ERROR);
-        return (session, Data::None);
+        let mut refused = ServerSession::refuse_with(request, Failure::Busy, &limits, now);
+        if let Some(local) = local {
+            refused.set_local(local);
+        }
+        return (refused, Data::None);
     }
     (session, data)
 }
@@ -236,22 +244,19 @@ pub(crate) fn open<S, W>(
 /// blksize and is counted by the session itself).
 pub(crate) const SESSION_OVERHEAD: usize = 2048;
 
-/// A session that could not get a transfer socket: it ends at once, with
-/// statistics that say so.
-pub(crate) fn no_socket(
-    request: &Request,
-    limits: &Limits,
-    e: &io::Error,
-    now: Instant,
-) -> ServerSession {
+/// The statistics of a request that could not get a transfer socket: refused
+/// busy (its client heard ERROR 0 [`SOCKET_ERROR`] from the listening socket).
+pub(crate) fn no_socket(request: &Request, e: &io::Error, now: Instant) -> Stats {
     tracing::warn!(error = %e, "cannot bind a transfer socket");
-    ServerSession::refuse(request, ErrorCode::NotDefined, SOCKET_ERROR, limits, now)
+    let busy = Failure::Busy;
+    Stats::refused(request, busy.code(), busy.message(), now)
 }
 
 /// The ERROR 0 [`SOCKET_ERROR`] packet, in `buf`.
 pub(crate) fn busy_packet(buf: &mut [u8; 64]) -> &[u8] {
-    let len = tftp_proto::packet::encode_error(buf, ErrorCode::NotDefined, SOCKET_ERROR.as_bytes())
-        .unwrap_or(0);
+    let busy = Failure::Busy;
+    let len =
+        tftp_proto::packet::encode_error(buf, busy.code(), busy.message().as_bytes()).unwrap_or(0);
     buf.get(..len).unwrap_or_default()
 }
 

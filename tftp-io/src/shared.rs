@@ -87,6 +87,15 @@ impl<H: Send + Sync + 'static, T: Send + Sync + 'static> Shared<H, T> {
 }
 
 impl<H, T> Shared<H, T> {
+    /// A fresh transfer socket for `request`, on the address the request
+    /// came to (so the client hears from the address it asked), its port
+    /// from the configured range.
+    pub(crate) fn bind_transfer(&self, request: &Request) -> io::Result<std::net::UdpSocket> {
+        let ip = request.local.map_or(request.peer.ip(), |l| l.ip());
+        let range = self.registry.config.port_range;
+        crate::net::bind_transfer(ip, range, crate::net::random_seed())
+    }
+
     /// An accept loop starts.
     pub(crate) fn accept_started(&self) {
         self.accepting.fetch_add(1, Ordering::AcqRel);

@@ -336,13 +336,7 @@ impl Origin {
                     // The busy answer, asked again within the server's
                     // descriptor wait.
                     tracing::warn!(error = %e, "cannot open a cached object: out of descriptors");
-                    (
-                        CacheResult::Error,
-                        Err(TftpError::new(
-                            ErrorCode::NotDefined,
-                            tftp_tokio::SOCKET_ERROR,
-                        )),
-                    )
+                    (CacheResult::Error, Err(TftpError::busy()))
                 }
                 Err(e) => {
                     tracing::warn!(url = %redact(&url), error = %e, "cannot open a cached object");

@@ -54,7 +54,7 @@
 //! use tftp_proto::options::{Limits, TransferOptions};
 //! use tftp_proto::packet::Mode;
 //! use tftp_proto::server::{accept, ServerRead};
-//! use tftp_proto::session::{Output, Session};
+//! use tftp_proto::session::{Transfer, Output, Session};
 //! use tftp_proto::stats::Outcome;
 //! use tftp_proto::time::Instant;
 //!
@@ -67,7 +67,7 @@
 //!
 //! // The client asks for 1024-byte blocks, a window of 4 and the size.
 //! let ask = TransferOptions { blksize: Some(1024), windowsize: Some(4), tsize: Some(0), timeout: None };
-//! let mut client = ClientGet::new(listen, b"boot.img", Mode::Octet, ask, &limits, now).unwrap();
+//! let mut client = Transfer::get(listen, b"boot.img", Mode::Octet, ask, &limits, now).unwrap();
 //! let mut server: Option<ServerRead> = None;
 //! let mut to_server: VecDeque<(SocketAddr, Vec<u8>)> = VecDeque::new();
 //! let mut to_client: VecDeque<Vec<u8>> = VecDeque::new();
@@ -81,6 +81,7 @@
 //!             Output::Transmit { to, bytes, .. } => out.push_back((to, bytes.to_vec())),
 //!             Output::Deliver(bytes) => { received.extend_from_slice(bytes); client.delivered(); }
 //!             Output::Finish => client.delivered(), // the data is complete (and durable)
+//!             Output::Verified => {}
 //!             Output::Fill(_) => unreachable!("a downloading client never fills"),
 //!             Output::Wait(_deadline) => return None,
 //!             Output::Done(outcome) => return Some(outcome),
@@ -95,7 +96,7 @@
 //!         if to == listen {
 //!             let request = accept(&datagram, client_addr, &limits).unwrap();
 //!             let negotiated = request.negotiate(&limits, Some(file.len() as u64));
-//!             server = Some(ServerRead::new(&request, negotiated.oack, &limits, now));
+//!             server = Some(Transfer::server_read(&request, negotiated.oack, &limits, now));
 //!         } else if let Some(s) = server.as_mut() {
 //!             s.handle_datagram(now, client_addr, &datagram);
 //!         }
@@ -111,6 +112,7 @@
 //!                     s.filled(n);
 //!                 }
 //!                 Output::Deliver(_) | Output::Finish => unreachable!("a read server never delivers"),
+//!                 Output::Verified => {}
 //!                 Output::Wait(_) | Output::Done(_) => break,
 //!             }
 //!         }
@@ -154,6 +156,7 @@ extern crate std;
 
 pub mod client;
 mod codec;
+pub mod failure;
 pub mod netascii;
 pub mod options;
 pub mod packet;

@@ -110,6 +110,17 @@ impl Mode {
             Mode::Octet => "octet",
         }
     }
+
+    /// The size a file of `size` bytes has on the wire in this mode, as far
+    /// as it is known in advance: the size itself in octet mode; unknown in
+    /// netascii (line ends expand). What `tsize` may announce, by a server
+    /// answering a read and by a client uploading.
+    pub fn wire_size(self, size: Option<u64>) -> Option<u64> {
+        match self {
+            Mode::Octet => size,
+            Mode::Netascii => None,
+        }
+    }
 }
 
 impl fmt::Display for Mode {

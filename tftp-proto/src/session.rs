@@ -1,8 +1,5 @@
-//! The driving contract shared by the four session types
-//! ([`ServerRead`](crate::server::ServerRead),
-//! [`ServerWrite`](crate::server::ServerWrite),
-//! [`ClientGet`](crate::client::ClientGet),
-//! [`ClientPut`](crate::client::ClientPut)).
+//! The driving contract of the one session type, [`Transfer`], in its four
+//! roles (server read and write, client download and upload).
 //!
 //! # The driving loop
 //!
@@ -35,6 +32,7 @@
 //!                 io.flush(); // make the received file durable first
 //!                 session.delivered();
 //!             }
+//!             Output::Verified => {} // a server's peer answered: it is real
 //!             Output::Wait(deadline) => match io.recv_until(deadline) {
 //!                 Some((from, datagram)) => session.handle_datagram(io.now(), from, &datagram),
 //!                 None => session.handle_timeout(io.now()),
@@ -50,7 +48,8 @@
 //! [`Session::delivered`] before the next `poll`; a timeout reported before
 //! the deadline is a no-op; after `Done` every call is a no-op and `poll`
 //! keeps returning `Done`. An I/O failure on the adapter's side (source read
-//! error, disk full, shutdown) is reported with [`Session::abort`], which
+//! error, disk full, shutdown) is reported with [`Session::fail`] (or
+//! [`Session::abort`] with a code and text of the application's own), which
 //! sends the peer an ERROR.
 //!
 //! No call allocates: buffers (the window, one block, one control packet) are
@@ -58,10 +57,12 @@
 
 use core::net::SocketAddr;
 
+pub use crate::failure::Failure;
 use crate::packet::ErrorCode;
 pub use crate::sender::Batch;
 use crate::stats::{Outcome, Stats};
 use crate::time::Instant;
+pub use crate::transfer::Transfer;
 
 /// What the adapter must do next.
 #[must_use]
@@ -90,6 +91,12 @@ pub enum Output<'a> {
     /// [`Session::abort`] if that failed: the final ACK goes out only then,
     /// so a peer never hears "done" for data that did not make it.
     Finish,
+    /// A server session's peer has just proved itself (it answered from the
+    /// request's address and port): returned once, before anything else,
+    /// by the first `poll` after the datagram that verified it. Client
+    /// sessions never return it (their server is verified from the start).
+    /// [`Stats::verified`] says the same for later reading.
+    Verified,
     /// Nothing to do until a datagram arrives or this deadline passes.
     Wait(Instant),
     /// The session is over; [`Session::stats`] has the details.
@@ -110,8 +117,13 @@ pub trait Session {
     /// The last [`Output::Deliver`] bytes were written, or, after
     /// [`Output::Finish`], the received data is durable.
     fn delivered(&mut self);
-    /// Ends the session with an ERROR to the peer (local failure).
+    /// Ends the session with an ERROR to the peer: a code and text the
+    /// application chose. A session already closing or done is left alone.
     fn abort(&mut self, code: ErrorCode, message: &str);
+    /// Ends the session with the ERROR of a local failure (its code and text
+    /// from the core's table, [`Failure::code`] and [`Failure::message`]),
+    /// like [`Session::abort`].
+    fn fail(&mut self, failure: Failure);
     /// Ends an unverified session at once without a word to the peer
     /// (outcome [`Outcome::Evicted`]): for one whose place in the server's
     /// table went to a newer request; an ERROR would only be one more
@@ -124,8 +136,12 @@ pub trait Session {
     /// GSO). The default is one packet per transmission; control packets
     /// (OACK, ACK, ERROR) always go alone.
     fn set_batch(&mut self, batch: Batch);
+    /// The largest datagram the session expects from its peer: size the
+    /// receive buffer with it (one byte more reveals an oversized DATA).
+    fn max_datagram(&self) -> usize;
     /// Bytes of the buffers the session holds now (window slots, netascii
-    /// staging, control packet), for a server-wide memory budget.
+    /// staging, control packet, and the adapter's receive buffer of
+    /// [`Session::max_datagram`]), for a server-wide memory budget.
     fn memory(&self) -> usize;
     /// Statistics so far (final once `Done`).
     fn stats(&self) -> &Stats;

@@ -25,6 +25,15 @@ pub enum Outcome {
     /// This side ended the session with an ERROR to the peer (bad OACK,
     /// oversized transfer, local abort).
     LocalError(ErrorCode),
+    /// The request was refused with this ERROR before any transfer
+    /// ([`Transfer::refuse`], [`Stats::refused`]): the handler's answer, or
+    /// no resources for it.
+    ///
+    /// [`Transfer::refuse`]: crate::session::Transfer::refuse
+    Refused {
+        /// The ERROR code sent.
+        code: ErrorCode,
+    },
     /// The peer went silent past the retry limit (or, before it was
     /// verified, past [`Limits::unverified_lifetime`]), or made less progress
     /// than [`Limits::min_rate`].
@@ -54,6 +63,7 @@ impl fmt::Display for Outcome {
             Outcome::OptionsRefused => f.write_str("options refused by peer"),
             Outcome::PeerError(c) => write!(f, "peer error {}", c.as_u16()),
             Outcome::LocalError(c) => write!(f, "local error {}", c.as_u16()),
+            Outcome::Refused { code } => write!(f, "refused with error {}", code.as_u16()),
             Outcome::TimedOut => f.write_str("timed out"),
             Outcome::Evicted => f.write_str("evicted"),
         }
@@ -182,6 +192,29 @@ impl Stats {
             error: None,
             outcome: None,
         }
+    }
+
+    /// The statistics of a request refused at `now` with ERROR `code` and
+    /// `message` without a session (no transfer socket, for instance): outcome
+    /// [`Outcome::Refused`], the error recorded as this side's.
+    pub fn refused(
+        request: &crate::server::Request,
+        code: ErrorCode,
+        message: &str,
+        now: Instant,
+    ) -> Self {
+        let mut stats = Stats::new(
+            request.peer,
+            &request.filename,
+            request.mode,
+            request.direction,
+            request.raw_options(),
+            now,
+        );
+        stats.set_error(code, message.as_bytes(), false);
+        stats.finished = Some(now);
+        stats.outcome = Some(Outcome::Refused { code });
+        stats
     }
 
     /// Time from start to end (or to `now` while running).

@@ -3,12 +3,10 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
-
-use tftp_proto::client::{ClientGet, ClientPut};
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::{ErrorCode, Mode};
-use tftp_proto::server::{accept, Request, ServerRead, ServerSession, ServerWrite};
-use tftp_proto::session::{Output, Session};
+use tftp_proto::server::{accept, Request, ServerSession};
+use tftp_proto::session::{Output, Session, Transfer};
 use tftp_proto::stats::Outcome;
 use tftp_proto::time::Instant;
 
@@ -51,6 +49,7 @@ fn drain(s: &mut dyn Session, now: Instant, source: &mut &[u8]) -> Drained {
                 s.delivered();
             }
             Output::Finish => s.delivered(),
+            Output::Verified => {}
             Output::Wait(t) => {
                 d.wait = Some(t);
                 return d;
@@ -98,7 +97,7 @@ fn only(d: &Drained) -> &[u8] {
 fn read_with_options_oack_then_data() {
     let req = request(b"\x00\x01f\x00octet\x00blksize\x0010\x00tsize\x000\x00");
     let oack = req.negotiate(&Limits::default(), Some(15)).oack;
-    let mut s = ServerRead::new(&req, oack, &Limits::default(), ms(0));
+    let mut s = Transfer::server_read(&req, oack, &Limits::default(), ms(0));
     let mut src: &[u8] = b"0123456789abcde";
     let d = drain(&mut s, ms(0), &mut src);
     assert_eq!(
@@ -125,7 +124,7 @@ fn read_with_options_oack_then_data() {
 #[test]
 fn read_without_options_sends_data_1_at_once() {
     let req = request(b"\x00\x01f\x00octet\x00");
-    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut s = Transfer::server_read(&req, TransferOptions::default(), &Limits::default(), ms(0));
     let mut src: &[u8] = &[7u8; 512];
     let d = drain(&mut s, ms(0), &mut src);
     assert_eq!(only(&d), data(1, &[7u8; 512]));
@@ -139,7 +138,7 @@ fn read_without_options_sends_data_1_at_once() {
 fn oack_refused_with_error_8_is_a_clean_probe() {
     let req = request(b"\x00\x01f\x00octet\x00tsize\x000\x00");
     let oack = req.negotiate(&Limits::default(), Some(1000)).oack;
-    let mut s = ServerRead::new(&req, oack, &Limits::default(), ms(0));
+    let mut s = Transfer::server_read(&req, oack, &Limits::default(), ms(0));
     let mut src: &[u8] = &[];
     drain(&mut s, ms(0), &mut src);
     s.handle_datagram(ms(1), addr(PEER), &error(8, "tsize probe"));
@@ -159,7 +158,7 @@ fn oack_is_retransmitted_then_times_out() {
     };
     let req = request(b"\x00\x01f\x00octet\x00blksize\x001024\x00");
     let oack = req.negotiate(&limits, None).oack;
-    let mut s = ServerRead::new(&req, oack, &limits, ms(0));
+    let mut s = Transfer::server_read(&req, oack, &limits, ms(0));
     let mut src: &[u8] = &[];
     let d = drain(&mut s, ms(0), &mut src);
     assert_eq!(d.wait, Some(ms(100)));
@@ -184,7 +183,7 @@ fn oack_is_retransmitted_then_times_out() {
 fn negotiated_timeout_option_sets_the_timer_once_the_peer_answers() {
     let req = request(b"\x00\x01f\x00octet\x00timeout\x003\x00");
     let oack = req.negotiate(&Limits::default(), None).oack;
-    let mut s = ServerRead::new(&req, oack, &Limits::default(), ms(0));
+    let mut s = Transfer::server_read(&req, oack, &Limits::default(), ms(0));
     let mut src: &[u8] = &[7u8; 1000];
     let d = drain(&mut s, ms(0), &mut src);
     // Unverified: the adaptive timer from its 1 s start, not the option.
@@ -293,7 +292,7 @@ fn a_trickling_peer_is_ended_as_too_slow() {
     let limits = Limits::default();
     let req = request(b"\x00\x01f\x00octet\x00blksize\x008\x00");
     let oack = req.negotiate(&limits, None).oack;
-    let mut s = ServerRead::new(&req, oack, &limits, ms(0));
+    let mut s = Transfer::server_read(&req, oack, &limits, ms(0));
     let mut src: &[u8] = &[7u8; 1_000_000];
     let mut d = drain(&mut s, ms(0), &mut src);
     let mut now = ms(0);
@@ -368,7 +367,7 @@ fn memory_counts_the_window_and_the_netascii_stage() {
 #[test]
 fn stranger_gets_error_5_and_session_is_untouched() {
     let req = request(b"\x00\x01f\x00octet\x00");
-    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut s = Transfer::server_read(&req, TransferOptions::default(), &Limits::default(), ms(0));
     let mut src: &[u8] = &[1u8; 600];
     drain(&mut s, ms(0), &mut src);
     s.handle_datagram(ms(1), addr(STRANGER), &ack(1));
@@ -392,7 +391,7 @@ fn stranger_gets_error_5_and_session_is_untouched() {
 #[test]
 fn peer_error_ends_the_session_silently() {
     let req = request(b"\x00\x01f\x00octet\x00");
-    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut s = Transfer::server_read(&req, TransferOptions::default(), &Limits::default(), ms(0));
     let mut src: &[u8] = &[1u8; 600];
     drain(&mut s, ms(0), &mut src);
     s.handle_datagram(ms(1), addr(PEER), &error(3, "Disk full"));
@@ -415,7 +414,7 @@ fn write_acks_dallies_and_reacks_the_last_block() {
     };
     let req = request(b"\x00\x02up\x00octet\x00blksize\x008\x00");
     let oack = req.negotiate(&limits, None).oack;
-    let mut s = ServerWrite::new(&req, oack, &limits, ms(0));
+    let mut s = Transfer::server_write(&req, oack, &limits, ms(0));
     let mut src: &[u8] = &[];
     assert_eq!(
         only(&drain(&mut s, ms(0), &mut src)),
@@ -449,7 +448,7 @@ fn write_acks_dallies_and_reacks_the_last_block() {
 #[test]
 fn write_without_options_acks_0() {
     let req = request(b"\x00\x02up\x00octet\x00");
-    let mut s = ServerWrite::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut s = Transfer::server_write(&req, TransferOptions::default(), &Limits::default(), ms(0));
     let mut src: &[u8] = &[];
     assert_eq!(only(&drain(&mut s, ms(0), &mut src)), ack(0));
 }
@@ -457,7 +456,7 @@ fn write_without_options_acks_0() {
 #[test]
 fn write_limits_oversized_block_and_transfer() {
     let req = request(b"\x00\x02up\x00octet\x00");
-    let mut s = ServerWrite::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut s = Transfer::server_write(&req, TransferOptions::default(), &Limits::default(), ms(0));
     let mut src: &[u8] = &[];
     drain(&mut s, ms(0), &mut src);
     s.handle_datagram(ms(1), addr(PEER), &data(1, &[0u8; 513]));
@@ -472,7 +471,7 @@ fn write_limits_oversized_block_and_transfer() {
         max_transfer_blocks: 1,
         ..Limits::default()
     };
-    let mut s = ServerWrite::new(&req, TransferOptions::default(), &limits, ms(0));
+    let mut s = Transfer::server_write(&req, TransferOptions::default(), &limits, ms(0));
     drain(&mut s, ms(0), &mut src);
     s.handle_datagram(ms(1), addr(PEER), &data(1, &[0u8; 512]));
     drain(&mut s, ms(1), &mut src);
@@ -485,7 +484,7 @@ fn write_limits_oversized_block_and_transfer() {
 #[test]
 fn abort_sends_an_error_and_ends() {
     let req = request(b"\x00\x01f\x00octet\x00");
-    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut s = Transfer::server_read(&req, TransferOptions::default(), &Limits::default(), ms(0));
     let mut src: &[u8] = &[1u8; 600];
     drain(&mut s, ms(0), &mut src);
     s.abort(ErrorCode::NotDefined, "read error");
@@ -501,7 +500,7 @@ fn client_get_checks_oack_and_acks_0() {
         tsize: Some(0),
         ..Default::default()
     };
-    let mut c = ClientGet::new(
+    let mut c = Transfer::get(
         addr(SERVER),
         b"f",
         Mode::Octet,
@@ -539,7 +538,7 @@ fn client_refuses_a_raised_blksize_with_error_8() {
         blksize: Some(512),
         ..Default::default()
     };
-    let mut c = ClientGet::new(
+    let mut c = Transfer::get(
         addr(SERVER),
         b"f",
         Mode::Octet,
@@ -567,7 +566,7 @@ fn client_falls_back_when_server_ignores_options() {
         windowsize: Some(8),
         ..Default::default()
     };
-    let mut c = ClientGet::new(
+    let mut c = Transfer::get(
         addr(SERVER),
         b"f",
         Mode::Octet,
@@ -588,7 +587,7 @@ fn client_falls_back_when_server_ignores_options() {
 
 #[test]
 fn client_ignores_answers_from_another_host() {
-    let mut c = ClientGet::new(
+    let mut c = Transfer::get(
         addr(SERVER),
         b"f",
         Mode::Octet,
@@ -607,7 +606,7 @@ fn client_ignores_answers_from_another_host() {
 
 #[test]
 fn client_put_sends_data_after_ack_0() {
-    let mut c = ClientPut::new(
+    let mut c = Transfer::put(
         addr(SERVER),
         b"up",
         Mode::Octet,
@@ -635,7 +634,7 @@ fn client_request_is_retransmitted_to_the_listening_port() {
         initial_rto: Duration::from_millis(200),
         ..Limits::default()
     };
-    let mut c = ClientGet::new(
+    let mut c = Transfer::get(
         addr(SERVER),
         b"f",
         Mode::Octet,
@@ -655,7 +654,7 @@ fn client_request_is_retransmitted_to_the_listening_port() {
 #[test]
 fn garbage_from_the_peer_is_ignored() {
     let req = request(b"\x00\x01f\x00octet\x00");
-    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut s = Transfer::server_read(&req, TransferOptions::default(), &Limits::default(), ms(0));
     let mut src: &[u8] = &[1u8; 600];
     drain(&mut s, ms(0), &mut src);
     for junk in [
@@ -681,7 +680,7 @@ fn client_ignores_a_bogus_first_data_and_still_times_out() {
         initial_rto: Duration::from_millis(100),
         ..Limits::default()
     };
-    let mut c = ClientGet::new(
+    let mut c = Transfer::get(
         addr(SERVER),
         b"f",
         Mode::Octet,
@@ -724,7 +723,7 @@ fn window_memory_is_bounded_by_the_local_limits() {
         ..Default::default()
     };
     let limits = Limits::default();
-    let c = ClientPut::new(addr(SERVER), b"f", Mode::Octet, ask, &limits, ms(0)).unwrap();
+    let c = Transfer::put(addr(SERVER), b"f", Mode::Octet, ask, &limits, ms(0)).unwrap();
     let asked = c.stats().requested_options();
     let windowsize = asked
         .iter()
@@ -738,7 +737,7 @@ fn window_memory_is_bounded_by_the_local_limits() {
     );
     // A server session given too much by an application is clamped too.
     let req = request(b"\x00\x01f\x00octet\x00");
-    let s = ServerRead::new(&req, ask, &limits, ms(0));
+    let s = Transfer::server_read(&req, ask, &limits, ms(0));
     let o = s.stats().options_negotiated;
     assert!(
         usize::from(o.window_size()) * usize::from(o.block_size())
@@ -752,9 +751,11 @@ fn window_memory_is_bounded_by_the_local_limits() {
 #[test]
 fn final_ack_waits_for_finish() {
     let req = request(b"\x00\x02up\x00octet\x00");
-    let mut s = ServerWrite::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut s = Transfer::server_write(&req, TransferOptions::default(), &Limits::default(), ms(0));
     assert_eq!(only(&drain(&mut s, ms(0), &mut &[][..])), ack(0));
     s.handle_datagram(ms(1), addr(PEER), &data(1, b"last"));
+    // DATA 1 from the request's address and port verifies the peer: said once.
+    assert!(matches!(s.poll(ms(1)), Output::Verified));
     assert!(matches!(s.poll(ms(1)), Output::Deliver(b"last")));
     s.delivered();
     assert!(
@@ -777,7 +778,7 @@ fn final_ack_waits_for_finish() {
 #[test]
 fn a_grown_round_trip_is_learned_after_a_retransmission() {
     let req = request(b"\x00\x01f\x00octet\x00");
-    let mut s = ServerRead::new(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut s = Transfer::server_read(&req, TransferOptions::default(), &Limits::default(), ms(0));
     let file = vec![1u8; 512 * 40 + 1];
     let mut src: &[u8] = &file;
     // (when, ACK block) the peer will send; it answers every copy of a
@@ -812,4 +813,32 @@ fn a_grown_round_trip_is_learned_after_a_retransmission() {
     let timeouts = s.stats().timeouts;
     println!("{timeouts} timeouts");
     assert!((1..=3).contains(&timeouts), "{timeouts} timeouts");
+}
+
+/// The core says when a server's peer proves itself: `Output::Verified`,
+/// once, after the first ACK from the request's address and port.
+#[test]
+fn verified_is_an_output_returned_once() {
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let mut s = Transfer::server_read(&req, TransferOptions::default(), &Limits::default(), ms(0));
+    let mut verified = 0;
+    let mut source: &[u8] = &[7u8; 600];
+    for step in 0..4u16 {
+        loop {
+            match s.poll(ms(u64::from(step))) {
+                Output::Verified => verified += 1,
+                Output::Fill(buf) => {
+                    let n = buf.len().min(source.len());
+                    buf[..n].copy_from_slice(&source[..n]);
+                    source = &source[n..];
+                    s.filled(n);
+                }
+                Output::Wait(_) | Output::Done(_) => break,
+                _ => {}
+            }
+        }
+        assert_eq!(verified, usize::from(step > 0), "step {step}");
+        s.handle_datagram(ms(1), addr(PEER), &[0, 4, 0, step as u8 + 1]);
+    }
+    assert!(s.stats().verified);
 }

@@ -7,12 +7,10 @@
 //! Checked with dhat's counting allocator.
 
 use std::net::SocketAddr;
-
-use tftp_proto::client::{ClientGet, ClientPut};
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::Mode;
-use tftp_proto::server::{accept, ServerRead, ServerWrite};
-use tftp_proto::session::{Output, Session};
+use tftp_proto::server::accept;
+use tftp_proto::session::{Output, Session, Transfer};
 use tftp_proto::time::Instant;
 
 #[global_allocator]
@@ -80,6 +78,7 @@ fn drain(
                 s.delivered();
             }
             Output::Finish => s.delivered(),
+            Output::Verified => {}
             Output::Wait(_) | Output::Done(_) => return,
         }
     }
@@ -112,9 +111,9 @@ fn transfer_loop_does_not_allocate() {
         for data in [&large[..20_000], &large[..]] {
             let now = Instant::ZERO;
             let mut c: Box<dyn Session> = if put {
-                Box::new(ClientPut::new(server, b"f", mode, options, &limits, now).unwrap())
+                Box::new(Transfer::put(server, b"f", mode, options, &limits, now).unwrap())
             } else {
-                Box::new(ClientGet::new(server, b"f", mode, options, &limits, now).unwrap())
+                Box::new(Transfer::get(server, b"f", mode, options, &limits, now).unwrap())
             };
             let mut to_server = Wire::new();
             let mut to_client = Wire::new();
@@ -133,9 +132,9 @@ fn transfer_loop_does_not_allocate() {
             let request = accept(&to_server.bufs[i][..to_server.lens[i]], client, &limits).unwrap();
             let oack = request.negotiate(&limits, Some(data.len() as u64)).oack;
             let mut s: Box<dyn Session> = if put {
-                Box::new(ServerWrite::new(&request, oack, &limits, now))
+                Box::new(Transfer::server_write(&request, oack, &limits, now))
             } else {
-                Box::new(ServerRead::new(&request, oack, &limits, now))
+                Box::new(Transfer::server_read(&request, oack, &limits, now))
             };
             let server_tid: SocketAddr = "10.0.0.2:2000".parse().unwrap();
 

@@ -132,17 +132,12 @@ fn outcome_word(s: &Stats) -> &'static str {
         Some(Outcome::Completed) => "completed",
         Some(Outcome::OptionsRefused) => "options_refused",
         Some(Outcome::PeerError(_)) => "peer_error",
-        Some(Outcome::LocalError(_)) if nothing_moved(s) => "refused",
+        Some(Outcome::Refused { .. }) => "refused",
         Some(Outcome::LocalError(_)) => "failed",
         Some(Outcome::TimedOut) => "timed_out",
         Some(Outcome::Evicted) => "evicted",
         None => "unfinished",
     }
-}
-
-/// No OACK, no DATA: the request itself was answered with an ERROR.
-fn nothing_moved(s: &Stats) -> bool {
-    s.blocks_sent == 0 && s.blocks_received == 0 && s.options_negotiated == Default::default()
 }
 
 #[cfg(test)]

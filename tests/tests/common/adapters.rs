@@ -245,7 +245,7 @@ fn busy(name: &[u8]) -> Decision {
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(usize::MAX);
     if calls <= times {
-        Decision::Error(TftpError::new(ErrorCode::NotDefined, tftp_io::SOCKET_ERROR))
+        Decision::Error(TftpError::busy())
     } else {
         Decision::Bytes(name.to_vec(), None)
     }

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use tftp_proto::stats::Stats;
 
 use super::{executor, Threads};
-use crate::client::{GET_BUFFER, PUT_BUFFER};
 use crate::driver::threads::{run, Io};
 use crate::driver::{Clock, Data, SessionDriver};
 use crate::error::ClientError;
@@ -22,8 +21,7 @@ impl Client<Threads> {
         let socket = self.std_socket()?;
         let clock = Clock::new(Threads::default());
         let session = self.get_session(remote.as_ref(), clock.now())?;
-        let mut driver =
-            SessionDriver::new(session, Data::Download, GET_BUFFER, None, executor(false));
+        let mut driver = SessionDriver::new(session, Data::Download, None, executor(false));
         let outcome = run(&mut driver, &socket, &mut Io::Download(sink), &clock, None)?;
         ClientError::check(outcome, driver.stats().clone())
     }
@@ -40,8 +38,7 @@ impl Client<Threads> {
         let clock = Clock::new(Threads::default());
         let session = self.put_session(remote.as_ref(), size, clock.now())?;
         let sized = size.is_some();
-        let mut driver =
-            SessionDriver::new(session, Data::Source, PUT_BUFFER, None, executor(sized));
+        let mut driver = SessionDriver::new(session, Data::Source, None, executor(sized));
         let outcome = run(&mut driver, &socket, &mut Io::Source(source), &clock, None)?;
         ClientError::check(outcome, driver.stats().clone())
     }

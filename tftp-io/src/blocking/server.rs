@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tftp_proto::options::Direction;
-use tftp_proto::server::Request;
-use tftp_proto::session::Session;
+use tftp_proto::server::{Request, TftpError};
 use tftp_proto::stats::{ServerStats, Stats};
 
 use super::{executor, Handler, Threads};
@@ -19,11 +18,10 @@ use crate::config::{ServerBuilder, ABORT_GRACE};
 use crate::driver::threads::{run, Io, POLL_STOPS};
 use crate::driver::SessionDriver;
 use crate::listen::{Listener, LISTEN_BUFFER};
-use crate::net::{bind_transfer, random_seed};
 use crate::registry::Ticket;
 use crate::session::{
-    busy_answer, busy_packet, is_transient, no_socket, open, out_of_descriptors, Answer, Data,
-    DescriptorWait, Granted,
+    busy_packet, is_transient, no_socket, open, out_of_descriptors, Answer, Data, DescriptorWait,
+    Granted,
 };
 use crate::shared::{Accepted, Shared};
 
@@ -275,12 +273,10 @@ fn run_session<H: Handler>(
     listening: Arc<Listening>,
     ticket: &mut Ticket,
 ) -> Stats {
-    let clock = &shared.clock;
+    let (clock, config) = (&shared.clock, &shared.registry.config);
     let started = clock.now();
-    let config = &shared.registry.config;
-    let local_ip = request.local.map_or(request.peer.ip(), |l| l.ip());
     let bound = while_out_of_descriptors(
-        || bind_transfer(local_ip, config.port_range, random_seed()),
+        || shared.bind_transfer(request),
         |b| b.as_ref().is_err_and(out_of_descriptors),
     );
     let socket = match bound {
@@ -292,9 +288,7 @@ fn run_session<H: Handler>(
         }
         Err(e) => {
             reply_busy(&listening, request);
-            return no_socket(request, &config.limits, &e, clock.now())
-                .stats()
-                .clone();
+            return no_socket(request, &e, clock.now());
         }
     };
     // The file may not open for the same reason (DirHandler answers
@@ -304,7 +298,7 @@ fn run_session<H: Handler>(
             Direction::Read => shared.handler.read(request).map(Granted::Read),
             Direction::Write => shared.handler.write(request).map(Granted::Write),
         },
-        |a| a.as_ref().is_err_and(busy_answer),
+        |a| a.as_ref().is_err_and(TftpError::is_busy),
     );
     let local = socket.local_addr().ok();
     let answer = Answer::Decided(answer);
@@ -315,8 +309,7 @@ fn run_session<H: Handler>(
         Data::Sink(w) => (Io::Upload(&mut *w.0), false),
         Data::None => (Io::None, false),
     };
-    let max = session.max_datagram();
-    let mut driver = SessionDriver::new(session, kind, max, Some(ticket), executor(sized));
+    let mut driver = SessionDriver::new(session, kind, Some(ticket), executor(sized));
     if let Err(e) = run(&mut driver, &socket, &mut io, clock, Some(&shared.aborting)) {
         tracing::warn!(error = %e, "transfer socket failed");
     }

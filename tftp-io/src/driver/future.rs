@@ -100,15 +100,9 @@ pub(crate) async fn run<R: Runtime, S: Session>(
     let mut stops = Stops::default();
     loop {
         match driver.next(clock.now()) {
-            Step::Send {
-                to,
-                bytes,
-                segment_size,
-            } => {
+            Step::Send(datagrams) => {
                 let mut batched = true;
-                let mut send = |fd: BorrowedFd<'_>| {
-                    udp::send(fd, to, bytes, segment_size).map(|b| batched = b)
-                };
+                let mut send = |fd: BorrowedFd<'_>| datagrams.send(fd).map(|b| batched = b);
                 let sent = poll_fn(|cx| socket.poll_send_with(cx, &mut send)).await;
                 driver.sent(sent.map(|()| batched));
             }

@@ -18,7 +18,7 @@
 //! ```text
 //! loop {
 //!     match driver.next(now) {
-//!         Send { to, bytes, segment_size } => driver.sent(send(...)),
+//!         Send(datagrams)                  => driver.sent(datagrams.send(fd)),
 //!         Read { buf, deadline }           => driver.read(now, read_once(buf) or Expired or Stopped),
 //!         Write(bytes)                     => driver.written(write_once(bytes)),
 //!         Flush / Close                    => driver.flushed(flush() / close()),
@@ -39,15 +39,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tftp_proto::failure::Failure;
 use tftp_proto::options::Limits;
-use tftp_proto::packet::ErrorCode;
 use tftp_proto::session::{Batch, Output, Session};
 use tftp_proto::stats::{Outcome, Stats};
 use tftp_proto::time::Instant;
 
 use crate::readahead::{Next, ReadAhead};
 use crate::registry::Ticket;
-use crate::session::{error_reply, Side, Signal, READ_ERROR, SHUTTING_DOWN, SOCKET_ERROR};
+use crate::session::{failure, Signal, Stage};
 use crate::udp::{self, Got};
 
 /// A source of the time: a runtime's clock (tokio's paused test clock,
@@ -94,14 +94,8 @@ impl<R: Now> Clock<R> {
 #[must_use]
 #[derive(Debug)]
 pub(crate) enum Step<'a> {
-    /// Send `bytes` to `to`: one datagram, or consecutive ones of
-    /// `segment_size` bytes in one GSO send. Report with
-    /// [`SessionDriver::sent`].
-    Send {
-        to: SocketAddr,
-        bytes: &'a [u8],
-        segment_size: usize,
-    },
+    /// Send datagrams. Report with [`SessionDriver::sent`].
+    Send(Datagrams<'a>),
     /// Read from the source once into `buf`. A server session waits for it
     /// no later than `deadline` (and stops when told to). Report with
     /// [`SessionDriver::read`].
@@ -128,6 +122,22 @@ pub(crate) enum Step<'a> {
     Again,
     /// The session is over.
     Done(Outcome),
+}
+
+/// What a [`Step::Send`] sends: `bytes` to `to`, one datagram or
+/// consecutive ones of `segment_size` bytes in one GSO send.
+#[derive(Debug)]
+pub(crate) struct Datagrams<'a> {
+    pub(crate) to: SocketAddr,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) segment_size: usize,
+}
+
+impl Datagrams<'_> {
+    /// Sends them on `fd`: true if they went as one batch.
+    pub(crate) fn send(&self, fd: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
+        udp::send(fd, self.to, self.bytes, self.segment_size)
+    }
 }
 
 /// Where a [`Step::Wait`]'s datagrams go: `first`, and `second` when it is
@@ -192,7 +202,9 @@ enum Report {
     /// The last `Deliver` or `Finish` is done.
     Delivered,
     /// The source or sink failed.
-    Failed(Side, io::Error),
+    Failed(Stage, io::Error),
+    /// The session's peer was just verified.
+    Verified,
 }
 
 /// The I/O of a step in progress, to tell what its result belongs to.
@@ -234,17 +246,17 @@ pub(crate) struct SessionDriver<'t, S> {
 }
 
 impl<'t, S: Session> SessionDriver<'t, S> {
-    /// A driver for `session`, whose datagrams are at most `max_datagram`
-    /// bytes. A server session's buffers beyond the session's own come out
-    /// of `ticket`'s memory lease, and only while the budget is plentiful.
+    /// A driver for `session`. A server session's buffers beyond the
+    /// session's own come out of `ticket`'s memory lease, and only while
+    /// the budget is plentiful.
     pub(crate) fn new(
         mut session: S,
         data: Data,
-        max_datagram: usize,
         mut ticket: Option<&'t mut Ticket>,
         executor: Executor,
     ) -> Self {
         session.set_batch(udp::batch_for(session.stats().peer));
+        let max_datagram = session.max_datagram();
         // A second receive slot as large as a small buffer (a read's, or a
         // write's of small blocks): one `recvmmsg` then takes two datagrams
         // and tells when the queue is empty. It only goes faster, so it
@@ -299,17 +311,16 @@ impl<'t, S: Session> SessionDriver<'t, S> {
             Report::None => {}
             Report::Filled(n) => self.session.filled(n),
             Report::Delivered => self.session.delivered(),
-            Report::Failed(side, e) => {
-                let (code, message) = error_reply(side, &e);
-                tracing::warn!(error = %e, ?side, "transfer I/O failed");
-                self.session.abort(code, message);
+            Report::Failed(stage, e) => {
+                tracing::warn!(error = %e, ?stage, "transfer I/O failed");
+                self.session.fail(failure(stage, &e));
             }
+            Report::Verified => self.note_verified(),
         }
         if mem::take(&mut self.take_queued) {
             if let Some((n, from)) = self.queued.take() {
                 let datagram = self.second.get(..n).unwrap_or_default();
                 self.session.handle_datagram(now, from, datagram);
-                self.note_verified();
             }
         }
         let verified = self.session.stats().verified;
@@ -333,11 +344,11 @@ impl<'t, S: Session> SessionDriver<'t, S> {
                 to,
                 bytes,
                 segment_size,
-            } => Step::Send {
+            } => Step::Send(Datagrams {
                 to,
                 bytes,
                 segment_size,
-            },
+            }),
             Output::Fill(out) => match self.read_ahead.next(out, &mut self.filled) {
                 Ok(Next::Done) => {
                     self.report = Report::Filled(mem::take(&mut self.filled));
@@ -369,7 +380,7 @@ impl<'t, S: Session> SessionDriver<'t, S> {
                 }
                 Err(e) => {
                     self.filled = 0;
-                    self.report = Report::Failed(Side::Source, e);
+                    self.report = Report::Failed(Stage::Source, e);
                     Step::Again
                 }
             },
@@ -408,6 +419,10 @@ impl<'t, S: Session> SessionDriver<'t, S> {
                     top_up: top_up.then(|| self.read_ahead.free()),
                 }
             }
+            Output::Verified => {
+                self.report = Report::Verified;
+                Step::Again
+            }
             Output::Done(outcome) => Step::Done(outcome),
         }
     }
@@ -432,13 +447,13 @@ impl<'t, S: Session> SessionDriver<'t, S> {
                 (Reading::Direct, Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 (Reading::Direct, Err(e)) => {
                     self.filled = 0;
-                    self.report = Report::Failed(Side::Source, e);
+                    self.report = Report::Failed(Stage::Source, e);
                 }
             },
             Waited::Stopped(why) => self.stop(why),
             Waited::Expired if self.session.stats().verified => {
                 tracing::warn!("the transfer's source stalled past the session's patience");
-                self.session.abort(ErrorCode::NotDefined, READ_ERROR);
+                self.session.fail(Failure::ReadError);
             }
             Waited::Expired => {
                 // Past the unverified lifetime: the core ends it (timed
@@ -473,7 +488,7 @@ impl<'t, S: Session> SessionDriver<'t, S> {
 
     fn sink_failed(&mut self, e: io::Error) {
         self.written = 0;
-        self.report = Report::Failed(Side::Sink, e);
+        self.report = Report::Failed(Stage::Sink, e);
     }
 
     /// A [`Step::Wait`] received datagrams (`recv.got` says which).
@@ -482,7 +497,6 @@ impl<'t, S: Session> SessionDriver<'t, S> {
         if let Some((n, from)) = got[0] {
             let datagram = self.first.get(..n).unwrap_or_default();
             self.session.handle_datagram(now, from, datagram);
-            self.note_verified();
         }
         // The second waits in its slot until the session has done what the
         // first asked (a receiver takes one block at a time).
@@ -510,13 +524,13 @@ impl<'t, S: Session> SessionDriver<'t, S> {
     /// applies).
     pub(crate) fn stop(&mut self, why: Stop) {
         match why {
-            Stop::Abort => self.session.abort(ErrorCode::NotDefined, SHUTTING_DOWN),
+            Stop::Abort => self.session.fail(Failure::ShuttingDown),
             Stop::Cancel => self.session.cancel(),
         }
     }
 
-    /// Tells the ticket once the session's peer is verified (the core knows
-    /// it first, from the peer's answer). A session whose window no longer
+    /// Tells the ticket that the session's peer is verified (the core's
+    /// [`Output::Verified`]). A session whose window no longer
     /// fits the memory budget then is refused with ERROR 0 "busy".
     fn note_verified(&mut self) {
         let Some(ticket) = self.ticket.as_deref_mut() else {
@@ -527,7 +541,7 @@ impl<'t, S: Session> SessionDriver<'t, S> {
             && !ticket.verified(self.session.memory())
         {
             tracing::warn!("session memory budget exhausted");
-            self.session.abort(ErrorCode::NotDefined, SOCKET_ERROR);
+            self.session.fail(Failure::Busy);
         }
     }
 }

@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tftp_proto::client::ClientGet;
 use tftp_proto::options::{Limits, TransferOptions};
@@ -19,6 +18,7 @@ use tftp_proto::time::Instant;
 use super::*;
 use crate::config::ServerConfig;
 use crate::registry::Registry;
+use crate::{READ_ERROR, SHUTTING_DOWN};
 
 const CLIENT: &str = "127.0.0.1:40000";
 const SERVER: &str = "127.0.0.1:69";
@@ -81,7 +81,7 @@ fn client(blksize: u16, windowsize: u16, now: Instant) -> (ClientGet, Vec<u8>) {
         windowsize: (windowsize > 0).then_some(windowsize),
         ..TransferOptions::default()
     };
-    let mut client = ClientGet::new(
+    let mut client = ClientGet::get(
         addr(SERVER),
         b"f",
         Mode::Octet,
@@ -181,6 +181,7 @@ fn run_pair_with(
                     }
                     Output::Finish => client.delivered(),
                     Output::Fill(_) => unreachable!("a download does not fill"),
+                    Output::Verified => {}
                     Output::Wait(w) => {
                         client_deadline = w;
                         break;
@@ -193,11 +194,11 @@ fn run_pair_with(
             }
         }
         match driver.next(now) {
-            Step::Send {
+            Step::Send(Datagrams {
                 bytes,
                 segment_size,
                 ..
-            } => {
+            }) => {
                 for d in bytes.chunks(segment_size) {
                     to_client.push_back(d.to_vec());
                 }
@@ -310,9 +311,7 @@ fn a_file_arrives_whole_through_short_and_interrupted_reads() {
             let (mut client, request, mut ticket) = start(&registry, blksize, windowsize);
             let limits = &registry.config.limits;
             let session = ServerSession::start(&request, limits, None, None, Instant::ZERO);
-            let max = session.max_datagram();
-            let mut driver =
-                SessionDriver::new(session, Data::Source, max, Some(&mut ticket), ASYNC);
+            let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
             let sent = data(200_000);
             let source = Source::Reads(Chunks {
                 data: sent.clone(),
@@ -342,8 +341,7 @@ fn a_failing_source_ends_with_read_error_after_its_data() {
         let (mut client, request, mut ticket) = start(&registry, blksize, windowsize);
         let session =
             ServerSession::start(&request, &registry.config.limits, None, None, Instant::ZERO);
-        let max = session.max_datagram();
-        let mut driver = SessionDriver::new(session, Data::Source, max, Some(&mut ticket), ASYNC);
+        let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
         let sent = data(150_000);
         let source = Source::Reads(Chunks {
             data: sent.clone(),
@@ -376,8 +374,7 @@ fn a_stalled_source_waits_within_the_session_budget() {
     let registry = new_registry(limits.clone());
     let (mut client, request, mut ticket) = start(&registry, 0, 0);
     let session = ServerSession::start(&request, &limits, None, None, Instant::ZERO);
-    let max = session.max_datagram();
-    let mut driver = SessionDriver::new(session, Data::Source, max, Some(&mut ticket), ASYNC);
+    let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
     let run = run_pair(
         &mut driver,
         &mut client,
@@ -397,8 +394,7 @@ fn a_stalled_source_waits_within_the_session_budget() {
     let registry = new_registry(limits.clone());
     let (mut client, request, mut ticket) = start(&registry, 1468, 4);
     let session = ServerSession::start(&request, &limits, None, Some(10_000), Instant::ZERO);
-    let max = session.max_datagram();
-    let mut driver = SessionDriver::new(session, Data::Source, max, Some(&mut ticket), ASYNC);
+    let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
     let run = run_pair(
         &mut driver,
         &mut client,
@@ -428,8 +424,7 @@ fn stops_end_the_session() {
             Some(100),
             Instant::ZERO,
         );
-        let max = session.max_datagram();
-        let mut driver = SessionDriver::new(session, Data::Source, max, Some(&mut ticket), ASYNC);
+        let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
         let source = Source::Reads(Chunks {
             data: data(100),
             at: 0,
@@ -460,13 +455,11 @@ fn top_ups_only_where_the_executor_allows_them() {
         let (mut client, request, mut ticket) = start(&registry, 512, 1);
         let session =
             ServerSession::start(&request, &registry.config.limits, None, None, Instant::ZERO);
-        let max = session.max_datagram();
         let executor = Executor {
             top_up,
             two_slots: false,
         };
-        let mut driver =
-            SessionDriver::new(session, Data::Source, max, Some(&mut ticket), executor);
+        let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), executor);
         let sent = data(100_000);
         let source = Source::Reads(Chunks {
             data: sent.clone(),
@@ -491,8 +484,7 @@ fn the_lease_holds_the_read_ahead_sized_to_the_window() {
     let (mut client, request, mut ticket) = start(&registry, 512, 1);
     let session =
         ServerSession::start(&request, &registry.config.limits, None, None, Instant::ZERO);
-    let max = session.max_datagram();
-    let mut driver = SessionDriver::new(session, Data::Source, max, Some(&mut ticket), ASYNC);
+    let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
     let sent = data(100_000);
     let source = Source::Reads(Chunks {
         data: sent.clone(),

@@ -12,7 +12,6 @@ use tftp_proto::stats::Outcome;
 use super::{Clock, SessionDriver, Step, Stop, Waited};
 use crate::blocking::{Sink, Threads};
 use crate::session::Signal;
-use crate::udp;
 
 /// How often a blocked thread looks at the stop signals.
 pub(crate) const POLL_STOPS: Duration = Duration::from_millis(100);
@@ -45,12 +44,8 @@ pub(crate) fn run<S: Session>(
     let mut timeout_set: Option<Duration> = None;
     loop {
         match driver.next(clock.now()) {
-            Step::Send {
-                to,
-                bytes,
-                segment_size,
-            } => {
-                let sent = udp::send(socket.as_fd(), to, bytes, segment_size);
+            Step::Send(datagrams) => {
+                let sent = datagrams.send(socket.as_fd());
                 driver.sent(sent);
             }
             Step::Read { buf, .. } => {

@@ -13,8 +13,8 @@ use divan::Bencher;
 use tftp_proto::client::ClientGet;
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::{encode_data_header, encode_oack, Mode, Packet};
-use tftp_proto::server::{accept, ServerRead};
-use tftp_proto::session::{Batch, Output, Session};
+use tftp_proto::server::accept;
+use tftp_proto::session::{Batch, Output, Session, Transfer};
 use tftp_proto::time::Instant;
 
 fn main() {
@@ -51,7 +51,7 @@ fn serve(blksize: u16, window: u16, batch: Batch, file: &[u8]) -> u64 {
     .expect("request");
     let request = accept(&req[..n], peer, &limits).expect("accepted");
     let oack = request.negotiate(&limits, Some(file.len() as u64)).oack;
-    let mut session = ServerRead::new(&request, oack, &limits, Instant::ZERO);
+    let mut session = Transfer::server_read(&request, oack, &limits, Instant::ZERO);
     session.set_batch(batch);
     let mut read = 0;
     let mut last = 0u16;
@@ -84,6 +84,7 @@ fn serve(blksize: u16, window: u16, batch: Batch, file: &[u8]) -> u64 {
             }
             Output::Done(_) => return packets,
             Output::Deliver(_) | Output::Finish => session.delivered(),
+            Output::Verified => {}
         }
     }
 }
@@ -95,7 +96,7 @@ fn receive(blksize: u16, window: u16, packets: &[Vec<u8>]) -> u64 {
     let server: SocketAddr = "10.0.0.2:2069".parse().expect("address");
     let asked = options(blksize, window);
     let mut session =
-        ClientGet::new(listen, b"f", Mode::Octet, asked, &limits, Instant::ZERO).expect("request");
+        Transfer::get(listen, b"f", Mode::Octet, asked, &limits, Instant::ZERO).expect("request");
     let mut delivered = 0u64;
     let mut drain = |session: &mut ClientGet| loop {
         match session.poll(Instant::ZERO) {
@@ -104,6 +105,7 @@ fn receive(blksize: u16, window: u16, packets: &[Vec<u8>]) -> u64 {
                 session.delivered();
             }
             Output::Finish => session.delivered(),
+            Output::Verified => {}
             Output::Transmit { .. } | Output::Fill(_) => {}
             Output::Wait(_) | Output::Done(_) => return,
         }

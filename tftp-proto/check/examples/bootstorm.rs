@@ -34,7 +34,7 @@ use tftp_proto::client::ClientGet;
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::{encode_data_header, Mode, Packet};
 use tftp_proto::server::{accept, ServerRead};
-use tftp_proto::session::{Batch, Output, Session};
+use tftp_proto::session::{Batch, Output, Session, Transfer};
 use tftp_proto::stats::Outcome;
 use tftp_proto::time::Instant;
 use tftp_proto_check::sim::Rng;
@@ -380,7 +380,7 @@ impl<'a> Node<'a> {
             ..TransferOptions::default()
         };
         let listen = self.node_addr(LISTEN_PORT);
-        let session = ClientGet::new(
+        let session = Transfer::get(
             listen,
             b"boot.img",
             Mode::Octet,
@@ -415,6 +415,7 @@ impl<'a> Node<'a> {
                     out.push((to.port(), Wire::Other(bytes.to_vec())))
                 }
                 Output::Deliver(_) | Output::Finish => session.delivered(),
+                Output::Verified => {}
                 Output::Fill(_) => session.filled(0),
                 Output::Wait(deadline) => {
                     let deadline = from_instant(deadline);
@@ -500,7 +501,7 @@ impl<'a> Node<'a> {
                 return;
             };
             let oack = request.negotiate(&self.limits, Some(self.size)).oack;
-            let mut session = ServerRead::new(&request, oack, &self.limits, to_instant(now));
+            let mut session = Transfer::server_read(&request, oack, &self.limits, to_instant(now));
             session.set_batch(Batch {
                 segments: 64,
                 bytes: 65_000,
@@ -564,6 +565,7 @@ impl<'a> Node<'a> {
                     side.session.filled(n as usize);
                 }
                 Output::Deliver(_) | Output::Finish => side.session.delivered(),
+                Output::Verified => {}
                 Output::Wait(deadline) => {
                     let d = from_instant(deadline).max(now + 1);
                     if side.deadline != Some(d) {

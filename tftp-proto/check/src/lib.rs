@@ -13,6 +13,41 @@
 pub mod session;
 pub mod sim;
 
+/// FNV-1a (64-bit): a digest of everything a run sent, so a refactor can
+/// prove the wire stayed byte-identical.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    /// Folds `bytes` in, then their length (so concatenations differ).
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes
+            .iter()
+            .copied()
+            .chain((bytes.len() as u64).to_le_bytes())
+        {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// Folds a number in.
+    pub fn write_u64(&mut self, n: u64) {
+        self.write(&n.to_le_bytes());
+    }
+
+    /// Folds a value's `Debug` text in.
+    pub fn write_debug(&mut self, value: &impl core::fmt::Debug) {
+        self.write(std::format!("{value:?}").as_bytes());
+    }
+}
+
 use std::vec;
 use std::vec::Vec;
 

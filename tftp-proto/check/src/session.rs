@@ -22,12 +22,13 @@ use std::vec::Vec;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use tftp_proto::client::{ClientGet, ClientPut};
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::{encode_oack, ErrorCode, Mode, Packet};
-use tftp_proto::server::{accept, ServerRead, ServerWrite};
-use tftp_proto::session::{Batch, Output, Session};
+use tftp_proto::server::accept;
+use tftp_proto::session::{Batch, Output, Session, Transfer};
 use tftp_proto::time::Instant;
+
+use crate::Fnv;
 
 /// Which session to fuzz.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +134,8 @@ struct Harness {
     unverified_budget: u32,
     /// End of the unverified lifetime.
     unverified_until: Instant,
+    /// Digest of what the session sent.
+    wire: Fnv,
 }
 
 /// Runs [`check_session`] on fuzzer bytes.
@@ -147,8 +150,22 @@ pub fn run_session(data: &[u8]) -> bool {
     }
 }
 
+/// [`session_digest`] of fuzzer bytes; `None` if they decode into no input.
+pub fn session_digest_of(data: &[u8]) -> Option<u64> {
+    SessionInput::arbitrary_take_rest(Unstructured::new(data))
+        .ok()
+        .map(|input| session_digest(&input))
+}
+
 /// Drives one session through `input`, asserting the invariants.
 pub fn check_session(input: &SessionInput<'_>) {
+    let _ = session_digest(input);
+}
+
+/// [`check_session`], returning a digest of every datagram the session sent
+/// (with its time and destination) and of its outcome; 0 when the input
+/// starts no session.
+pub fn session_digest(input: &SessionInput<'_>) -> u64 {
     let limits = Limits {
         retries: u32::from(input.retries % 8),
         dally: Duration::from_millis(500),
@@ -171,37 +188,35 @@ pub fn check_session(input: &SessionInput<'_>) {
             let Ok(n) =
                 tftp_proto::packet::encode_request(&mut req, write, b"file", mode, &input.options)
             else {
-                return;
+                return 0;
             };
             let Ok(request) = accept(&req[..n], peer, &limits) else {
-                return;
+                return 0;
             };
             let oack = request
                 .negotiate(&limits, Some(u64::from(input.source_len)))
                 .oack;
             if write {
                 (
-                    Box::new(ServerWrite::new(&request, oack, &limits, now)),
+                    Box::new(Transfer::server_write(&request, oack, &limits, now)),
                     peer,
                 )
             } else {
                 (
-                    Box::new(ServerRead::new(&request, oack, &limits, now)),
+                    Box::new(Transfer::server_read(&request, oack, &limits, now)),
                     peer,
                 )
             }
         }
         FuzzRole::ClientGet => (
             Box::new(
-                ClientGet::new(listen, b"file", mode, input.options, &limits, now)
-                    .expect("request"),
+                Transfer::get(listen, b"file", mode, input.options, &limits, now).expect("request"),
             ),
             server_tid,
         ),
         FuzzRole::ClientPut => (
             Box::new(
-                ClientPut::new(listen, b"file", mode, input.options, &limits, now)
-                    .expect("request"),
+                Transfer::put(listen, b"file", mode, input.options, &limits, now).expect("request"),
             ),
             server_tid,
         ),
@@ -229,6 +244,7 @@ pub fn check_session(input: &SessionInput<'_>) {
         unverified_sent: 0,
         unverified_budget: limits.retries.min(limits.unverified_retries),
         unverified_until: now + limits.unverified_lifetime,
+        wire: Fnv::default(),
     };
     h.drain();
     let stranger: SocketAddr = STRANGER.parse().expect("address");
@@ -304,6 +320,8 @@ pub fn check_session(input: &SessionInput<'_>) {
         silent <= per_wait * (limits.retries + 3),
         "took {silent:?} to give up"
     );
+    h.wire.write_debug(&h.session.stats().outcome);
+    h.wire.0
 }
 
 impl Harness {
@@ -320,6 +338,10 @@ impl Harness {
                     bytes,
                     segment_size,
                 } => {
+                    self.wire
+                        .write_u64(self.now.since_epoch().as_micros() as u64);
+                    self.wire.write_debug(&(to, segment_size));
+                    self.wire.write(bytes);
                     let segment_size = segment_size.max(1);
                     let count = bytes.len().div_ceil(segment_size);
                     if count > 1 {
@@ -401,6 +423,7 @@ impl Harness {
                     self.session.delivered();
                 }
                 Output::Finish => self.session.delivered(),
+                Output::Verified => {}
                 Output::Wait(d) => {
                     assert!(!self.done);
                     self.deadline = Some(d);

@@ -14,14 +14,14 @@ use std::boxed::Box;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
-
-use tftp_proto::client::{ClientGet, ClientPut};
 use tftp_proto::options::{Limits, TransferOptions};
 use tftp_proto::packet::{Mode, Packet};
-use tftp_proto::server::{accept, ServerRead, ServerWrite};
-use tftp_proto::session::{Output, Session};
+use tftp_proto::server::accept;
+use tftp_proto::session::{Output, Session, Transfer};
 use tftp_proto::stats::{Outcome, Stats};
 use tftp_proto::time::Instant;
+
+use crate::Fnv;
 
 /// A small seeded PRNG (xorshift64*), enough for network emulation.
 #[derive(Clone, Debug)]
@@ -174,6 +174,9 @@ pub struct Report {
     pub duplicated: u64,
     /// Broken invariants.
     pub violations: Vec<String>,
+    /// Digest of every datagram sent (time, addresses, bytes, before the
+    /// network drops any) and of both outcomes.
+    pub wire: Fnv,
 }
 
 const CLIENT: &str = "10.0.0.1:1069";
@@ -217,6 +220,7 @@ struct World<'s> {
     duplicated: u64,
     data_done_at: Option<Instant>,
     violations: Vec<String>,
+    wire: Fnv,
 }
 
 /// Runs a scenario to its end.
@@ -228,7 +232,7 @@ pub fn run(scenario: &Scenario) -> Report {
     let mut options = scenario.client_options;
     let client: Box<dyn Session> = match scenario.kind {
         Kind::Get => Box::new(
-            ClientGet::new(
+            Transfer::get(
                 listen,
                 b"file",
                 scenario.mode,
@@ -243,7 +247,7 @@ pub fn run(scenario: &Scenario) -> Report {
                 options.tsize = Some(scenario.data.len() as u64);
             }
             Box::new(
-                ClientPut::new(
+                Transfer::put(
                     listen,
                     b"file",
                     scenario.mode,
@@ -298,6 +302,7 @@ pub fn run(scenario: &Scenario) -> Report {
         duplicated: 0,
         data_done_at: None,
         violations: Vec::new(),
+        wire: Fnv::default(),
     };
 
     for _ in 0..scenario.max_events {
@@ -351,6 +356,9 @@ pub fn run(scenario: &Scenario) -> Report {
     } else {
         s.sink
     };
+    w.wire.write_debug(&c.outcome);
+    w.wire.write_debug(&s.outcome);
+    w.wire.write_u64(w.now.since_epoch().as_micros() as u64);
     Report {
         received,
         client_outcome: c.outcome,
@@ -363,6 +371,7 @@ pub fn run(scenario: &Scenario) -> Report {
         dropped: w.dropped,
         duplicated: w.duplicated,
         violations: w.violations,
+        wire: w.wire,
     }
 }
 
@@ -429,6 +438,7 @@ impl World<'_> {
                     session.delivered();
                 }
                 Output::Finish => session.delivered(),
+                Output::Verified => {}
                 Output::Wait(deadline) => {
                     side.deadline = Some(deadline);
                     return;
@@ -452,6 +462,10 @@ impl World<'_> {
         } else {
             self.scenario.to_client
         };
+        self.wire
+            .write_u64(self.now.since_epoch().as_micros() as u64);
+        self.wire.write_debug(&(from, to));
+        self.wire.write(&bytes);
         let departs = self.link_free[link].max(self.now) + net.per_packet;
         self.link_free[link] = departs;
         if self.scenario.trace {
@@ -500,8 +514,8 @@ impl World<'_> {
             let oack = request.negotiate(&self.scenario.server_limits, size).oack;
             let limits = &self.scenario.server_limits;
             s.session = Some(match self.scenario.kind {
-                Kind::Get => Box::new(ServerRead::new(&request, oack, limits, self.now)),
-                Kind::Put => Box::new(ServerWrite::new(&request, oack, limits, self.now)),
+                Kind::Get => Box::new(Transfer::server_read(&request, oack, limits, self.now)),
+                Kind::Put => Box::new(Transfer::server_write(&request, oack, limits, self.now)),
             });
             return;
         }

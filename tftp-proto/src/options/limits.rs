@@ -90,6 +90,25 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// A client's policy: the defaults with a [`DEFAULT_CLIENT_DALLY`] dally
+    /// and a [`DEFAULT_CLIENT_MAX_RTO`] timer ceiling.
+    pub fn client() -> Self {
+        Limits {
+            dally: DEFAULT_CLIENT_DALLY,
+            max_rto: DEFAULT_CLIENT_MAX_RTO,
+            ..Limits::default()
+        }
+    }
+
+    /// A client asking for a `timeout` of `seconds`: the timer ceiling is
+    /// raised to `3 × seconds` (at most [`DEFAULT_MAX_RTO`]) if lower, so the
+    /// dally (`max(dally, 3 × RTO)` capped by `max_rto`) still outlasts a
+    /// server retransmitting every `seconds`.
+    pub fn fit_timeout(&mut self, seconds: u8) {
+        let linger = Duration::from_secs(u64::from(seconds).saturating_mul(3)).min(DEFAULT_MAX_RTO);
+        self.max_rto = self.max_rto.max(linger);
+    }
+
     /// The largest block size granted: `max_blksize` forced into the RFC
     /// range, and no larger than one DATA packet within `max_window_bytes`
     /// (but never below the RFC 1350 512 bytes every client can take, unless

@@ -74,6 +74,14 @@ pub const DEFAULT_MIN_RTO: Duration = Duration::from_millis(20);
 pub const DEFAULT_MAX_RTO: Duration = Duration::from_secs(10);
 /// Default for [`Limits::dally`].
 pub const DEFAULT_DALLY: Duration = Duration::from_secs(3);
+/// Default for a client's [`Limits::dally`] ([`Limits::client`]): long
+/// enough to re-acknowledge a final block that a server with a fixed
+/// one-second timer retransmits.
+pub const DEFAULT_CLIENT_DALLY: Duration = Duration::from_secs(1);
+/// Default for a client's [`Limits::max_rto`] ([`Limits::client`]): with the
+/// default 1 s first timeout and 6 retries, a silent server is given up
+/// after 1 + 2 + 4 + 4 + 4 + 4 + 4 = 23 s (tftp-hpa gives up after 25 s).
+pub const DEFAULT_CLIENT_MAX_RTO: Duration = Duration::from_secs(4);
 /// Default for [`Limits::max_transfer_blocks`]: unbounded in practice.
 pub const DEFAULT_MAX_TRANSFER_BLOCKS: u64 = u64::MAX;
 /// Default for [`Limits::max_timeout`], seconds.

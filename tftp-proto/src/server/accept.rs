@@ -1,7 +1,12 @@
 //! The listening socket's first step: [`accept`] turns a datagram into a
 //! [`Request`] or a [`Reject`].
 
-use super::*;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use crate::failure::Failure;
+use crate::options::{negotiate, Direction, Limits, Negotiation, RequestedOptions};
+use crate::packet::{encode_error, ErrorCode, Mode, Packet, ParseError, RawOptions, RequestPacket};
 
 /// A read or write request accepted on the listening socket (owned: it moves
 /// into the task or thread that serves it).
@@ -21,6 +26,17 @@ pub struct Request {
 }
 
 impl Request {
+    fn new(direction: Direction, req: &RequestPacket<'_>, peer: SocketAddr) -> Self {
+        Request {
+            direction,
+            filename: req.filename.to_vec(),
+            mode: req.mode,
+            peer,
+            local: None,
+            options: req.options.as_bytes().to_vec(),
+        }
+    }
+
     /// The file name as sent (bytes: not assumed to be UTF-8).
     pub fn filename(&self) -> &[u8] {
         &self.filename
@@ -51,6 +67,11 @@ impl Request {
         self.local
     }
 
+    /// The option pairs as sent, encoded ("name NUL value NUL" each).
+    pub(crate) fn raw_options(&self) -> &[u8] {
+        &self.options
+    }
+
     /// The options as sent, in order.
     pub fn options(&self) -> RawOptions<'_> {
         // Stored from a parsed request: always well formed.
@@ -67,12 +88,12 @@ impl Request {
     /// size on the wire (after CR LF expansion) is not known in advance, so
     /// `tsize` is then not acknowledged.
     pub fn negotiate(&self, limits: &Limits, size: Option<u64>) -> Negotiation {
-        let size = if self.mode == Mode::Netascii {
-            None
-        } else {
-            size
-        };
-        negotiate(&self.requested(), limits, self.direction, size)
+        negotiate(
+            &self.requested(),
+            limits,
+            self.direction,
+            self.mode.wire_size(size),
+        )
     }
 }
 
@@ -85,6 +106,8 @@ pub struct TftpError {
     pub code: ErrorCode,
     /// The message (keep it short; never put local paths in it).
     pub message: alloc::string::String,
+    /// The local failure it was made from, if any ([`TftpError::from`]).
+    failure: Option<Failure>,
 }
 
 impl TftpError {
@@ -93,17 +116,47 @@ impl TftpError {
         TftpError {
             code,
             message: message.into(),
+            failure: None,
         }
     }
 
-    /// ERROR 1, "File not found".
+    /// The busy answer ([`Failure::Busy`]): no resources for the request
+    /// now. An adapter asks its handler again for a while before sending
+    /// it (a burst that ran out of descriptors frees them as sessions end).
+    pub fn busy() -> Self {
+        Self::from(Failure::Busy)
+    }
+
+    /// Whether this is the busy answer of [`TftpError::busy`] (by its type,
+    /// not its text: a handler's own ERROR 0 with the same words is not).
+    pub fn is_busy(&self) -> bool {
+        self.failure == Some(Failure::Busy)
+    }
+
+    /// The local failure this error was made from, if any.
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
+    }
+
+    /// ERROR 1, "File not found" ([`Failure::NotFound`]).
     pub fn not_found() -> Self {
-        Self::new(ErrorCode::FileNotFound, "File not found")
+        Self::from(Failure::NotFound)
     }
 
     /// ERROR 2 with a message.
     pub fn access_violation(message: impl Into<alloc::string::String>) -> Self {
         Self::new(ErrorCode::AccessViolation, message)
+    }
+}
+
+impl From<Failure> for TftpError {
+    /// The failure's ERROR code and text, from the core's one table.
+    fn from(failure: Failure) -> Self {
+        TftpError {
+            code: failure.code(),
+            message: failure.message().into(),
+            failure: Some(failure),
+        }
     }
 }
 
@@ -159,18 +212,8 @@ pub fn accept(datagram: &[u8], peer: SocketAddr, limits: &Limits) -> Result<Requ
         });
     }
     match Packet::parse(datagram) {
-        Ok(Packet::Rrq(req)) | Ok(Packet::Wrq(req)) => Ok(Request {
-            direction: if matches!(datagram, [0, 1, ..]) {
-                Direction::Read
-            } else {
-                Direction::Write
-            },
-            filename: req.filename.to_vec(),
-            mode: req.mode,
-            peer,
-            local: None,
-            options: req.options.as_bytes().to_vec(),
-        }),
+        Ok(Packet::Rrq(req)) => Ok(Request::new(Direction::Read, &req, peer)),
+        Ok(Packet::Wrq(req)) => Ok(Request::new(Direction::Write, &req, peer)),
         Ok(_) => Err(Reject::Ignore),
         Err(e) if is_request => Err(rejection(e)),
         Err(_) => Err(Reject::Ignore),

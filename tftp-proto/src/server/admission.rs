@@ -1,7 +1,14 @@
 //! Which accepted requests get a session: [`Admission`], and the whole
 //! listening-socket decision [`Admission::admit_datagram`].
 
-use super::*;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+use core::net::{IpAddr, SocketAddr};
+
+use super::accept::{accept, Request};
+use crate::failure::Failure;
+use crate::options::{Direction, Limits};
+use crate::packet::encode_error;
 
 /// Default for [`Admission`]'s session limit.
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
@@ -136,7 +143,8 @@ impl Refusal {
         match self {
             Refusal::Duplicate => None,
             Refusal::Busy => {
-                encode_error(buf, ErrorCode::NotDefined, b"Server busy, try again later").ok()
+                let busy = Failure::Busy;
+                encode_error(buf, busy.code(), busy.message().as_bytes()).ok()
             }
         }
     }

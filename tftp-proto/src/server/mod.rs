@@ -1,6 +1,7 @@
 //! Server side: [`accept`] turns the first datagram on the listening socket
-//! into a [`Request`] (or a [`Reject`]); [`ServerRead`] and [`ServerWrite`]
-//! run the transfer on a fresh socket (the server's transfer ID).
+//! into a [`Request`] (or a [`Reject`]); a [`Transfer`] started with
+//! [`Transfer::start`] (or [`Transfer::server_read`] /
+//! [`Transfer::server_write`]) runs the transfer on a fresh socket (the server's transfer ID).
 //!
 //! Typical flow in an adapter:
 //!
@@ -8,20 +9,19 @@
 //! 2. the application decides (file or generated data, optional per-request
 //!    narrower [`Limits`], known size);
 //! 3. `request.negotiate(&limits, size)` → the OACK contents;
-//! 4. `ServerRead::new(&request, negotiation.oack, &limits, now)` and drive it
-//!    (see [`crate::session`]).
+//! 4. [`Transfer::server_read`]`(&request, negotiation.oack, &limits, now)`
+//!    (or [`Transfer::start`], which negotiates too) and drive it (see
+//!    [`crate::session`]).
 
-use alloc::collections::{BTreeMap, BTreeSet};
-use alloc::vec::Vec;
-use core::net::{IpAddr, SocketAddr};
+use core::net::SocketAddr;
 
-use crate::options::{
-    negotiate, Direction, Limits, Negotiation, RequestedOptions, TransferOptions,
-};
-use crate::packet::{encode_error, encode_oack, ErrorCode, Mode, Packet, ParseError, RawOptions};
-use crate::stats::Stats;
+use crate::failure::Failure;
+use crate::options::{Direction, Limits, TransferOptions};
+use crate::packet::ErrorCode;
+use crate::stats::Outcome;
 use crate::time::Instant;
-use crate::transfer::{impl_session, Ctx, Role, State, Transfer};
+use crate::transfer::State;
+pub use crate::transfer::Transfer;
 
 mod accept;
 mod admission;
@@ -32,101 +32,46 @@ pub use admission::{
     DEFAULT_IPV6_PEER_PREFIX, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
 };
 
-fn server_transfer(
-    request: &Request,
-    options: TransferOptions,
-    limits: &Limits,
-    now: Instant,
-) -> Transfer {
-    let options = options.clamped_to(limits);
-    let role = match request.direction {
-        Direction::Read => Role::ServerRead,
-        Direction::Write => Role::ServerWrite,
-    };
-    let stats = Stats::new(
-        request.peer,
-        &request.filename,
-        request.mode,
-        request.direction,
-        &request.options,
-        now,
-    );
-    let mut ctx = Ctx::new(
-        role,
-        request.peer,
-        limits,
-        request.mode == Mode::Netascii,
-        stats,
-    );
-    ctx.apply_options(options);
-    if !options.is_empty() {
-        // NOTE(unwrap): an OACK of the four options is under 100 bytes; tx holds 512.
-        #[allow(clippy::expect_used)]
-        let len = encode_oack(&mut ctx.tx, &options).expect("tx holds an OACK");
-        ctx.queue_tx(len);
-    }
-    Transfer {
-        ctx,
-        state: State::Requesting,
-    }
-}
-
-/// Serves a read request: OACK (if options were negotiated) and ACK 0, then
-/// DATA from the source.
-pub struct ServerRead(Transfer);
-
-impl ServerRead {
-    /// Starts the session. `options` is the final negotiation result (usually
-    /// [`Request::negotiate`]`(..).oack`, possibly narrowed by the
-    /// application); an empty set means no OACK and DATA 1 at once.
-    pub fn new(request: &Request, options: TransferOptions, limits: &Limits, now: Instant) -> Self {
-        let mut t = server_transfer(request, options, limits, now);
-        if !t.ctx.stats.options_negotiated.is_empty() {
-            t.state = State::OackSent;
-        } else {
-            t.start_sending();
-        }
-        ServerRead(t)
-    }
-}
-
-impl_session!(ServerRead);
-
-/// Serves a write request: OACK (if options were negotiated) or ACK 0, then
-/// DATA into the sink.
-pub struct ServerWrite(Transfer);
-
-impl ServerWrite {
-    /// Starts the session; see [`ServerRead::new`] for `options`.
-    pub fn new(request: &Request, options: TransferOptions, limits: &Limits, now: Instant) -> Self {
-        let mut t = server_transfer(request, options, limits, now);
-        if t.ctx.stats.options_negotiated.is_empty() {
-            // NOTE(unwrap): tx holds 512 bytes.
-            #[allow(clippy::expect_used)]
-            let len = crate::packet::encode_ack(&mut t.ctx.tx, 0).expect("tx holds an ACK");
-            t.ctx.queue_tx(len);
-        }
-        let negotiated = t.ctx.stats.options_negotiated;
-        t.start_receiving(negotiated);
-        ServerWrite(t)
-    }
-}
-
-impl_session!(ServerWrite);
-
 /// A server session of either direction, started from a request and the
-/// application's answer: what every adapter runs after calling its handler.
-pub enum ServerSession {
-    /// Serving a RRQ.
-    Read(ServerRead),
-    /// Serving a WRQ.
-    Write(ServerWrite),
-}
+/// application's answer ([`Transfer::start`] or [`Transfer::refuse`]): what
+/// every adapter runs after calling its handler.
+pub type ServerSession = Transfer;
+/// A session serving a read request ([`Transfer::server_read`]): OACK (if
+/// options were negotiated) and ACK 0, then DATA from the source.
+pub type ServerRead = Transfer;
+/// A session serving a write request ([`Transfer::server_write`]): OACK (if
+/// options were negotiated) or ACK 0, then DATA into the sink.
+pub type ServerWrite = Transfer;
 
-impl ServerSession {
-    /// Starts serving `request` under the server's `limits`, narrowed by the
-    /// application's `narrow` (it can only restrict them); `size` is the
-    /// size of a read's source when known (answered to `tsize`).
+impl Transfer {
+    /// Serves a read request. `options` is the final negotiation result
+    /// (usually [`Request::negotiate`]`(..).oack`, possibly narrowed by the
+    /// application); an empty set means no OACK and DATA 1 at once.
+    pub fn server_read(
+        request: &Request,
+        options: TransferOptions,
+        limits: &Limits,
+        now: Instant,
+    ) -> Self {
+        debug_assert_eq!(request.direction, Direction::Read);
+        Transfer::server(request, options, limits, now)
+    }
+
+    /// Serves a write request; see [`Transfer::server_read`] for `options`.
+    pub fn server_write(
+        request: &Request,
+        options: TransferOptions,
+        limits: &Limits,
+        now: Instant,
+    ) -> Self {
+        debug_assert_eq!(request.direction, Direction::Write);
+        Transfer::server(request, options, limits, now)
+    }
+
+    /// Starts serving `request` (either direction) under the server's
+    /// `limits`, narrowed by the application's `narrow` (it can only
+    /// restrict them); `size` is the size of a read's source when known
+    /// (answered to `tsize`).
     pub fn start(
         request: &Request,
         limits: &Limits,
@@ -138,20 +83,17 @@ impl ServerSession {
             Some(n) => limits.narrowed_by(n),
             None => limits.clone(),
         };
-        match request.direction {
-            Direction::Read => {
-                let oack = request.negotiate(&limits, size).oack;
-                ServerSession::Read(ServerRead::new(request, oack, &limits, now))
-            }
-            Direction::Write => {
-                let oack = request.negotiate(&limits, None).oack;
-                ServerSession::Write(ServerWrite::new(request, oack, &limits, now))
-            }
-        }
+        let size = match request.direction {
+            Direction::Read => size,
+            Direction::Write => None,
+        };
+        let oack = request.negotiate(&limits, size).oack;
+        Transfer::server(request, oack, &limits, now)
     }
 
     /// A session that answers `request` with ERROR `code` and `message` (from
-    /// the transfer socket, as RFC 1350 wants) and ends.
+    /// the transfer socket, as RFC 1350 wants) and ends with
+    /// [`Outcome::Refused`].
     pub fn refuse(
         request: &Request,
         code: ErrorCode,
@@ -159,122 +101,33 @@ impl ServerSession {
         limits: &Limits,
         now: Instant,
     ) -> Self {
-        let mut s = match request.direction {
-            Direction::Read => ServerSession::Read(ServerRead::new(
-                request,
-                TransferOptions::default(),
-                limits,
-                now,
-            )),
-            Direction::Write => ServerSession::Write(ServerWrite::new(
-                request,
-                TransferOptions::default(),
-                limits,
-                now,
-            )),
-        };
-        crate::session::Session::abort(&mut s, code, message);
+        let mut s = Transfer::server(request, TransferOptions::default(), limits, now);
+        s.abort(code, message);
+        if let State::Closing(outcome) = &mut s.state {
+            *outcome = Outcome::Refused { code };
+        }
         s
+    }
+
+    /// [`Transfer::refuse`] with a local [`Failure`]'s ERROR.
+    pub fn refuse_with(request: &Request, failure: Failure, limits: &Limits, now: Instant) -> Self {
+        Transfer::refuse(request, failure.code(), failure.message(), limits, now)
     }
 
     /// Records the local address of the session's transfer socket in its
     /// statistics.
     pub fn set_local(&mut self, local: SocketAddr) {
-        match self {
-            ServerSession::Read(s) => s.0.ctx.stats.local = Some(local),
-            ServerSession::Write(s) => s.0.ctx.stats.local = Some(local),
-        }
-    }
-
-    /// The largest datagram the session expects from its peer: size the
-    /// receive buffer with it (one byte more reveals an oversized DATA).
-    pub fn max_datagram(&self) -> usize {
-        match self {
-            ServerSession::Read(_) => 1024,
-            ServerSession::Write(w) => {
-                // A u16 block size plus five bytes: never saturates.
-                crate::packet::DATA_HEADER_LEN
-                    .saturating_add(usize::from(w.0.ctx.stats.options_negotiated.block_size()))
-                    .saturating_add(1)
-            }
-        }
-    }
-}
-
-impl crate::session::Session for ServerSession {
-    fn poll(&mut self, now: Instant) -> crate::session::Output<'_> {
-        match self {
-            ServerSession::Read(s) => s.poll(now),
-            ServerSession::Write(s) => s.poll(now),
-        }
-    }
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        match self {
-            ServerSession::Read(s) => s.handle_datagram(now, from, datagram),
-            ServerSession::Write(s) => s.handle_datagram(now, from, datagram),
-        }
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            ServerSession::Read(s) => s.handle_timeout(now),
-            ServerSession::Write(s) => s.handle_timeout(now),
-        }
-    }
-    fn filled(&mut self, n: usize) {
-        match self {
-            ServerSession::Read(s) => s.filled(n),
-            ServerSession::Write(s) => s.filled(n),
-        }
-    }
-    fn delivered(&mut self) {
-        match self {
-            ServerSession::Read(s) => s.delivered(),
-            ServerSession::Write(s) => s.delivered(),
-        }
-    }
-    fn abort(&mut self, code: ErrorCode, message: &str) {
-        match self {
-            ServerSession::Read(s) => s.abort(code, message),
-            ServerSession::Write(s) => s.abort(code, message),
-        }
-    }
-    fn stats(&self) -> &Stats {
-        match self {
-            ServerSession::Read(s) => s.stats(),
-            ServerSession::Write(s) => s.stats(),
-        }
-    }
-    fn cancel(&mut self) {
-        match self {
-            ServerSession::Read(s) => s.cancel(),
-            ServerSession::Write(s) => s.cancel(),
-        }
-    }
-    fn set_batch(&mut self, batch: crate::session::Batch) {
-        match self {
-            ServerSession::Read(s) => s.set_batch(batch),
-            ServerSession::Write(s) => s.set_batch(batch),
-        }
-    }
-    /// Includes the adapter's receive buffer of [`ServerSession::max_datagram`].
-    fn memory(&self) -> usize {
-        let engine = match self {
-            ServerSession::Read(s) => s.memory(),
-            ServerSession::Write(s) => s.memory(),
-        };
-        engine.saturating_add(self.max_datagram())
-    }
-    fn is_transfer_complete(&self) -> bool {
-        match self {
-            ServerSession::Read(s) => s.is_transfer_complete(),
-            ServerSession::Write(s) => s.is_transfer_complete(),
-        }
+        self.ctx.stats.local = Some(local);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use core::net::SocketAddr;
+
+    use super::{accept, default_max_unverified, Admission, PeerKey, Refusal, Reject, Request};
+    use crate::options::{Direction, Limits};
+    use crate::packet::{ErrorCode, Mode};
 
     fn peer() -> SocketAddr {
         "192.0.2.1:40000".parse().unwrap()
