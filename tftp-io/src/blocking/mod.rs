@@ -1,8 +1,7 @@
 //! The same server and client on std sockets and threads: one accept thread
 //! per listening socket, one thread per transfer (bounded by the session
-//! limit), each session driven by the one
-//! [`SessionDriver`](crate::driver::SessionDriver) through the threads
-//! executor. `tftp-blocking` re-exports this module.
+//! limit), each session driven by the crate's one session driver through
+//! its threads executor. `tftp-blocking` re-exports this module.
 //!
 //! - this module: the framework API in `std::io` terms ([`Handler`],
 //!   [`StdSource`], [`StdSink`], [`Sink`]);
