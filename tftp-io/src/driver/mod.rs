@@ -324,9 +324,11 @@ impl<'t, S: Session> SessionDriver<'t, S> {
             }
         }
         let verified = self.session.stats().verified;
-        if !self.sized && self.ticket.as_deref().is_none_or(Ticket::is_verified) {
-            // Only a verified peer gets a read-ahead (the first blocks of
-            // an unverified one are read one by one).
+        // The read-ahead is sized once the options are settled: for a
+        // server, once its peer is verified (the first blocks of an
+        // unverified one are read one by one: a spoofed request gets no
+        // extra memory); for a client's upload, once the server answered.
+        if !self.sized && self.settled() {
             self.sized = true;
             if self.data == Data::Source {
                 let block = self.session.stats().options_negotiated;
@@ -424,6 +426,14 @@ impl<'t, S: Session> SessionDriver<'t, S> {
                 Step::Again
             }
             Output::Done(outcome) => Step::Done(outcome),
+        }
+    }
+
+    /// Whether the transfer's options are settled (see [`Self::next`]).
+    fn settled(&self) -> bool {
+        match self.ticket.as_deref() {
+            Some(t) => t.is_verified(),
+            None => self.session.stats().packets_received > 0,
         }
     }
 

@@ -508,3 +508,122 @@ fn the_lease_holds_the_read_ahead_sized_to_the_window() {
         "held until the session ends"
     );
 }
+
+/// What the scripted sink does with a write.
+#[derive(Clone, Copy, Debug)]
+enum SinkMode {
+    /// Takes at most this many bytes per write.
+    Partial(usize),
+    /// Fails every write with this error.
+    Fails(io::ErrorKind),
+    /// Takes nothing (`Ok(0)`).
+    Zero,
+}
+
+/// An upload (WRQ) of `sent` from a core client to the driver, whose sink
+/// behaves as `mode`: what the sink kept, whether it was closed, the ERRORs
+/// the client got and the server's outcome.
+fn upload(sent: &[u8], mode: SinkMode) -> (Vec<u8>, bool, Vec<(u16, String)>, Outcome) {
+    let registry = new_registry(Limits::default());
+    let options = TransferOptions {
+        blksize: Some(1000),
+        ..TransferOptions::default()
+    };
+    let now = Instant::ZERO;
+    let limits = Limits::default();
+    let mut client =
+        tftp_proto::client::ClientPut::put(addr(SERVER), b"up", Mode::Octet, options, &limits, now)
+            .unwrap();
+    let Output::Transmit { bytes, .. } = client.poll(now) else {
+        panic!("no WRQ")
+    };
+    let wrq = bytes.to_vec();
+    let (request, mut ticket) = admitted(&registry, &wrq);
+    let session = ServerSession::start(&request, &registry.config.limits, None, None, now);
+    let mut driver = SessionDriver::new(session, Data::Upload, Some(&mut ticket), ASYNC);
+    let (mut kept, mut closed, mut errors) = (Vec::new(), false, Vec::new());
+    let mut to_server: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut source = sent;
+    let mut now = now;
+    for _ in 0..100_000 {
+        // The client, drained.
+        loop {
+            match client.poll(now) {
+                Output::Transmit { bytes, .. } => to_server.push_back(bytes.to_vec()),
+                Output::Fill(buf) => {
+                    let n = buf.len().min(source.len());
+                    buf[..n].copy_from_slice(&source[..n]);
+                    source = &source[n..];
+                    client.filled(n);
+                }
+                Output::Wait(_) | Output::Done(_) => break,
+                _ => {}
+            }
+        }
+        match driver.next(now) {
+            Step::Send(d) => {
+                if let Ok(Packet::Error { code, message }) = Packet::parse(d.bytes) {
+                    let text = String::from_utf8_lossy(message).into_owned();
+                    errors.push((code.as_u16(), text));
+                }
+                let copy = d.bytes.to_vec();
+                driver.sent(Ok(true));
+                client.handle_datagram(now, addr(TRANSFER), &copy);
+            }
+            Step::Write(bytes) => {
+                let written = match mode {
+                    SinkMode::Partial(most) => {
+                        let n = bytes.len().min(most);
+                        kept.extend_from_slice(&bytes[..n]);
+                        Ok(n)
+                    }
+                    SinkMode::Fails(kind) => Err(kind.into()),
+                    SinkMode::Zero => Ok(0),
+                };
+                driver.written(written);
+            }
+            Step::Flush => driver.flushed(Ok(())),
+            Step::Close => {
+                closed = true;
+                driver.flushed(Ok(()));
+            }
+            Step::Wait { deadline, recv, .. } => match to_server.pop_front() {
+                Some(d) => {
+                    recv.first[..d.len()].copy_from_slice(&d);
+                    *recv.got = [Some((d.len(), addr(CLIENT))), None];
+                    driver.received(now);
+                }
+                None => {
+                    now = deadline;
+                    driver.timeout(now);
+                    client.handle_timeout(now);
+                }
+            },
+            Step::Read { .. } => panic!("an upload has no source"),
+            Step::Again => {}
+            Step::Done(outcome) => return (kept, closed, errors, outcome),
+        }
+    }
+    panic!("the upload never finished");
+}
+
+/// Partial writes keep every byte in order and the upload is closed
+/// (committed) before the final ACK; a full disk is ERROR 3 "Disk full", a
+/// sink that takes nothing ERROR 0 "Write error", and neither is closed.
+#[test]
+fn uploads_write_everything_or_fail_with_the_sinks_error() {
+    let sent = data(10_500);
+    let (kept, closed, errors, outcome) = upload(&sent, SinkMode::Partial(7));
+    assert!(kept == sent);
+    assert!(closed, "committed");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(outcome, Outcome::Completed);
+
+    let (kept, closed, errors, _) = upload(&sent, SinkMode::Fails(io::ErrorKind::StorageFull));
+    assert!(kept.is_empty() && !closed);
+    assert_eq!(errors, [(3, crate::DISK_FULL.to_string())]);
+
+    let (_, closed, errors, _) = upload(&sent, SinkMode::Zero);
+    assert!(!closed);
+    assert_eq!(errors, [(0, crate::WRITE_ERROR.to_string())]);
+}
