@@ -83,12 +83,15 @@ fn every_option_combination<A: Adapter>() {
         A::NAME
     );
     // Loopback loses nothing: a window's DATA arriving together (two per
-    // receive on the server) are all taken, none re-sent.
-    assert_eq!(
+    // receive on the server) are all taken. Dropping the second of each
+    // receive would re-send half the blocks; a stalled machine may cost a
+    // timeout or two (the retransmission timer starts at a few ms).
+    assert!(
+        stats.retransmits * 4 < stats.blocks_sent,
+        "{} windowed put re-sent {} of {} DATA",
+        A::NAME,
         stats.retransmits,
-        0,
-        "{} windowed put re-sent DATA",
-        A::NAME
+        stats.blocks_sent
     );
     let o = Opts {
         windowsize: Some(16),
@@ -97,11 +100,12 @@ fn every_option_combination<A: Adapter>() {
     let big = common::content(300_000, 9);
     let stats = A::put(server.addr, "uploaded.bin", &big, o).unwrap();
     assert!(std::fs::read(dir.path().join("uploaded.bin")).unwrap() == big);
-    assert_eq!(
+    assert!(
+        stats.retransmits * 4 < stats.blocks_sent,
+        "{} windowed put re-sent {} of {} DATA",
+        A::NAME,
         stats.retransmits,
-        0,
-        "{} windowed put re-sent DATA",
-        A::NAME
+        stats.blocks_sent
     );
     let (got, stats) = A::get(server.addr, "small.bin", Opts::default()).unwrap();
     assert_eq!(got, small);
