@@ -174,7 +174,7 @@ impl<R: Runtime> Client<R> {
         let mut source = R::wrap(source);
         let pinned: Pin<&mut <R as Wrap<S>>::Io> = Pin::new(&mut source);
         let mut io = Io::Source(pinned);
-        let mut driver = SessionDriver::new(session, Data::Source, None, ASYNC);
+        let mut driver = SessionDriver::new(session, Data::Source(size), None, ASYNC);
         let outcome = run(&mut driver, &socket, &mut io, &clock, None).await;
         ClientError::check(outcome, driver.stats().clone())
     }

@@ -50,20 +50,39 @@ impl ReadAhead {
     /// The size of a verified session's buffer for blocks of `block` bytes
     /// and a window of `window` blocks: two windows, at least
     /// [`MIN_READ_AHEAD`], at most [`READ_AHEAD`]; none for larger blocks
-    /// (read straight into their packets). It comes out of `ticket`'s
-    /// lease only while the budget is plentiful; none if it cannot.
-    pub(crate) fn size_for(block: usize, window: usize, ticket: Option<&mut Ticket>) -> usize {
+    /// (read straight into their packets). A source of known `size` up to
+    /// [`READ_AHEAD`] gets a buffer that holds it whole instead: one read
+    /// takes the rest of it, and a file source then closes its descriptor
+    /// (a burst of small files holds one descriptor per session, its
+    /// socket, not two). It comes out of `ticket`'s lease only while the
+    /// budget is plentiful: if the whole file does not fit, two windows;
+    /// none if that does not fit either.
+    pub(crate) fn size_for(
+        block: usize,
+        window: usize,
+        size: Option<u64>,
+        mut ticket: Option<&mut Ticket>,
+    ) -> usize {
         if block > READ_AHEAD {
             return 0;
         }
-        let size = block
+        let windows = block
             .saturating_mul(window)
             .saturating_mul(2)
             .clamp(MIN_READ_AHEAD, READ_AHEAD);
-        if ticket.is_none_or(|t| t.reserve_optional(size)) {
-            size
-        } else {
-            0
+        let whole = size
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|&s| s <= READ_AHEAD);
+        let mut reserve = |want: usize| {
+            ticket
+                .as_deref_mut()
+                .is_none_or(|t| t.reserve_optional(want))
+        };
+        match whole {
+            Some(whole) if reserve(whole) => whole,
+            Some(whole) if whole <= windows => 0,
+            _ if reserve(windows) => windows,
+            _ => 0,
         }
     }
 
@@ -292,14 +311,27 @@ mod tests {
 
     #[test]
     fn the_buffer_is_two_windows_within_its_bounds() {
-        assert_eq!(ReadAhead::size_for(512, 1, None), MIN_READ_AHEAD);
-        assert_eq!(ReadAhead::size_for(1468, 8, None), 1468 * 16);
-        assert_eq!(ReadAhead::size_for(1468, 64, None), READ_AHEAD);
-        assert_eq!(ReadAhead::size_for(READ_AHEAD, 1, None), READ_AHEAD);
+        assert_eq!(ReadAhead::size_for(512, 1, None, None), MIN_READ_AHEAD);
+        assert_eq!(ReadAhead::size_for(1468, 8, None, None), 1468 * 16);
+        assert_eq!(ReadAhead::size_for(1468, 64, None, None), READ_AHEAD);
+        assert_eq!(ReadAhead::size_for(READ_AHEAD, 1, None, None), READ_AHEAD);
         assert_eq!(
-            ReadAhead::size_for(READ_AHEAD + 1, 1, None),
+            ReadAhead::size_for(READ_AHEAD + 1, 1, None, None),
             0,
             "larger blocks get none"
         );
+        // A known size up to READ_AHEAD: the whole source, smaller or
+        // larger than two windows.
+        assert_eq!(ReadAhead::size_for(1468, 1, Some(3000), None), 3000);
+        assert_eq!(
+            ReadAhead::size_for(1468, 1, Some(READ_AHEAD as u64), None),
+            READ_AHEAD
+        );
+        assert_eq!(
+            ReadAhead::size_for(1468, 1, Some(READ_AHEAD as u64 + 1), None),
+            MIN_READ_AHEAD,
+            "larger sources: two windows"
+        );
+        assert_eq!(ReadAhead::size_for(512, 1, Some(0), None), 0);
     }
 }

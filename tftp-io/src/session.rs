@@ -132,9 +132,9 @@ pub(crate) enum Granted<S, W> {
 
 /// The source or sink the session's data goes through.
 pub(crate) enum Data<S, W> {
-    /// The response's source, and whether its size is known (a file or
-    /// bytes, whose reads do not wait on anyone, rather than a stream).
-    Source(S, bool),
+    /// The response's source, and its size if known (a file or bytes,
+    /// whose reads do not wait on anyone, rather than a stream).
+    Source(S, Option<u64>),
     Sink(W),
     None,
 }
@@ -143,7 +143,7 @@ impl<S, W> Data<S, W> {
     /// What the session driver sees of it.
     pub(crate) fn kind(&self) -> crate::driver::Data {
         match self {
-            Data::Source(..) => crate::driver::Data::Source,
+            Data::Source(_, size) => crate::driver::Data::Source(*size),
             Data::Sink(_) => crate::driver::Data::Upload,
             Data::None => crate::driver::Data::None,
         }
@@ -214,7 +214,7 @@ pub(crate) fn open<S, W>(
     let (mut session, data) = match answer {
         Ok(Granted::Read(r)) => (
             ServerSession::start(request, &limits, r.limits.as_ref(), r.size, now),
-            Data::Source(r.source, r.size.is_some()),
+            Data::Source(r.source, r.size),
         ),
         Ok(Granted::Write(w)) => (
             ServerSession::start(request, &limits, w.limits.as_ref(), None, now),

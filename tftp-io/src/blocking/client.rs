@@ -38,7 +38,7 @@ impl Client<Threads> {
         let clock = Clock::new(Threads::default());
         let session = self.put_session(remote.as_ref(), size, clock.now())?;
         let sized = size.is_some();
-        let mut driver = SessionDriver::new(session, Data::Source, None, executor(sized));
+        let mut driver = SessionDriver::new(session, Data::Source(size), None, executor(sized));
         let outcome = run(&mut driver, &socket, &mut Io::Source(source), &clock, None)?;
         ClientError::check(outcome, driver.stats().clone())
     }

@@ -305,7 +305,7 @@ fn run_session<H: Handler>(
     let (session, mut data) = open(request, config, answer, local, started, ticket);
     let kind = data.kind();
     let (mut io, sized) = match &mut data {
-        Data::Source(s, sized) => (Io::Source(&mut *s.0), *sized),
+        Data::Source(s, size) => (Io::Source(&mut *s.0), size.is_some()),
         Data::Sink(w) => (Io::Upload(&mut *w.0), false),
         Data::None => (Io::None, false),
     };

@@ -172,8 +172,9 @@ pub(crate) enum Waited<T> {
 /// Where the session's file bytes come from or go to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Data {
-    /// A source (a read request's response, a client's upload).
-    Source,
+    /// A source (a read request's response, a client's upload), with its
+    /// size when known.
+    Source(Option<u64>),
     /// A server's upload: closed at the end, which commits it.
     Upload,
     /// A client's download: flushed at the end (the caller keeps it).
@@ -330,13 +331,14 @@ impl<'t, S: Session> SessionDriver<'t, S> {
         // extra memory); for a client's upload, once the server answered.
         if !self.sized && self.settled() {
             self.sized = true;
-            if self.data == Data::Source {
+            if let Data::Source(size) = self.data {
                 let block = self.session.stats().options_negotiated;
                 let window = usize::from(block.windowsize.unwrap_or(1));
                 let block = usize::from(block.blksize.unwrap_or(512));
                 self.read_ahead.resize(ReadAhead::size_for(
                     block,
                     window,
+                    size,
                     self.ticket.as_deref_mut(),
                 ));
             }
@@ -395,7 +397,7 @@ impl<'t, S: Session> SessionDriver<'t, S> {
             Output::Finish => match self.data {
                 Data::Upload => Step::Close,
                 Data::Download => Step::Flush,
-                Data::Source | Data::None => {
+                Data::Source(_) | Data::None => {
                     self.report = Report::Delivered;
                     Step::Again
                 }
@@ -409,7 +411,7 @@ impl<'t, S: Session> SessionDriver<'t, S> {
                 }
                 self.deadline = Some(deadline);
                 let top_up = self.executor.top_up
-                    && self.data == Data::Source
+                    && matches!(self.data, Data::Source(_))
                     && self.read_ahead.wants_top_up();
                 Step::Wait {
                     deadline,

@@ -114,6 +114,8 @@ struct Run {
     /// Read steps and their deadlines.
     read_deadlines: Vec<Option<Instant>>,
     top_ups: usize,
+    /// Reads and top-ups that returned bytes.
+    data_reads: usize,
     /// The most of the memory budget in use at a wait.
     peak_memory: usize,
 }
@@ -158,6 +160,7 @@ fn run_pair_with(
         errors: Vec::new(),
         read_deadlines: Vec::new(),
         top_ups: 0,
+        data_reads: 0,
         peak_memory: 0,
     };
     let mut waits = 0;
@@ -209,6 +212,7 @@ fn run_pair_with(
                 match &mut source {
                     Source::Reads(chunks) => {
                         let read = chunks.read(buf);
+                        run.data_reads += usize::from(matches!(read, Ok(n) if n > 0));
                         driver.read(now, Waited::Done(read));
                     }
                     Source::Stalled => {
@@ -235,6 +239,7 @@ fn run_pair_with(
                 if let (Some(buf), Source::Reads(chunks)) = (top_up, &mut source) {
                     run.top_ups += 1;
                     let read = chunks.read(buf);
+                    run.data_reads += usize::from(matches!(read, Ok(n) if n > 0));
                     driver.topped_up(read);
                     continue;
                 }
@@ -311,7 +316,8 @@ fn a_file_arrives_whole_through_short_and_interrupted_reads() {
             let (mut client, request, mut ticket) = start(&registry, blksize, windowsize);
             let limits = &registry.config.limits;
             let session = ServerSession::start(&request, limits, None, None, Instant::ZERO);
-            let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
+            let mut driver =
+                SessionDriver::new(session, Data::Source(None), Some(&mut ticket), ASYNC);
             let sent = data(200_000);
             let source = Source::Reads(Chunks {
                 data: sent.clone(),
@@ -341,7 +347,7 @@ fn a_failing_source_ends_with_read_error_after_its_data() {
         let (mut client, request, mut ticket) = start(&registry, blksize, windowsize);
         let session =
             ServerSession::start(&request, &registry.config.limits, None, None, Instant::ZERO);
-        let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
+        let mut driver = SessionDriver::new(session, Data::Source(None), Some(&mut ticket), ASYNC);
         let sent = data(150_000);
         let source = Source::Reads(Chunks {
             data: sent.clone(),
@@ -374,7 +380,7 @@ fn a_stalled_source_waits_within_the_session_budget() {
     let registry = new_registry(limits.clone());
     let (mut client, request, mut ticket) = start(&registry, 0, 0);
     let session = ServerSession::start(&request, &limits, None, None, Instant::ZERO);
-    let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
+    let mut driver = SessionDriver::new(session, Data::Source(None), Some(&mut ticket), ASYNC);
     let run = run_pair(
         &mut driver,
         &mut client,
@@ -394,7 +400,7 @@ fn a_stalled_source_waits_within_the_session_budget() {
     let registry = new_registry(limits.clone());
     let (mut client, request, mut ticket) = start(&registry, 1468, 4);
     let session = ServerSession::start(&request, &limits, None, Some(10_000), Instant::ZERO);
-    let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
+    let mut driver = SessionDriver::new(session, Data::Source(None), Some(&mut ticket), ASYNC);
     let run = run_pair(
         &mut driver,
         &mut client,
@@ -424,7 +430,7 @@ fn stops_end_the_session() {
             Some(100),
             Instant::ZERO,
         );
-        let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
+        let mut driver = SessionDriver::new(session, Data::Source(None), Some(&mut ticket), ASYNC);
         let source = Source::Reads(Chunks {
             data: data(100),
             at: 0,
@@ -459,7 +465,8 @@ fn top_ups_only_where_the_executor_allows_them() {
             top_up,
             two_slots: false,
         };
-        let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), executor);
+        let mut driver =
+            SessionDriver::new(session, Data::Source(None), Some(&mut ticket), executor);
         let sent = data(100_000);
         let source = Source::Reads(Chunks {
             data: sent.clone(),
@@ -484,7 +491,7 @@ fn the_lease_holds_the_read_ahead_sized_to_the_window() {
     let (mut client, request, mut ticket) = start(&registry, 512, 1);
     let session =
         ServerSession::start(&request, &registry.config.limits, None, None, Instant::ZERO);
-    let mut driver = SessionDriver::new(session, Data::Source, Some(&mut ticket), ASYNC);
+    let mut driver = SessionDriver::new(session, Data::Source(None), Some(&mut ticket), ASYNC);
     let sent = data(100_000);
     let source = Source::Reads(Chunks {
         data: sent.clone(),
@@ -507,6 +514,54 @@ fn the_lease_holds_the_read_ahead_sized_to_the_window() {
         peak,
         "held until the session ends"
     );
+}
+
+/// A source of known size up to [`READ_AHEAD`](crate::READ_AHEAD) is read
+/// whole once the peer is verified (here at the OACK's answer, before the
+/// first block): in one read (a file source closes its descriptor then),
+/// with a lease of its size; a larger one gets two windows.
+#[test]
+fn a_small_source_of_known_size_is_read_whole() {
+    for (size, reads, lease) in [
+        (40_000, 1, 40_000),
+        (crate::READ_AHEAD, 1, crate::READ_AHEAD),
+        (crate::READ_AHEAD + 1, 7, crate::readahead::MIN_READ_AHEAD),
+    ] {
+        let registry = new_registry(Limits::default());
+        let (mut client, request, mut ticket) = start(&registry, 1468, 1);
+        let session = ServerSession::start(
+            &request,
+            &registry.config.limits,
+            None,
+            Some(size as u64),
+            Instant::ZERO,
+        );
+        let data_kind = Data::Source(Some(size as u64));
+        let mut driver = SessionDriver::new(session, data_kind, Some(&mut ticket), ASYNC);
+        let sent = data(size);
+        let source = Source::Reads(Chunks {
+            data: sent.clone(),
+            at: 0,
+            chunk: usize::MAX,
+            interrupt: false,
+            fails: false,
+        });
+        let run = run_pair_sampled(&mut driver, &mut client, source, Some(&registry));
+        assert!(run.received == sent, "size {size}");
+        // Reads that returned bytes (a larger source: at least one per
+        // half buffer, when it is topped up).
+        assert_eq!(run.data_reads, reads, "size {size}");
+        assert!(
+            run.peak_memory >= lease,
+            "size {size}: peak {}",
+            run.peak_memory
+        );
+        assert!(
+            run.peak_memory < lease + 8 * 1024,
+            "size {size}: peak {} for a read-ahead of {lease}",
+            run.peak_memory
+        );
+    }
 }
 
 /// What the scripted sink does with a write.
