@@ -25,7 +25,7 @@ use tftp_proto::options::Requested;
 use tftp_proto::server::{Request, TftpError};
 
 use crate::blocking::{self, StdSink, StdSource};
-use crate::handler::{Handler, ReadResponse, WriteResponse};
+use crate::handler::{AsyncSource, Handler, ReadResponse, Source, WriteResponse};
 use crate::root::{Root, Upload};
 
 /// Serves a directory; read-only unless writes are enabled.
@@ -116,11 +116,9 @@ impl DirHandler {
 impl Handler for DirHandler {
     async fn read(&self, request: &Request) -> Result<ReadResponse, TftpError> {
         let (file, size) = self.open_read(request)?;
+        let source = FileSource::new(file, size);
         Ok(ReadResponse::new(
-            FileSource {
-                file: Some(file),
-                left: size,
-            },
+            AsyncSource(Source::File(source)),
             Some(size),
         ))
     }
@@ -133,7 +131,7 @@ impl Handler for DirHandler {
 impl blocking::Handler for DirHandler {
     fn read(&self, request: &Request) -> Result<ReadResponse<StdSource>, TftpError> {
         let (file, size) = self.open_read(request)?;
-        Ok(ReadResponse::new(file, Some(size)))
+        Ok(ReadResponse::new(FileSource::new(file, size), Some(size)))
     }
 
     fn write(&self, request: &Request) -> Result<WriteResponse<StdSink>, TftpError> {
@@ -146,9 +144,41 @@ impl blocking::Handler for DirHandler {
 /// it had when opened (the `tsize` the client was told): then it is closed
 /// at once, so a session that has read all of a small file (its read-ahead
 /// holds it) no longer holds a descriptor for it.
-struct FileSource {
+pub(crate) struct FileSource {
     file: Option<std::fs::File>,
     left: u64,
+}
+
+impl FileSource {
+    fn new(file: std::fs::File, size: u64) -> Self {
+        FileSource {
+            file: Some(file),
+            left: size,
+        }
+    }
+}
+
+impl Read for FileSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(0);
+        };
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let result = file.read(buf.get_mut(..want).unwrap_or_default());
+        match &result {
+            Ok(0) => self.file = None,
+            Ok(n) => {
+                self.left = self.left.saturating_sub(*n as u64);
+                if self.left == 0 {
+                    self.file = None;
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
 }
 
 impl AsyncRead for FileSource {
@@ -157,25 +187,7 @@ impl AsyncRead for FileSource {
         _: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let Some(file) = this.file.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
-        let want = buf
-            .len()
-            .min(usize::try_from(this.left).unwrap_or(usize::MAX));
-        let result = file.read(buf.get_mut(..want).unwrap_or_default());
-        match &result {
-            Ok(0) => this.file = None,
-            Ok(n) => {
-                this.left = this.left.saturating_sub(*n as u64);
-                if this.left == 0 {
-                    this.file = None;
-                }
-            }
-            Err(_) => {}
-        }
-        Poll::Ready(result)
+        Poll::Ready(self.get_mut().read(buf))
     }
 }
 

@@ -128,11 +128,34 @@ impl<W> fmt::Debug for WriteResponse<W> {
 
 /// Any `futures_io::AsyncRead`, boxed: the source of an async
 /// [`ReadResponse`].
-pub struct AsyncSource(pub(crate) Pin<Box<dyn AsyncRead + Send>>);
+pub struct AsyncSource(pub(crate) Source);
+
+/// What an [`AsyncSource`] reads from.
+pub(crate) enum Source {
+    /// Any reader.
+    Stream(Pin<Box<dyn AsyncRead + Send>>),
+    /// A [`DirHandler`](crate::DirHandler) file: read on the calling
+    /// thread, so a lock-step session may also run on a thread of its own
+    /// (see [`ServerBuilder::session_threads`](crate::ServerBuilder::session_threads)).
+    File(crate::dir::FileSource),
+}
 
 impl<R: AsyncRead + Send + 'static> From<R> for AsyncSource {
     fn from(source: R) -> Self {
-        AsyncSource(Box::pin(source))
+        AsyncSource(Source::Stream(Box::pin(source)))
+    }
+}
+
+impl AsyncSource {
+    /// The source as a reader.
+    pub(crate) fn reader(&mut self) -> Pin<&mut (dyn AsyncRead + Send)> {
+        match &mut self.0 {
+            Source::Stream(s) => s.as_mut(),
+            Source::File(f) => {
+                let f: Pin<&mut crate::dir::FileSource> = Pin::new(f);
+                f
+            }
+        }
     }
 }
 

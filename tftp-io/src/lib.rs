@@ -66,7 +66,7 @@ pub use client::{Client, DEFAULT_CLIENT_DALLY, DEFAULT_CLIENT_MAX_RTO};
 pub use config::{
     ServerBuilder, ServerConfig, ServerStatsCallback, SessionCallback, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_MEMORY, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
-    DEFAULT_STATS_INTERVAL,
+    DEFAULT_STATS_INTERVAL, SESSION_THREAD_MIN_SIZE,
 };
 pub use dir::DirHandler;
 pub use error::ClientError;

@@ -37,6 +37,9 @@ pub struct Registry {
     table: Mutex<Table>,
     /// Bytes of session buffers granted (at most `config.max_memory`).
     memory: AtomicUsize,
+    /// Sessions running on threads of their own (at most
+    /// `config.session_threads`).
+    threads: AtomicUsize,
 }
 
 impl Registry {
@@ -51,7 +54,25 @@ impl Registry {
             counters: ServerCounters::default(),
             table,
             memory: AtomicUsize::new(0),
+            threads: AtomicUsize::new(0),
         })
+    }
+
+    /// A place for a session on a thread of its own, if fewer than
+    /// `config.session_threads` hold one.
+    pub(crate) fn session_thread(self: &Arc<Self>) -> Option<ThreadSlot> {
+        let cap = self.config.session_threads;
+        self.threads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ThreadSlot(Arc::clone(self)))
+    }
+
+    /// Sessions running on threads of their own now.
+    pub fn session_threads(&self) -> usize {
+        self.threads.load(Ordering::Acquire)
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -274,6 +295,16 @@ impl Ticket {
         table.cancels.remove(key);
         drop(table);
         self.registry.give_back(std::mem::take(&mut self.memory));
+    }
+}
+
+/// A session's place on a thread of its own, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct ThreadSlot(Arc<Registry>);
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        self.0.threads.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -37,6 +37,17 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
     /// Runs `task` to completion in the background.
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
 
+    /// Runs `f` on a thread where it may block: a lock-step session on a
+    /// thread of its own ([`ServerBuilder::session_threads`](crate::ServerBuilder::session_threads)).
+    /// Default: a new std thread; a runtime with a blocking pool reuses
+    /// its threads.
+    fn spawn_blocking(&self, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        std::thread::Builder::new()
+            .name("tftp-session".into())
+            .spawn(f)
+            .map(drop)
+    }
+
     /// The runtime's clock (tokio's paused test clock, say).
     fn now(&self) -> Instant {
         Instant::now()

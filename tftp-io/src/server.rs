@@ -8,17 +8,19 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use tftp_proto::options::Direction;
-use tftp_proto::server::{Request, TftpError};
-use tftp_proto::stats::{ServerStats, Stats};
+use tftp_proto::server::{Request, ServerSession, TftpError};
+use tftp_proto::session::Session;
+use tftp_proto::stats::ServerStats;
 
-use crate::config::{ServerBuilder, ABORT_GRACE};
+use crate::blocking::{executor, Threads};
+use crate::config::{ServerBuilder, ABORT_GRACE, SESSION_THREAD_MIN_SIZE};
 use crate::driver::future::{bounded, run, wait_until, Io, Watch, ASYNC};
-use crate::driver::{deadline_for, Clock, SessionDriver};
-use crate::handler::Handler;
+use crate::driver::{deadline_for, threads, Clock, SessionDriver};
+use crate::handler::{AsyncSink, AsyncSource, Handler, Source};
 use crate::listen::{Listener, RecvBatch, LISTEN_BATCH};
 use crate::registry::{Registry, Ticket};
 use crate::runtime::{AsyncUdpSocket, Runtime, Serves, Timer};
@@ -80,6 +82,12 @@ impl StatsHandle {
     /// (see `ServerBuilder::max_memory`).
     pub fn memory_in_use(&self) -> usize {
         self.0.memory_in_use()
+    }
+
+    /// Sessions running on threads of their own now (see
+    /// `ServerBuilder::session_threads`).
+    pub fn session_threads(&self) -> usize {
+        self.0.session_threads()
     }
 }
 
@@ -244,12 +252,11 @@ async fn accept_loop<H: Handler, R: Runtime>(
             for datagram in received.datagrams(buf) {
                 let datagram = datagram.get(..keep).unwrap_or(datagram);
                 match shared.admit(datagram, peer, local, &mut reply) {
-                    Accepted::Start(request, mut ticket) => {
+                    Accepted::Start(request, ticket) => {
                         let shared = Arc::clone(shared);
                         let listening = Arc::clone(listening);
                         shared.clock.runtime().clone().spawn(async move {
-                            let stats = run_session(&shared, request, listening, &mut ticket).await;
-                            ticket.finish(&stats);
+                            run_session(&shared, request, listening, ticket).await;
                         });
                     }
                     Accepted::Reply(len) => {
@@ -281,37 +288,22 @@ async fn while_out_of_descriptors<R: Runtime, T, F: Future<Output = T>>(
     }
 }
 
-/// Runs one transfer to its end and returns its statistics.
+/// Runs one transfer to its end (on this task, or on a thread of its own:
+/// see [`on_thread`]); its ticket ends with its statistics.
 async fn run_session<H: Handler, R: Runtime>(
-    shared: &Shared<H, R>,
+    shared: &Arc<Shared<H, R>>,
     request: Request,
     listening: Arc<Listening<R::Socket>>,
-    ticket: &mut Ticket,
-) -> Stats {
+    mut ticket: Ticket,
+) {
     let (clock, config) = (&shared.clock, &shared.registry.config);
     let started = clock.now();
-    let bind = || {
-        let bound = shared.bind_transfer(&request);
-        std::future::ready(bound.and_then(|s| clock.runtime().wrap_udp(s)))
-    };
+    let bind = || std::future::ready(shared.bind_transfer(&request));
     let bound =
         while_out_of_descriptors(clock, bind, |b| b.as_ref().is_err_and(out_of_descriptors)).await;
     let socket = match bound {
-        // The listening socket is needed no longer: it closes when its
-        // accept loop ends, not when the last session does.
-        Ok(s) => {
-            drop(listening);
-            s
-        }
-        Err(e) => {
-            // No socket of our own (out of descriptors or ports): the client
-            // hears "busy" from the listening socket instead of silence.
-            let from = request.local.unwrap_or_else(|| listening.listener.bound());
-            listening
-                .reply(busy_packet(&mut [0u8; 64]), request.peer, from)
-                .await;
-            return no_socket(&request, &e, clock.now());
-        }
+        Ok(s) => s,
+        Err(e) => return no_socket_reply(&listening, &request, &e, ticket, clock).await,
     };
     // The file may not open for the same reason (DirHandler answers
     // ERROR 0 "busy" then): the same wait.
@@ -341,14 +333,122 @@ async fn run_session<H: Handler, R: Runtime>(
     let local = socket.local_addr().ok();
     // The session starts when its request was taken: its unverified
     // lifetime counts the handler's wait too.
-    let (session, mut data) = open(&request, config, answer, local, started, ticket);
+    let (session, data) = open(&request, config, answer, local, started, &mut ticket);
+    let (session, mut data, socket, mut ticket) =
+        match on_thread(shared, session, data, socket, ticket) {
+            Ok(()) => return,
+            Err(kept) => *kept,
+        };
+    let socket = match clock.runtime().wrap_udp(socket) {
+        // The listening socket is needed no longer: it closes when its
+        // accept loop ends, not when the last session does.
+        Ok(s) => {
+            drop(listening);
+            s
+        }
+        Err(e) => return no_socket_reply(&listening, &request, &e, ticket, clock).await,
+    };
     let kind = data.kind();
     let mut io = match &mut data {
-        Data::Source(s, _) => Io::Source(s.0.as_mut()),
+        Data::Source(s, _) => Io::Source(s.reader()),
         Data::Sink(w) => Io::Upload(w.0.as_mut()),
         Data::None => Io::None,
     };
-    let mut driver = SessionDriver::new(session, kind, Some(ticket), ASYNC);
+    let mut driver = SessionDriver::new(session, kind, Some(&mut ticket), ASYNC);
     run(&mut driver, &socket, &mut io, clock, Some(&shared.aborting)).await;
-    driver.stats().clone()
+    let stats = driver.stats().clone();
+    drop(driver);
+    ticket.finish(&stats);
+}
+
+/// A request without a socket of its own (out of descriptors or ports):
+/// its client hears "busy" from the listening socket instead of silence.
+async fn no_socket_reply<S: AsyncUdpSocket, R: Runtime>(
+    listening: &Listening<S>,
+    request: &Request,
+    e: &io::Error,
+    ticket: Ticket,
+    clock: &Clock<R>,
+) {
+    let from = request.local.unwrap_or_else(|| listening.listener.bound());
+    listening
+        .reply(busy_packet(&mut [0u8; 64]), request.peer, from)
+        .await;
+    ticket.finish(&no_socket(request, e, clock.now()));
+}
+
+/// What a session starts with.
+type Start = (
+    ServerSession,
+    Data<AsyncSource, AsyncSink>,
+    std::net::UdpSocket,
+    Ticket,
+);
+
+/// Moves a lock-step session of a [`DirHandler`](crate::DirHandler) file
+/// of at least [`SESSION_THREAD_MIN_SIZE`] bytes to a thread of its own,
+/// while fewer than [`ServerConfig::session_threads`] are (see
+/// [`ServerBuilder::session_threads`](crate::ServerBuilder::session_threads)),
+/// and runs it there with the threads executor: `Ok` when it went.
+/// Anything else, or a thread that cannot start, comes back.
+fn on_thread<H: Handler, R: Runtime>(
+    shared: &Arc<Shared<H, R>>,
+    session: ServerSession,
+    data: Data<AsyncSource, AsyncSink>,
+    socket: std::net::UdpSocket,
+    ticket: Ticket,
+) -> Result<(), Box<Start>> {
+    let lock_step = session.stats().options_negotiated.windowsize.unwrap_or(1) == 1;
+    let (file, size, slot) = match data {
+        Data::Source(AsyncSource(Source::File(file)), Some(size))
+            if lock_step && size >= SESSION_THREAD_MIN_SIZE =>
+        {
+            match shared.registry.session_thread() {
+                Some(slot) => (file, size, slot),
+                None => {
+                    let data = Data::Source(AsyncSource(Source::File(file)), Some(size));
+                    return Err(Box::new((session, data, socket, ticket)));
+                }
+            }
+        }
+        data => return Err(Box::new((session, data, socket, ticket))),
+    };
+    // The job stays reachable from here, so that a thread that cannot
+    // start gives it back.
+    let job = Arc::new(Mutex::new(Some((session, file, socket, ticket))));
+    let (taken, thread_shared) = (Arc::clone(&job), Arc::clone(shared));
+    let spawned = shared.clock.runtime().spawn_blocking(move || {
+        let Some((session, mut file, socket, mut ticket)) = lock(&taken).take() else {
+            return;
+        };
+        let clock = thread_shared.clock.with_time(Threads::default());
+        let kind = crate::driver::Data::Source(Some(size));
+        let mut driver = SessionDriver::new(session, kind, Some(&mut ticket), executor(true));
+        let mut io = threads::Io::Source(&mut file);
+        let aborting = Some(&thread_shared.aborting);
+        if let Err(e) = threads::run(&mut driver, &socket, &mut io, &clock, aborting) {
+            tracing::warn!(error = %e, "transfer socket failed");
+        }
+        let stats = driver.stats().clone();
+        drop(driver);
+        // The place is back before the session's end is reported.
+        drop(slot);
+        ticket.finish(&stats);
+    });
+    match spawned {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a session thread; the session stays on the runtime");
+            let kept = lock(&job).take();
+            kept.map_or(Ok(()), |(session, file, socket, ticket)| {
+                let data = Data::Source(AsyncSource(Source::File(file)), Some(size));
+                Err(Box::new((session, data, socket, ticket)))
+            })
+        }
+    }
+}
+
+/// The job of [`on_thread`], however its lock was left.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -132,6 +132,12 @@ impl Runtime for Tokio {
         tokio::spawn(task);
     }
 
+    /// On tokio's blocking pool, whose threads are kept for the next one.
+    fn spawn_blocking(&self, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        drop(tokio::task::spawn_blocking(f));
+        Ok(())
+    }
+
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
     }

@@ -50,6 +50,8 @@ pub struct Cfg {
     pub reuse_port: usize,
     /// Serve on this pre-bound socket instead of binding 127.0.0.1:0.
     pub listen_socket: Option<Arc<std::net::UdpSocket>>,
+    /// `session_threads` (async servers).
+    pub session_threads: usize,
 }
 
 impl Default for Cfg {
@@ -73,6 +75,7 @@ impl Default for Cfg {
             stats_interval: None,
             reuse_port: 1,
             listen_socket: None,
+            session_threads: 0,
         }
     }
 }
@@ -99,14 +102,20 @@ pub struct Served {
     pub uploads: Arc<Mutex<Vec<u8>>>,
     /// Where the dynamic handler holds `slow`.
     pub gate: Gate,
-    stats: Box<dyn Fn() -> ServerStats + Send>,
+    stats: Counters,
     stop: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Served {
     /// The server's counters now.
     pub fn stats(&self) -> ServerStats {
-        (self.stats)()
+        (self.stats)().0
+    }
+
+    /// Sessions running on threads of their own now (`session_threads`;
+    /// always 0 for the threads server, whose sessions all are).
+    pub fn session_threads(&self) -> usize {
+        (self.stats)().1
     }
 
     /// Shuts down (releasing the gate first) and waits until `serve` has
@@ -426,12 +435,14 @@ pub trait Adapter {
     fn put(addr: SocketAddr, remote: &str, data: &[u8], o: Opts) -> Result<Stats, ClientError>;
 }
 
+/// Reads a running server's counters and its sessions on threads.
+type Counters = Box<dyn Fn() -> (ServerStats, usize) + Send>;
 type Periodic = Arc<(Mutex<Vec<ServerStats>>, std::sync::Condvar)>;
 type Recorders = (Arc<SessionLog>, Periodic, Arc<Mutex<Vec<u8>>>);
 /// A started server: its address, a counters reader and a stop function.
 type Started = (
     Vec<SocketAddr>,
-    Box<dyn Fn() -> ServerStats + Send>,
+    Counters,
     Box<dyn FnOnce() + Send>,
     std::sync::mpsc::Receiver<std::io::Result<()>>,
 );
@@ -480,6 +491,7 @@ macro_rules! configure {
             .max_sessions($cfg.max_sessions)
             .max_sessions_per_peer($cfg.max_sessions_per_peer)
             .drain_timeout($cfg.drain)
+            .session_threads($cfg.session_threads)
             .on_session_end(move |s| sessions.push(s));
         if let Some((low, high)) = $cfg.port_range {
             b = b.port_range(low, high);
@@ -552,7 +564,7 @@ fn run_tokio<H: tftp_tokio::Handler>(builder: tftp_tokio::ServerBuilder<H>) -> S
     });
     (
         addrs,
-        Box::new(move || handle.snapshot()),
+        Box::new(move || (handle.snapshot(), handle.session_threads())),
         Box::new(move || {
             let _ = stop_tx.send(());
             thread.join().unwrap();
@@ -796,7 +808,7 @@ fn run_smol<H: tftp_smol::Handler>(
     });
     (
         addrs,
-        Box::new(move || stats.snapshot()),
+        Box::new(move || (stats.snapshot(), stats.session_threads())),
         Box::new(move || {
             let _ = stop_tx.try_send(());
             thread.join().unwrap();
@@ -931,7 +943,7 @@ fn run_blocking<H: tftp_blocking::Handler>(builder: tftp_blocking::ServerBuilder
     });
     (
         addrs,
-        Box::new(move || stats.stats()),
+        Box::new(move || (stats.stats(), 0)),
         Box::new(move || {
             handle.shutdown();
             thread.join().unwrap();

@@ -37,7 +37,7 @@ impl Now for Threads {
 /// What the threads executor can do: read a source while it waits only if
 /// the read cannot block (a source of known size: a file, bytes), and
 /// receive one datagram at a time.
-fn executor(sized: bool) -> Executor {
+pub(crate) fn executor(sized: bool) -> Executor {
     Executor {
         top_up: sized,
         two_slots: false,

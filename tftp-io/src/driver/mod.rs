@@ -76,6 +76,15 @@ impl<R: Now> Clock<R> {
         Clock { time, epoch }
     }
 
+    /// The same clock (same epoch) read from `time`: for a session moved
+    /// to a thread, whose runtime's clock is the system's.
+    pub(crate) fn with_time<T: Now>(&self, time: T) -> Clock<T> {
+        Clock {
+            time,
+            epoch: self.epoch,
+        }
+    }
+
     pub(crate) fn now(&self) -> Instant {
         let elapsed = self.time.now().saturating_duration_since(self.epoch);
         Instant::from_micros(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
