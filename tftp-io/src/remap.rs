@@ -39,7 +39,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use regex::bytes::{Captures, Regex, RegexBuilder};
 use tftp_proto::failure::Failure;
@@ -408,17 +408,40 @@ fn hex_ip(ip: IpAddr) -> String {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Remap<H> {
-    rules: Arc<RemapRules>,
+    rules: RulesHandle,
     inner: H,
+}
+
+/// The rules a [`Remap`] applies, replaceable while it serves (tftpd's
+/// SIGHUP): each request is rewritten by the rules current when it
+/// arrives; running transfers are not affected. Clones share the rules.
+#[derive(Clone, Debug)]
+pub struct RulesHandle(Arc<RwLock<Arc<RemapRules>>>);
+
+impl RulesHandle {
+    /// The rules now.
+    pub fn current(&self) -> Arc<RemapRules> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the rules, for the requests from now on.
+    pub fn replace(&self, rules: impl Into<Arc<RemapRules>>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = rules.into();
+    }
 }
 
 impl<H> Remap<H> {
     /// `inner` behind `rules`.
     pub fn new(rules: impl Into<Arc<RemapRules>>, inner: H) -> Self {
         Remap {
-            rules: rules.into(),
+            rules: RulesHandle(Arc::new(RwLock::new(rules.into()))),
             inner,
         }
+    }
+
+    /// The rules, to replace them while the handler serves.
+    pub fn rules(&self) -> &RulesHandle {
+        &self.rules
     }
 
     /// The wrapped handler.
@@ -428,9 +451,8 @@ impl<H> Remap<H> {
 
     /// The request as the wrapped handler sees it: its name rewritten.
     pub fn remapped(&self, request: &Request) -> Result<Request, TftpError> {
-        let name =
-            self.rules
-                .apply(request.filename(), request.direction(), request.peer().ip())?;
+        let rules = self.rules.current();
+        let name = rules.apply(request.filename(), request.direction(), request.peer().ip())?;
         if name != request.filename() {
             tracing::debug!(
                 from = %request.filename_lossy().escape_debug(),
@@ -480,6 +502,26 @@ mod tests {
         rules
             .apply(name.as_bytes(), d, ip)
             .map(|n| String::from_utf8(n).unwrap())
+    }
+
+    /// Replaced rules apply to the requests from then on, in every clone.
+    #[test]
+    fn rules_replaced_while_serving() {
+        let remap = Remap::new(RemapRules::parse(b"r ^a b").unwrap(), ());
+        let clone = remap.clone();
+        let request = |name: &str| {
+            let mut rrq = vec![0, 1];
+            rrq.extend_from_slice(name.as_bytes());
+            rrq.extend_from_slice(b"\0octet\0");
+            let peer = std::net::SocketAddr::new(V4, 1000);
+            tftp_proto::server::accept(&rrq, peer, &Default::default()).unwrap()
+        };
+        let name = |r: &Remap<()>| r.remapped(&request("ax")).unwrap().filename;
+        assert_eq!(name(&remap), b"bx");
+        remap.rules().replace(RemapRules::parse(b"r ^a c").unwrap());
+        assert_eq!(name(&remap), b"cx");
+        assert_eq!(name(&clone), b"cx", "clones share the rules");
+        assert_eq!(clone.rules().current().len(), 1);
     }
 
     #[test]

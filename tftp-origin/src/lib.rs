@@ -52,7 +52,7 @@ mod template;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tftp_tokio::tftp_proto::options::Limits;
@@ -213,12 +213,7 @@ impl OriginBuilder {
     /// credentials configuration, a `file://` directory that does not
     /// exist, a cache directory refused or not writable).
     pub fn build(self) -> Result<Origin, OriginError> {
-        // The store's message may quote the base: redacted there too.
-        let backend = Backend::new(&self.template, self.timing).map_err(|e| {
-            let base = self.template.base();
-            let shown = redact(base);
-            OriginError(format!("origin {shown}: {}", e.replace(base, &shown)))
-        })?;
+        let backend = build_backend(&self.template, self.timing)?;
         let (instance, store, default_size) = match self.dir {
             Some(dir) => {
                 let instance =
@@ -240,8 +235,10 @@ impl OriginBuilder {
         let cache = Cache::new(store.clone(), config, self.timing, Arc::clone(&counters))
             .map_err(|e| OriginError(e.to_string()))?;
         Ok(Origin(Arc::new(Inner {
-            template: self.template,
-            backend: Arc::new(backend),
+            route: RwLock::new(Arc::new(Route {
+                template: self.template,
+                backend: Arc::new(backend),
+            })),
             cache: Arc::new(cache),
             counters,
             timing: self.timing,
@@ -251,9 +248,19 @@ impl OriginBuilder {
     }
 }
 
+/// The client or store for `template`'s base.
+fn build_backend(template: &Template, timing: Timing) -> Result<Backend, OriginError> {
+    // The store's message may quote the base: redacted there too.
+    Backend::new(template, timing).map_err(|e| {
+        let base = template.base();
+        let shown = redact(base);
+        OriginError(format!("origin {shown}: {}", e.replace(base, &shown)))
+    })
+}
+
 struct Inner {
-    template: Template,
-    backend: Arc<Backend>,
+    /// The template and its client, replaced by [`Origin::reload`].
+    route: RwLock<Arc<Route>>,
     cache: Arc<Cache>,
     counters: Arc<stats::Counters>,
     timing: Timing,
@@ -261,6 +268,13 @@ struct Inner {
     /// The cache's own space in the cache directory, held while the
     /// handler lives.
     _cache_dir: Option<cachedir::Instance>,
+}
+
+/// Where names go: the template and the client or store of its base.
+#[derive(Debug)]
+struct Route {
+    template: Template,
+    backend: Arc<Backend>,
 }
 
 /// The origin handler (cheap to clone: clones share the cache and
@@ -271,8 +285,7 @@ pub struct Origin(Arc<Inner>);
 impl fmt::Debug for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Origin")
-            .field("template", &self.0.template)
-            .field("backend", &self.0.backend)
+            .field("route", &self.route())
             .finish_non_exhaustive()
     }
 }
@@ -295,9 +308,29 @@ impl Origin {
         })
     }
 
-    /// The template.
-    pub fn template(&self) -> &Template {
-        &self.0.template
+    /// The template now.
+    pub fn template(&self) -> Template {
+        self.route().template.clone()
+    }
+
+    /// Serves from `template` from now on (tftpd's SIGHUP re-reads
+    /// `--origin-file`): its client or store is built first, and on any
+    /// failure the template in use stays. Lookups already under way finish
+    /// with the old one; cached objects of the old template's URLs are
+    /// no longer asked for and age out of the cache.
+    pub fn reload(&self, template: &str) -> Result<(), OriginError> {
+        let template = Template::parse(template)?;
+        let backend = build_backend(&template, self.0.timing)?;
+        let route = Arc::new(Route {
+            template,
+            backend: Arc::new(backend),
+        });
+        *self.0.route.write().unwrap_or_else(|p| p.into_inner()) = route;
+        Ok(())
+    }
+
+    fn route(&self) -> Arc<Route> {
+        Arc::clone(&self.0.route.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The counters now.
@@ -310,7 +343,8 @@ impl Origin {
         &self,
         request: &RequestInfo,
     ) -> (Option<String>, CacheResult, Result<ReadResponse, TftpError>) {
-        let url = match self.0.template.render(request) {
+        let route = self.route();
+        let url = match route.template.render(request) {
             Ok(url) => url,
             Err(e) => return (None, CacheResult::Error, Err(e)),
         };
@@ -323,10 +357,10 @@ impl Origin {
         );
         // A disk copy evicted between the lookup and its open is looked up
         // once more (the next lookup fetches it again).
-        let mut found = self.0.cache.get(&url, &self.0.backend).await;
+        let mut found = self.0.cache.get(&url, &route.backend).await;
         if let Ok(Found::Cached(object, _)) = &found {
             if object.is_gone() {
-                found = self.0.cache.get(&url, &self.0.backend).await;
+                found = self.0.cache.get(&url, &route.backend).await;
             }
         }
         let answer = match found {
@@ -399,5 +433,31 @@ impl Handler for Origin {
             });
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload replaces the template only when its client can be built;
+    /// a bad one leaves the template in use.
+    #[tokio::test]
+    async fn reload_keeps_the_template_in_use_on_failure() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let url = |d: &tempfile::TempDir| format!("file://{}/{{path}}", d.path().display());
+        let origin = Origin::builder(&url(&a)).unwrap().build().unwrap();
+        origin.reload(&url(&b)).unwrap();
+        assert_eq!(origin.template(), Template::parse(&url(&b)).unwrap());
+        assert!(
+            origin.reload("ftp://127.0.0.1/{path}").is_err(),
+            "bad scheme"
+        );
+        assert!(
+            origin.reload("file:///nonexistent-dir/{path}").is_err(),
+            "no directory"
+        );
+        assert_eq!(origin.template(), Template::parse(&url(&b)).unwrap());
     }
 }

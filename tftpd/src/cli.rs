@@ -38,7 +38,8 @@ pub struct Args {
 
     /// Read the --origin URL template from FILE (its first line that is
     /// neither empty nor a # comment), so that credentials or tokens in it
-    /// do not show in the process's command line.
+    /// do not show in the process's command line. Read again on SIGHUP (a
+    /// bad file keeps the template in use).
     #[arg(long, env = "TFTPD_ORIGIN_FILE", value_name = "FILE")]
     pub origin_file: Option<PathBuf>,
 
@@ -94,6 +95,8 @@ pub struct Args {
     pub listen: Vec<SocketAddr>,
 
     /// Rewrite requested file names with tftpd-hpa's remap rules (its -m).
+    /// Read again on SIGHUP (a bad file keeps the rules in use and logs
+    /// the line).
     #[arg(short = 'm', long, env = "TFTPD_MAP_FILE", value_name = "FILE")]
     pub map_file: Option<PathBuf>,
 
@@ -408,7 +411,7 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 
 /// The template in an `--origin-file`: its first line that is neither
 /// empty nor a `#` comment, trimmed.
-fn read_origin_file(file: &Path) -> Result<String, String> {
+pub fn read_origin_file(file: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
     text.lines()
         .map(str::trim)

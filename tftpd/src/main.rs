@@ -13,6 +13,7 @@ mod cli;
 mod log;
 mod metrics;
 mod process;
+mod reload;
 mod sockets;
 mod stack;
 
@@ -96,6 +97,11 @@ async fn serve(
     origin: Option<Origin>,
 ) -> Result<(), BoxError> {
     let shutdown = process::shutdown_signal();
+    reload::Reload {
+        rules: args.map_file.clone().zip(handler.rules()),
+        origin: args.origin_file.clone().zip(origin.clone()),
+    }
+    .spawn()?;
     let durations = metrics::Durations::default();
     let recorded = durations.clone();
     // JSON escapes every string itself; text lines need it done here.

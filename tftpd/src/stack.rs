@@ -56,6 +56,16 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// The remap rules in use, to replace them on SIGHUP.
+    pub fn rules(&self) -> Option<tftp_tokio::remap::RulesHandle> {
+        match self {
+            Stack::Direct(_) => None,
+            Stack::Remapped(remap) => Some(remap.rules().clone()),
+        }
+    }
+}
+
 impl Handler for Stack {
     async fn read(&self, request: &RequestInfo) -> Result<ReadResponse, TftpError> {
         match self {

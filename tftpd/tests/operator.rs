@@ -275,6 +275,46 @@ fn map_file_rewrites_and_bad_rules_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// SIGHUP re-reads `--map-file`: the requests from then on see the new
+/// rules; a bad or missing file keeps the rules in use, names its line,
+/// and tftpd serves on.
+#[test]
+fn sighup_reloads_the_map_file_and_a_bad_one_keeps_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), b"A").unwrap();
+    std::fs::write(dir.path().join("b.txt"), b"B").unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::write(&rules, "r ^file$ a.txt\n").unwrap();
+    let mut d = Daemon::start(dir.path(), &["--map-file", rules.to_str().unwrap()]);
+    let get = |d: &Daemon| get_small_from("127.0.0.1", d.addr, "file").unwrap();
+    assert_eq!(get(&d), b"A");
+    std::fs::write(&rules, "# now b\nr ^file$ b.txt\n").unwrap();
+    d.signal("HUP");
+    let line = d.wait_for("remap rules reloaded");
+    assert!(line.contains("rules=1"), "{line}");
+    assert_eq!(get(&d), b"B");
+    std::fs::write(&rules, "r ^file$ a.txt\nr (unclosed x\n").unwrap();
+    d.signal("HUP");
+    let line = d.wait_for("remap rules not reloaded");
+    assert!(line.contains("line 2"), "{line}");
+    assert_eq!(get(&d), b"B", "the rules in use stay");
+    std::fs::remove_file(&rules).unwrap();
+    d.signal("HUP");
+    d.wait_for("remap rules not reloaded");
+    assert_eq!(get(&d), b"B");
+}
+
+/// Without files to reload, a SIGHUP is logged and does not end tftpd.
+#[test]
+fn sighup_without_files_does_not_end_tftpd() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    let mut d = Daemon::start(dir.path(), &[]);
+    d.signal("HUP");
+    d.wait_for("nothing to reload");
+    assert_eq!(get_small_from("127.0.0.1", d.addr, "f").unwrap(), b"x");
+}
+
 /// A switch set to false in the environment is off, and does not demand
 /// the switches it would need when on.
 #[test]

@@ -259,6 +259,42 @@ fn with_metrics(d: &mut Daemon) -> SocketAddr {
     field(&line, "addr=").parse().unwrap()
 }
 
+/// SIGHUP re-reads `--origin-file`: the names asked from then on come
+/// from the new template; a file with a bad template keeps the one in use.
+#[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
+fn sighup_reloads_the_origin_file() {
+    let nginx = Nginx::start();
+    nginx.put("a/f", b"from a");
+    nginx.put("b/f", b"from b");
+    let conf = tempfile::tempdir().unwrap();
+    let file = conf.path().join("origin");
+    let template = |prefix: &str| {
+        nginx
+            .template()
+            .replace("/boot/", &format!("/boot/{prefix}/"))
+    };
+    std::fs::write(&file, format!("# the origin\n{}\n", template("a"))).unwrap();
+    let mut cmd = Command::new(TFTPD);
+    cmd.arg("--origin-file")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0", "--workers", "2"]);
+    let mut d = Daemon::spawn(cmd);
+    assert_eq!(get(&d, "f").unwrap().0, b"from a");
+    std::fs::write(&file, template("b")).unwrap();
+    d.signal("HUP");
+    d.wait_for("origin reloaded");
+    assert_eq!(get(&d, "f").unwrap().0, b"from b");
+    std::fs::write(&file, "ftp://127.0.0.1/{path}\n").unwrap();
+    d.signal("HUP");
+    d.wait_for("origin not reloaded");
+    assert_eq!(
+        get(&d, "f").unwrap().0,
+        b"from b",
+        "the template in use stays"
+    );
+}
+
 #[test]
 #[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn content_tsize_and_error_codes() {
