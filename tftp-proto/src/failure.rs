@@ -36,6 +36,10 @@ pub enum Failure {
     OversizedData,
     /// The transfer exceeded [`Limits::max_transfer_blocks`](crate::options::Limits::max_transfer_blocks).
     TooManyBlocks,
+    /// The transfer needs a block past 65535 and
+    /// [`Rollover::Refuse`](crate::options::Rollover::Refuse) forbids the
+    /// block number to roll over.
+    OutOfBlockNumbers,
     /// The file does not exist.
     NotFound,
     /// The request is not allowed (a name outside the root, a denied path).
@@ -76,6 +80,9 @@ impl Failure {
             Failure::TooSlow => (NotDefined, "Transfer too slow"),
             Failure::OversizedData => (IllegalOperation, "DATA larger than the block size"),
             Failure::TooManyBlocks => (ErrorCode::DiskFull, "Transfer too large"),
+            Failure::OutOfBlockNumbers => {
+                (ErrorCode::DiskFull, "File too large for the block numbers")
+            }
             Failure::NotFound => (FileNotFound, "File not found"),
             Failure::AccessViolation => (ErrorCode::AccessViolation, "Access violation"),
             Failure::NotRegularFile => (ErrorCode::AccessViolation, "Not a regular file"),

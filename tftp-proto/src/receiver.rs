@@ -14,6 +14,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::netascii::Decoder;
+use crate::options::Rollover;
 use crate::stats::incr;
 
 /// ACKs sent for one gap before waiting for the sender or the timer.
@@ -34,6 +35,8 @@ pub(crate) struct Receiver {
     decoder: Option<Decoder>,
     gap_acks: u32,
     max_blocks: u64,
+    /// How 64-bit block numbers go on the wire.
+    rollover: Rollover,
 }
 
 /// What a DATA packet did.
@@ -55,7 +58,13 @@ pub(crate) enum DataEffect {
 }
 
 impl Receiver {
-    pub(crate) fn new(blksize: u16, window: u16, netascii: bool, max_blocks: u64) -> Self {
+    pub(crate) fn new(
+        blksize: u16,
+        window: u16,
+        netascii: bool,
+        max_blocks: u64,
+        rollover: Rollover,
+    ) -> Self {
         let blksize = usize::from(blksize);
         Receiver {
             blksize,
@@ -68,13 +77,25 @@ impl Receiver {
             ack_after: None,
             decoder: netascii.then(Decoder::new),
             gap_acks: 0,
-            max_blocks,
+            max_blocks: max_blocks.min(rollover.last_block()),
+            rollover,
         }
     }
 
     /// Bytes of its buffers.
     pub(crate) fn memory(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The wire number of [`Receiver::last_in_order`], to acknowledge it.
+    pub(crate) fn last_in_order_wire(&self) -> u16 {
+        self.rollover.wire(self.last_in_order())
+    }
+
+    /// Whether the block limit that ended the transfer is the block
+    /// numbers' ([`Rollover::Refuse`]).
+    pub(crate) fn out_of_numbers(&self) -> bool {
+        self.expected > self.rollover.last_block()
     }
 
     /// The last block received in order (64-bit).
@@ -106,7 +127,12 @@ impl Receiver {
         if payload.len() > self.blksize {
             return DataEffect::TooLarge;
         }
-        let delta = wire.wrapping_sub(self.expected as u16) as i16;
+        // A number no block near the expected one has (0 after a rollover
+        // to 1) counts as a stale duplicate.
+        let delta = self
+            .rollover
+            .distance(self.expected, wire)
+            .unwrap_or(i64::MIN);
         if delta > 0 {
             incr(&mut stats.out_of_order_data);
             if self.gap_acks < GAP_ACKS {
@@ -203,7 +229,7 @@ mod tests {
 
     #[test]
     fn acks_per_window_and_final() {
-        let mut r = Receiver::new(4, 2, false, u64::MAX);
+        let mut r = Receiver::new(4, 2, false, u64::MAX, Rollover::Zero);
         let mut st = stats();
         assert_eq!(r.on_data(1, b"abcd", &mut st), DataEffect::Delivered);
         assert_eq!(r.pending(), Some(&b"abcd"[..]));
@@ -219,7 +245,7 @@ mod tests {
 
     #[test]
     fn gap_and_duplicates() {
-        let mut r = Receiver::new(4, 4, false, u64::MAX);
+        let mut r = Receiver::new(4, 4, false, u64::MAX, Rollover::Zero);
         let mut st = stats();
         assert_eq!(r.on_data(1, b"abcd", &mut st), DataEffect::Delivered);
         r.delivered();
@@ -253,7 +279,7 @@ mod tests {
 
     #[test]
     fn limits() {
-        let mut r = Receiver::new(4, 1, false, 1);
+        let mut r = Receiver::new(4, 1, false, 1, Rollover::Zero);
         let mut st = stats();
         assert_eq!(r.on_data(1, b"abcde", &mut st), DataEffect::TooLarge);
         assert_eq!(r.on_data(1, b"abcd", &mut st), DataEffect::Delivered);
@@ -263,7 +289,7 @@ mod tests {
 
     #[test]
     fn netascii_final_cr() {
-        let mut r = Receiver::new(4, 1, true, u64::MAX);
+        let mut r = Receiver::new(4, 1, true, u64::MAX, Rollover::Zero);
         let mut st = stats();
         assert_eq!(r.on_data(1, b"a\r\nb", &mut st), DataEffect::Delivered);
         assert_eq!(r.pending(), Some(&b"a\nb"[..]));

@@ -23,6 +23,7 @@ use alloc::vec::Vec;
 use core::num::{NonZeroU16, NonZeroU64};
 
 use crate::netascii::Encoder;
+use crate::options::Rollover;
 use crate::packet::{encode_data_header, DATA_HEADER_LEN};
 use crate::stats::incr;
 use crate::time::Instant;
@@ -58,6 +59,8 @@ pub(crate) struct Sender {
     /// How many datagrams one transmission may carry.
     batch: Batch,
     source: Source,
+    /// How 64-bit block numbers go on the wire.
+    rollover: Rollover,
 }
 
 /// How many DATA packets of a window one [`Output::Transmit`] may carry:
@@ -157,7 +160,13 @@ pub(crate) enum AckEffect {
 }
 
 impl Sender {
-    pub(crate) fn new(blksize: u16, window: u16, netascii: bool, batch: Batch) -> Self {
+    pub(crate) fn new(
+        blksize: u16,
+        window: u16,
+        netascii: bool,
+        batch: Batch,
+        rollover: Rollover,
+    ) -> Self {
         let blksize = usize::from(blksize);
         let window = NonZeroU16::new(window).unwrap_or(NonZeroU16::MIN);
         let w = usize::from(window.get());
@@ -191,7 +200,14 @@ impl Sender {
             restarted_at: 0,
             batch: batch.for_segment(slot_size(blksize)),
             source,
+            rollover,
         }
+    }
+
+    /// Whether the next step would build a block past the last one the
+    /// block numbers allow ([`Rollover::Refuse`]): the transfer must end.
+    pub(crate) fn out_of_numbers(&self) -> bool {
+        self.last.is_none() && self.next > self.filled && self.filled >= self.rollover.last_block()
     }
 
     /// Changes how many packets one transmission may carry.
@@ -289,7 +305,8 @@ impl Sender {
                 return Step::Transmit { slot, len, count };
             }
             let room = self.filled.saturating_add(1) < self.base.saturating_add(self.window.get());
-            if self.last.is_some() || !room {
+            // No block past the last number there is (see `out_of_numbers`).
+            if self.last.is_some() || !room || self.filled >= self.rollover.last_block() {
                 return Step::Wait;
             }
             // Build block `filled + 1`.
@@ -422,9 +439,10 @@ impl Sender {
         if let Some(slot_len) = self.lens.get_mut(slot) {
             *slot_len = len;
         }
+        let wire = self.rollover.wire(block);
         // NOTE(unwrap): a slot always has room for the 4-byte header.
         #[allow(clippy::expect_used)]
-        encode_data_header(self.slot_bytes(slot), block as u16).expect("slot holds a header");
+        encode_data_header(self.slot_bytes(slot), wire).expect("slot holds a header");
         self.filled = block;
         if len < self.blksize {
             self.last = Some(block);
@@ -436,7 +454,12 @@ impl Sender {
         // `next >= base >= 1`, and 64-bit block numbers never reach the top.
         let lo = self.base.saturating_sub(1);
         let hi = self.next.saturating_sub(1);
-        let a = lo.saturating_add(u64::from(wire.wrapping_sub(lo as u16)));
+        let Some(ahead) = self.rollover.forward(lo, wire) else {
+            // A number no block near the window has (0 after a rollover
+            // to 1).
+            return AckEffect::Duplicate;
+        };
+        let a = lo.saturating_add(ahead);
         if a == lo {
             self.dup_acks = self.dup_acks.saturating_add(1);
             if self.window.get() > 1
@@ -521,7 +544,7 @@ mod tests {
 
     #[test]
     fn window_slides_and_restarts_on_gap() {
-        let mut s = Sender::new(8, 4, false, Batch::ONE);
+        let mut s = Sender::new(8, 4, false, Batch::ONE, Rollover::Zero);
         let mut st = stats();
         let bytes = [7u8; 8 * 10];
         let mut data = &bytes[..];
@@ -545,7 +568,7 @@ mod tests {
 
     #[test]
     fn lock_step_duplicate_ack_sends_nothing() {
-        let mut s = Sender::new(8, 1, false, Batch::ONE);
+        let mut s = Sender::new(8, 1, false, Batch::ONE, Rollover::Zero);
         let mut st = stats();
         let bytes = [1u8; 20];
         let mut data = &bytes[..];
@@ -563,7 +586,7 @@ mod tests {
 
     #[test]
     fn first_block_of_window_lost_restarts_after_two_duplicates() {
-        let mut s = Sender::new(8, 4, false, Batch::ONE);
+        let mut s = Sender::new(8, 4, false, Batch::ONE, Rollover::Zero);
         let mut st = stats();
         let bytes = [1u8; 8 * 9];
         let mut data = &bytes[..];
@@ -580,7 +603,7 @@ mod tests {
 
     #[test]
     fn rollover_maps_acks_to_64_bits() {
-        let mut s = Sender::new(8, 2, false, Batch::ONE);
+        let mut s = Sender::new(8, 2, false, Batch::ONE, Rollover::Zero);
         let mut st = stats();
         let bytes = vec![0u8; 8 * 65_540];
         let mut data = &bytes[..];
@@ -593,6 +616,65 @@ mod tests {
         }
         assert_eq!(s.highest_sent(), 65_538);
         assert_eq!(pump(&mut s, &mut data, &mut st), [3, 4]);
+    }
+
+    /// With [`Rollover::One`], 65535 is followed by 1, and ACKs map back to
+    /// the 64-bit blocks across it (a stray ACK 0 is a duplicate).
+    #[test]
+    fn rollover_to_one() {
+        let mut s = Sender::new(8, 2, false, Batch::ONE, Rollover::One);
+        let mut st = stats();
+        let bytes = vec![0u8; 8 * 65_540];
+        let mut data = &bytes[..];
+        let mut wires = Vec::new();
+        let mut acked = 0u64;
+        while acked < 65_538 {
+            let sent = pump(&mut s, &mut data, &mut st);
+            wires.extend_from_slice(&sent);
+            let last = *sent.last().unwrap();
+            assert!(matches!(s.on_ack(last), AckEffect::Progress { .. }));
+            acked += sent.len() as u64;
+        }
+        assert_eq!(&wires[65_532..65_538], [65_533, 65_534, 65_535, 1, 2, 3]);
+        assert_eq!(s.highest_sent(), 65_538);
+        assert_eq!(s.on_ack(0), AckEffect::Duplicate);
+        assert_eq!(pump(&mut s, &mut data, &mut st), [4, 5]);
+    }
+
+    /// With [`Rollover::Refuse`], block 65535 is the last one there can be:
+    /// past it the sender is out of numbers (whatever its window).
+    #[test]
+    fn refused_rollover_ends_at_65535() {
+        for window in [1, 4] {
+            let mut s = Sender::new(8, window, false, Batch::ONE, Rollover::Refuse);
+            let mut st = stats();
+            let bytes = vec![0u8; 8 * 65_536];
+            let mut data = &bytes[..];
+            let mut highest = 0;
+            while !s.out_of_numbers() {
+                let sent = pump(&mut s, &mut data, &mut st);
+                if let Some(&last) = sent.last() {
+                    highest = last;
+                    s.on_ack(last);
+                }
+            }
+            assert_eq!(highest, 65_535, "window {window}");
+            assert_eq!(s.highest_sent(), 65_535);
+        }
+        // A file that ends before 65535 blocks never runs out.
+        let mut s = Sender::new(8, 1, false, Batch::ONE, Rollover::Refuse);
+        let mut st = stats();
+        let bytes = vec![0u8; 8 * 65_534 + 3];
+        let mut data = &bytes[..];
+        loop {
+            assert!(!s.out_of_numbers());
+            let sent = pump(&mut s, &mut data, &mut st);
+            let last = *sent.last().unwrap();
+            if let AckEffect::Finished { .. } = s.on_ack(last) {
+                assert_eq!(last, 65_535);
+                break;
+            }
+        }
     }
 
     /// Drives the sender with `data`, returning each transmission's block
@@ -634,7 +716,7 @@ mod tests {
 
     #[test]
     fn batches_carry_consecutive_blocks_after_a_lone_first() {
-        let mut s = Sender::new(8, 8, false, BATCH4);
+        let mut s = Sender::new(8, 8, false, BATCH4, Rollover::Zero);
         let mut st = stats();
         let bytes = [3u8; 8 * 13 + 5];
         let mut data = &bytes[..];
@@ -661,7 +743,7 @@ mod tests {
 
     #[test]
     fn a_timeout_resends_the_window_in_batches() {
-        let mut s = Sender::new(8, 4, false, BATCH4);
+        let mut s = Sender::new(8, 4, false, BATCH4, Rollover::Zero);
         let mut st = stats();
         let bytes = [3u8; 8 * 10];
         let mut data = &bytes[..];
@@ -680,7 +762,7 @@ mod tests {
             bytes: 30,
             ..BATCH4
         };
-        let mut s = Sender::new(8, 8, false, by_bytes);
+        let mut s = Sender::new(8, 8, false, by_bytes, Rollover::Zero);
         let mut st = stats();
         let bytes = [3u8; 8 * 10];
         let mut data = &bytes[..];
@@ -696,7 +778,7 @@ mod tests {
             },
             Batch::ONE,
         ] {
-            let mut s = Sender::new(8, 4, false, batch);
+            let mut s = Sender::new(8, 4, false, batch, Rollover::Zero);
             let mut data = &bytes[..];
             assert_eq!(
                 pump_batches(&mut s, &mut data, &mut st),
@@ -704,14 +786,14 @@ mod tests {
             );
         }
         // Lock-step is unchanged by batching.
-        let mut s = Sender::new(8, 1, false, BATCH4);
+        let mut s = Sender::new(8, 1, false, BATCH4, Rollover::Zero);
         let mut data = &bytes[..];
         assert_eq!(pump_batches(&mut s, &mut data, &mut st), [vec![1]]);
     }
 
     #[test]
     fn netascii_expands_across_blocks() {
-        let mut s = Sender::new(8, 1, true, Batch::ONE);
+        let mut s = Sender::new(8, 1, true, Batch::ONE, Rollover::Zero);
         let mut st = stats();
         let bytes = b"abcdefg\nxy\r".to_vec();
         let mut data = &bytes[..];

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
-use tftp_proto::options::{Limits, TransferOptions};
+use tftp_proto::options::{Limits, Rollover, TransferOptions};
 use tftp_proto::packet::Mode;
 use tftp_proto::stats::Outcome;
 use tftp_proto_check::sim::{run, Kind, Netem, Report, Scenario};
@@ -98,6 +98,56 @@ fn rollover_beyond_16_bit_block_numbers() {
         assert_complete(&r, &sent);
         assert_eq!(r.server.unwrap().blocks_sent, 65_536 + 13);
     }
+}
+
+/// Both sides rolling over to 1 (the quirk of some firmware) move a file
+/// past block 65535 either way; a rule that refuses to roll over ends such
+/// a transfer with ERROR 3 after block 65535, and serves a smaller file.
+#[test]
+fn rollover_rules() {
+    let one = Limits {
+        rollover: Rollover::One,
+        ..Limits::default()
+    };
+    let refuse = Limits {
+        rollover: Rollover::Refuse,
+        ..Limits::default()
+    };
+    let big = data(8 * 65_536 + 100, 4);
+    for kind in [Kind::Get, Kind::Put] {
+        for w in [1u16, 16] {
+            let mut sc = Scenario::get(big.clone(), opts(8, w));
+            sc.kind = kind;
+            sc.client_limits = one.clone();
+            sc.server_limits = one.clone();
+            let r = run(&sc);
+            assert_complete(&r, &big);
+            // Refused by the sending side, or by the receiving one.
+            for (client, server) in [(&refuse, &Limits::default()), (&Limits::default(), &refuse)] {
+                let mut sc = Scenario::get(big.clone(), opts(8, w));
+                sc.kind = kind;
+                sc.client_limits = client.clone();
+                sc.server_limits = server.clone();
+                let r = run(&sc);
+                assert_ne!(r.client_outcome, Some(Outcome::Completed), "{kind:?} w={w}");
+                assert!(r.received.len() <= 8 * 65_535, "{kind:?} w={w}");
+                let refused_by = if std::ptr::eq(client, &refuse) {
+                    &r.client
+                } else {
+                    r.server.as_ref().unwrap()
+                };
+                let error = refused_by.error.clone().expect("an ERROR was sent");
+                assert!(!error.from_peer, "{kind:?} w={w}: sent, not received");
+                assert_eq!(error.code.as_u16(), 3);
+                assert_eq!(error.message, b"File too large for the block numbers");
+            }
+        }
+    }
+    // A file of 65534 blocks and a bit (its last is block 65535) is served.
+    let fits = data(8 * 65_534 + 3, 5);
+    let mut sc = Scenario::get(fits.clone(), opts(8, 1));
+    sc.server_limits = refuse.clone();
+    assert_complete(&run(&sc), &fits);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use tftp_proto::options::{EnabledOptions, Limits, DEFAULT_INITIAL_RTO};
+use tftp_proto::options::{EnabledOptions, Limits, Rollover, DEFAULT_INITIAL_RTO};
 use tftp_proto::options::{MAX_BLKSIZE, MAX_TIMEOUT, MIN_BLKSIZE};
 use tftp_tokio::{RemapRules, ServerBuilder};
 
@@ -198,6 +198,18 @@ pub struct Args {
     )]
     pub refuse: Vec<RefuseArg>,
 
+    /// What the 16-bit block number does after 65535 (files over 32 MiB
+    /// at 512-byte blocks): 0 (most clients), 1 (some firmware), or
+    /// refuse (ERROR 3 at block 65536, for clients that cannot roll over).
+    #[arg(
+        long,
+        env = "TFTPD_ROLLOVER",
+        value_name = "RULE",
+        value_enum,
+        default_value_t = RolloverArg::Zero
+    )]
+    pub rollover: RolloverArg,
+
     /// Local ports for transfer sockets, e.g. 50000:50100 (for firewalls).
     #[arg(long, env = "TFTPD_PORT_RANGE", value_name = "LOW:HIGH", value_parser = parse_port_range)]
     pub port_range: Option<(u16, u16)>,
@@ -306,6 +318,7 @@ impl Args {
             max_timeout: self.max_timeout,
             min_rate: self.min_rate,
             enabled: enabled_options(&self.refuse),
+            rollover: self.rollover.into(),
             ..Limits::default()
         }
     }
@@ -351,6 +364,29 @@ pub enum RefuseArg {
     Timeout,
     /// RFC 7440 window size.
     Windowsize,
+}
+
+/// `--rollover`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RolloverArg {
+    /// 65535 is followed by 0.
+    #[value(name = "0")]
+    Zero,
+    /// 65535 is followed by 1.
+    #[value(name = "1")]
+    One,
+    /// No block after 65535: ERROR 3 instead.
+    Refuse,
+}
+
+impl From<RolloverArg> for Rollover {
+    fn from(arg: RolloverArg) -> Self {
+        match arg {
+            RolloverArg::Zero => Rollover::Zero,
+            RolloverArg::One => Rollover::One,
+            RolloverArg::Refuse => Rollover::Refuse,
+        }
+    }
 }
 
 /// The negotiable options left after `--refuse`.
@@ -519,6 +555,8 @@ mod tests {
             "0",
             "--refuse",
             "tsize,timeout",
+            "--rollover",
+            "1",
         ])
         .limits();
         let expected = Limits {
@@ -534,9 +572,18 @@ mod tests {
                 timeout: false,
                 ..EnabledOptions::ALL
             },
+            rollover: Rollover::One,
             ..Limits::default()
         };
         assert_eq!(limits, expected);
+        for (arg, rule) in [
+            ("0", Rollover::Zero),
+            ("1", Rollover::One),
+            ("refuse", Rollover::Refuse),
+        ] {
+            assert_eq!(ok(&["--rollover", arg]).limits().rollover, rule);
+        }
+        rejected(&["--rollover", "2"]);
         // Each flag alone changes its own field only.
         let limits = ok(&["--retries", "2"]).limits();
         assert_eq!(limits.retries, 2);

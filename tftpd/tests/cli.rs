@@ -794,3 +794,52 @@ fn metrics_survive_running_out_of_descriptors() {
     d.signal("TERM");
     assert_eq!(d.wait_exit(), 0);
 }
+
+/// `--rollover refuse`: a file that needs a block past 65535 ends with
+/// ERROR 3 and its message, in the client's error and tftpd's session log
+/// line; a file whose last block is 65535 is served.
+#[test]
+fn rollover_refuse_ends_with_error_3() {
+    let dir = tempfile::tempdir().unwrap();
+    // At blksize 8: 65 536 blocks (the last empty), and 65 535.
+    std::fs::write(dir.path().join("over.bin"), content(8 * 65_535)).unwrap();
+    let fits = content(8 * 65_534 + 3);
+    std::fs::write(dir.path().join("fits.bin"), &fits).unwrap();
+    let mut d = Daemon::start(dir.path(), &["--rollover", "refuse"]);
+    let host = format!("127.0.0.1:{}", d.port());
+    let out_dir = tempfile::tempdir().unwrap();
+    let get = |name: &str| {
+        let local = out_dir.path().join(name);
+        let args = [
+            "get",
+            &host,
+            name,
+            local.to_str().unwrap(),
+            "-b",
+            "8",
+            "-w",
+            "64",
+        ];
+        (tftp(&args), local)
+    };
+    let (out, _) = get("over.bin");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server error 3"), "{err}");
+    assert!(
+        err.contains("File too large for the block numbers"),
+        "{err}"
+    );
+    let line = d.wait_for("over.bin");
+    assert!(
+        line.contains("File too large for the block numbers"),
+        "{line}"
+    );
+    let (out, local) = get("fits.bin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&local).unwrap() == fits);
+}

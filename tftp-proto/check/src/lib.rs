@@ -56,7 +56,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use tftp_proto::netascii::{Decoder, Encoder};
 use tftp_proto::options::{
     negotiate, validate_oack, Direction, EnabledOptions, Limits, OptionName, Requested,
-    RequestedOptions, TransferOptions, MAX_BLKSIZE, MAX_TIMEOUT, MIN_BLKSIZE, MIN_TIMEOUT,
+    RequestedOptions, Rollover, TransferOptions, MAX_BLKSIZE, MAX_TIMEOUT, MIN_BLKSIZE,
+    MIN_TIMEOUT,
 };
 use tftp_proto::packet::{
     build_options, encode_oack, EncodeError, ErrorCode, Mode, Packet, RawOptions, RequestPacket,
@@ -268,6 +269,12 @@ impl ArbLimits {
                 timeout: self.enabled & 2 != 0,
                 tsize: self.enabled & 4 != 0,
                 windowsize: self.enabled & 8 != 0,
+            },
+            // Bits 4-5: the rollover rule (most inputs keep the default).
+            rollover: match (self.enabled >> 4) & 3 {
+                1 => Rollover::One,
+                2 => Rollover::Refuse,
+                _ => Rollover::Zero,
             },
             ..Limits::default()
         }

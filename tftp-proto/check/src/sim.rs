@@ -376,6 +376,14 @@ pub fn run(scenario: &Scenario) -> Report {
 }
 
 impl World<'_> {
+    /// How the sending side numbers its blocks past 65535.
+    fn sender_rollover(&self) -> tftp_proto::options::Rollover {
+        match self.scenario.kind {
+            Kind::Get => self.scenario.server_limits.rollover,
+            Kind::Put => self.scenario.client_limits.rollover,
+        }
+    }
+
     fn drain(&mut self, side: &mut Side, _other: &mut Side) {
         let Some(session) = side.session.as_mut() else {
             return;
@@ -402,7 +410,8 @@ impl World<'_> {
                         if let Ok(Packet::Data { block, .. }) = Packet::parse(bytes) {
                             if side.is_sender && to != side.addr {
                                 self.data_packets += 1;
-                                let ahead = u64::from(block.wrapping_sub(self.acked as u16));
+                                let rule = self.sender_rollover();
+                                let ahead = rule.forward(self.acked, block).unwrap_or(0);
                                 if ahead == 0 || ahead > window {
                                     self.violations.push(format!(
                                         "DATA {block} sent with {} acknowledged and window {window}",
@@ -528,9 +537,9 @@ impl World<'_> {
         };
         if side.is_sender {
             if let Ok(Packet::Ack { block }) = Packet::parse(&f.bytes) {
-                let delta = block.wrapping_sub(self.acked as u16) as i16;
-                if delta > 0 {
-                    self.acked += delta as u64;
+                let ahead = self.sender_rollover().forward(self.acked, block);
+                if let Some(ahead @ 1..=0x7fff) = ahead {
+                    self.acked += ahead;
                 }
             }
         }

@@ -43,6 +43,9 @@ pub struct Limits {
     /// Most DATA blocks in one transfer (bounds a write's size together with
     /// the block size). Default: no bound.
     pub max_transfer_blocks: u64,
+    /// What the 16-bit block number does after 65535 (files over 32 MiB
+    /// at 512-byte blocks). Default [`Rollover::Zero`].
+    pub rollover: Rollover,
     /// Retransmissions a server session makes before its peer is verified
     /// (its first ACK, or DATA for a write, from the request's address and
     /// port): the spoofed source of an unanswered request gets at most
@@ -81,10 +84,97 @@ impl Default for Limits {
             max_rto: DEFAULT_MAX_RTO,
             dally: DEFAULT_DALLY,
             max_transfer_blocks: DEFAULT_MAX_TRANSFER_BLOCKS,
+            rollover: Rollover::Zero,
             unverified_retries: DEFAULT_UNVERIFIED_RETRIES,
             unverified_lifetime: DEFAULT_UNVERIFIED_LIFETIME,
             min_rate: DEFAULT_MIN_RATE,
             min_rate_grace: DEFAULT_MIN_RATE_GRACE,
+        }
+    }
+}
+
+/// What a transfer's 16-bit block number does after 65535. RFC 1350 is
+/// silent; most clients and servers (tftpd-hpa, curl, iPXE, U-Boot, UEFI)
+/// go on at 0, some firmware expects 1, and some cannot go on at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Rollover {
+    /// 65535 is followed by 0 (the common rule).
+    #[default]
+    Zero,
+    /// 65535 is followed by 1: block 0 is only ever the answer to a
+    /// request.
+    One,
+    /// No block after 65535: the transfer ends with ERROR 3 "File too
+    /// large for the block numbers" when it would need one (a file of
+    /// 65535 blocks or more, at its block size).
+    Refuse,
+}
+
+/// The number space one rollover cycle of [`Rollover::One`] covers.
+const CYCLE_ONE: u64 = 65535;
+
+/// `n` in `0..CYCLE_ONE`.
+fn in_cycle(n: u64) -> u64 {
+    n.checked_rem(CYCLE_ONE).unwrap_or(0)
+}
+
+impl Rollover {
+    /// The 16-bit number on the wire of 64-bit block `n`.
+    pub fn wire(self, n: u64) -> u16 {
+        match self {
+            Rollover::Zero | Rollover::Refuse => n as u16,
+            Rollover::One if n == 0 => 0,
+            // 1..=65535.
+            Rollover::One => in_cycle(n.saturating_sub(1)).saturating_add(1) as u16,
+        }
+    }
+
+    /// How far past block `from` the nearest block at or after it numbered
+    /// `wire` is (`None`: no such block: 0 after a [`Rollover::One`]
+    /// rollover has started).
+    pub fn forward(self, from: u64, wire: u16) -> Option<u64> {
+        match self {
+            Rollover::Zero | Rollover::Refuse => Some(u64::from(wire.wrapping_sub(from as u16))),
+            Rollover::One => match (from, wire) {
+                (0, w) => Some(u64::from(w)),
+                (_, 0) => None,
+                (f, w) => {
+                    // Both positions in 0..CYCLE_ONE: the sum stays small.
+                    let at = in_cycle(f.saturating_sub(1));
+                    let to = u64::from(w).saturating_sub(1);
+                    Some(in_cycle(to.saturating_add(CYCLE_ONE).saturating_sub(at)))
+                }
+            },
+        }
+    }
+
+    /// The signed distance from block `from` (at least 1) to the nearest
+    /// block numbered `wire` (negative: before it), or `None` when no
+    /// block near it is numbered so.
+    pub(crate) fn distance(self, from: u64, wire: u16) -> Option<i64> {
+        match self {
+            Rollover::Zero | Rollover::Refuse => {
+                Some(i64::from(wire.wrapping_sub(from as u16) as i16))
+            }
+            Rollover::One if wire == 0 => (from <= 1).then_some(-1),
+            Rollover::One => {
+                // Below CYCLE_ONE: fits an i64, and so does the difference.
+                let ahead = self.forward(from.max(1), wire)? as i64;
+                let cycle = CYCLE_ONE as i64;
+                Some(if ahead > cycle / 2 {
+                    ahead.saturating_sub(cycle)
+                } else {
+                    ahead
+                })
+            }
+        }
+    }
+
+    /// The last block a transfer may have (`u64::MAX`: unbounded).
+    pub(crate) fn last_block(self) -> u64 {
+        match self {
+            Rollover::Refuse => u64::from(u16::MAX),
+            Rollover::Zero | Rollover::One => u64::MAX,
         }
     }
 }
@@ -162,11 +252,91 @@ impl Limits {
             max_rto: self.max_rto,
             dally: self.dally,
             max_transfer_blocks: self.max_transfer_blocks.min(other.max_transfer_blocks),
+            // A client's quirk: the narrower policy's, unless it keeps the
+            // default.
+            rollover: match other.rollover {
+                Rollover::Zero => self.rollover,
+                quirk => quirk,
+            },
             // The server's protection, not the transfer's shape: kept.
             unverified_retries: self.unverified_retries,
             unverified_lifetime: self.unverified_lifetime,
             min_rate: self.min_rate,
             min_rate_grace: self.min_rate_grace,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each rule's wire numbers, and the way back from them, around the
+    /// first and second rollover.
+    #[test]
+    fn rollover_numbers_and_back() {
+        assert_eq!(Rollover::Zero.wire(65_535), 65_535);
+        assert_eq!(Rollover::Zero.wire(65_536), 0);
+        assert_eq!(Rollover::One.wire(0), 0);
+        assert_eq!(Rollover::One.wire(65_535), 65_535);
+        assert_eq!(Rollover::One.wire(65_536), 1);
+        assert_eq!(Rollover::One.wire(131_070), 65_535);
+        assert_eq!(Rollover::One.wire(131_071), 1);
+        assert_eq!(Rollover::Refuse.last_block(), 65_535);
+        assert_eq!(Rollover::Zero.last_block(), u64::MAX);
+        for rule in [Rollover::Zero, Rollover::One] {
+            for from in [
+                0u64, 1, 2, 65_530, 65_535, 65_536, 131_069, 131_071, 200_000,
+            ] {
+                for n in from..from + 40 {
+                    let wire = rule.wire(n);
+                    assert_eq!(
+                        rule.forward(from, wire),
+                        Some(n - from),
+                        "{rule:?} {from} {n}"
+                    );
+                    if from >= 1 {
+                        assert_eq!(rule.distance(from, wire), Some((n - from) as i64));
+                    }
+                }
+                for back in 1..40u64.min(from) {
+                    let n = from - back;
+                    if from >= 1 && (rule != Rollover::One || n >= 1) {
+                        assert_eq!(rule.distance(from, rule.wire(n)), Some(-(back as i64)));
+                    }
+                }
+            }
+        }
+        // 0 names no block after a rollover to 1 has started.
+        assert_eq!(Rollover::One.forward(65_536, 0), None);
+        assert_eq!(Rollover::One.distance(70_000, 0), None);
+        assert_eq!(
+            Rollover::One.distance(1, 0),
+            Some(-1),
+            "the request's answer"
+        );
+    }
+
+    /// A handler's quirk replaces the server's default; the default does
+    /// not undo the server's choice.
+    #[test]
+    fn rollover_narrowing() {
+        let server = Limits {
+            rollover: Rollover::One,
+            ..Limits::default()
+        };
+        assert_eq!(
+            server.narrowed_by(&Limits::default()).rollover,
+            Rollover::One
+        );
+        let refuse = Limits {
+            rollover: Rollover::Refuse,
+            ..Limits::default()
+        };
+        assert_eq!(server.narrowed_by(&refuse).rollover, Rollover::Refuse);
+        assert_eq!(
+            Limits::default().narrowed_by(&refuse).rollover,
+            Rollover::Refuse
+        );
     }
 }

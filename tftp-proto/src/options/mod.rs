@@ -39,7 +39,7 @@ mod limits;
 mod negotiate;
 mod oack;
 
-pub use limits::Limits;
+pub use limits::{Limits, Rollover};
 pub use negotiate::{negotiate, IgnoreReason, Negotiation, Verdict};
 pub use oack::{validate_oack, OackError};
 

@@ -250,6 +250,9 @@ impl Transfer {
                 segment_size: bytes.len(),
             };
         }
+        if matches!(&self.state, State::Sending(s) if s.out_of_numbers()) {
+            self.fail(Failure::OutOfBlockNumbers);
+        }
         if self.ctx.control.is_queued() {
             return self.transmit_control(now);
         }
@@ -410,7 +413,7 @@ impl Transfer {
             // last block received in order.
             State::Receiving(receiver) if receiver.since_ack() > 0 => {
                 receiver.restart_window();
-                ctx.control.queue_ack(receiver.last_in_order() as u16);
+                ctx.control.queue_ack(receiver.last_in_order_wire());
                 ctx.control.mark_resend();
             }
             _ => ctx.control.resend(),
@@ -533,10 +536,13 @@ impl Transfer {
             DataEffect::GapAck => match receiver.last_in_order() {
                 // Nothing received yet: repeat the handshake answer (ACK 0 or OACK).
                 0 => self.ctx.control.resend(),
-                last => self.ctx.control.queue_ack(last as u16),
+                _ => self.ctx.control.queue_ack(receiver.last_in_order_wire()),
             },
             DataEffect::Ignored => {}
             DataEffect::TooLarge => self.fail(Failure::OversizedData),
+            DataEffect::TooManyBlocks if receiver.out_of_numbers() => {
+                self.fail(Failure::OutOfBlockNumbers)
+            }
             DataEffect::TooManyBlocks => self.fail(Failure::TooManyBlocks),
         }
     }
@@ -549,6 +555,7 @@ impl Transfer {
             o.window_size(),
             self.ctx.netascii,
             self.ctx.batch,
+            self.ctx.limits.rollover,
         ));
     }
 
@@ -558,6 +565,7 @@ impl Transfer {
             options.window_size(),
             self.ctx.netascii,
             self.ctx.limits.max_transfer_blocks,
+            self.ctx.limits.rollover,
         ));
     }
 
@@ -579,7 +587,7 @@ impl Transfer {
         let Some(last) = receiver.delivered() else {
             return;
         };
-        let block = receiver.last_in_order() as u16;
+        let block = receiver.last_in_order_wire();
         if last {
             self.state = State::Finishing { last: block };
         } else {
