@@ -270,12 +270,6 @@ impl ArbLimits {
                 tsize: self.enabled & 4 != 0,
                 windowsize: self.enabled & 8 != 0,
             },
-            // Bits 4-5: the rollover rule (most inputs keep the default).
-            rollover: match (self.enabled >> 4) & 3 {
-                1 => Rollover::One,
-                2 => Rollover::Refuse,
-                _ => Rollover::Zero,
-            },
             ..Limits::default()
         }
     }
