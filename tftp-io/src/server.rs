@@ -303,8 +303,12 @@ async fn run_session<H: Handler, R: Runtime>(
         while_out_of_descriptors(clock, bind, |b| b.as_ref().is_err_and(out_of_descriptors)).await;
     let socket = match bound {
         Ok(s) => s,
-        Err(e) => return no_socket_reply(&listening, &request, &e, ticket, clock).await,
+        Err(e) => return no_socket_reply(Some(&listening), &request, &e, ticket, clock).await,
     };
+    // The listening socket is needed no longer (but to say "busy" should
+    // the runtime refuse the socket): it closes when its accept loop ends,
+    // not when the last session does.
+    let listening = Arc::downgrade(&listening);
     // The file may not open for the same reason (DirHandler answers
     // ERROR 0 "busy" then): the same wait.
     let asking = while_out_of_descriptors(
@@ -340,13 +344,11 @@ async fn run_session<H: Handler, R: Runtime>(
             Err(kept) => *kept,
         };
     let socket = match clock.runtime().wrap_udp(socket) {
-        // The listening socket is needed no longer: it closes when its
-        // accept loop ends, not when the last session does.
-        Ok(s) => {
-            drop(listening);
-            s
+        Ok(s) => s,
+        Err(e) => {
+            let listening = listening.upgrade();
+            return no_socket_reply(listening.as_deref(), &request, &e, ticket, clock).await;
         }
-        Err(e) => return no_socket_reply(&listening, &request, &e, ticket, clock).await,
     };
     let kind = data.kind();
     let mut io = match &mut data {
@@ -362,18 +364,21 @@ async fn run_session<H: Handler, R: Runtime>(
 }
 
 /// A request without a socket of its own (out of descriptors or ports):
-/// its client hears "busy" from the listening socket instead of silence.
+/// its client hears "busy" from the listening socket instead of silence
+/// (if that is still open).
 async fn no_socket_reply<S: AsyncUdpSocket, R: Runtime>(
-    listening: &Listening<S>,
+    listening: Option<&Listening<S>>,
     request: &Request,
     e: &io::Error,
     ticket: Ticket,
     clock: &Clock<R>,
 ) {
-    let from = request.local.unwrap_or_else(|| listening.listener.bound());
-    listening
-        .reply(busy_packet(&mut [0u8; 64]), request.peer, from)
-        .await;
+    if let Some(listening) = listening {
+        let from = request.local.unwrap_or_else(|| listening.listener.bound());
+        listening
+            .reply(busy_packet(&mut [0u8; 64]), request.peer, from)
+            .await;
+    }
     ticket.finish(&no_socket(request, e, clock.now()));
 }
 

@@ -133,6 +133,11 @@ impl Receiver {
             .rollover
             .distance(self.expected, wire)
             .unwrap_or(i64::MIN);
+        // Past the last number there is, anything but a duplicate is the
+        // block after it, whatever the peer numbers it.
+        if delta >= 0 && self.out_of_numbers() {
+            return DataEffect::TooManyBlocks;
+        }
         if delta > 0 {
             incr(&mut stats.out_of_order_data);
             if self.gap_acks < GAP_ACKS {

@@ -122,24 +122,36 @@ fn rollover_rules() {
             sc.server_limits = one.clone();
             let r = run(&sc);
             assert_complete(&r, &big);
-            // Refused by the sending side, or by the receiving one.
-            for (client, server) in [(&refuse, &Limits::default()), (&Limits::default(), &refuse)] {
-                let mut sc = Scenario::get(big.clone(), opts(8, w));
-                sc.kind = kind;
-                sc.client_limits = client.clone();
-                sc.server_limits = server.clone();
-                let r = run(&sc);
-                assert_ne!(r.client_outcome, Some(Outcome::Completed), "{kind:?} w={w}");
-                assert!(r.received.len() <= 8 * 65_535, "{kind:?} w={w}");
-                let refused_by = if std::ptr::eq(client, &refuse) {
-                    &r.client
-                } else {
-                    r.server.as_ref().unwrap()
-                };
-                let error = refused_by.error.clone().expect("an ERROR was sent");
-                assert!(!error.from_peer, "{kind:?} w={w}: sent, not received");
-                assert_eq!(error.code.as_u16(), 3);
-                assert_eq!(error.message, b"File too large for the block numbers");
+            // Refused by the sending side, or by the receiving one, whether
+            // the other side goes on at 0 or at 1.
+            for other in [Limits::default(), one.clone()] {
+                for refusing_client in [true, false] {
+                    let mut sc = Scenario::get(big.clone(), opts(8, w));
+                    sc.kind = kind;
+                    let (client, server) = if refusing_client {
+                        (&refuse, &other)
+                    } else {
+                        (&other, &refuse)
+                    };
+                    sc.client_limits = client.clone();
+                    sc.server_limits = server.clone();
+                    let r = run(&sc);
+                    let case = format!(
+                        "{kind:?} w={w} client refuses: {refusing_client}, other {:?}",
+                        other.rollover
+                    );
+                    assert_ne!(r.client_outcome, Some(Outcome::Completed), "{case}");
+                    assert!(r.received.len() <= 8 * 65_535, "{case}");
+                    let refused_by = if refusing_client {
+                        &r.client
+                    } else {
+                        r.server.as_ref().unwrap()
+                    };
+                    let error = refused_by.error.clone().expect("an ERROR was sent");
+                    assert!(!error.from_peer, "{case}: sent, not received");
+                    assert_eq!(error.code.as_u16(), 3, "{case}");
+                    assert_eq!(error.message, b"File too large for the block numbers");
+                }
             }
         }
     }

@@ -220,10 +220,10 @@ pub struct Args {
     pub workers: Option<u16>,
 
     /// Lock-step transfers of files of 1 MiB or more run on threads of
-    /// their own, up to N at once, instead of the runtime (about a tenth
-    /// less CPU per block); 0: none. Default: --workers.
-    #[arg(long, env = "TFTPD_SESSION_THREADS", value_name = "N")]
-    pub session_threads: Option<usize>,
+    /// their own, up to N at once (0..=256), instead of the runtime (about
+    /// a tenth less CPU per block); 0: none. Default: --workers.
+    #[arg(long, env = "TFTPD_SESSION_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(..=MAX_SESSION_THREADS as i64))]
+    pub session_threads: Option<u16>,
 
     /// Seconds a shutdown waits for running transfers before aborting them.
     #[arg(
@@ -335,7 +335,11 @@ impl Args {
             .max_memory(self.max_memory)
             .ipv6_peer_prefix(self.ipv6_peer_prefix)
             .drain_timeout(Duration::from_secs(self.drain_timeout))
-            .session_threads(self.session_threads.unwrap_or_else(|| self.workers()));
+            .session_threads(
+                self.session_threads
+                    .map_or_else(|| self.workers(), usize::from)
+                    .min(usize::from(MAX_SESSION_THREADS)),
+            );
         if let Some((low, high)) = self.port_range {
             builder = builder.port_range(low, high);
         }
@@ -365,6 +369,10 @@ pub enum RefuseArg {
     /// RFC 7440 window size.
     Windowsize,
 }
+
+/// Most `--session-threads`: half of tokio's blocking pool (512 threads),
+/// which the origin's file opens and uploads' commits share.
+pub const MAX_SESSION_THREADS: u16 = 256;
 
 /// `--rollover`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -654,6 +662,13 @@ mod tests {
         assert_eq!(config.port_range, Some((50000, 50100)));
         assert_eq!(config.limits.max_blksize, 512);
         assert_eq!(config.session_threads, 0);
+        let threads = |n: &str| {
+            configured(&["--session-threads", n])
+                .config()
+                .session_threads
+        };
+        assert_eq!(threads("256"), usize::from(MAX_SESSION_THREADS));
+        rejected(&["--session-threads", "257"]);
     }
 
     #[test]

@@ -56,8 +56,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use tftp_proto::netascii::{Decoder, Encoder};
 use tftp_proto::options::{
     negotiate, validate_oack, Direction, EnabledOptions, Limits, OptionName, Requested,
-    RequestedOptions, Rollover, TransferOptions, MAX_BLKSIZE, MAX_TIMEOUT, MIN_BLKSIZE,
-    MIN_TIMEOUT,
+    RequestedOptions, TransferOptions, MAX_BLKSIZE, MAX_TIMEOUT, MIN_BLKSIZE, MIN_TIMEOUT,
 };
 use tftp_proto::packet::{
     build_options, encode_oack, EncodeError, ErrorCode, Mode, Packet, RawOptions, RequestPacket,

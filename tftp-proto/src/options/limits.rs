@@ -44,7 +44,11 @@ pub struct Limits {
     /// the block size). Default: no bound.
     pub max_transfer_blocks: u64,
     /// What the 16-bit block number does after 65535 (files over 32 MiB
-    /// at 512-byte blocks). Default [`Rollover::Zero`].
+    /// at 512-byte blocks). Default [`Rollover::Zero`]. In a handler's
+    /// narrower policy ([`Limits::narrowed_by`]) `One` or `Refuse` replaces
+    /// the server's rule; `Zero` keeps it (a handler cannot force 0 under
+    /// a server set to 1 or refuse). Windows above 32767 blocks are not
+    /// told apart across a rollover.
     pub rollover: Rollover,
     /// Retransmissions a server session makes before its peer is verified
     /// (its first ACK, or DATA for a write, from the request's address and
@@ -105,8 +109,9 @@ pub enum Rollover {
     /// request.
     One,
     /// No block after 65535: the transfer ends with ERROR 3 "File too
-    /// large for the block numbers" when it would need one (a file of
-    /// 65535 blocks or more, at its block size).
+    /// large for the block numbers" when it would need one: a file of
+    /// 65535 × blksize bytes or more (its last, short or empty, block
+    /// would be 65536), whatever the peer numbers the block after 65535.
     Refuse,
 }
 
