@@ -203,7 +203,60 @@ fn an_unverified_thread_session_is_evicted<A: Adapter>() {
     server.stop();
 }
 
+/// A spoofed, unanswered request on a thread keeps the unverified budget:
+/// its source hears the first answer and `DEFAULT_UNVERIFIED_RETRIES`
+/// retransmissions (at most the unverified lifetime), then the session ends
+/// timed out and gives its place back.
+fn an_unanswered_request_on_a_thread_keeps_the_unverified_budget<A: Adapter>() {
+    let dir = common::root(&[("big.bin", &common::content(BIG, 7))]);
+    let limits = tftp_proto::options::Limits {
+        initial_rto: Duration::from_millis(40),
+        ..Default::default()
+    };
+    let server = A::serve_dir(
+        dir.path(),
+        &Cfg {
+            session_threads: 1,
+            limits: Some(limits),
+            ..Cfg::default()
+        },
+    );
+    let spoofed = Raw::new();
+    spoofed.send(server.addr, &rrq("big.bin", &[]));
+    let (first, _) = spoofed.recv();
+    assert_eq!(
+        server.session_threads(),
+        usize::from(counts::<A>()),
+        "{}",
+        A::NAME
+    );
+    spoofed
+        .socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut resent = 0;
+    let mut buf = [0u8; 600];
+    while let Ok((n, _)) = spoofed.socket.recv_from(&mut buf) {
+        assert_eq!(buf[..n], first[..], "{}: the same DATA 1, resent", A::NAME);
+        resent += 1;
+        assert!(resent <= 10, "{}: unbounded", A::NAME);
+    }
+    let retries = tftp_proto::options::DEFAULT_UNVERIFIED_RETRIES as usize;
+    assert_eq!(resent, retries, "{}", A::NAME);
+    let ended = server.wait_sessions(1, Duration::from_secs(20));
+    assert_eq!(ended[0].outcome, Some(Outcome::TimedOut), "{}", A::NAME);
+    assert!(!ended[0].verified);
+    assert_eq!(
+        server.session_threads(),
+        0,
+        "{}: the place is back",
+        A::NAME
+    );
+    server.stop();
+}
+
 for_each_adapter!(
+    an_unanswered_request_on_a_thread_keeps_the_unverified_budget,
     large_lock_step_transfers_take_threads_up_to_the_cap,
     a_thread_session_is_aborted_at_shutdown,
     an_unverified_thread_session_is_evicted,
