@@ -3,8 +3,8 @@
 //! `SESSION_THREAD_MIN_SIZE` move, at most `session_threads` at once, and a
 //! session there keeps every protection of one on the runtime: its data,
 //! abort at shutdown, eviction while unverified, the place given back.
-//! (The threads server runs every session on a thread: its counter stays 0
-//! and the rest holds the same.)
+//! (The threads server runs every session on a thread, and a single-port
+//! server none: their counters stay 0 and the rest holds the same.)
 
 mod common;
 
@@ -18,9 +18,10 @@ use tftp_proto::stats::Outcome;
 const BIG: usize = tftp_io::SESSION_THREAD_MIN_SIZE as usize + 100;
 
 /// Whether `A`'s server counts its sessions on threads (not the threads
-/// server: all of its sessions are).
+/// server: all of its sessions are; and none in single-port mode, whose
+/// sessions stay with the listening socket's runtime).
 fn counts<A: Adapter>() -> bool {
-    A::NAME != "blocking"
+    A::NAME != "blocking" && !common::adapters::single_port()
 }
 
 /// Receives the rest of a lock-step transfer whose DATA 1 (`first`) came

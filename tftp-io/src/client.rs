@@ -14,7 +14,7 @@ use tftp_proto::packet::Mode;
 use tftp_proto::stats::Stats;
 use tftp_proto::time::Instant;
 
-use crate::driver::future::{run, Io, ASYNC};
+use crate::driver::future::{run, Io, Link, ASYNC};
 use crate::driver::{Clock, Data, SessionDriver};
 use crate::error::ClientError;
 use crate::runtime::{Runtime, Wrap};
@@ -152,7 +152,7 @@ impl<R: Runtime> Client<R> {
         let pinned: Pin<&mut <R as Wrap<W>>::Io> = Pin::new(&mut sink);
         let mut io = Io::Download(pinned);
         let mut driver = SessionDriver::new(session, Data::Download, None, ASYNC);
-        let outcome = run(&mut driver, &socket, &mut io, &clock, None).await;
+        let outcome = run(&mut driver, &mut Link::Own(&socket), &mut io, &clock, None).await;
         ClientError::check(outcome, driver.stats().clone())
     }
 
@@ -175,7 +175,7 @@ impl<R: Runtime> Client<R> {
         let pinned: Pin<&mut <R as Wrap<S>>::Io> = Pin::new(&mut source);
         let mut io = Io::Source(pinned);
         let mut driver = SessionDriver::new(session, Data::Source(size), None, ASYNC);
-        let outcome = run(&mut driver, &socket, &mut io, &clock, None).await;
+        let outcome = run(&mut driver, &mut Link::Own(&socket), &mut io, &clock, None).await;
         ClientError::check(outcome, driver.stats().clone())
     }
 }

@@ -67,6 +67,9 @@ pub struct ServerConfig {
     /// Most lock-step sessions at once on threads of their own (0: none;
     /// see [`ServerBuilder::session_threads`]).
     pub session_threads: usize,
+    /// Serve every transfer from the listening socket (see
+    /// [`ServerBuilder::single_port`]).
+    pub single_port: bool,
     /// Called when each session ends.
     pub on_session_end: Option<SessionCallback>,
     /// Called every interval with the counters.
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             port_range: None,
             session_threads: 0,
+            single_port: false,
             on_session_end: None,
             on_server_stats: None,
         }
@@ -119,6 +123,7 @@ impl fmt::Debug for ServerConfig {
             .field("drain_timeout", &self.drain_timeout)
             .field("port_range", &self.port_range)
             .field("session_threads", &self.session_threads)
+            .field("single_port", &self.single_port)
             .finish_non_exhaustive()
     }
 }
@@ -233,6 +238,29 @@ impl<H, R> ServerBuilder<H, R> {
     /// a runtime whose clock is virtual (tokio's paused time).
     pub fn session_threads(mut self, n: usize) -> Self {
         self.config.session_threads = n;
+        self
+    }
+
+    /// Serves every transfer from the listening socket instead of a fresh
+    /// socket per transfer (default off), as dnsmasq's `tftp-single-port`:
+    /// for clients behind NAT, in port-mapped containers and behind
+    /// Kubernetes Services, which pass only the server's one port.
+    ///
+    /// The accept loop then reads every datagram: requests go to admission
+    /// as always, and anything else goes to the session of its sender's
+    /// address and port (and the local address it came to), or nowhere.
+    /// A new request from an address and port that has a session starts a
+    /// new one only if admission says so (not a retransmission): it takes
+    /// the old one's place, which ends silently. Each session's queue is
+    /// bounded ([`SINGLE_PORT_QUEUE`](crate::SINGLE_PORT_QUEUE) datagrams,
+    /// [`SINGLE_PORT_QUEUE_BYTES`](crate::SINGLE_PORT_QUEUE_BYTES) for all).
+    ///
+    /// The trade-off: one socket's receive queue and one accept loop per
+    /// listening socket (see [`reuse_port`](Self::reuse_port)) carry every
+    /// transfer; [`port_range`](Self::port_range) and
+    /// [`session_threads`](Self::session_threads) do not apply.
+    pub fn single_port(mut self, on: bool) -> Self {
+        self.config.single_port = on;
         self
     }
 

@@ -42,6 +42,7 @@
 pub mod blocking;
 mod client;
 mod config;
+mod demux;
 mod dir;
 mod driver;
 mod error;
@@ -68,6 +69,7 @@ pub use config::{
     DEFAULT_MAX_MEMORY, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
     DEFAULT_STATS_INTERVAL, SESSION_THREAD_MIN_SIZE,
 };
+pub use demux::{SINGLE_PORT_QUEUE, SINGLE_PORT_QUEUE_BYTES};
 pub use dir::DirHandler;
 pub use error::ClientError;
 pub use fallback::Fallback;

@@ -18,7 +18,8 @@ use tftp_proto::stats::ServerStats;
 
 use crate::blocking::{executor, Threads};
 use crate::config::{ServerBuilder, ABORT_GRACE, SESSION_THREAD_MIN_SIZE};
-use crate::driver::future::{bounded, run, wait_until, Io, Watch, ASYNC};
+use crate::demux::Route;
+use crate::driver::future::{bounded, run, wait_until, Io, Link, Watch, ASYNC};
 use crate::driver::{deadline_for, threads, Clock, SessionDriver};
 use crate::handler::{AsyncSink, AsyncSource, Handler, Source};
 use crate::listen::{Listener, RecvBatch, LISTEN_BATCH};
@@ -172,11 +173,17 @@ impl<H, R: Serves<H>> Server<H, R> {
             })
             .await;
         }
-        shared.stopping.raise();
-        // No accept loop may start a session once the drain has begun; their
-        // sockets are closed when `serve` returns.
-        wait_until::<R::Timer>(&shared.ended, || shared.not_accepting(), None).await;
+        // No accept loop starts a session once the drain has begun; their
+        // sockets are closed when `serve` returns. In single-port mode they
+        // carry the running sessions' datagrams until the drain ends.
+        shared.stop();
+        let not_accepting = || shared.not_accepting();
+        if shared.demux.is_none() {
+            wait_until::<R::Timer>(&shared.ended, not_accepting, None).await;
+        }
         drain(&shared, &runtime).await;
+        shared.closed();
+        wait_until::<R::Timer>(&shared.ended, not_accepting, None).await;
         shared.outcome()
     }
 }
@@ -189,7 +196,8 @@ struct StopOnDrop<'a, H, R>(&'a Shared<H, R>);
 
 impl<H, R> Drop for StopOnDrop<'_, H, R> {
     fn drop(&mut self) {
-        self.0.stopping.raise();
+        self.0.stop();
+        self.0.closed();
         self.0.finished.raise();
     }
 }
@@ -234,7 +242,7 @@ async fn accept_loop<H: Handler, R: Runtime>(
     let mut stop = Watch::default();
     loop {
         let received = poll_fn(|cx| {
-            if stop.poll(&shared.stopping, cx) {
+            if stop.poll(&shared.closing, cx) {
                 return Poll::Ready(None);
             }
             let mut recv = |fd: BorrowedFd<'_>| listener.recv_batch(fd, &mut batch);
@@ -250,13 +258,12 @@ async fn accept_loop<H: Handler, R: Runtime>(
         for (received, buf) in batch.received() {
             let (peer, local) = (received.peer(), listener.local_for(&received));
             for datagram in received.datagrams(buf) {
-                let datagram = datagram.get(..keep).unwrap_or(datagram);
-                match shared.admit(datagram, peer, local, &mut reply) {
-                    Accepted::Start(request, ticket) => {
+                match shared.admit(datagram, (peer, local, listener.bound()), &mut reply) {
+                    Accepted::Start(request, ticket, route) => {
                         let shared = Arc::clone(shared);
                         let listening = Arc::clone(listening);
                         shared.clock.runtime().clone().spawn(async move {
-                            run_session(&shared, request, listening, ticket).await;
+                            run_session(&shared, request, listening, ticket, route).await;
                         });
                     }
                     Accepted::Reply(len) => {
@@ -289,15 +296,19 @@ async fn while_out_of_descriptors<R: Runtime, T, F: Future<Output = T>>(
 }
 
 /// Runs one transfer to its end (on this task, or on a thread of its own:
-/// see [`on_thread`]); its ticket ends with its statistics.
+/// see [`on_thread`]); its ticket ends with its statistics. A single-port
+/// session (with a `route`) runs on the listening socket.
 async fn run_session<H: Handler, R: Runtime>(
     shared: &Arc<Shared<H, R>>,
     request: Request,
     listening: Arc<Listening<R::Socket>>,
-    mut ticket: Ticket,
+    ticket: Ticket,
+    route: Option<Route>,
 ) {
-    let (clock, config) = (&shared.clock, &shared.registry.config);
-    let started = clock.now();
+    if let Some(route) = route {
+        return run_single_port(shared, request, &listening, ticket, &route).await;
+    }
+    let clock = &shared.clock;
     let bind = || std::future::ready(shared.bind_transfer(&request));
     let bound =
         while_out_of_descriptors(clock, bind, |b| b.as_ref().is_err_and(out_of_descriptors)).await;
@@ -309,14 +320,83 @@ async fn run_session<H: Handler, R: Runtime>(
     // the runtime refuse the socket): it closes when its accept loop ends,
     // not when the last session does.
     let listening = Arc::downgrade(&listening);
+    let local = socket.local_addr().ok();
+    let (session, data, ticket) = start_session(shared, &request, local, ticket).await;
+    let (session, mut data, socket, ticket) = match on_thread(shared, session, data, socket, ticket)
+    {
+        Ok(()) => return,
+        Err(kept) => *kept,
+    };
+    let socket = match clock.runtime().wrap_udp(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            let listening = listening.upgrade();
+            return no_socket_reply(listening.as_deref(), &request, &e, ticket, clock).await;
+        }
+    };
+    drive(shared, session, &mut data, &mut Link::Own(&socket), ticket).await;
+}
+
+/// Runs a single-port session to its end on the listening socket.
+async fn run_single_port<H: Handler, R: Runtime>(
+    shared: &Arc<Shared<H, R>>,
+    request: Request,
+    listening: &Listening<R::Socket>,
+    ticket: Ticket,
+    route: &Route,
+) {
+    let local = Some(route.local());
+    let (session, mut data, ticket) = start_session(shared, &request, local, ticket).await;
+    let mut link = Link::shared(&listening.socket, listening.listener.bound(), route);
+    drive(shared, session, &mut data, &mut link, ticket).await;
+}
+
+/// Runs `session` to its end on `link`; `ticket` ends with its statistics.
+async fn drive<R: Runtime>(
+    shared: &Shared<impl Handler, R>,
+    session: ServerSession,
+    data: &mut Data<AsyncSource, AsyncSink>,
+    link: &mut Link<'_, R::Socket>,
+    mut ticket: Ticket,
+) {
+    let kind = data.kind();
+    let mut io = match data {
+        Data::Source(s, _) => Io::Source(s.reader()),
+        Data::Sink(w) => Io::Upload(w.0.as_mut()),
+        Data::None => Io::None,
+    };
+    let mut driver = SessionDriver::new(session, kind, Some(&mut ticket), ASYNC);
+    run(
+        &mut driver,
+        link,
+        &mut io,
+        &shared.clock,
+        Some(&shared.aborting),
+    )
+    .await;
+    let stats = driver.stats().clone();
+    drop(driver);
+    ticket.finish(&stats);
+}
+
+/// Asks the handler for `request` within the session's budget and opens
+/// the session on `local`.
+async fn start_session<H: Handler, R: Runtime>(
+    shared: &Shared<H, R>,
+    request: &Request,
+    local: Option<SocketAddr>,
+    mut ticket: Ticket,
+) -> (ServerSession, Data<AsyncSource, AsyncSink>, Ticket) {
+    let (clock, config) = (&shared.clock, &shared.registry.config);
+    let started = clock.now();
     // The file may not open for the same reason (DirHandler answers
     // ERROR 0 "busy" then): the same wait.
     let asking = while_out_of_descriptors(
         clock,
         || async {
             match request.direction {
-                Direction::Read => shared.handler.read(&request).await.map(Granted::Read),
-                Direction::Write => shared.handler.write(&request).await.map(Granted::Write),
+                Direction::Read => shared.handler.read(request).await.map(Granted::Read),
+                Direction::Write => shared.handler.write(request).await.map(Granted::Write),
             }
         },
         |a| a.as_ref().is_err_and(TftpError::is_busy),
@@ -333,34 +413,11 @@ async fn run_session<H: Handler, R: Runtime>(
         ticket.cancel_signal(),
     )
     .await;
-    let answer = Answer::from_wait(waited, &request);
-    let local = socket.local_addr().ok();
+    let answer = Answer::from_wait(waited, request);
     // The session starts when its request was taken: its unverified
     // lifetime counts the handler's wait too.
-    let (session, data) = open(&request, config, answer, local, started, &mut ticket);
-    let (session, mut data, socket, mut ticket) =
-        match on_thread(shared, session, data, socket, ticket) {
-            Ok(()) => return,
-            Err(kept) => *kept,
-        };
-    let socket = match clock.runtime().wrap_udp(socket) {
-        Ok(s) => s,
-        Err(e) => {
-            let listening = listening.upgrade();
-            return no_socket_reply(listening.as_deref(), &request, &e, ticket, clock).await;
-        }
-    };
-    let kind = data.kind();
-    let mut io = match &mut data {
-        Data::Source(s, _) => Io::Source(s.reader()),
-        Data::Sink(w) => Io::Upload(w.0.as_mut()),
-        Data::None => Io::None,
-    };
-    let mut driver = SessionDriver::new(session, kind, Some(&mut ticket), ASYNC);
-    run(&mut driver, &socket, &mut io, clock, Some(&shared.aborting)).await;
-    let stats = driver.stats().clone();
-    drop(driver);
-    ticket.finish(&stats);
+    let (session, data) = open(request, config, answer, local, started, &mut ticket);
+    (session, data, ticket)
 }
 
 /// A request without a socket of its own (out of descriptors or ports):
@@ -431,7 +488,9 @@ fn on_thread<H: Handler, R: Runtime>(
         let mut driver = SessionDriver::new(session, kind, Some(&mut ticket), executor(true));
         let mut io = threads::Io::Source(&mut file);
         let aborting = Some(&thread_shared.aborting);
-        if let Err(e) = threads::run(&mut driver, &socket, &mut io, &clock, aborting) {
+        let ran = threads::Link::own(&socket)
+            .and_then(|mut link| threads::run(&mut driver, &mut link, &mut io, &clock, aborting));
+        if let Err(e) = ran {
             tracing::warn!(error = %e, "transfer socket failed");
         }
         let stats = driver.stats().clone();

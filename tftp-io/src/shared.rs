@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tftp_proto::server::{Admit, Request};
 
 use crate::config::ServerConfig;
+use crate::demux::{Demux, Route, Routed};
 use crate::driver::{Clock, Now};
 use crate::registry::{Registry, Ticket};
 use crate::session::Signal;
@@ -22,6 +23,9 @@ pub(crate) struct Shared<H, T> {
     pub(crate) registry: Arc<Registry>,
     /// Raised on shutdown or when an accept loop fails: stop accepting.
     pub(crate) stopping: Signal,
+    /// Raised when the accept loops end: with `stopping`, or in single-port
+    /// mode once the sessions, whose datagrams they route, have ended.
+    pub(crate) closing: Signal,
     /// Raised after the drain timeout: abort running sessions.
     pub(crate) aborting: Signal,
     /// Notified whenever a session or an accept loop ends.
@@ -33,12 +37,15 @@ pub(crate) struct Shared<H, T> {
     /// The first accept loop failure, returned by `serve`.
     failure: Mutex<Option<io::Error>>,
     pub(crate) clock: Clock<T>,
+    /// The sessions' routes in single-port mode.
+    pub(crate) demux: Option<Arc<Demux>>,
 }
 
 /// What the accept loop does with one datagram.
 pub(crate) enum Accepted {
-    /// Start a session for the request, in its place (`Ticket`).
-    Start(Request, Ticket),
+    /// Start a session for the request, in its place (`Ticket`), with its
+    /// route in single-port mode.
+    Start(Request, Ticket, Option<Route>),
     /// Send the first `n` bytes of the reply buffer back.
     Reply(usize),
     /// Nothing.
@@ -47,10 +54,13 @@ pub(crate) enum Accepted {
 
 impl<H, T: Now> Shared<H, T> {
     pub(crate) fn new(handler: H, config: ServerConfig, time: T) -> Self {
+        let demux = config.single_port.then(Arc::default);
         Shared {
+            demux,
             handler,
             registry: Registry::new(config),
             stopping: Signal::default(),
+            closing: Signal::default(),
             aborting: Signal::default(),
             ended: Signal::default(),
             finished: Signal::default(),
@@ -62,23 +72,41 @@ impl<H, T: Now> Shared<H, T> {
 }
 
 impl<H: Send + Sync + 'static, T: Send + Sync + 'static> Shared<H, T> {
-    /// The decision for one datagram on a listening socket at `local`; a
-    /// reply goes into `reply`. A started session's ticket wakes `ended`
-    /// when it ends.
+    /// The decision for one datagram from `peer` to `local` on a listening
+    /// socket bound to `bound`; a reply goes into `reply`. A started session's ticket wakes `ended`
+    /// when it ends. In single-port mode, a session's datagram goes to its
+    /// route.
     pub(crate) fn admit(
         self: &Arc<Self>,
         datagram: &[u8],
-        peer: SocketAddr,
-        local: SocketAddr,
+        (peer, local, bound): (SocketAddr, SocketAddr, SocketAddr),
         reply: &mut [u8],
     ) -> Accepted {
+        if let Some(demux) = &self.demux {
+            if demux.deliver(datagram, peer, local, bound) == Routed::Session {
+                return Accepted::Ignore;
+            }
+        }
+        // A draining server starts nothing.
+        if self.stopping.is_raised() {
+            return Accepted::Ignore;
+        }
+        // One byte more than allowed, to tell an oversized request.
+        let keep = self
+            .registry
+            .config
+            .limits
+            .max_request_size
+            .saturating_add(1);
+        let datagram = datagram.get(..keep).unwrap_or(datagram);
         match self.registry.on_datagram(datagram, peer, local, reply) {
             Admit::Start { request, key, .. } => {
+                let route = self.demux.as_ref().map(|demux| demux.open(peer, local));
                 let notify = Arc::clone(self);
                 let ticket = Ticket::new(Arc::clone(&self.registry), key, move || {
                     notify.ended.notify()
                 });
-                Accepted::Start(request, ticket)
+                Accepted::Start(request, ticket, route)
             }
             Admit::Reply(len) => Accepted::Reply(len),
             Admit::Ignore => Accepted::Ignore,
@@ -96,6 +124,21 @@ impl<H, T> Shared<H, T> {
         crate::net::bind_transfer(ip, range, crate::net::random_seed())
     }
 
+    /// Stops accepting; the accept loops end at once, or, in single-port
+    /// mode, when [`closed`](Self::closed) (they route the running sessions'
+    /// datagrams until then).
+    pub(crate) fn stop(&self) {
+        self.stopping.raise();
+        if self.demux.is_none() {
+            self.closing.raise();
+        }
+    }
+
+    /// The running sessions ended or were given up: the accept loops end.
+    pub(crate) fn closed(&self) {
+        self.closing.raise();
+    }
+
     /// An accept loop starts.
     pub(crate) fn accept_started(&self) {
         self.accepting.fetch_add(1, Ordering::AcqRel);
@@ -109,7 +152,7 @@ impl<H, T> Shared<H, T> {
             let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
             failure.get_or_insert(e);
             drop(failure);
-            self.stopping.raise();
+            self.stop();
         }
         self.accepting.fetch_sub(1, Ordering::AcqRel);
         self.ended.notify();

@@ -9,7 +9,7 @@
 //! session sends one datagram per syscall, as before.
 
 use std::io::{self, IoSliceMut};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 
@@ -81,8 +81,10 @@ pub(crate) fn batch_for(peer: SocketAddr) -> Batch {
     }
 }
 
-/// Sends `bytes` to `to`: one datagram, or consecutive datagrams of
-/// `segment_size` bytes (the last may be shorter) with one GSO send. Fails
+/// Sends `bytes` to `to` (from `src`, when given: a single-port session
+/// answers from the address its request came to): one datagram, or
+/// consecutive datagrams of `segment_size` bytes (the last may be shorter)
+/// with one GSO send. Fails
 /// with `WouldBlock` when nothing was sent. If a GSO send fails otherwise,
 /// the datagrams are sent one by one, and `Ok(false)` says to stop
 /// batching.
@@ -91,6 +93,7 @@ pub(crate) fn send(
     to: SocketAddr,
     bytes: &[u8],
     segment_size: usize,
+    src: Option<IpAddr>,
 ) -> io::Result<bool> {
     let state = state()?;
     let batched = segment_size > 0 && segment_size < bytes.len();
@@ -99,7 +102,7 @@ pub(crate) fn send(
         ecn: None,
         contents: bytes,
         segment_size: batched.then_some(segment_size),
-        src_ip: None,
+        src_ip: src,
     };
     match state.try_send(UdpSockRef::from(&fd), &transmit) {
         Err(e) if batched && e.kind() != io::ErrorKind::WouldBlock => {

@@ -130,6 +130,14 @@ pub trait Session {
     /// datagram to a possibly spoofed address. A session whose peer was
     /// verified in the meantime, or that is already closing, is left alone.
     fn cancel(&mut self);
+    /// Ends the session at once without a word to the peer, verified or
+    /// not, dropping even an ERROR it was closing with: for a single-port
+    /// server's session whose peer sent a new request from the same address
+    /// and port, so that the peer's new transfer hears nothing from the old
+    /// one. The outcome is [`Outcome::Evicted`], or the one it was closing
+    /// with, or [`Outcome::Completed`] when it was only dallying after its
+    /// final ACK. A session already done is left alone.
+    fn abandon(&mut self);
     /// Lets one [`Output::Transmit`] carry up to `batch.segments` DATA
     /// packets (consecutive blocks of a window, each `segment_size` long
     /// but the last) for an adapter that sends them with one syscall (UDP

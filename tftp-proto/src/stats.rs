@@ -43,7 +43,8 @@ pub enum Outcome {
     TimedOut,
     /// The adapter cancelled the session without a word to the peer
     /// ([`Session::cancel`]): an unverified session that gave up its place to
-    /// a newer request.
+    /// a newer request, or a single-port server's session whose peer sent a
+    /// new request from the same address and port.
     ///
     /// [`Session::cancel`]: crate::session::Session::cancel
     Evicted,

@@ -332,6 +332,64 @@ fn cancel_ends_at_once_without_a_word() {
 }
 
 #[test]
+fn abandon_ends_a_verified_session_without_a_word() {
+    // Verified, in the middle of its data.
+    let req = request(b"\x00\x01f\x00octet\x00");
+    let mut s = ServerSession::start(&req, &Limits::default(), None, None, ms(0));
+    let mut src: &[u8] = &[1u8; 2000];
+    drain(&mut s, ms(0), &mut src);
+    s.handle_datagram(ms(1), addr(PEER), &ack(1));
+    drain(&mut s, ms(1), &mut src);
+    assert!(s.stats().verified);
+    s.cancel();
+    assert!(
+        drain(&mut s, ms(2), &mut src).done.is_none(),
+        "cancel leaves it"
+    );
+    s.abandon();
+    let d = drain(&mut s, ms(3), &mut src);
+    assert!(d.sent.is_empty());
+    assert_eq!(d.done, Some(Outcome::Evicted));
+    // Closing with an ERROR not yet sent: the ERROR is dropped, the outcome
+    // kept.
+    let mut s = ServerSession::start(&req, &Limits::default(), None, None, ms(0));
+    drain(&mut s, ms(0), &mut src);
+    s.abort(ErrorCode::NotDefined, "bye");
+    s.abandon();
+    let d = drain(&mut s, ms(1), &mut src);
+    assert!(d.sent.is_empty(), "{:?}", d.sent);
+    assert_eq!(d.done, Some(Outcome::LocalError(ErrorCode::NotDefined)));
+    // Done: left alone.
+    s.abandon();
+    assert_eq!(
+        s.stats().outcome,
+        Some(Outcome::LocalError(ErrorCode::NotDefined))
+    );
+}
+
+#[test]
+fn abandon_after_the_final_ack_of_an_upload_is_completed() {
+    let req = request(b"\x00\x02f\x00octet\x00");
+    let mut s = ServerSession::start(&req, &Limits::default(), None, None, ms(0));
+    let mut src: &[u8] = &[];
+    drain(&mut s, ms(0), &mut src);
+    let mut data = vec![0, 3, 0, 1];
+    data.extend_from_slice(b"short");
+    s.handle_datagram(ms(1), addr(PEER), &data);
+    let d = drain(&mut s, ms(1), &mut src);
+    assert_eq!(
+        d.sent.last().map(|(_, p)| p.clone()),
+        Some(ack(1)),
+        "final ACK"
+    );
+    assert!(d.done.is_none(), "dallying");
+    s.abandon();
+    let d = drain(&mut s, ms(2), &mut src);
+    assert!(d.sent.is_empty());
+    assert_eq!(d.done, Some(Outcome::Completed));
+}
+
+#[test]
 fn memory_counts_the_window_and_the_netascii_stage() {
     let limits = Limits::default();
     let windowed = request(b"\x00\x01f\x00octet\x00blksize\x001468\x00windowsize\x0016\x00");

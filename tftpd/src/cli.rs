@@ -214,6 +214,12 @@ pub struct Args {
     #[arg(long, env = "TFTPD_PORT_RANGE", value_name = "LOW:HIGH", value_parser = parse_port_range)]
     pub port_range: Option<(u16, u16)>,
 
+    /// Serve every transfer from the listening port instead of a new port
+    /// per transfer (dnsmasq's tftp-single-port): for clients behind NAT,
+    /// in port-mapped containers and behind Kubernetes Services.
+    #[arg(long, env = "TFTPD_SINGLE_PORT", conflicts_with = "port_range")]
+    pub single_port: bool,
+
     /// Listening sockets per address (SO_REUSEPORT) and runtime threads.
     /// Default: the number of CPUs.
     #[arg(long, env = "TFTPD_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -324,9 +330,9 @@ impl Args {
     }
 
     /// `builder` with the server settings the flags ask for: the limits,
-    /// the admission caps, memory, ports, session threads and the drain
-    /// timeout (not the
-    /// sockets, nor the per-session callback).
+    /// the admission caps, memory, ports (or single-port mode), session
+    /// threads and the drain timeout (not the sockets, nor the per-session
+    /// callback).
     pub fn configure<H>(&self, builder: ServerBuilder<H>) -> ServerBuilder<H> {
         let mut builder = builder
             .limits(self.limits())
@@ -342,6 +348,9 @@ impl Args {
             );
         if let Some((low, high)) = self.port_range {
             builder = builder.port_range(low, high);
+        }
+        if self.single_port {
+            builder = builder.single_port(true);
         }
         if let Some(n) = self.max_unverified {
             builder = builder.max_unverified(n);
@@ -669,6 +678,9 @@ mod tests {
         };
         assert_eq!(threads("256"), usize::from(MAX_SESSION_THREADS));
         rejected(&["--session-threads", "257"]);
+        assert!(!config.single_port);
+        assert!(configured(&["--single-port"]).config().single_port);
+        rejected(&["--single-port", "--port-range", "50000:50100"]);
     }
 
     #[test]

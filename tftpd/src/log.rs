@@ -126,7 +126,8 @@ pub fn session(s: &Stats, escape: bool) {
 /// `refused` (this server answered the request with an ERROR: no OACK, no
 /// data), `failed` (it ended a started transfer with an ERROR), `timed_out`
 /// or `evicted` (an unverified session that gave its place to a newer
-/// request).
+/// request, or a single-port session whose client sent a new request from
+/// the same port).
 fn outcome_word(s: &Stats) -> &'static str {
     match s.outcome {
         Some(Outcome::Completed) => "completed",

@@ -345,62 +345,92 @@ fn sigterm_lets_a_running_transfer_finish() {
     assert_eq!(d.wait_exit(), 0);
 }
 
-#[test]
-fn systemd_socket_activation() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hello.txt"), b"hello from fd 3\n").unwrap();
-    // The test binds the socket, as systemd would, and hands it over as fd 3.
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("exec 3<&0 0</dev/null; LISTEN_FDS=1 LISTEN_PID=$$ exec \"$0\" --root \"$1\" --workers 1")
-        .arg(TFTPD)
-        .arg(dir.path())
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(socket)));
-    let d = Daemon::spawn(cmd);
-    assert_eq!(
-        d.addr, addr,
-        "serves on the passed socket, binds nothing else"
-    );
-    let out_dir = tempfile::tempdir().unwrap();
-    let local = out_dir.path().join("hello.txt");
-    let out = tftp(&[
-        "get",
-        &addr.to_string(),
-        "hello.txt",
-        local.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(std::fs::read(&local).unwrap(), b"hello from fd 3\n");
+/// Whether DATA 1 of `file` from `addr` comes from `addr` itself (the
+/// listening socket: single-port mode) or another port.
+fn data_from_the_listening_port(addr: std::net::SocketAddr, file: &str) -> bool {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rrq = vec![0, 1];
+    rrq.extend_from_slice(file.as_bytes());
+    rrq.extend_from_slice(b"\0octet\0");
+    peer.send_to(&rrq, addr).unwrap();
+    let mut buf = [0u8; 600];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..4], &[0, 3, 0, 1], "{:?}", &buf[..n]);
+    // The rest is short: acknowledge it so the session ends.
+    peer.send_to(&[0, 4, 0, 1], from).unwrap();
+    from == addr
 }
 
+/// Socket activation, and in single-port mode too: every transfer from
+/// the socket systemd passed.
+#[test]
+fn systemd_socket_activation() {
+    for single_port in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello.txt"), b"hello from fd 3\n").unwrap();
+        // The test binds the socket, as systemd would, and hands it over as fd 3.
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("exec 3<&0 0</dev/null; LISTEN_FDS=1 LISTEN_PID=$$ exec \"$0\" --root \"$1\" --workers 1 \"$2\"")
+            .arg(TFTPD)
+            .arg(dir.path())
+            .arg(if single_port { "--single-port" } else { "--drain-timeout=30" })
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(socket)));
+        let d = Daemon::spawn(cmd);
+        assert_eq!(
+            d.addr, addr,
+            "serves on the passed socket, binds nothing else"
+        );
+        let out_dir = tempfile::tempdir().unwrap();
+        let local = out_dir.path().join("hello.txt");
+        let out = tftp(&[
+            "get",
+            &addr.to_string(),
+            "hello.txt",
+            local.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&local).unwrap(), b"hello from fd 3\n");
+        assert_eq!(data_from_the_listening_port(addr, "hello.txt"), single_port);
+    }
+}
+
+/// inetd mode, and in single-port mode too.
 #[test]
 fn inetd_mode_serves_the_socket_on_stdin() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("x"), b"inetd").unwrap();
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    let mut cmd = Command::new(TFTPD);
-    cmd.arg("--root")
-        .arg(dir.path())
-        .args(["--inetd", "--workers", "1"])
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(socket)));
-    let d = Daemon::spawn(cmd);
-    assert_eq!(d.addr, addr);
-    let out_dir = tempfile::tempdir().unwrap();
-    let local = out_dir.path().join("x");
-    let out = tftp(&["get", &addr.to_string(), "x", local.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(std::fs::read(&local).unwrap(), b"inetd");
+    for single_port in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x"), b"inetd").unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let mut cmd = Command::new(TFTPD);
+        cmd.arg("--root")
+            .arg(dir.path())
+            .args(["--inetd", "--workers", "1"])
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(socket)));
+        if single_port {
+            cmd.arg("--single-port");
+        }
+        let d = Daemon::spawn(cmd);
+        assert_eq!(d.addr, addr);
+        let out_dir = tempfile::tempdir().unwrap();
+        let local = out_dir.path().join("x");
+        let out = tftp(&["get", &addr.to_string(), "x", local.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&local).unwrap(), b"inetd");
+        assert_eq!(data_from_the_listening_port(addr, "x"), single_port);
+    }
 }
 
 /// Every thread of process `pid`: (real, effective, saved uid; effective

@@ -52,6 +52,35 @@ pub struct Cfg {
     pub listen_socket: Option<Arc<std::net::UdpSocket>>,
     /// `session_threads` (async servers).
     pub session_threads: usize,
+    /// `single_port`: every transfer from the listening socket (default:
+    /// what [`single_port`] says for this test).
+    pub single_port: bool,
+}
+
+thread_local! {
+    static SINGLE_PORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this test runs its servers in single-port mode
+/// ([`for_each_adapter!`]'s `*_single_port` instances).
+pub fn single_port() -> bool {
+    SINGLE_PORT.with(|s| s.get())
+}
+
+/// A name for this instance of a test: the adapter's, and the mode's
+/// (for names that must differ between the instances running at once).
+pub fn label<A: Adapter>() -> String {
+    if single_port() {
+        format!("{}-single-port", A::NAME)
+    } else {
+        A::NAME.to_string()
+    }
+}
+
+/// Runs `test` with servers in single-port mode by default.
+pub fn in_single_port(test: impl FnOnce()) {
+    SINGLE_PORT.with(|s| s.set(true));
+    test();
 }
 
 impl Default for Cfg {
@@ -76,6 +105,7 @@ impl Default for Cfg {
             reuse_port: 1,
             listen_socket: None,
             session_threads: 0,
+            single_port: single_port(),
         }
     }
 }
@@ -492,6 +522,7 @@ macro_rules! configure {
             .max_sessions_per_peer($cfg.max_sessions_per_peer)
             .drain_timeout($cfg.drain)
             .session_threads($cfg.session_threads)
+            .single_port($cfg.single_port)
             .on_session_end(move |s| sessions.push(s));
         if let Some((low, high)) = $cfg.port_range {
             b = b.port_range(low, high);
@@ -1031,7 +1062,9 @@ impl Adapter for Blocking {
 }
 
 /// Instantiates the generic test `$test::<A>()` for every adapter, each
-/// with the attributes written before the test's name (an `ignore`, say).
+/// with the attributes written before the test's name (an `ignore`, say),
+/// and again with the servers in single-port mode (`*_single_port`; a test
+/// reads [`single_port`] where the modes differ on the wire).
 #[macro_export]
 macro_rules! for_each_adapter {
     ($($(#[$attr:meta])* $test:ident),* $(,)?) => {
@@ -1056,6 +1089,34 @@ macro_rules! for_each_adapter {
                 $(#[$attr])*
                 fn blocking() {
                     super::$test::<super::common::adapters::Blocking>();
+                }
+                #[test]
+                $(#[$attr])*
+                fn tokio_single_port() {
+                    super::common::adapters::in_single_port(
+                        super::$test::<super::common::adapters::Tokio>,
+                    );
+                }
+                #[test]
+                $(#[$attr])*
+                fn smol_single_port() {
+                    super::common::adapters::in_single_port(
+                        super::$test::<super::common::adapters::Smol>,
+                    );
+                }
+                #[test]
+                $(#[$attr])*
+                fn async_std_single_port() {
+                    super::common::adapters::in_single_port(
+                        super::$test::<super::common::adapters::AsyncStd>,
+                    );
+                }
+                #[test]
+                $(#[$attr])*
+                fn blocking_single_port() {
+                    super::common::adapters::in_single_port(
+                        super::$test::<super::common::adapters::Blocking>,
+                    );
                 }
             }
         )*

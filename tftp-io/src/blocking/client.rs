@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use tftp_proto::stats::Stats;
 
 use super::{executor, Threads};
-use crate::driver::threads::{run, Io};
+use crate::driver::threads::{run, Io, Link};
 use crate::driver::{Clock, Data, SessionDriver};
 use crate::error::ClientError;
 use crate::Client;
@@ -22,7 +22,14 @@ impl Client<Threads> {
         let clock = Clock::new(Threads::default());
         let session = self.get_session(remote.as_ref(), clock.now())?;
         let mut driver = SessionDriver::new(session, Data::Download, None, executor(false));
-        let outcome = run(&mut driver, &socket, &mut Io::Download(sink), &clock, None)?;
+        let mut link = Link::own(&socket)?;
+        let outcome = run(
+            &mut driver,
+            &mut link,
+            &mut Io::Download(sink),
+            &clock,
+            None,
+        )?;
         ClientError::check(outcome, driver.stats().clone())
     }
 
@@ -39,7 +46,14 @@ impl Client<Threads> {
         let session = self.put_session(remote.as_ref(), size, clock.now())?;
         let sized = size.is_some();
         let mut driver = SessionDriver::new(session, Data::Source(size), None, executor(sized));
-        let outcome = run(&mut driver, &socket, &mut Io::Source(source), &clock, None)?;
+        let mut link = Link::own(&socket)?;
+        let outcome = run(
+            &mut driver,
+            &mut link,
+            &mut Io::Source(source),
+            &clock,
+            None,
+        )?;
         ClientError::check(outcome, driver.stats().clone())
     }
 }

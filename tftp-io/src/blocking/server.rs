@@ -15,7 +15,8 @@ use tftp_proto::stats::{ServerStats, Stats};
 
 use super::{executor, Handler, Threads};
 use crate::config::{ServerBuilder, ABORT_GRACE};
-use crate::driver::threads::{run, Io, POLL_STOPS};
+use crate::demux::Route;
+use crate::driver::threads::{run, Io, Link, POLL_STOPS};
 use crate::driver::SessionDriver;
 use crate::listen::{Listener, LISTEN_BUFFER};
 use crate::registry::Ticket;
@@ -168,16 +169,24 @@ impl<H: Handler> Server<H> {
         shared
             .stopping
             .wait_blocking(|| shared.stopping.is_raised(), None);
-        // No accept thread may start a session once the drain has begun
-        // (each sees the signal within its receive timeout).
-        for t in accepting {
-            let _ = t.join();
+        // No accept thread starts a session once the drain has begun (each
+        // sees the signal within its receive timeout). In single-port mode
+        // they carry the running sessions' datagrams until the drain ends.
+        shared.stop();
+        if shared.demux.is_none() {
+            for t in accepting.drain(..) {
+                let _ = t.join();
+            }
         }
         let idle = || shared.idle();
         let drain = shared.registry.config.drain_timeout;
         if !shared.ended.wait_blocking(idle, deadline(drain)) {
             shared.aborting.raise();
             shared.ended.wait_blocking(idle, deadline(ABORT_GRACE));
+        }
+        shared.closed();
+        for t in accepting {
+            let _ = t.join();
         }
         shared.finished.raise();
         if let Some(t) = stats {
@@ -210,10 +219,8 @@ fn accept_loop<H: Handler>(
 ) -> io::Result<()> {
     let (socket, listener) = (&listening.0, &listening.1);
     let mut buf = vec![0u8; LISTEN_BUFFER];
-    // One byte more than allowed, to tell an oversized request.
-    let keep = shared.registry.config.limits.max_request_size + 1;
     let mut reply = [0u8; 128];
-    while !shared.stopping.is_raised() {
+    while !shared.closing.is_raised() {
         let received = match listener.recv(socket.as_fd(), &mut buf) {
             Ok(r) => r,
             Err(e) if is_transient(&e) => continue,
@@ -221,16 +228,16 @@ fn accept_loop<H: Handler>(
         };
         let (peer, local) = (received.peer(), listener.local_for(&received));
         for datagram in received.datagrams(&buf) {
-            let datagram = datagram.get(..keep).unwrap_or(datagram);
-            let (request, mut ticket) = match shared.admit(datagram, peer, local, &mut reply) {
-                Accepted::Start(request, ticket) => (request, ticket),
-                Accepted::Reply(len) => {
-                    let answer = reply.get(..len).unwrap_or_default();
-                    let _ = listener.send(socket.as_fd(), peer, local, answer);
-                    continue;
-                }
-                Accepted::Ignore => continue,
-            };
+            let (request, mut ticket, route) =
+                match shared.admit(datagram, (peer, local, listener.bound()), &mut reply) {
+                    Accepted::Start(request, ticket, route) => (request, ticket, route),
+                    Accepted::Reply(len) => {
+                        let answer = reply.get(..len).unwrap_or_default();
+                        let _ = listener.send(socket.as_fd(), peer, local, answer);
+                        continue;
+                    }
+                    Accepted::Ignore => continue,
+                };
             let session_shared = Arc::clone(shared);
             let session_listening = Arc::clone(listening);
             // Kept to answer "busy" if the thread cannot start.
@@ -240,7 +247,13 @@ fn accept_loop<H: Handler>(
                 thread = thread.stack_size(bytes);
             }
             let spawned = thread.spawn(move || {
-                let stats = run_session(&session_shared, &request, session_listening, &mut ticket);
+                let stats = run_session(
+                    &session_shared,
+                    &request,
+                    session_listening,
+                    &mut ticket,
+                    route.as_ref(),
+                );
                 ticket.finish(&stats);
             });
             if let Err(e) = spawned {
@@ -267,29 +280,44 @@ fn while_out_of_descriptors<T>(mut attempt: impl FnMut() -> T, starving: impl Fn
     }
 }
 
+/// Runs one transfer to its end on its own socket, or, with a `route`
+/// (single-port mode), on the listening socket.
 fn run_session<H: Handler>(
     shared: &Shared<H, Threads>,
     request: &Request,
     listening: Arc<Listening>,
     ticket: &mut Ticket,
+    route: Option<&Route>,
 ) -> Stats {
     let (clock, config) = (&shared.clock, &shared.registry.config);
     let started = clock.now();
-    let bound = while_out_of_descriptors(
-        || shared.bind_transfer(request),
-        |b| b.as_ref().is_err_and(out_of_descriptors),
-    );
-    let socket = match bound {
-        // The listening socket closes when its accept thread ends, not when
-        // the last session does.
-        Ok(s) => {
-            drop(listening);
-            s
+    let (socket, local) = match route {
+        Some(route) => (None, Some(route.local())),
+        None => {
+            let bound = while_out_of_descriptors(
+                || shared.bind_transfer(request),
+                |b| b.as_ref().is_err_and(out_of_descriptors),
+            );
+            match bound {
+                Ok(s) => {
+                    let local = s.local_addr().ok();
+                    (Some(s), local)
+                }
+                Err(e) => {
+                    reply_busy(&listening, request);
+                    return no_socket(request, &e, clock.now());
+                }
+            }
         }
-        Err(e) => {
-            reply_busy(&listening, request);
-            return no_socket(request, &e, clock.now());
-        }
+    };
+    // A session with a socket of its own needs the listening socket no
+    // longer: it closes when its accept thread ends, not when the last
+    // session does.
+    let listening = route.and(Some(listening));
+    let link = match (&socket, route, &listening) {
+        (Some(socket), _, _) => Link::own(socket),
+        (None, Some(route), Some(l)) => Ok(Link::shared(&l.0, l.1.bound(), route)),
+        _ => Err(io::Error::other("no socket")),
     };
     // The file may not open for the same reason (DirHandler answers
     // ERROR 0 "busy" then): the same wait.
@@ -300,7 +328,6 @@ fn run_session<H: Handler>(
         },
         |a| a.as_ref().is_err_and(TftpError::is_busy),
     );
-    let local = socket.local_addr().ok();
     let answer = Answer::Decided(answer);
     let (session, mut data) = open(request, config, answer, local, started, ticket);
     let kind = data.kind();
@@ -310,7 +337,9 @@ fn run_session<H: Handler>(
         Data::None => (Io::None, false),
     };
     let mut driver = SessionDriver::new(session, kind, Some(ticket), executor(sized));
-    if let Err(e) = run(&mut driver, &socket, &mut io, clock, Some(&shared.aborting)) {
+    let aborting = Some(&shared.aborting);
+    let ran = link.and_then(|mut link| run(&mut driver, &mut link, &mut io, clock, aborting));
+    if let Err(e) = ran {
         tracing::warn!(error = %e, "transfer socket failed");
     }
     driver.stats().clone()

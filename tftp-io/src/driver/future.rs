@@ -4,9 +4,10 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::BorrowedFd;
 use std::pin::{pin, Pin};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use event_listener::EventListener;
 use futures_io::{AsyncRead, AsyncWrite};
@@ -14,7 +15,8 @@ use tftp_proto::session::Session;
 use tftp_proto::stats::Outcome;
 use tftp_proto::time::Instant;
 
-use super::{Clock, Executor, SessionDriver, Step, Stop, Waited};
+use super::{Clock, Datagrams, Executor, Recv, SessionDriver, Step, Stop, Waited};
+use crate::demux::Route;
 use crate::runtime::{AsyncUdpSocket, Runtime, Timer};
 use crate::session::Signal;
 use crate::udp;
@@ -80,13 +82,91 @@ pub(crate) const ASYNC: Executor = Executor {
     two_slots: true,
 };
 
-/// Drives `driver` to its end on `socket`, with `io` the transfer's
+/// Where a session's datagrams go and come from: a transfer socket of its
+/// own, or, in single-port mode, the listening socket and the session's
+/// route of the accept loop's [`Demux`](crate::demux::Demux).
+pub(crate) enum Link<'a, S> {
+    /// A socket of the session's own.
+    Own(&'a S),
+    /// The listening socket, sending from the address the request came to.
+    Shared {
+        socket: &'a S,
+        route: &'a Route,
+        /// The source address to set (none: the socket's own).
+        src: Option<IpAddr>,
+        listener: Option<EventListener>,
+    },
+}
+
+impl<'a, S: AsyncUdpSocket> Link<'a, S> {
+    /// A single-port session's link: `socket` bound to `bound`.
+    pub(crate) fn shared(socket: &'a S, bound: SocketAddr, route: &'a Route) -> Self {
+        let from = route.local().ip();
+        Link::Shared {
+            socket,
+            route,
+            src: (from != bound.ip()).then_some(from),
+            listener: None,
+        }
+    }
+
+    /// Sends `datagrams`: true if they went as one batch.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        datagrams: &Datagrams<'_>,
+    ) -> Poll<io::Result<bool>> {
+        let mut batched = true;
+        match self {
+            Link::Own(socket) => {
+                let mut send = |fd: BorrowedFd<'_>| datagrams.send(fd, None).map(|b| batched = b);
+                socket.poll_send_with(cx, &mut send)
+            }
+            // Many tasks send on the listening socket, and a runtime wakes
+            // only the last one to wait for its writability: a send that
+            // would block is a datagram lost instead (the session
+            // retransmits it as any loss), never a wait.
+            Link::Shared { socket, src, .. } => {
+                let mut send = |fd: BorrowedFd<'_>| match datagrams.send(fd, *src) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    sent => sent.map(|b| batched = b),
+                };
+                socket.poll_send_with(cx, &mut send)
+            }
+        }
+        .map(|sent| sent.map(|()| batched))
+    }
+
+    /// A single-port session whose route a newer session took.
+    fn is_replaced(&self) -> bool {
+        matches!(self, Link::Shared { route, .. } if route.is_replaced())
+    }
+
+    /// Receives into `recv`'s slots (ready without datagrams once
+    /// [`is_replaced`](Self::is_replaced)).
+    fn poll_recv(&mut self, cx: &mut Context<'_>, recv: &mut Recv<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Link::Own(socket) => {
+                let mut receive =
+                    |fd: BorrowedFd<'_>| udp::recv(fd, recv.first, recv.second, recv.got);
+                socket.poll_recv_drain(cx, &mut receive)
+            }
+            Link::Shared {
+                route, listener, ..
+            } => route
+                .poll_take(cx, listener, recv.first, recv.second, recv.got)
+                .map(Ok),
+        }
+    }
+}
+
+/// Drives `driver` to its end on `link`, with `io` the transfer's
 /// source or sink; `abort`, when raised, ends the session with ERROR 0
 /// "Server shutting down", and a server session's cancel signal ends it
 /// silently.
 pub(crate) async fn run<R: Runtime, S: Session>(
     driver: &mut SessionDriver<'_, S>,
-    socket: &R::Socket,
+    link: &mut Link<'_, R::Socket>,
     io: &mut Io<'_>,
     clock: &Clock<R>,
     abort: Option<&Signal>,
@@ -98,13 +178,17 @@ pub(crate) async fn run<R: Runtime, S: Session>(
     // `armed` is `None` after the timer fired.
     let mut timer: Option<(R::Timer, Option<Instant>)> = None;
     let mut stops = Stops::default();
+    let mut replaced = false;
     loop {
+        // Before anything is sent: not a datagram to a peer that moved on.
+        if !replaced && link.is_replaced() {
+            replaced = true;
+            driver.stop(Stop::Replaced);
+        }
         match driver.next(clock.now()) {
             Step::Send(datagrams) => {
-                let mut batched = true;
-                let mut send = |fd: BorrowedFd<'_>| datagrams.send(fd).map(|b| batched = b);
-                let sent = poll_fn(|cx| socket.poll_send_with(cx, &mut send)).await;
-                driver.sent(sent.map(|()| batched));
+                let sent = poll_fn(|cx| link.poll_send(cx, &datagrams)).await;
+                driver.sent(sent);
             }
             Step::Read { buf, deadline } => {
                 // A source that waits (an origin's headers or body, a
@@ -162,7 +246,7 @@ pub(crate) async fn run<R: Runtime, S: Session>(
             }
             Step::Wait {
                 deadline,
-                recv,
+                mut recv,
                 mut top_up,
             } => {
                 let (timer, armed) = match &mut timer {
@@ -180,9 +264,7 @@ pub(crate) async fn run<R: Runtime, S: Session>(
                     if let Some(why) = stops.poll(abort, cancel.as_deref(), cx) {
                         return Poll::Ready(Event::Stopped(why));
                     }
-                    let mut receive =
-                        |fd: BorrowedFd<'_>| udp::recv(fd, recv.first, recv.second, recv.got);
-                    if let Poll::Ready(r) = socket.poll_recv_drain(cx, &mut receive) {
+                    if let Poll::Ready(r) = link.poll_recv(cx, &mut recv) {
                         return Poll::Ready(Event::Datagrams(r));
                     }
                     if timer.poll_expired(cx).is_ready() {

@@ -143,9 +143,14 @@ pub(crate) struct Datagrams<'a> {
 }
 
 impl Datagrams<'_> {
-    /// Sends them on `fd`: true if they went as one batch.
-    pub(crate) fn send(&self, fd: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
-        udp::send(fd, self.to, self.bytes, self.segment_size)
+    /// Sends them on `fd` (from `src`, when given): true if they went as
+    /// one batch.
+    pub(crate) fn send(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        src: Option<std::net::IpAddr>,
+    ) -> io::Result<bool> {
+        udp::send(fd, self.to, self.bytes, self.segment_size, src)
     }
 }
 
@@ -165,6 +170,9 @@ pub(crate) enum Stop {
     Abort,
     /// The session's place went to a newer request.
     Cancel,
+    /// A single-port session's peer sent a new request from the same
+    /// address and port: the new session has its route.
+    Replaced,
 }
 
 /// How a wait bounded by the session's budget ended.
@@ -547,6 +555,7 @@ impl<'t, S: Session> SessionDriver<'t, S> {
         match why {
             Stop::Abort => self.session.fail(Failure::ShuttingDown),
             Stop::Cancel => self.session.cancel(),
+            Stop::Replaced => self.session.abandon(),
         }
     }
 

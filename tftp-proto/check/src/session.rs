@@ -138,16 +138,27 @@ struct Harness {
     wire: Fnv,
 }
 
-/// Runs [`check_session`] on fuzzer bytes.
+/// Runs [`check_session`] on fuzzer bytes, then the same input again with
+/// the session abandoned (a single-port server's session whose peer sent a
+/// new request) before one of its events, chosen by the input.
 /// Returns whether the bytes decoded into an input.
 pub fn run_session(data: &[u8]) -> bool {
     match SessionInput::arbitrary_take_rest(Unstructured::new(data)) {
         Ok(input) => {
             check_session(&input);
+            let at = usize::from(input.batch_bytes) % (input.ops.len().min(2_000) + 1);
+            check_abandoned(&input, at);
             true
         }
         Err(_) => false,
     }
+}
+
+/// Drives one session through `input` like [`check_session`], abandoning
+/// it before event `at` (or after the last): it must end at once and send
+/// nothing more.
+pub fn check_abandoned(input: &SessionInput<'_>, at: usize) {
+    let _ = drive(input, Some(at));
 }
 
 /// [`session_digest`] of fuzzer bytes; `None` if they decode into no input.
@@ -166,6 +177,10 @@ pub fn check_session(input: &SessionInput<'_>) {
 /// (with its time and destination) and of its outcome; 0 when the input
 /// starts no session.
 pub fn session_digest(input: &SessionInput<'_>) -> u64 {
+    drive(input, None)
+}
+
+fn drive(input: &SessionInput<'_>, abandon_at: Option<usize>) -> u64 {
     let limits = Limits {
         retries: u32::from(input.retries % 8),
         dally: Duration::from_millis(500),
@@ -249,7 +264,11 @@ pub fn session_digest(input: &SessionInput<'_>) -> u64 {
     h.drain();
     let stranger: SocketAddr = STRANGER.parse().expect("address");
     let mut buf = vec![0u8; 70_000];
-    for op in input.ops.iter().take(2_000) {
+    for (i, op) in input.ops.iter().take(2_000).enumerate() {
+        if abandon_at == Some(i) {
+            h.abandon();
+            return h.wire.0;
+        }
         match op {
             Op::Peer(p) => {
                 let len = h.encode(p, &mut buf);
@@ -298,6 +317,10 @@ pub fn session_digest(input: &SessionInput<'_>) -> u64 {
         }
         h.drain();
     }
+    if abandon_at.is_some() {
+        h.abandon();
+        return h.wire.0;
+    }
     // The peer goes silent: the session must end within its retry budget,
     // each wait at most the RTO ceiling or the negotiated `timeout` (255 s).
     let silent_from = h.now;
@@ -325,6 +348,31 @@ pub fn session_digest(input: &SessionInput<'_>) -> u64 {
 }
 
 impl Harness {
+    /// Abandons the session: it ends at once, sends nothing more (not even
+    /// an ERROR it was closing with), and stays ended.
+    fn abandon(&mut self) {
+        let (was_done, sent) = (self.done, self.sent_total);
+        let before = self.session.stats().outcome;
+        self.session.abandon();
+        self.drain();
+        assert!(self.done, "an abandoned session ends at once");
+        assert_eq!(self.sent_total, sent, "an abandoned session sends nothing");
+        let outcome = self.session.stats().outcome;
+        if was_done {
+            assert_eq!(outcome, before, "a session already done is left alone");
+        } else if outcome == Some(tftp_proto::stats::Outcome::Completed) {
+            assert!(
+                self.session.is_transfer_complete(),
+                "abandoned as completed before the end"
+            );
+        }
+        self.now = self.now + Duration::from_secs(60);
+        self.session.handle_timeout(self.now);
+        self.drain();
+        assert_eq!(self.sent_total, sent, "an abandoned session woke up");
+        assert_eq!(self.session.stats().outcome, outcome);
+    }
+
     fn drain(&mut self) {
         let negotiated = self.session.stats().options_negotiated;
         let window = u64::from(negotiated.window_size());

@@ -608,6 +608,20 @@ impl Transfer {
         }
     }
 
+    pub(crate) fn abandon(&mut self) {
+        // Not even a pending ERROR goes out: the peer's address and port
+        // belong to its new transfer now.
+        self.ctx.control.clear();
+        self.ctx.control.forget_stranger();
+        self.state = match &self.state {
+            State::Done(_) => return,
+            State::Closing(outcome) => State::Closing(*outcome),
+            // Everything was delivered and acknowledged.
+            State::Dallying { .. } => State::Closing(Outcome::Completed),
+            _ => State::Closing(Outcome::Evicted),
+        };
+    }
+
     pub(crate) fn cancel(&mut self) {
         // A verified session's peer answered in the meantime: it goes on. A
         // closing one sends its ERROR first.
@@ -683,6 +697,9 @@ impl Session for Transfer {
     }
     fn cancel(&mut self) {
         Transfer::cancel(self)
+    }
+    fn abandon(&mut self) {
+        Transfer::abandon(self)
     }
     fn set_batch(&mut self, batch: Batch) {
         Transfer::set_batch(self, batch)
