@@ -3,7 +3,7 @@
 //! [`Client`](crate::Client).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +70,9 @@ pub struct ServerConfig {
     /// Serve every transfer from the listening socket (see
     /// [`ServerBuilder::single_port`]).
     pub single_port: bool,
+    /// Caps of `blksize` for requests sent to a local address (see
+    /// [`ServerBuilder::max_blksize_at`]).
+    pub max_blksize_at: Vec<(IpAddr, u16)>,
     /// Called when each session ends.
     pub on_session_end: Option<SessionCallback>,
     /// Called every interval with the counters.
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             port_range: None,
             session_threads: 0,
             single_port: false,
+            max_blksize_at: Vec::new(),
             on_session_end: None,
             on_server_stats: None,
         }
@@ -98,6 +102,23 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The protocol policy of a request sent to `local`: [`limits`](Self::limits)
+    /// with `max_blksize` lowered to the address's cap, if it has one.
+    pub fn limits_at(&self, local: Option<SocketAddr>) -> Limits {
+        let mut limits = self.limits.clone();
+        let cap = local.and_then(|local| {
+            let ip = local.ip().to_canonical();
+            self.max_blksize_at
+                .iter()
+                .rev()
+                .find(|(at, _)| at.to_canonical() == ip)
+        });
+        if let Some(&(_, cap)) = cap {
+            limits.max_blksize = limits.max_blksize.min(cap);
+        }
+        limits
+    }
+
     /// The admission policy these settings describe.
     pub fn admission(&self) -> Admission {
         let admission = Admission::new(self.max_sessions, self.max_sessions_per_peer)
@@ -124,6 +145,7 @@ impl fmt::Debug for ServerConfig {
             .field("port_range", &self.port_range)
             .field("session_threads", &self.session_threads)
             .field("single_port", &self.single_port)
+            .field("max_blksize_at", &self.max_blksize_at)
             .finish_non_exhaustive()
     }
 }
@@ -261,6 +283,18 @@ impl<H, R> ServerBuilder<H, R> {
     /// [`session_threads`](Self::session_threads) do not apply.
     pub fn single_port(mut self, on: bool) -> Self {
         self.config.single_port = on;
+        self
+    }
+
+    /// Grants at most `blksize` to requests sent to `ip` (repeatable; the
+    /// last for an address wins; never above [`limits`](Self::limits)'
+    /// `max_blksize`): an interface whose path MTU is small, or whose
+    /// embedded clients cannot take fragments, gets blocks that fit one
+    /// frame (1468 on a 1500-byte Ethernet over IPv4, 1448 over IPv6) while
+    /// the others keep theirs. `ip` is the address the client sends to:
+    /// a listening address, or one of a wildcard listener's.
+    pub fn max_blksize_at(mut self, ip: IpAddr, blksize: u16) -> Self {
+        self.config.max_blksize_at.push((ip, blksize));
         self
     }
 

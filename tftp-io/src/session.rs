@@ -202,7 +202,7 @@ pub(crate) fn open<S, W>(
             return (session, Data::None);
         }
     };
-    let mut limits = config.limits.clone();
+    let mut limits = config.limits_at(request.local);
     // The window may use what the budget would grant beyond a lock-step
     // session's fixed buffers. Only what the session holds now is taken
     // (an unverified read has no window yet; it takes it once verified), so

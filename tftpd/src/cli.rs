@@ -131,9 +131,10 @@ pub struct Args {
     #[arg(long, env = "TFTPD_UMASK", value_name = "MASK", value_parser = parse_umask)]
     pub umask: Option<u32>,
 
-    /// Largest blksize granted (8..=65464).
-    #[arg(long, env = "TFTPD_MAX_BLKSIZE", value_name = "BYTES", default_value_t = MAX_BLKSIZE, value_parser = clap::value_parser!(u16).range(i64::from(MIN_BLKSIZE)..=i64::from(MAX_BLKSIZE)))]
-    pub max_blksize: u16,
+    /// Largest blksize granted (8..=65464); ADDR=BYTES caps it only for
+    /// requests sent to ADDR (an interface with a small MTU), repeatable.
+    #[arg(long, env = "TFTPD_MAX_BLKSIZE", value_name = "[ADDR=]BYTES", value_delimiter = ',', value_parser = parse_blksize_cap)]
+    pub max_blksize: Vec<BlksizeCap>,
 
     /// Largest windowsize granted.
     #[arg(long, env = "TFTPD_MAX_WINDOWSIZE", value_name = "BLOCKS", default_value_t = tftp_proto::options::DEFAULT_MAX_WINDOWSIZE, value_parser = clap::value_parser!(u16).range(1..))]
@@ -313,10 +314,20 @@ impl Args {
         })
     }
 
+    /// The largest blksize for every address: the last `--max-blksize`
+    /// without an address, else the protocol's largest.
+    pub fn max_blksize(&self) -> u16 {
+        self.max_blksize
+            .iter()
+            .rev()
+            .find(|cap| cap.at.is_none())
+            .map_or(MAX_BLKSIZE, |cap| cap.bytes)
+    }
+
     /// The protocol policy the flags ask for.
     pub fn limits(&self) -> Limits {
         Limits {
-            max_blksize: self.max_blksize,
+            max_blksize: self.max_blksize(),
             max_windowsize: self.max_windowsize,
             max_window_bytes: self.max_window_bytes,
             retries: self.retries,
@@ -351,6 +362,11 @@ impl Args {
         }
         if self.single_port {
             builder = builder.single_port(true);
+        }
+        for cap in &self.max_blksize {
+            if let Some(ip) = cap.at {
+                builder = builder.max_blksize_at(ip, cap.bytes);
+            }
         }
         if let Some(n) = self.max_unverified {
             builder = builder.max_unverified(n);
@@ -450,6 +466,35 @@ fn parse_umask(s: &str) -> Result<u32, String> {
         .ok()
         .filter(|m| *m <= 0o777)
         .ok_or_else(|| format!("not an octal mask: {s} (examples: 022, 077)"))
+}
+
+/// One `--max-blksize`: for every address, or only for requests sent to
+/// `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlksizeCap {
+    /// The local address it applies to (none: all).
+    pub at: Option<IpAddr>,
+    /// The largest blksize granted there.
+    pub bytes: u16,
+}
+
+fn parse_blksize_cap(s: &str) -> Result<BlksizeCap, String> {
+    let (at, bytes) = match s.split_once('=') {
+        Some((addr, bytes)) => {
+            let addr = addr.trim_start_matches('[').trim_end_matches(']');
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("{addr:?} is not an IP address"))?;
+            (Some(ip), bytes)
+        }
+        None => (None, s),
+    };
+    let bytes: u16 = bytes
+        .parse()
+        .ok()
+        .filter(|b| (MIN_BLKSIZE..=MAX_BLKSIZE).contains(b))
+        .ok_or_else(|| format!("{bytes:?} is not a blksize in {MIN_BLKSIZE}..={MAX_BLKSIZE}"))?;
+    Ok(BlksizeCap { at, bytes })
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -679,6 +724,27 @@ mod tests {
         assert_eq!(threads("256"), usize::from(MAX_SESSION_THREADS));
         rejected(&["--session-threads", "257"]);
         assert!(!config.single_port);
+        // Per address: the cap of the address a request was sent to, the
+        // global one elsewhere; IPv6 in brackets or not, IPv4-mapped alike.
+        let builder = configured(&[
+            "--max-blksize",
+            "8192,192.0.2.1=1468",
+            "--max-blksize",
+            "[2001:db8::1]=1448",
+            "--max-blksize",
+            "192.0.2.2=9000,192.0.2.2=1024",
+        ]);
+        let config = builder.config();
+        let at = |addr: &str| {
+            let local = Some(SocketAddr::new(addr.parse().unwrap(), 69));
+            config.limits_at(local).max_blksize
+        };
+        assert_eq!(at("192.0.2.1"), 1468);
+        assert_eq!(at("::ffff:192.0.2.1"), 1468);
+        assert_eq!(at("2001:db8::1"), 1448);
+        assert_eq!(at("192.0.2.2"), 1024, "the last for an address");
+        assert_eq!(at("192.0.2.9"), 8192);
+        assert_eq!(config.limits_at(None).max_blksize, 8192);
         assert!(configured(&["--single-port"]).config().single_port);
         rejected(&["--single-port", "--port-range", "50000:50100"]);
     }
@@ -686,11 +752,15 @@ mod tests {
     #[test]
     fn max_blksize_is_the_protocol_range() {
         let blksize = |n: u16| parse(&["--max-blksize", &n.to_string()]);
-        assert_eq!(ok(&[]).max_blksize, MAX_BLKSIZE);
-        assert_eq!(blksize(MIN_BLKSIZE).unwrap().max_blksize, MIN_BLKSIZE);
-        assert_eq!(blksize(MAX_BLKSIZE).unwrap().max_blksize, MAX_BLKSIZE);
+        assert_eq!(ok(&[]).max_blksize(), MAX_BLKSIZE);
+        assert_eq!(blksize(MIN_BLKSIZE).unwrap().max_blksize(), MIN_BLKSIZE);
+        assert_eq!(blksize(MAX_BLKSIZE).unwrap().max_blksize(), MAX_BLKSIZE);
         assert!(blksize(MIN_BLKSIZE - 1).is_err());
         assert!(blksize(MAX_BLKSIZE + 1).is_err());
+        rejected(&["--max-blksize", "192.0.2.1=7"]);
+        rejected(&["--max-blksize", "192.0.2.1=65465"]);
+        rejected(&["--max-blksize", "eth0=1468"]);
+        rejected(&["--max-blksize", "192.0.2.1="]);
         // The help text names the same range.
         let command = Args::command();
         let help = command

@@ -449,3 +449,43 @@ fn upload_flags() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The blksize an OACK grants.
+fn oack_blksize(packet: &[u8]) -> u16 {
+    assert_eq!(&packet[..2], &[0, 6], "an OACK: {packet:?}");
+    let fields: Vec<&[u8]> = packet[2..].split(|&b| b == 0).collect();
+    let i = fields
+        .iter()
+        .position(|f| f.eq_ignore_ascii_case(b"blksize"))
+        .expect("blksize in the OACK");
+    String::from_utf8_lossy(fields[i + 1]).parse().unwrap()
+}
+
+/// `--max-blksize ADDR=N` caps the blksize of requests sent to ADDR only,
+/// on a listener of its own and on a wildcard listener alike; the global
+/// `--max-blksize` applies elsewhere.
+#[test]
+fn max_blksize_per_local_address() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), content(3000)).unwrap();
+    // A port both addresses can use: the wildcard listener's.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(TFTPD);
+    cmd.arg("--root")
+        .arg(dir.path())
+        .args(["--listen", &format!("0.0.0.0:{port}"), "--workers", "1"])
+        .args(["--max-blksize", "8192,127.0.0.3=1024"])
+        .args(["--max-blksize", "127.0.0.4=600"]);
+    let d = Daemon::spawn(cmd);
+    assert_eq!(d.addr.port(), port);
+    for (to, granted) in [("127.0.0.3", 1024), ("127.0.0.4", 600), ("127.0.0.5", 8192)] {
+        let server = format!("{to}:{port}").parse().unwrap();
+        let (sock, oack) = rrq(server, "f.bin", &[("blksize", "65464")]);
+        assert_eq!(oack_blksize(&oack), granted, "sent to {to}");
+        sock.send_to(&[0, 5, 0, 0, b'x', 0], server).unwrap();
+    }
+}
