@@ -33,6 +33,7 @@ pub use tftp_io::blocking::{
     fetch, Handler, Server, ShutdownHandle, Sink, StdSink, StdSource, Threads,
 };
 pub use tftp_io::remap::{self, Remap, RemapRules};
+pub use tftp_io::{mac_of, ClientKey, Mac};
 pub use tftp_io::{
     tftp_proto, ClientError, DirHandler, Fallback, Request, ServerStats, TftpError,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_MEMORY, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,

@@ -32,7 +32,19 @@ use crate::root::{Root, Upload};
 #[derive(Clone, Debug)]
 pub struct DirHandler {
     root: Root,
-    per_client_root: bool,
+    client_root: Option<ClientKey>,
+}
+
+/// What names a client's own directory ([`DirHandler::per_client_root_by`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKey {
+    /// Its IP address as text: `ROOT/192.0.2.7/`, `ROOT/2001:db8::7/`.
+    Ip,
+    /// Its MAC address in pxelinux's spelling, `ROOT/01-aa-bb-cc-dd-ee-ff/`
+    /// (from the kernel's neighbour table: [`mac_of`](crate::mac_of));
+    /// then, as for [`ClientKey::Ip`], its IP address's directory; then the
+    /// root.
+    Mac,
 }
 
 impl DirHandler {
@@ -40,7 +52,7 @@ impl DirHandler {
     pub fn new(root: impl AsRef<Path>) -> io::Result<Self> {
         Ok(DirHandler {
             root: Root::open(root)?,
-            per_client_root: false,
+            client_root: None,
         })
     }
 
@@ -81,7 +93,15 @@ impl DirHandler {
     /// ../pxelinux.0`, `shared -> ../shared`, for shared files: reads and
     /// writes follow them), never outside.
     pub fn per_client_root(mut self, on: bool) -> Self {
-        self.per_client_root = on;
+        self.client_root = on.then_some(ClientKey::Ip);
+        self
+    }
+
+    /// [`per_client_root`](Self::per_client_root) with the client's
+    /// directory named by `key`: its IP address, or its MAC address
+    /// (dnsmasq's `tftp-unique-root=mac`), with the same sealing.
+    pub fn per_client_root_by(mut self, key: ClientKey) -> Self {
+        self.client_root = Some(key);
         self
     }
 
@@ -92,9 +112,13 @@ impl DirHandler {
 
     /// The client's own directory, when `per_client_root` is on and it exists.
     fn scope(&self, request: &Request) -> Option<Vec<u8>> {
-        self.per_client_root
-            .then(|| self.root.client_scope(request.peer().ip()))
-            .flatten()
+        let ip = request.peer().ip();
+        match self.client_root? {
+            ClientKey::Ip => self.root.client_scope(ip),
+            ClientKey::Mac => crate::neighbour::mac_of(ip)
+                .and_then(|mac| self.root.scope_named(mac.pxelinux_name().as_bytes()))
+                .or_else(|| self.root.client_scope(ip)),
+        }
     }
 
     fn open_read(&self, request: &Request) -> Result<(std::fs::File, u64), TftpError> {

@@ -49,6 +49,7 @@ mod error;
 mod fallback;
 mod handler;
 mod listen;
+pub mod neighbour;
 pub mod net;
 mod offload;
 mod readahead;
@@ -70,7 +71,7 @@ pub use config::{
     DEFAULT_STATS_INTERVAL, SESSION_THREAD_MIN_SIZE,
 };
 pub use demux::{SINGLE_PORT_QUEUE, SINGLE_PORT_QUEUE_BYTES};
-pub use dir::DirHandler;
+pub use dir::{ClientKey, DirHandler};
 pub use error::ClientError;
 pub use fallback::Fallback;
 pub use handler::{
@@ -78,6 +79,7 @@ pub use handler::{
     WriteResponse,
 };
 pub use listen::{LISTEN_BATCH, LISTEN_RCVBUF};
+pub use neighbour::{mac_of, Mac};
 pub use readahead::{MIN_READ_AHEAD, READ_AHEAD};
 pub use root::DEFAULT_MAX_UPLOAD_SIZE;
 pub use runtime::{AsyncUdpSocket, Runtime, Serves, Timer, Wrap};

@@ -147,9 +147,26 @@ impl Root {
     /// opened in it are sealed in it (see the [module](self) docs): only
     /// its symlinks lead elsewhere in the root.
     pub fn client_scope(&self, client: IpAddr) -> Option<Vec<u8>> {
-        let name = client.to_canonical().to_string().into_bytes();
+        self.scope_named(client.to_canonical().to_string().as_bytes())
+    }
+
+    /// The subdirectory `name` of the root (one path component, no `/`,
+    /// not `.` or `..`), if it exists: a client's own directory by another
+    /// name (`01-aa-bb-cc-dd-ee-ff`, its MAC), sealed as
+    /// [`client_scope`](Self::client_scope)'s.
+    pub fn scope_named(&self, name: &[u8]) -> Option<Vec<u8>> {
+        if name.is_empty()
+            || name.contains(&b'/')
+            || name.contains(&0)
+            || name == b"."
+            || name == b".."
+        {
+            return None;
+        }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        resolve::open(&*self.dir, &name, flags).ok().map(|_| name)
+        resolve::open(&*self.dir, name, flags)
+            .ok()
+            .map(|_| name.to_vec())
     }
 
     /// Starts an upload: the bytes go to a temporary file beside the target

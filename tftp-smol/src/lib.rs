@@ -47,6 +47,7 @@ use tftp_io::{AsyncUdpSocket, Runtime, Serves, Wrap};
 
 pub use tftp_io::remap::{self, Remap, RemapRules};
 pub use tftp_io::tftp_proto;
+pub use tftp_io::{mac_of, ClientKey, Mac};
 pub use tftp_io::{
     ClientError, DirHandler, Fallback, Request, ServerStats, StatsHandle, TftpError,
 };

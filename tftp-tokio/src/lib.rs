@@ -64,6 +64,7 @@ pub use tftp_io::{
     escape_controls, ClientError, DirHandler, Fallback, ServerStats, StatsHandle, TftpError,
     SOCKET_ERROR,
 };
+pub use tftp_io::{mac_of, ClientKey, Mac};
 pub use tftp_io::{ServerStatsCallback, SessionCallback};
 pub use tftp_io::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_STATS_INTERVAL};
 pub use tftp_io::{

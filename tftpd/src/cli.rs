@@ -100,8 +100,10 @@ pub struct Args {
     #[arg(short = 'm', long, env = "TFTPD_MAP_FILE", value_name = "FILE")]
     pub map_file: Option<PathBuf>,
 
-    /// Serve each client from ROOT/CLIENT-IP/ when that directory exists
-    /// (dnsmasq's tftp-unique-root); other clients get ROOT.
+    /// Serve each client from its own directory when it exists (dnsmasq's
+    /// tftp-unique-root): ROOT/CLIENT-IP/ (ip), or ROOT/01-aa-bb-cc-dd-ee-ff/
+    /// by the MAC in the neighbour table, then ROOT/CLIENT-IP/ (mac); other
+    /// clients get ROOT.
     #[arg(long, env = "TFTPD_PER_CLIENT_ROOT", value_name = "KEY", value_enum)]
     pub per_client_root: Option<ClientKey>,
 
@@ -380,6 +382,9 @@ impl Args {
 pub enum ClientKey {
     /// The client's IP address as text: 192.0.2.7, 2001:db8::7.
     Ip,
+    /// The client's MAC address as pxelinux spells it: 01-aa-bb-cc-dd-ee-ff
+    /// (clients on the server's own link), else its IP address.
+    Mac,
 }
 
 /// An option `--refuse` can turn off.
@@ -882,6 +887,9 @@ mod tests {
         let args = ok(&["--root", "/srv/tftp", "--per-client-root", "ip"]);
         assert_eq!(args.per_client_root, Some(ClientKey::Ip));
         assert_eq!(args.root(), Some(PathBuf::from("/srv/tftp")));
+        let args = ok(&["--per-client-root", "mac"]);
+        assert_eq!(args.per_client_root, Some(ClientKey::Mac));
+        rejected(&["--per-client-root", "hostname"]);
     }
 
     #[test]

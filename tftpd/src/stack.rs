@@ -106,8 +106,12 @@ pub fn open_root(args: &Args, root: &Path) -> Result<DirHandler, BoxError> {
         .map_err(|e| format!("cannot open root {}: {e}", root.display()))?
         .allow_write(args.allow_write)
         .allow_overwrite(args.allow_overwrite)
-        .per_client_root(args.per_client_root == Some(ClientKey::Ip))
         .max_upload_size(args.max_upload_size);
+    let handler = match args.per_client_root {
+        Some(ClientKey::Ip) => handler.per_client_root_by(tftp_tokio::ClientKey::Ip),
+        Some(ClientKey::Mac) => handler.per_client_root_by(tftp_tokio::ClientKey::Mac),
+        None => handler,
+    };
     let handler = match &args.upload_dir {
         Some(dir) => handler.upload_dir(dir),
         None => handler,
