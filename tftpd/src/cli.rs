@@ -755,6 +755,11 @@ mod tests {
     }
 
     #[test]
+    fn man_page_is_current() {
+        crate::man_check::check(Args::command(), "tftpd.8");
+    }
+
+    #[test]
     fn max_blksize_is_the_protocol_range() {
         let blksize = |n: u16| parse(&["--max-blksize", &n.to_string()]);
         assert_eq!(ok(&[]).max_blksize(), MAX_BLKSIZE);

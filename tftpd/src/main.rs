@@ -11,6 +11,8 @@
 
 mod cli;
 mod log;
+#[cfg(test)]
+mod man_check;
 mod metrics;
 mod process;
 mod reload;

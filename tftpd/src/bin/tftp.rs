@@ -403,10 +403,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counting<T> {
 }
 
 #[cfg(test)]
+#[path = "../man_check.rs"]
+mod man_check;
+
+#[cfg(test)]
 mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn man_page_is_current() {
+        super::man_check::check(Args::command(), "tftp.1");
+    }
 
     fn blksize(n: u16) -> Result<Args, clap::Error> {
         Args::try_parse_from(["tftp", "get", "localhost", "f", "--blksize", &n.to_string()])
