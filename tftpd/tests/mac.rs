@@ -11,52 +11,31 @@ mod common;
 
 use std::process::Command;
 
-use common::{Daemon, TFTP, TFTPD};
+use common::{ip, Daemon, Namespaces, TFTP, TFTPD};
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The namespaces, removed on drop.
+/// server s0 10.202.1.1 -- a0 10.202.1.2 (MAC_A) in A;
+/// server s1 10.202.2.1 -- b0 10.202.2.2 (MAC_B) in B.
 struct Link {
+    ns: Namespaces,
     server: String,
     a: String,
     b: String,
 }
 
-impl Drop for Link {
-    fn drop(&mut self) {
-        for ns in [&self.server, &self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// server s0 10.202.1.1 -- a0 10.202.1.2 (MAC_A) in A;
-/// server s1 10.202.2.1 -- b0 10.202.2.2 (MAC_B) in B.
 fn link() -> Link {
-    let id = std::process::id();
-    let l = Link {
-        server: format!("tftpmac-s{id}"),
-        a: format!("tftpmac-a{id}"),
-        b: format!("tftpmac-b{id}"),
-    };
-    for ns in [&l.server, &l.a, &l.b] {
-        ip(&["netns", "add", ns]);
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
+    let ns = Namespaces::new("mac", &["s", "a", "b"]);
+    let (server, a, b) = (
+        ns.name(0).to_owned(),
+        ns.name(1).to_owned(),
+        ns.name(2).to_owned(),
+    );
     for (client, dev, peer, mac, net) in [
-        (&l.a, "a0", "s0", MAC_A, "10.202.1"),
-        (&l.b, "b0", "s1", MAC_B, "10.202.2"),
+        (&a, "a0", "s0", MAC_A, "10.202.1"),
+        (&b, "b0", "s1", MAC_B, "10.202.2"),
     ] {
         ip(&[
             "-n", client, "link", "add", dev, "address", mac, "type", "veth", "peer", "name", peer,
-            "netns", &l.server,
+            "netns", &server,
         ]);
         ip(&[
             "-n",
@@ -70,16 +49,16 @@ fn link() -> Link {
         ip(&["-n", client, "link", "set", dev, "up"]);
         ip(&[
             "-n",
-            &l.server,
+            &server,
             "addr",
             "add",
             &format!("{net}.1/24"),
             "dev",
             peer,
         ]);
-        ip(&["-n", &l.server, "link", "set", peer, "up"]);
+        ip(&["-n", &server, "link", "set", peer, "up"]);
     }
-    l
+    Link { ns, server, a, b }
 }
 
 const MAC_A: &str = "02:00:00:00:01:02";
@@ -105,6 +84,7 @@ fn get(ns: &str, server: &str, file: &str) -> Result<Vec<u8>, String> {
 )]
 fn per_client_root_by_mac_then_ip_then_root() {
     let l = link();
+    assert_eq!(l.ns.0.len(), 3);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::write(root.join("f"), b"shared").unwrap();

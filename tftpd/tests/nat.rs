@@ -13,26 +13,18 @@ mod common;
 
 use std::process::Command;
 
-use common::{content, Daemon, TFTP, TFTPD};
+use common::{content, ip, Daemon, Namespaces, TFTP, TFTPD};
 
 /// Three namespaces and two veth pairs, removed on drop:
 /// client 10.201.1.2 -- 10.201.1.1 router 10.201.2.1 -- 10.201.2.2 server.
 struct Nat {
+    _ns: Namespaces,
     client: String,
     router: String,
     server: String,
 }
 
 const SERVER: &str = "10.201.2.2";
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn in_ns(ns: &str, program: &str, args: &[&str]) {
     let mut all = vec!["netns", "exec", ns, program];
@@ -41,70 +33,59 @@ fn in_ns(ns: &str, program: &str, args: &[&str]) {
 }
 
 impl Nat {
-    fn new(tag: &str) -> Nat {
-        let id = format!("{}{tag}", std::process::id());
+    fn new() -> Nat {
+        let ns = Namespaces::new("nat", &["c", "r", "s"]);
         let nat = Nat {
-            client: format!("tftpnat-c{id}"),
-            router: format!("tftpnat-r{id}"),
-            server: format!("tftpnat-s{id}"),
+            client: ns.name(0).to_owned(),
+            router: ns.name(1).to_owned(),
+            server: ns.name(2).to_owned(),
+            _ns: ns,
         };
-        for ns in [&nat.client, &nat.router, &nat.server] {
-            ip(&["netns", "add", ns]);
-            in_ns(ns, "ip", &["link", "set", "lo", "up"]);
-        }
         // Interface names are per namespace once moved; made in the client
         // and server namespaces so that nothing appears in the test's own.
-        in_ns(
-            &nat.client,
-            "ip",
-            &[
+        for (ns, dev, peer) in [(&nat.client, "c0", "r1"), (&nat.server, "s0", "r2")] {
+            ip(&[
+                "-n",
+                ns,
                 "link",
                 "add",
-                "c0",
+                dev,
                 "type",
                 "veth",
                 "peer",
                 "name",
-                "r1",
+                peer,
                 "netns",
                 &nat.router,
-            ],
-        );
-        in_ns(
-            &nat.server,
-            "ip",
-            &[
-                "link",
-                "add",
-                "s0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "r2",
-                "netns",
-                &nat.router,
-            ],
-        );
+            ]);
+        }
         for (ns, dev, addr) in [
             (&nat.client, "c0", "10.201.1.2/24"),
             (&nat.router, "r1", "10.201.1.1/24"),
             (&nat.router, "r2", "10.201.2.1/24"),
             (&nat.server, "s0", "10.201.2.2/24"),
         ] {
-            in_ns(ns, "ip", &["addr", "add", addr, "dev", dev]);
-            in_ns(ns, "ip", &["link", "set", dev, "up"]);
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
         }
-        in_ns(
+        ip(&[
+            "-n",
             &nat.client,
-            "ip",
-            &["route", "add", "default", "via", "10.201.1.1"],
-        );
-        in_ns(
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.201.1.1",
+        ]);
+        ip(&[
+            "-n",
             &nat.server,
-            "ip",
-            &["route", "add", "default", "via", "10.201.2.1"],
-        );
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.201.2.1",
+        ]);
         in_ns(
             &nat.router,
             "sysctl",
@@ -149,21 +130,13 @@ impl Nat {
     }
 }
 
-impl Drop for Nat {
-    fn drop(&mut self) {
-        for ns in [&self.client, &self.router, &self.server] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
 #[test]
 #[cfg_attr(
     not(all(root, has_ip, has_nft)),
     ignore = "needs root, ip (iproute2) and nft (nftables) for its network namespaces"
 )]
 fn single_port_crosses_a_nat_where_the_default_mode_cannot() {
-    let nat = Nat::new("a");
+    let nat = Nat::new();
     let dir = tempfile::tempdir().unwrap();
     let data = content(300_000);
     std::fs::write(dir.path().join("boot.img"), &data).unwrap();

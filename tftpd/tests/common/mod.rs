@@ -145,3 +145,44 @@ pub fn content(n: usize) -> Vec<u8> {
 pub fn tftp(args: &[&str]) -> std::process::Output {
     Command::new(TFTP).args(args).output().expect("run tftp")
 }
+
+/// Runs `ip ARGS` (iproute2), panicking with its error when it fails.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Network namespaces a test made (loopback up in each), deleted on drop.
+pub struct Namespaces(pub Vec<String>);
+
+impl Namespaces {
+    /// One namespace per name, each called `tftp-TAG-NAME-PID`.
+    pub fn new(tag: &str, names: &[&str]) -> Namespaces {
+        let id = std::process::id();
+        let mut made = Namespaces(Vec::new());
+        for name in names {
+            let ns = format!("tftp-{tag}-{name}-{id}");
+            ip(&["netns", "add", &ns]);
+            made.0.push(ns.clone());
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        made
+    }
+
+    /// The `i`th namespace's name.
+    pub fn name(&self, i: usize) -> &str {
+        &self.0[i]
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
