@@ -9,14 +9,17 @@
 //! session, which takes the route of the old one; the old one ends without
 //! another datagram ([`Session::abandon`](tftp_proto::session::Session::abandon):
 //! its client moved on, and anything it sent now would reach the new
-//! transfer), dropping what waited in its inbox. Anything else is routed by its sender
-//! and the address it came to into that session's [`Inbox`], or dropped
-//! when no session has that pair (a stranger's ACK, a late packet of an
-//! ended transfer). Sessions send from the listening socket, from the
-//! address their request came to.
+//! transfer), dropping what waited in its inbox. Anything else is routed by
+//! its sender's address and port into that session's inbox, or dropped when
+//! no session has it (a stranger's ACK, a late packet of an ended
+//! transfer). Sessions send from the listening socket, from the address
+//! their request came to; a route's send and its replacement exclude each
+//! other, so a replaced session cannot send once the new one exists.
 //!
-//! The inboxes are bounded: [`SINGLE_PORT_QUEUE`] datagrams each and
-//! [`SINGLE_PORT_QUEUE_BYTES`] for all of them; past either, a datagram is
+//! The inboxes are bounded: [`SINGLE_PORT_QUEUE`] datagrams and
+//! [`SINGLE_PORT_SESSION_BYTES`] each, [`SINGLE_PORT_QUEUE_BYTES`] for all,
+//! and a datagram is kept only up to the largest its session takes (one
+//! byte more, to tell an oversized one); past a bound, a datagram is
 //! dropped, as a full socket buffer would, and the session recovers as
 //! from a loss.
 
@@ -35,20 +38,19 @@ use crate::udp::Got;
 /// Most datagrams waiting for one single-port session (a window of an
 /// upload arrives at once: this is twice the default largest window).
 pub const SINGLE_PORT_QUEUE: usize = 128;
-/// Most bytes waiting for all single-port sessions together (like the
-/// listening socket's own receive buffer, [`LISTEN_RCVBUF`](crate::LISTEN_RCVBUF)).
-pub const SINGLE_PORT_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Most bytes waiting for one single-port session: twice the default
+/// largest window's (`Limits::max_window_bytes`), so a client that floods
+/// its own stalled session fills only its own inbox.
+pub const SINGLE_PORT_SESSION_BYTES: usize = 1024 * 1024;
+/// Most bytes waiting for all single-port sessions together.
+pub const SINGLE_PORT_QUEUE_BYTES: usize = 32 * 1024 * 1024;
 
-/// Who a session talks to: its peer and the local address its request
-/// came to.
-type Pair = (SocketAddr, SocketAddr);
-
-/// The single-port routes of one server.
+/// The single-port routes of one server, by peer address and port.
 #[derive(Debug, Default)]
 pub(crate) struct Demux {
-    routes: Mutex<HashMap<Pair, Arc<Inbox>>>,
+    routes: Mutex<HashMap<SocketAddr, Arc<Inbox>>>,
     /// Bytes queued in all inboxes.
-    queued: Arc<AtomicUsize>,
+    queued: AtomicUsize,
 }
 
 /// What a datagram on the listening socket is, in single-port mode.
@@ -63,58 +65,57 @@ pub(crate) enum Routed {
 }
 
 impl Demux {
-    fn routes(&self) -> MutexGuard<'_, HashMap<Pair, Arc<Inbox>>> {
+    fn routes(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<Inbox>>> {
         // NOTE(unwrap): every update of the map is one call.
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `datagram` from `peer` to `local`, on a listening socket
-    /// bound to `bound`, for its session, if it is not a request. A session
-    /// whose request came to a broadcast address is on `bound` (the kernel
-    /// chose the address it answers from): it gets its peer's datagrams to
-    /// any of the socket's addresses.
-    pub(crate) fn deliver(
-        &self,
-        datagram: &[u8],
-        peer: SocketAddr,
-        local: SocketAddr,
-        bound: SocketAddr,
-    ) -> Routed {
+    /// Queues `datagram` from `peer` for its session, if it is not a
+    /// request. (Whatever local address it came to: a session whose request
+    /// was broadcast answers from an address the kernel chose.)
+    pub(crate) fn deliver(&self, datagram: &[u8], peer: SocketAddr) -> Routed {
         if matches!(datagram, [0, 1, ..] | [0, 2, ..]) {
             return Routed::Request;
         }
+        // Queued under the routes' lock: a route removed (its session
+        // ended) takes nothing more, so nothing is left counted.
         let routes = self.routes();
-        let route = routes
-            .get(&(peer, local))
-            .or_else(|| routes.get(&(peer, bound)));
-        let inbox = match route {
-            Some(inbox) => Arc::clone(inbox),
-            None => return Routed::Unknown,
-        };
-        drop(routes);
-        inbox.push(datagram, &self.queued);
-        Routed::Session
+        match routes.get(&peer) {
+            Some(inbox) => {
+                inbox.push(datagram, &self.queued);
+                Routed::Session
+            }
+            None => Routed::Unknown,
+        }
     }
 
-    /// Routes `peer`'s datagrams to `local` to a new session's inbox. The
-    /// session that had the route, if any, is told
-    /// ([`Route::is_replaced`]): its peer moved on to the new one.
+    /// Routes `peer`'s datagrams to a new session's inbox; it answers from
+    /// `local`. The session that had the route, if any, is retired
+    /// ([`Route::is_gone`]): its peer moved on to the new one.
     pub(crate) fn open(self: &Arc<Self>, peer: SocketAddr, local: SocketAddr) -> Route {
         let inbox = Arc::new(Inbox {
-            pair: (peer, local),
+            peer,
+            local,
             queue: Mutex::default(),
             event: Event::new(),
-            replaced: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+            cut: AtomicUsize::new(usize::MAX),
         });
-        let old = self.routes().insert((peer, local), Arc::clone(&inbox));
+        let old = self.routes().insert(peer, Arc::clone(&inbox));
         if let Some(old) = old {
-            old.clear(&self.queued);
-            old.replaced.store(true, Ordering::Release);
-            old.event.notify(usize::MAX);
+            old.retire(&self.queued);
         }
         Route {
             demux: Arc::clone(self),
             inbox,
+        }
+    }
+
+    /// The accept loops end: every session with a route ends too (nothing
+    /// would reach it any more).
+    pub(crate) fn close_all(&self) {
+        for inbox in self.routes().values() {
+            inbox.retire(&self.queued);
         }
     }
 
@@ -136,13 +137,33 @@ pub(crate) struct Route {
 impl Route {
     /// The local address the session answers from.
     pub(crate) fn local(&self) -> SocketAddr {
-        self.inbox.pair.1
+        self.inbox.local
     }
 
-    /// A newer session of the same peer took the route: this one ends
-    /// without a word ([`Session::abandon`](tftp_proto::session::Session::abandon)).
-    pub(crate) fn is_replaced(&self) -> bool {
-        self.inbox.replaced.load(Ordering::Acquire)
+    /// A newer session of the same peer took the route, or the server's
+    /// accept loops ended: this one ends without a word
+    /// ([`Session::abandon`](tftp_proto::session::Session::abandon)).
+    pub(crate) fn is_gone(&self) -> bool {
+        self.inbox.gone.load(Ordering::Acquire)
+    }
+
+    /// Runs `send` unless the route is gone, excluding its retirement
+    /// meanwhile (so no datagram leaves once a newer session has the
+    /// peer). `None` when it is gone.
+    pub(crate) fn send_if_live<T>(&self, send: impl FnOnce() -> T) -> Option<T> {
+        let queue = self.inbox.queue();
+        if queue.gone {
+            return None;
+        }
+        let sent = send();
+        drop(queue);
+        Some(sent)
+    }
+
+    /// Keeps datagrams only up to `bytes` (the session's receive buffer:
+    /// its largest datagram and one byte more).
+    pub(crate) fn cut_to(&self, bytes: usize) {
+        self.inbox.cut.store(bytes.max(1), Ordering::Release);
     }
 
     /// Takes up to two queued datagrams into `first` and `second` (when it
@@ -150,16 +171,17 @@ impl Route {
     pub(crate) fn take(&self, first: &mut [u8], second: &mut [u8], got: &mut Got) -> bool {
         let mut queue = self.inbox.queue();
         *got = [None, None];
-        let peer = self.inbox.pair.0;
+        let peer = self.inbox.peer;
         let mut slots = [first, second];
         let mut taken = false;
         for (slot, got) in slots.iter_mut().zip(got.iter_mut()) {
             if slot.is_empty() {
                 break;
             }
-            let Some(datagram) = queue.pop_front() else {
+            let Some(datagram) = queue.datagrams.pop_front() else {
                 break;
             };
+            queue.bytes = queue.bytes.saturating_sub(datagram.len());
             self.demux
                 .queued
                 .fetch_sub(datagram.len(), Ordering::AcqRel);
@@ -179,7 +201,7 @@ impl Route {
     }
 
     /// Takes datagrams like [`take`](Self::take) (ready with none once
-    /// the route is replaced), or registers `cx` to be woken by the next one
+    /// the route is gone), or registers `cx` to be woken by the next one
     /// (`listener` keeps the registration).
     pub(crate) fn poll_take(
         &self,
@@ -190,7 +212,7 @@ impl Route {
         got: &mut Got,
     ) -> Poll<()> {
         loop {
-            if self.take(first, second, got) || self.is_replaced() {
+            if self.take(first, second, got) || self.is_gone() {
                 *listener = None;
                 return Poll::Ready(());
             }
@@ -208,39 +230,57 @@ impl Route {
 impl Drop for Route {
     fn drop(&mut self) {
         let mut routes = self.demux.routes();
-        // Unless a newer session of the same pair took it.
+        // Unless a newer session of the same peer took it.
         if routes
-            .get(&self.inbox.pair)
+            .get(&self.inbox.peer)
             .is_some_and(|inbox| Arc::ptr_eq(inbox, &self.inbox))
         {
-            routes.remove(&self.inbox.pair);
+            routes.remove(&self.inbox.peer);
         }
         drop(routes);
-        self.inbox.clear(&self.demux.queued);
+        self.inbox.retire(&self.demux.queued);
     }
 }
 
 /// The datagrams waiting for one session.
 #[derive(Debug)]
-pub(crate) struct Inbox {
-    /// Its session's peer and local address.
-    pair: Pair,
-    queue: Mutex<VecDeque<Box<[u8]>>>,
-    /// Notified when a datagram is queued, or the route replaced.
+struct Inbox {
+    /// Its session's peer, and the local address it answers from.
+    peer: SocketAddr,
+    local: SocketAddr,
+    queue: Mutex<Queue>,
+    /// Notified when a datagram is queued, or the route is gone.
     event: Event,
-    replaced: AtomicBool,
+    /// The route is gone (also in `Queue::gone`, which sends look at).
+    gone: AtomicBool,
+    /// Bytes kept of each datagram.
+    cut: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    datagrams: VecDeque<Box<[u8]>>,
+    /// Their bytes.
+    bytes: usize,
+    gone: bool,
 }
 
 impl Inbox {
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Box<[u8]>>> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a copy of `datagram` unless this inbox or all of them are
-    /// full (counted in `queued`).
+    /// Queues a copy of `datagram` (up to the cut) unless the route is
+    /// gone, or this inbox or all of them are full (counted in `queued`).
     fn push(&self, datagram: &[u8], queued: &AtomicUsize) {
+        let datagram = datagram
+            .get(..self.cut.load(Ordering::Acquire))
+            .unwrap_or(datagram);
         let mut queue = self.queue();
-        if queue.len() >= SINGLE_PORT_QUEUE {
+        if queue.gone
+            || queue.datagrams.len() >= SINGLE_PORT_QUEUE
+            || queue.bytes.saturating_add(datagram.len()) > SINGLE_PORT_SESSION_BYTES
+        {
             return;
         }
         let room = queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
@@ -250,17 +290,23 @@ impl Inbox {
         if room.is_err() {
             return;
         }
-        queue.push_back(datagram.into());
+        queue.datagrams.push_back(datagram.into());
+        queue.bytes += datagram.len();
         drop(queue);
         self.event.notify(1);
     }
 
-    /// Drops what waits (the session ended or lost its route).
-    fn clear(&self, queued: &AtomicUsize) {
+    /// The route is gone: drops what waits, takes nothing more, and wakes
+    /// the session.
+    fn retire(&self, queued: &AtomicUsize) {
         let mut queue = self.queue();
-        let bytes: usize = queue.iter().map(|d| d.len()).sum();
-        queue.clear();
-        queued.fetch_sub(bytes, Ordering::AcqRel);
+        queued.fetch_sub(queue.bytes, Ordering::AcqRel);
+        queue.datagrams.clear();
+        queue.bytes = 0;
+        queue.gone = true;
+        self.gone.store(true, Ordering::Release);
+        drop(queue);
+        self.event.notify(usize::MAX);
     }
 }
 
@@ -273,42 +319,25 @@ mod tests {
     }
 
     const PEER: &str = "127.0.0.1:1000";
+    const OTHER: &str = "127.0.0.1:1001";
     const LOCAL: &str = "127.0.0.1:69";
-    const WILD: &str = "0.0.0.0:69";
+
+    fn queued(demux: &Demux) -> usize {
+        demux.queued.load(Ordering::Acquire)
+    }
 
     #[test]
-    fn routes_by_pair_and_leaves_requests_to_admission() {
+    fn routes_by_peer_and_leaves_requests_to_admission() {
         let demux = Arc::new(Demux::default());
         let route = demux.open(addr(PEER), addr(LOCAL));
         assert_eq!(route.local(), addr(LOCAL));
+        assert_eq!(demux.deliver(&[0, 1, b'x', 0], addr(PEER)), Routed::Request);
+        assert_eq!(demux.deliver(&[0, 2, b'x', 0], addr(PEER)), Routed::Request);
+        // Another port of the same host: nobody's.
+        assert_eq!(demux.deliver(&[0, 4, 0, 1], addr(OTHER)), Routed::Unknown);
+        assert_eq!(demux.deliver(&[0, 4, 0, 1], addr(PEER)), Routed::Session);
         assert_eq!(
-            demux.deliver(&[0, 1, b'x', 0], addr(PEER), addr(LOCAL), addr(LOCAL)),
-            Routed::Request
-        );
-        assert_eq!(
-            demux.deliver(&[0, 2, b'x', 0], addr(PEER), addr(LOCAL), addr(LOCAL)),
-            Routed::Request
-        );
-        // Another port of the same host, another local address: nobody's.
-        assert_eq!(
-            demux.deliver(
-                &[0, 4, 0, 1],
-                addr("127.0.0.1:1001"),
-                addr(LOCAL),
-                addr(LOCAL)
-            ),
-            Routed::Unknown
-        );
-        assert_eq!(
-            demux.deliver(&[0, 4, 0, 1], addr(PEER), addr("127.0.0.2:69"), addr(WILD)),
-            Routed::Unknown
-        );
-        assert_eq!(
-            demux.deliver(&[0, 4, 0, 1], addr(PEER), addr(LOCAL), addr(LOCAL)),
-            Routed::Session
-        );
-        assert_eq!(
-            demux.deliver(&[0, 4, 0, 2, 9, 9], addr(PEER), addr(LOCAL), addr(LOCAL)),
+            demux.deliver(&[0, 4, 0, 2, 9, 9], addr(PEER)),
             Routed::Session
         );
         // Two slots, then one; a short slot cuts the datagram.
@@ -319,39 +348,31 @@ mod tests {
         assert_eq!((&a[..4], &b[..]), (&[0, 4, 0, 1][..], &[0, 4, 0][..]));
         assert!(!route.take(&mut a, &mut b, &mut got));
         assert_eq!(got, [None, None]);
-        assert_eq!(demux.queued.load(Ordering::Acquire), 0);
+        assert_eq!(queued(&demux), 0);
         drop(route);
         assert_eq!(demux.len(), 0);
-        assert_eq!(
-            demux.deliver(&[0, 4, 0, 1], addr(PEER), addr(LOCAL), addr(LOCAL)),
-            Routed::Unknown
-        );
-    }
-
-    /// A request to a broadcast address is on the bound (wildcard)
-    /// address; its peer answers the address the kernel sent from.
-    #[test]
-    fn a_session_on_the_bound_address_hears_any_local_address() {
-        let demux = Arc::new(Demux::default());
-        let route = demux.open(addr(PEER), addr(WILD));
-        assert_eq!(
-            demux.deliver(&[0, 4, 0, 1], addr(PEER), addr(LOCAL), addr(WILD)),
-            Routed::Session
-        );
-        assert!(route.take(&mut [0; 4], &mut [], &mut [None, None]));
+        assert_eq!(demux.deliver(&[0, 4, 0, 1], addr(PEER)), Routed::Unknown);
     }
 
     #[test]
-    fn a_new_session_of_the_pair_takes_the_route() {
+    fn a_new_session_of_the_peer_takes_the_route() {
         let demux = Arc::new(Demux::default());
         let old = demux.open(addr(PEER), addr(LOCAL));
-        demux.deliver(&[0, 4, 0, 1], addr(PEER), addr(LOCAL), addr(LOCAL));
-        assert!(!old.is_replaced());
-        let new = demux.open(addr(PEER), addr(LOCAL));
-        assert!(old.is_replaced() && !new.is_replaced());
+        demux.deliver(&[0, 4, 0, 1], addr(PEER));
+        assert!(!old.is_gone());
+        assert_eq!(old.send_if_live(|| 7), Some(7));
+        // Even to another local address (a broadcast request, then a
+        // unicast one).
+        let new = demux.open(addr(PEER), addr("127.0.0.2:69"));
+        assert!(old.is_gone() && !new.is_gone());
+        assert_eq!(
+            old.send_if_live(|| 7),
+            None,
+            "the replaced one sends nothing"
+        );
         // What waited for the old session is dropped with its route.
-        assert_eq!(demux.queued.load(Ordering::Acquire), 0);
-        demux.deliver(&[0, 4, 0, 2], addr(PEER), addr(LOCAL), addr(LOCAL));
+        assert_eq!(queued(&demux), 0);
+        demux.deliver(&[0, 4, 0, 2], addr(PEER));
         let mut got = [None, None];
         let mut buf = [0u8; 8];
         assert!(!old.take(&mut buf, &mut [], &mut got));
@@ -363,33 +384,88 @@ mod tests {
     }
 
     #[test]
-    fn inboxes_are_bounded_by_count_and_bytes() {
+    fn close_all_retires_every_route() {
+        let demux = Arc::new(Demux::default());
+        let a = demux.open(addr(PEER), addr(LOCAL));
+        let b = demux.open(addr(OTHER), addr(LOCAL));
+        demux.deliver(&[0, 4, 0, 1], addr(PEER));
+        demux.close_all();
+        assert!(a.is_gone() && b.is_gone());
+        assert_eq!(queued(&demux), 0);
+        // Still routed (until the sessions end), but nothing is kept.
+        assert_eq!(demux.deliver(&[0, 4, 0, 1], addr(PEER)), Routed::Session);
+        assert_eq!(queued(&demux), 0);
+        assert!(!a.take(&mut [0; 4], &mut [], &mut [None, None]));
+    }
+
+    #[test]
+    fn inboxes_are_bounded_by_count_bytes_and_cut() {
         let demux = Arc::new(Demux::default());
         let route = demux.open(addr(PEER), addr(LOCAL));
         for _ in 0..SINGLE_PORT_QUEUE + 5 {
-            demux.deliver(&[0, 4, 0, 1], addr(PEER), addr(LOCAL), addr(LOCAL));
+            demux.deliver(&[0, 4, 0, 1], addr(PEER));
         }
-        assert_eq!(route.inbox.queue().len(), SINGLE_PORT_QUEUE);
-        assert_eq!(demux.queued.load(Ordering::Acquire), 4 * SINGLE_PORT_QUEUE);
+        assert_eq!(route.inbox.queue().datagrams.len(), SINGLE_PORT_QUEUE);
+        assert_eq!(queued(&demux), 4 * SINGLE_PORT_QUEUE);
         drop(route);
-        assert_eq!(demux.queued.load(Ordering::Acquire), 0);
-        // The byte bound, across sessions: big datagrams fill it exactly.
-        let a = demux.open(addr(PEER), addr(LOCAL));
-        let b = demux.open(addr("127.0.0.1:1001"), addr(LOCAL));
-        let big = vec![0u8; SINGLE_PORT_QUEUE_BYTES / 4];
-        for _ in 0..2 {
-            demux.deliver(&big, addr(PEER), addr(LOCAL), addr(LOCAL));
-            demux.deliver(&big, addr("127.0.0.1:1001"), addr(LOCAL), addr(LOCAL));
+        assert_eq!(queued(&demux), 0);
+        // One session's bytes: big datagrams up to its share, no more.
+        let route = demux.open(addr(PEER), addr(LOCAL));
+        let big = vec![0u8; SINGLE_PORT_SESSION_BYTES / 4];
+        for _ in 0..5 {
+            demux.deliver(&big, addr(PEER));
         }
-        assert_eq!(
-            demux.queued.load(Ordering::Acquire),
-            SINGLE_PORT_QUEUE_BYTES
-        );
-        demux.deliver(&[0, 4, 0, 1], addr(PEER), addr(LOCAL), addr(LOCAL));
-        assert_eq!(a.inbox.queue().len(), 2, "one byte more is dropped");
+        assert_eq!(queued(&demux), SINGLE_PORT_SESSION_BYTES);
+        // A session that takes small datagrams keeps only what it can read.
+        route.cut_to(517);
         let mut buf = vec![0u8; big.len()];
-        assert!(b.take(&mut buf, &mut [], &mut [None, None]));
-        demux.deliver(&[0, 4, 0, 1], addr(PEER), addr(LOCAL), addr(LOCAL));
-        assert_eq!(a.inbox.queue().len(), 3, "room again");
+        while route.take(&mut buf, &mut [], &mut [None, None]) {}
+        demux.deliver(&big, addr(PEER));
+        assert_eq!(queued(&demux), 517);
+        drop(route);
+        // All sessions' bytes.
+        let routes: Vec<Route> = (0..SINGLE_PORT_QUEUE_BYTES / SINGLE_PORT_SESSION_BYTES + 1)
+            .map(|i| {
+                demux.open(
+                    SocketAddr::new(addr(PEER).ip(), 2000 + i as u16),
+                    addr(LOCAL),
+                )
+            })
+            .collect();
+        for i in 0..routes.len() {
+            let peer = SocketAddr::new(addr(PEER).ip(), 2000 + i as u16);
+            for _ in 0..4 {
+                demux.deliver(&big, peer);
+            }
+        }
+        assert_eq!(queued(&demux), SINGLE_PORT_QUEUE_BYTES);
+        let last = routes.last().unwrap();
+        assert!(
+            !last.take(&mut buf, &mut [], &mut [None, None]),
+            "the last found no room"
+        );
+        drop(routes);
+        assert_eq!(queued(&demux), 0);
+    }
+
+    /// A datagram for a route that ends meanwhile is not left counted.
+    #[test]
+    fn nothing_stays_counted_after_the_routes_end() {
+        let demux = Arc::new(Demux::default());
+        let deliverer = {
+            let demux = Arc::clone(&demux);
+            std::thread::spawn(move || {
+                for _ in 0..20_000 {
+                    demux.deliver(&[0, 4, 0, 1, 0, 0, 0, 0], addr(PEER));
+                }
+            })
+        };
+        for _ in 0..2_000 {
+            let route = demux.open(addr(PEER), addr(LOCAL));
+            drop(route);
+        }
+        deliverer.join().unwrap();
+        assert_eq!(demux.len(), 0);
+        assert_eq!(queued(&demux), 0);
     }
 }

@@ -84,6 +84,25 @@ pub trait AsyncUdpSocket: Send + Sync + 'static {
         self.poll_recv_with(cx, &mut |fd| recv(fd).map(|_| ()))
     }
 
+    /// Runs `send`, a non-blocking send on the socket's descriptor, once,
+    /// without waiting for writability: for a socket several tasks send on
+    /// (the listening socket), where a runtime that keeps one waker per
+    /// direction would wake only the last task to wait. `WouldBlock` is
+    /// the caller's to handle. The default polls
+    /// [`poll_send_with`](Self::poll_send_with) once with a waker that does
+    /// nothing (`WouldBlock` if it would wait); an adapter whose readiness
+    /// checks keep wakers should run `send` directly instead.
+    fn try_send_with(
+        &self,
+        send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_send_with(&mut cx, send) {
+            Poll::Ready(sent) => sent,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
     /// The same for a non-blocking send, waiting for writability.
     fn poll_send_with(
         &self,

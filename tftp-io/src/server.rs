@@ -215,18 +215,24 @@ async fn drain<H, R: Runtime>(shared: &Shared<H, R>, runtime: &R) {
 }
 
 /// A listening socket and its quinn-udp state, shared by its accept loop
-/// and the sessions it starts (which answer from it when they cannot get a
-/// socket of their own).
+/// and the sessions it starts: single-port sessions send on it, the others
+/// answer "busy" from it when they cannot get a socket of their own.
 struct Listening<S> {
     socket: S,
     listener: Listener,
 }
 
 impl<S: AsyncUdpSocket> Listening<S> {
-    /// Sends `bytes` to `to` from `from`, the request's destination.
-    async fn reply(&self, bytes: &[u8], to: SocketAddr, from: SocketAddr) {
+    /// Sends `bytes` to `to` from `from`, the request's destination, without
+    /// waiting: several tasks send on a listening socket (single-port
+    /// sessions, "busy" answers), so none waits for its writability (see
+    /// [`AsyncUdpSocket::try_send_with`]); an answer that would block is
+    /// lost, as on a congested link.
+    fn reply(&self, bytes: &[u8], to: SocketAddr, from: SocketAddr) {
         let mut send = |fd: BorrowedFd<'_>| self.listener.send(fd, to, from, bytes);
-        let _ = poll_fn(|cx| self.socket.poll_send_with(cx, &mut send)).await;
+        if let Err(e) = self.socket.try_send_with(&mut send) {
+            tracing::debug!(error = %e, %to, "answer from the listening socket not sent");
+        }
     }
 }
 
@@ -258,7 +264,7 @@ async fn accept_loop<H: Handler, R: Runtime>(
         for (received, buf) in batch.received() {
             let (peer, local) = (received.peer(), listener.local_for(&received));
             for datagram in received.datagrams(buf) {
-                match shared.admit(datagram, (peer, local, listener.bound()), &mut reply) {
+                match shared.admit(datagram, (peer, local), &mut reply) {
                     Accepted::Start(request, ticket, route) => {
                         let shared = Arc::clone(shared);
                         let listening = Arc::clone(listening);
@@ -268,7 +274,7 @@ async fn accept_loop<H: Handler, R: Runtime>(
                     }
                     Accepted::Reply(len) => {
                         let answer = reply.get(..len).unwrap_or_default();
-                        listening.reply(answer, peer, local).await;
+                        listening.reply(answer, peer, local);
                     }
                     Accepted::Ignore => {}
                 }
@@ -432,9 +438,7 @@ async fn no_socket_reply<S: AsyncUdpSocket, R: Runtime>(
 ) {
     if let Some(listening) = listening {
         let from = request.local.unwrap_or_else(|| listening.listener.bound());
-        listening
-            .reply(busy_packet(&mut [0u8; 64]), request.peer, from)
-            .await;
+        listening.reply(busy_packet(&mut [0u8; 64]), request.peer, from);
     }
     ticket.finish(&no_socket(request, e, clock.now()));
 }

@@ -171,7 +171,7 @@ impl<S, W> Answer<S, W> {
         match waited {
             Waited::Done(answer) => Answer::Decided(answer),
             Waited::Stopped(Stop::Abort) => refused(Failure::ShuttingDown),
-            Waited::Stopped(Stop::Cancel | Stop::Replaced) => Answer::Evicted,
+            Waited::Stopped(Stop::Cancel | Stop::RouteGone) => Answer::Evicted,
             Waited::Expired => {
                 tracing::warn!(peer = %request.peer, "the handler did not answer within the unverified lifetime");
                 refused(Failure::HandlerTimedOut)

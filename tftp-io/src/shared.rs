@@ -73,17 +73,17 @@ impl<H, T: Now> Shared<H, T> {
 
 impl<H: Send + Sync + 'static, T: Send + Sync + 'static> Shared<H, T> {
     /// The decision for one datagram from `peer` to `local` on a listening
-    /// socket bound to `bound`; a reply goes into `reply`. A started session's ticket wakes `ended`
+    /// socket; a reply goes into `reply`. A started session's ticket wakes `ended`
     /// when it ends. In single-port mode, a session's datagram goes to its
     /// route.
     pub(crate) fn admit(
         self: &Arc<Self>,
         datagram: &[u8],
-        (peer, local, bound): (SocketAddr, SocketAddr, SocketAddr),
+        (peer, local): (SocketAddr, SocketAddr),
         reply: &mut [u8],
     ) -> Accepted {
         if let Some(demux) = &self.demux {
-            if demux.deliver(datagram, peer, local, bound) == Routed::Session {
+            if demux.deliver(datagram, peer) == Routed::Session {
                 return Accepted::Ignore;
             }
         }
@@ -134,9 +134,14 @@ impl<H, T> Shared<H, T> {
         }
     }
 
-    /// The running sessions ended or were given up: the accept loops end.
+    /// The running sessions ended or were given up: the accept loops end,
+    /// and single-port sessions still running with them (nothing would
+    /// reach them any more; they give the listening socket back).
     pub(crate) fn closed(&self) {
         self.closing.raise();
+        if let Some(demux) = &self.demux {
+            demux.close_all();
+        }
     }
 
     /// An accept loop starts.

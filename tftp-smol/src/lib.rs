@@ -145,6 +145,15 @@ impl AsyncUdpSocket for SmolSocket {
         }
     }
 
+    /// Straight to the socket: no readiness check, whose waker slot
+    /// several tasks would share.
+    fn try_send_with(
+        &self,
+        send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        send(self.0.get_ref().as_fd())
+    }
+
     fn poll_send_with(
         &self,
         cx: &mut Context<'_>,

@@ -233,6 +233,15 @@ impl AsyncUdpSocket for TokioSocket {
         }
     }
 
+    /// Straight to the socket: no readiness check, whose waker slot
+    /// several tasks would share.
+    fn try_send_with(
+        &self,
+        send: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        send(self.std())
+    }
+
     fn poll_send_with(
         &self,
         cx: &mut Context<'_>,

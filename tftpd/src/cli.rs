@@ -808,7 +808,7 @@ mod tests {
             &["--listen", "tftp.example"],
             &["--listen", "192.0.2.1:99999"],
             &["--metrics", "9469"],
-            &["--per-client-root", "mac"],
+            &["--per-client-root", "hostname"],
             &["--log-format", "xml"],
             &["--no-such-flag"],
         ] {

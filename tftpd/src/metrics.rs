@@ -92,7 +92,7 @@ impl Collector for Counters {
             ("sessions_failed", "Transfers failed.", s.sessions_failed),
             (
                 "sessions_evicted",
-                "Unverified transfers that gave their place to a newer request.",
+                "Unverified transfers that gave their place to a newer request, and single-port transfers replaced by their client's new request.",
                 s.sessions_evicted,
             ),
             (

@@ -221,10 +221,10 @@ fn per_client_root_by_ip() {
         b"default"
     );
     let out = Command::new(TFTPD)
-        .args(["--per-client-root", "mac"])
+        .args(["--per-client-root", "hostname"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "only ip is a key");
+    assert_eq!(out.status.code(), Some(2), "only ip and mac are keys");
 }
 
 /// A tree migrated from tftpd-hpa: an absolute symlink inside the root.

@@ -229,7 +229,7 @@ fn accept_loop<H: Handler>(
         let (peer, local) = (received.peer(), listener.local_for(&received));
         for datagram in received.datagrams(&buf) {
             let (request, mut ticket, route) =
-                match shared.admit(datagram, (peer, local, listener.bound()), &mut reply) {
+                match shared.admit(datagram, (peer, local), &mut reply) {
                     Accepted::Start(request, ticket, route) => (request, ticket, route),
                     Accepted::Reply(len) => {
                         let answer = reply.get(..len).unwrap_or_default();

@@ -123,27 +123,28 @@ impl<'a, S: AsyncUdpSocket> Link<'a, S> {
                 socket.poll_send_with(cx, &mut send)
             }
             // Many tasks send on the listening socket, and a runtime wakes
-            // only the last one to wait for its writability: a send that
-            // would block is a datagram lost instead (the session
-            // retransmits it as any loss), never a wait.
-            Link::Shared { socket, src, .. } => {
-                let mut send = |fd: BorrowedFd<'_>| match datagrams.send(fd, *src) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-                    sent => sent.map(|b| batched = b),
-                };
-                socket.poll_send_with(cx, &mut send)
+            // only the last one to wait for its writability: never a wait
+            // (see `Datagrams::send_shared`), and nothing once the route is
+            // gone.
+            Link::Shared {
+                socket, src, route, ..
+            } => {
+                let mut send =
+                    |fd: BorrowedFd<'_>| datagrams.send_shared(fd, *src).map(|b| batched = b);
+                let sent = route.send_if_live(|| socket.try_send_with(&mut send));
+                Poll::Ready(sent.unwrap_or(Ok(())))
             }
         }
         .map(|sent| sent.map(|()| batched))
     }
 
-    /// A single-port session whose route a newer session took.
-    fn is_replaced(&self) -> bool {
-        matches!(self, Link::Shared { route, .. } if route.is_replaced())
+    /// A single-port session whose route is gone (see [`Route::is_gone`]).
+    fn is_gone(&self) -> bool {
+        matches!(self, Link::Shared { route, .. } if route.is_gone())
     }
 
     /// Receives into `recv`'s slots (ready without datagrams once
-    /// [`is_replaced`](Self::is_replaced)).
+    /// [`is_gone`](Self::is_gone)).
     fn poll_recv(&mut self, cx: &mut Context<'_>, recv: &mut Recv<'_>) -> Poll<io::Result<()>> {
         match self {
             Link::Own(socket) => {
@@ -153,9 +154,12 @@ impl<'a, S: AsyncUdpSocket> Link<'a, S> {
             }
             Link::Shared {
                 route, listener, ..
-            } => route
-                .poll_take(cx, listener, recv.first, recv.second, recv.got)
-                .map(Ok),
+            } => {
+                route.cut_to(recv.first.len());
+                route
+                    .poll_take(cx, listener, recv.first, recv.second, recv.got)
+                    .map(Ok)
+            }
         }
     }
 }
@@ -178,12 +182,12 @@ pub(crate) async fn run<R: Runtime, S: Session>(
     // `armed` is `None` after the timer fired.
     let mut timer: Option<(R::Timer, Option<Instant>)> = None;
     let mut stops = Stops::default();
-    let mut replaced = false;
+    let mut gone = false;
     loop {
         // Before anything is sent: not a datagram to a peer that moved on.
-        if !replaced && link.is_replaced() {
-            replaced = true;
-            driver.stop(Stop::Replaced);
+        if !gone && link.is_gone() {
+            gone = true;
+            driver.stop(Stop::RouteGone);
         }
         match driver.next(clock.now()) {
             Step::Send(datagrams) => {

@@ -152,6 +152,25 @@ impl Datagrams<'_> {
     ) -> io::Result<bool> {
         udp::send(fd, self.to, self.bytes, self.segment_size, src)
     }
+
+    /// Sends them on a socket several sessions share (single-port mode),
+    /// like [`send`](Self::send) but never waiting: a send that would block
+    /// is a loss (the session retransmits as after any), and a source
+    /// address the kernel refuses is left to the kernel to choose.
+    pub(crate) fn send_shared(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        src: Option<std::net::IpAddr>,
+    ) -> io::Result<bool> {
+        match self.send(fd, src) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) if src.is_some() => {
+                tracing::debug!(error = %e, "send from the request's address failed");
+                self.send_shared(fd, None)
+            }
+            sent => sent,
+        }
+    }
 }
 
 /// Where a [`Step::Wait`]'s datagrams go: `first`, and `second` when it is
@@ -170,9 +189,10 @@ pub(crate) enum Stop {
     Abort,
     /// The session's place went to a newer request.
     Cancel,
-    /// A single-port session's peer sent a new request from the same
-    /// address and port: the new session has its route.
-    Replaced,
+    /// A single-port session's route is gone: its peer sent a new request
+    /// from the same address and port (the new session has the route), or
+    /// the server's accept loops ended.
+    RouteGone,
 }
 
 /// How a wait bounded by the session's budget ended.
@@ -555,7 +575,7 @@ impl<'t, S: Session> SessionDriver<'t, S> {
         match why {
             Stop::Abort => self.session.fail(Failure::ShuttingDown),
             Stop::Cancel => self.session.cancel(),
-            Stop::Replaced => self.session.abandon(),
+            Stop::RouteGone => self.session.abandon(),
         }
     }
 

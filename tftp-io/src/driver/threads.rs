@@ -58,7 +58,10 @@ impl<'a> Link<'a> {
     fn send(&self, datagrams: &Datagrams<'_>) -> io::Result<bool> {
         match self {
             Link::Own(socket, _) => datagrams.send(socket.as_fd(), None),
-            Link::Shared(socket, _, src) => datagrams.send(socket.as_fd(), *src),
+            // Nothing once the route is gone.
+            Link::Shared(socket, route, src) => route
+                .send_if_live(|| datagrams.send_shared(socket.as_fd(), *src))
+                .unwrap_or(Ok(true)),
         }
     }
 
@@ -94,17 +97,21 @@ impl<'a> Link<'a> {
                 Err(e) => Err(e),
             },
             Link::Shared(_, route, _) => {
+                route.cut_to(recv.first.len());
                 let deadline = std::time::Instant::now() + wait;
                 loop {
                     if route.take(recv.first, recv.second, recv.got) {
                         return Ok(true);
                     }
-                    if route.is_replaced() {
+                    if route.is_gone() {
                         return Ok(false);
                     }
                     let listener = route.listen();
                     if route.take(recv.first, recv.second, recv.got) {
                         return Ok(true);
+                    }
+                    if route.is_gone() {
+                        return Ok(false);
                     }
                     if listener.wait_deadline(deadline).is_none() {
                         return Ok(route.take(recv.first, recv.second, recv.got));
@@ -127,12 +134,12 @@ pub(crate) fn run<S: Session>(
 ) -> io::Result<Outcome> {
     let cancel = driver.cancel_signal();
     let (mut abort, mut cancel) = (abort, cancel.as_deref());
-    let mut replaced = false;
+    let mut gone = false;
     loop {
         // Before anything is sent: not a datagram to a peer that moved on.
-        if !replaced && matches!(link, Link::Shared(_, route, _) if route.is_replaced()) {
-            replaced = true;
-            driver.stop(Stop::Replaced);
+        if !gone && matches!(link, Link::Shared(_, route, _) if route.is_gone()) {
+            gone = true;
+            driver.stop(Stop::RouteGone);
         }
         match driver.next(clock.now()) {
             Step::Send(datagrams) => {
