@@ -4,7 +4,9 @@
 //! needs std but no particular runtime, written once:
 //!
 //! - sockets ([`net`]): listening sockets (optionally `SO_REUSEPORT`) and one
-//!   fresh transfer socket per session (optionally in a port range);
+//!   fresh transfer socket per session (optionally in a port range), or, in
+//!   single-port mode, the listening socket for every session, its
+//!   datagrams routed to each by the accept loop (`demux`);
 //! - confined files ([`root`], [`DirHandler`]): every open is resolved by the
 //!   kernel beneath the served root;
 //! - admission and counters ([`registry`]): limits, duplicate requests and

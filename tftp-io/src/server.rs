@@ -1,6 +1,7 @@
 //! The one async server: listening sockets with one accept loop each, one
-//! task and one fresh UDP socket per transfer, limits, statistics and
-//! graceful shutdown, on any [`Runtime`].
+//! task and one fresh UDP socket per transfer (or, in single-port mode, the
+//! listening socket, the accept loop routing each transfer's datagrams to
+//! its task), limits, statistics and graceful shutdown, on any [`Runtime`].
 
 use std::fmt;
 use std::future::{poll_fn, Future};
