@@ -270,11 +270,13 @@ impl<H, R> ServerBuilder<H, R> {
     ///
     /// The accept loop then reads every datagram: requests go to admission
     /// as always, and anything else goes to the session of its sender's
-    /// address and port (and the local address it came to), or nowhere.
+    /// address and port, or nowhere.
     /// A new request from an address and port that has a session starts a
     /// new one only if admission says so (not a retransmission): it takes
     /// the old one's place, which ends silently. Each session's queue is
-    /// bounded ([`SINGLE_PORT_QUEUE`](crate::SINGLE_PORT_QUEUE) datagrams,
+    /// bounded ([`SINGLE_PORT_QUEUE`](crate::SINGLE_PORT_QUEUE) datagrams
+    /// and [`SINGLE_PORT_SESSION_BYTES`](crate::SINGLE_PORT_SESSION_BYTES),
+    /// each datagram kept up to the largest the session takes;
     /// [`SINGLE_PORT_QUEUE_BYTES`](crate::SINGLE_PORT_QUEUE_BYTES) for all).
     ///
     /// The trade-off: one socket's receive queue and one accept loop per

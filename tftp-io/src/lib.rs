@@ -72,7 +72,7 @@ pub use config::{
     DEFAULT_MAX_MEMORY, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_PEER,
     DEFAULT_STATS_INTERVAL, SESSION_THREAD_MIN_SIZE,
 };
-pub use demux::{SINGLE_PORT_QUEUE, SINGLE_PORT_QUEUE_BYTES};
+pub use demux::{SINGLE_PORT_QUEUE, SINGLE_PORT_QUEUE_BYTES, SINGLE_PORT_SESSION_BYTES};
 pub use dir::{ClientKey, DirHandler};
 pub use error::ClientError;
 pub use fallback::Fallback;
