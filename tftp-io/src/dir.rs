@@ -15,7 +15,7 @@
 //! upload on an async runtime: its `fsync`s and rename, which wait for the
 //! disk, run on a helper thread while the session's task waits for them.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -140,11 +140,13 @@ impl DirHandler {
 impl Handler for DirHandler {
     async fn read(&self, request: &Request) -> Result<ReadResponse, TftpError> {
         let (file, size) = self.open_read(request)?;
+        let modified = file.metadata().and_then(|m| m.modified()).ok();
         let source = FileSource::new(file, size);
-        Ok(ReadResponse::new(
-            AsyncSource(Source::File(source)),
-            Some(size),
-        ))
+        let response = ReadResponse::new(AsyncSource(Source::File(source)), Some(size));
+        Ok(match modified {
+            Some(time) => response.with_modified(time),
+            None => response,
+        })
     }
 
     async fn write(&self, request: &Request) -> Result<WriteResponse, TftpError> {
@@ -179,6 +181,20 @@ impl FileSource {
             file: Some(file),
             left: size,
         }
+    }
+}
+
+impl FileSource {
+    /// Moves `n` bytes on (at most to the end it was opened with).
+    pub(crate) fn skip(&mut self, n: u64) -> io::Result<()> {
+        let n = n.min(self.left);
+        if let Some(file) = self.file.as_mut() {
+            let step = i64::try_from(n)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "skip too far"))?;
+            file.seek(io::SeekFrom::Current(step))?;
+        }
+        self.left -= n;
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use futures_io::{AsyncRead, AsyncWrite};
 use tftp_proto::failure::Failure;
@@ -22,6 +23,7 @@ pub struct ReadResponse<S = AsyncSource> {
     pub(crate) source: S,
     pub(crate) size: Option<u64>,
     pub(crate) limits: Option<Limits>,
+    pub(crate) modified: Option<SystemTime>,
 }
 
 impl<S> ReadResponse<S> {
@@ -32,6 +34,7 @@ impl<S> ReadResponse<S> {
             source: source.into(),
             size,
             limits: None,
+            modified: None,
         }
     }
 
@@ -46,6 +49,7 @@ impl<S> ReadResponse<S> {
             source: S::from_bytes(bytes),
             size: Some(size),
             limits: None,
+            modified: None,
         }
     }
 
@@ -62,6 +66,27 @@ impl<S> ReadResponse<S> {
         self
     }
 
+    /// When the content last changed, if the source knows (a file's
+    /// modification time). TFTP has no use for it; the HTTP side of the
+    /// framework sends it as `Last-Modified`, derives an `ETag` from it and
+    /// the size, and answers conditional requests with it.
+    pub fn with_modified(mut self, modified: SystemTime) -> Self {
+        self.modified = Some(modified);
+        self
+    }
+
+    /// When the content last changed, if known: see
+    /// [`with_modified`](Self::with_modified).
+    pub fn modified(&self) -> Option<SystemTime> {
+        self.modified
+    }
+
+    /// The source, for an adapter that serves it another way (the HTTP
+    /// side).
+    pub fn into_source(self) -> S {
+        self.source
+    }
+
     /// The announced size.
     pub fn size(&self) -> Option<u64> {
         self.size
@@ -73,6 +98,7 @@ impl<S> ReadResponse<S> {
             source: f(self.source),
             size: self.size,
             limits: self.limits,
+            modified: self.modified,
         }
     }
 }
@@ -82,6 +108,7 @@ impl<S> fmt::Debug for ReadResponse<S> {
         f.debug_struct("ReadResponse")
             .field("size", &self.size)
             .field("limits", &self.limits)
+            .field("modified", &self.modified)
             .finish_non_exhaustive()
     }
 }
@@ -147,14 +174,26 @@ impl<R: AsyncRead + Send + 'static> From<R> for AsyncSource {
 }
 
 impl AsyncSource {
-    /// The source as a reader.
-    pub(crate) fn reader(&mut self) -> Pin<&mut (dyn AsyncRead + Send)> {
+    /// The source as a reader (as the server reads it; a file on the
+    /// calling thread, see [`DirHandler`](crate::DirHandler)).
+    pub fn reader(&mut self) -> Pin<&mut (dyn AsyncRead + Send)> {
         match &mut self.0 {
             Source::Stream(s) => s.as_mut(),
             Source::File(f) => {
                 let f: Pin<&mut crate::dir::FileSource> = Pin::new(f);
                 f
             }
+        }
+    }
+
+    /// Skips the next `n` bytes without reading them when the source is a
+    /// file ([`DirHandler`](crate::DirHandler)'s): returns whether it did.
+    /// Any other source returns `false` and is left as it was, to be read
+    /// and discarded by the caller (the HTTP side's `Range` requests).
+    pub fn skip_file(&mut self, n: u64) -> io::Result<bool> {
+        match &mut self.0 {
+            Source::Stream(_) => Ok(false),
+            Source::File(f) => f.skip(n).map(|()| true),
         }
     }
 }

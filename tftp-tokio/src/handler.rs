@@ -22,9 +22,9 @@ pub type ReadResponse = tftp_io::ReadResponse<TokioSource>;
 pub type WriteResponse = tftp_io::WriteResponse<TokioSink>;
 
 /// The source of a [`ReadResponse`]: any tokio [`AsyncRead`].
-pub struct TokioSource(Source);
+pub struct TokioSource(pub(crate) Source);
 
-enum Source {
+pub(crate) enum Source {
     Tokio(Pin<Box<dyn AsyncRead + Send>>),
     Native(AsyncSource),
 }
@@ -93,6 +93,23 @@ pub trait Handler: Send + Sync + 'static {
 /// The shared directory handler, in tokio terms (its files are read and
 /// written on the runtime thread, an upload's closing `fsync`s run on a
 /// helper thread; see [`DirHandler`]).
+/// One handler shared by several servers (TFTP and HTTP, say).
+impl<H: Handler> Handler for std::sync::Arc<H> {
+    fn read(
+        &self,
+        request: &RequestInfo,
+    ) -> impl Future<Output = Result<ReadResponse, TftpError>> + Send {
+        (**self).read(request)
+    }
+
+    fn write(
+        &self,
+        request: &RequestInfo,
+    ) -> impl Future<Output = Result<WriteResponse, TftpError>> + Send {
+        (**self).write(request)
+    }
+}
+
 impl Handler for DirHandler {
     async fn read(&self, request: &RequestInfo) -> Result<ReadResponse, TftpError> {
         let response = tftp_io::Handler::read(self, request).await?;

@@ -40,6 +40,8 @@
 #![forbid(unsafe_code)]
 
 mod handler;
+#[cfg(feature = "http")]
+pub mod http;
 
 use std::future::Future;
 use std::io;

@@ -247,6 +247,44 @@ pub struct Args {
     #[arg(long, env = "TFTPD_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 
+    /// Also serve the same names read-only over HTTP on this address (GET
+    /// and HEAD, Range, conditional requests), through the same root,
+    /// --map-file, --per-client-root and --origin cache: for iPXE, GRUB and
+    /// UEFI HTTP Boot after the TFTP stage. Repeatable or comma-separated.
+    #[arg(long, env = "TFTPD_HTTP", value_name = "ADDR", value_delimiter = ',')]
+    pub http: Vec<SocketAddr>,
+
+    /// Most HTTP connections at once; past it a connection gets 503.
+    #[arg(
+        long,
+        env = "TFTPD_HTTP_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = tftp_tokio::http::DEFAULT_HTTP_MAX_CONNECTIONS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub http_max_connections: usize,
+
+    /// Most HTTP connections at once from one client address.
+    #[arg(
+        long,
+        env = "TFTPD_HTTP_MAX_CONNECTIONS_PER_CLIENT",
+        value_name = "N",
+        default_value_t = tftp_tokio::http::DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub http_max_connections_per_client: usize,
+
+    /// Seconds an HTTP connection may go with nothing moving either way (a
+    /// stalled client, an idle keep-alive) before it is closed.
+    #[arg(
+        long,
+        env = "TFTPD_HTTP_IDLE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = tftp_tokio::http::DEFAULT_HTTP_IDLE_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub http_idle_timeout: u64,
+
     /// After binding and opening the root, switch to this user (a name, or
     /// UID:GID). Started as root without it, tftpd becomes nobody, as
     /// tftpd-hpa does; `--user root` keeps root.

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use tftp_proto::stats::{Outcome, Stats};
 use tftp_tokio::escape_controls;
+use tftp_tokio::http::{HttpOutcome, HttpStats};
 
 use crate::cli::LogFormat;
 
@@ -97,6 +98,7 @@ pub fn session(s: &Stats, escape: bool) {
         .unwrap_or(0);
     tracing::info!(
         target: "tftpd::session",
+        protocol = "tftp",
         peer = %s.peer,
         local = %s.local.map(|l| l.to_string()).unwrap_or_default(),
         file = %file,
@@ -128,6 +130,45 @@ pub fn session(s: &Stats, escape: bool) {
 /// or `evicted` (an unverified session that gave its place to a newer
 /// request, or a single-port session whose client sent a new request from
 /// the same port).
+/// The line of a finished HTTP request (`--http`): the session line's
+/// fields that apply, with `protocol=http`, the status and the range.
+pub fn http(s: &HttpStats, escape: bool) {
+    let clean = |text: String| -> String {
+        if escape {
+            escape_controls(&text).into_owned()
+        } else {
+            text
+        }
+    };
+    let outcome = match s.outcome {
+        HttpOutcome::Completed => "completed",
+        HttpOutcome::Refused => "refused",
+        _ => "aborted",
+    };
+    let range = s
+        .range
+        .map(|(first, last)| format!("{first}-{last}"))
+        .unwrap_or_default();
+    let duration_ms = s.duration.as_micros().saturating_add(500) / 1000;
+    tracing::info!(
+        target: "tftpd::session",
+        protocol = "http",
+        peer = %s.peer,
+        local = %s.local.map(|l| l.to_string()).unwrap_or_default(),
+        file = %clean(s.path_lossy().into_owned()),
+        method = %s.method,
+        status = s.status,
+        range = %range,
+        size = s.size,
+        outcome = %outcome,
+        verified = true,
+        bytes_sent = s.bytes_sent,
+        error_message = %clean(s.error.clone().unwrap_or_default()),
+        duration_ms,
+        "session"
+    );
+}
+
 fn outcome_word(s: &Stats) -> &'static str {
     match s.outcome {
         Some(Outcome::Completed) => "completed",

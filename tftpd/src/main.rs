@@ -22,9 +22,12 @@ mod stack;
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use tftp_origin::Origin;
+use tftp_tokio::http::HttpServer;
 use tftp_tokio::{RemapRules, Server};
 
 use cli::{Args, LogFormat};
@@ -66,6 +69,11 @@ fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
         rustix::process::umask(rustix::fs::Mode::from_bits_truncate(mask));
     }
     let metrics_listener = args.metrics.map(metrics::bind).transpose()?;
+    let http_listeners = args
+        .http
+        .iter()
+        .map(|&addr| sockets::bind_tcp(addr, "HTTP"))
+        .collect::<Result<Vec<_>, _>>()?;
     process::become_user(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -82,23 +90,43 @@ fn run(args: Args, rules: Option<RemapRules>) -> Result<(), BoxError> {
     runtime.block_on(serve(
         args,
         root,
-        sockets,
-        metrics_listener,
+        Listeners {
+            udp: sockets,
+            metrics: metrics_listener,
+            http: http_listeners,
+        },
         handler,
         origin,
     ))
 }
 
-/// Serves until SIGTERM or SIGINT, then drains the running transfers.
+/// The sockets opened before privileges are dropped.
+struct Listeners {
+    udp: Vec<UdpSocket>,
+    metrics: Option<TcpListener>,
+    http: Vec<TcpListener>,
+}
+
+/// Serves until SIGTERM or SIGINT, then drains the running transfers (and
+/// HTTP answers).
 async fn serve(
     args: Args,
     root: Option<PathBuf>,
-    sockets: Vec<UdpSocket>,
-    metrics_listener: Option<TcpListener>,
+    listeners: Listeners,
     handler: Stack,
     origin: Option<Origin>,
 ) -> Result<(), BoxError> {
-    let shutdown = process::shutdown_signal();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The handlers are installed here, before anything is served.
+    let signalled = process::shutdown_signal();
+    tokio::spawn(async move {
+        signalled.await;
+        let _ = stop.send(true);
+    });
+    let shutdown = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone: shut down as well.
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     reload::Reload {
         rules: args.map_file.clone().zip(handler.rules()),
         origin: args.origin_file.clone().zip(origin.clone()),
@@ -108,24 +136,58 @@ async fn serve(
     let recorded = durations.clone();
     // JSON escapes every string itself; text lines need it done here.
     let escape = args.log_format == LogFormat::Text;
+    let handler = Arc::new(handler);
+    let http = (!listeners.http.is_empty()).then(|| {
+        let recorded = durations.clone();
+        HttpServer::builder(handler.clone())
+            .max_connections(args.http_max_connections)
+            .max_connections_per_peer(args.http_max_connections_per_client)
+            .idle_timeout(Duration::from_secs(args.http_idle_timeout))
+            .on_request_end(move |s| {
+                recorded.observe_http(s);
+                log::http(s, escape);
+            })
+            .build()
+    });
     let mut builder = args
         .configure(Server::builder(handler))
         .on_session_end(move |s| {
             recorded.observe(s);
             log::session(s, escape);
         });
-    for socket in sockets {
+    for socket in listeners.udp {
         builder = builder.listen_socket(socket);
     }
     let server = builder.bind()?;
     let (addrs, origin_url) = (server.local_addrs(), args.origin.as_deref());
     log::listening(&addrs, root.as_deref(), origin_url, args.allow_write);
-    if let Some(listener) = metrics_listener {
+    if let Some(listener) = listeners.metrics {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "metrics on http://{addr}/metrics");
-        metrics::spawn(listener, server.stats_handle(), &durations, origin)?;
+        metrics::spawn(
+            listener,
+            server.stats_handle(),
+            &durations,
+            origin,
+            http.clone(),
+        )?;
     }
-    server.serve(shutdown).await?;
+    let mut http_listeners = Vec::new();
+    for listener in listeners.http {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "HTTP on http://{addr}/");
+        http_listeners.push(tokio::net::TcpListener::from_std(listener)?);
+    }
+    let http_served = async {
+        match &http {
+            Some(http) => http.serve(http_listeners, shutdown(stopped.clone())).await,
+            None => Ok(()),
+        }
+    };
+    let (tftp_served, http_served) =
+        tokio::join!(server.serve(shutdown(stopped.clone())), http_served);
+    tftp_served?;
+    http_served?;
     tracing::info!("shut down");
     Ok(())
 }

@@ -28,11 +28,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tftp_proto::stats::Stats;
+use tftp_tokio::http::{HttpServer, HttpStats};
 use tftp_tokio::StatsHandle;
+
+use crate::stack::Stack;
 
 /// Most metrics connections served at once; past it, the oldest one that
 /// has not sent its request head is closed to admit a new one.
@@ -51,22 +55,31 @@ const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Durations of finished transfers.
+/// Durations of finished transfers, by protocol (`tftp`, `http`).
 #[derive(Clone, Debug)]
-pub struct Durations(Histogram);
+pub struct Durations(Family<[(&'static str, &'static str); 1], Histogram>);
 
 impl Default for Durations {
     fn default() -> Self {
-        Durations(Histogram::new(BUCKETS))
+        Durations(Family::new_with_constructor(|| Histogram::new(BUCKETS)))
     }
 }
 
 impl Durations {
-    /// Records a finished session.
+    /// Records a finished TFTP session.
     pub fn observe(&self, s: &Stats) {
         if let Some(finished) = s.finished {
-            self.0.observe((finished - s.started).as_secs_f64());
+            self.0
+                .get_or_create(&[("protocol", "tftp")])
+                .observe((finished - s.started).as_secs_f64());
         }
+    }
+
+    /// Records a finished HTTP request.
+    pub fn observe_http(&self, s: &HttpStats) {
+        self.0
+            .get_or_create(&[("protocol", "http")])
+            .observe(s.duration.as_secs_f64());
     }
 }
 
@@ -285,6 +298,56 @@ impl Collector for OriginCounters {
     }
 }
 
+/// The HTTP side's counters (`--http`).
+#[derive(Debug)]
+struct HttpCounters(HttpServer<Stack>);
+
+impl Collector for HttpCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "http_connections",
+                "HTTP connections accepted.",
+                s.connections,
+            ),
+            (
+                "http_connections_refused",
+                "HTTP connections closed at once for being over a connection limit.",
+                s.connections_refused,
+            ),
+            (
+                "http_accept_errors",
+                "Failed accepts on the HTTP listeners (e.g. out of descriptors).",
+                s.accept_errors,
+            ),
+            ("http_requests", "HTTP requests answered.", s.requests),
+            (
+                "http_completed",
+                "HTTP requests whose answer was sent whole.",
+                s.completed,
+            ),
+            (
+                "http_refused",
+                "HTTP requests answered with an error status.",
+                s.refused,
+            ),
+            (
+                "http_aborted",
+                "HTTP response bodies that stopped short (client gone or stalled, source failed).",
+                s.aborted,
+            ),
+            ("http_bytes_sent", "HTTP body bytes sent.", s.bytes_sent),
+        ];
+        let gauges: [(&str, &str, i64); 1] = [(
+            "http_connections_active",
+            "HTTP connections open.",
+            s.connections_active as i64,
+        )];
+        encode_consts(&mut encoder, &counters, &gauges)
+    }
+}
+
 /// What a scrape renders.
 pub struct Metrics {
     registry: Registry,
@@ -297,16 +360,20 @@ impl Metrics {
         durations: &Durations,
         accept_errors: Arc<AtomicU64>,
         origin: Option<tftp_origin::Origin>,
+        http: Option<HttpServer<Stack>>,
     ) -> Self {
         let mut registry = Registry::with_prefix("tftpd");
         registry.register(
             "transfer_duration_seconds",
-            "Duration of finished transfers.",
+            "Duration of finished transfers and HTTP requests, by protocol.",
             durations.0.clone(),
         );
         registry.register_collector(Box::new(Counters(stats, accept_errors)));
         if let Some(origin) = origin {
             registry.register_collector(Box::new(OriginCounters(origin)));
+        }
+        if let Some(http) = http {
+            registry.register_collector(Box::new(HttpCounters(http)));
         }
         Metrics { registry }
     }
@@ -391,6 +458,7 @@ pub fn spawn(
     stats: StatsHandle,
     durations: &Durations,
     origin: Option<tftp_origin::Origin>,
+    http: Option<HttpServer<Stack>>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let accept_errors = Arc::new(AtomicU64::new(0));
@@ -399,6 +467,7 @@ pub fn spawn(
         durations,
         Arc::clone(&accept_errors),
         origin,
+        http,
     ));
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let connections = Arc::new(Mutex::new(Connections::default()));

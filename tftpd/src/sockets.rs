@@ -39,3 +39,12 @@ pub fn listening(args: &Args, workers: usize) -> Result<Vec<UdpSocket>, BoxError
     }
     Ok(sockets)
 }
+
+/// A TCP listener on `addr` for `what` (the HTTP side), bound with the
+/// privileges tftpd starts with (port 80 needs them) and non-blocking.
+pub fn bind_tcp(addr: std::net::SocketAddr, what: &str) -> Result<std::net::TcpListener, BoxError> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("cannot serve {what} on {addr}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}

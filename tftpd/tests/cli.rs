@@ -125,7 +125,10 @@ fn get_put_errors_and_metrics() {
         value("tftpd_bytes_sent_total"),
         (sessions - 2) * data.len() as u64
     );
-    assert_eq!(value("tftpd_transfer_duration_seconds_count"), sessions);
+    assert_eq!(
+        value("tftpd_transfer_duration_seconds_count{protocol=\"tftp\"}"),
+        sessions
+    );
     // Every finished transfer gave its buffers back to the budget.
     assert_eq!(value("tftpd_session_memory_bytes"), 0);
     d.signal("TERM");

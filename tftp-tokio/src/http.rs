@@ -1,0 +1,1234 @@
+//! HTTP for the stages after TFTP: the same [`Handler`] served read-only
+//! over HTTP/1.1 (feature `http`).
+//!
+//! Network boot loads a small first stage over TFTP (iPXE, GRUB, a UEFI
+//! loader) that fetches kernels and initrds over HTTP at line rate. An
+//! [`HttpServer`] answers `GET` and `HEAD` of the names the TFTP side
+//! would serve, through the same handler: the URL's path, percent-decoded
+//! and without its leading `/`, becomes an octet-mode read request from the
+//! client's address (so per-client roots, remap rules and an origin with
+//! its single-flight cache behave as they do for TFTP), and the response's
+//! source is streamed with backpressure: never more than one
+//! [`HTTP_CHUNK`] of it in memory per connection.
+//!
+//! What a client gets:
+//! - `Content-Length` when the source's size is known (else chunked);
+//! - a single `Range` (`bytes=a-b`, `a-`, `-n`) as 206, 416 when it
+//!   starts past the end; several ranges, or a malformed header, get the
+//!   whole file (RFC 9110 lets a server ignore them); `If-Range`;
+//! - `Last-Modified` and an `ETag` (modification time and size) when the
+//!   source has a modification time (files from
+//!   [`DirHandler`](crate::DirHandler)), with `If-None-Match` and
+//!   `If-Modified-Since` answered 304;
+//! - the handler's refusals as statuses: not found 404, access violation
+//!   403, busy 503 with `Retry-After`, a malformed name 400, other 500; a
+//!   handler that does not answer within the idle time 504;
+//! - any other method 405.
+//!
+//! Limits, each with a default and a builder method: connections at once
+//! ([`DEFAULT_HTTP_MAX_CONNECTIONS`]) and per client address
+//! ([`DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER`]); past either the
+//! connection gets a 503 and is closed. Request heads of at most
+//! [`DEFAULT_HTTP_MAX_HEADER_BYTES`] that arrive within
+//! [`DEFAULT_HTTP_HEADER_TIMEOUT`]; a connection on which nothing moves
+//! either way for [`DEFAULT_HTTP_IDLE_TIMEOUT`] (a stalled reader, a
+//! silent keep-alive) is closed. A failed accept (out of descriptors)
+//! pauses accepting for [`HTTP_ACCEPT_BACKOFF`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use tftp_tokio::http::HttpServer;
+//! use tftp_tokio::{DirHandler, Server};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let handler = Arc::new(DirHandler::new("/srv/tftp")?);
+//! let tftp = Server::builder(handler.clone())
+//!     .listen("0.0.0.0:69".parse().unwrap())
+//!     .bind()?;
+//! let http = HttpServer::builder(handler)
+//!     .on_request_end(|s| println!("{} {} {}", s.peer, s.path_lossy(), s.status))
+//!     .build();
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:80").await?;
+//! let (tftp_done, http_done) = tokio::join!(
+//!     tftp.serve(async { tokio::signal::ctrl_c().await.ok(); }),
+//!     http.serve(vec![listener], async { tokio::signal::ctrl_c().await.ok(); }),
+//! );
+//! tftp_done?;
+//! http_done
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tftp_io::tftp_proto::options::Limits;
+use tftp_io::tftp_proto::packet::ErrorCode;
+use tftp_io::tftp_proto::server::accept;
+use tftp_io::{AsyncSource, TftpError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::handler::{Handler, RequestInfo, Source};
+
+/// Default most HTTP connections served at once.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 1024;
+/// Default most HTTP connections at once from one client address.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER: usize = 16;
+/// Default largest request head (request line and headers); hyper's
+/// smallest read buffer, so also the least a limit can be.
+pub const DEFAULT_HTTP_MAX_HEADER_BYTES: usize = 8192;
+/// Default time a client has to send a request head.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a connection may go without a byte moving either way (and
+/// a handler may take to answer) before it is closed.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest piece of a response body read from its source at a time: the
+/// most of a body a connection holds.
+pub const HTTP_CHUNK: usize = 64 * 1024;
+/// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS) before the next.
+pub const HTTP_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Sent to a connection over a limit before it is closed.
+const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n";
+
+/// How an HTTP request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpOutcome {
+    /// The whole answer was handed to the connection (a body, a 304, a
+    /// `HEAD`).
+    Completed,
+    /// Answered with an error status (4xx, 5xx) and no content.
+    Refused,
+    /// The body stopped short: the client went away or stalled, or the
+    /// source failed.
+    Aborted,
+}
+
+/// One HTTP request, reported when it ends (the HTTP counterpart of
+/// [`tftp_proto::stats::Stats`](crate::tftp_proto::stats::Stats)).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HttpStats {
+    /// The client's address and port.
+    pub peer: SocketAddr,
+    /// The local address the connection came to.
+    pub local: Option<SocketAddr>,
+    /// `GET`, `HEAD`, or the method refused.
+    pub method: Method,
+    /// The name asked for: the URL's path, percent-decoded, without its
+    /// leading `/` (bytes: not assumed UTF-8).
+    pub path: Vec<u8>,
+    /// The status answered.
+    pub status: u16,
+    /// The byte range served (first and last byte), for a 206.
+    pub range: Option<(u64, u64)>,
+    /// The source's size, when known.
+    pub size: Option<u64>,
+    /// Body bytes handed to the connection.
+    pub bytes_sent: u64,
+    /// How it ended.
+    pub outcome: HttpOutcome,
+    /// Why it was refused or aborted, when it was.
+    pub error: Option<String>,
+    /// From the request head to the end.
+    pub duration: Duration,
+}
+
+impl HttpStats {
+    /// The name as text (invalid UTF-8 replaced).
+    pub fn path_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.path)
+    }
+}
+
+/// Counters of an [`HttpServer`] since it was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpServerStats {
+    /// Connections accepted and served.
+    pub connections: u64,
+    /// Connections closed at once for being over a connection limit.
+    pub connections_refused: u64,
+    /// Connections open now.
+    pub connections_active: u64,
+    /// Failed accepts (out of descriptors, ...).
+    pub accept_errors: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Requests whose answer was handed over whole.
+    pub completed: u64,
+    /// Requests answered with an error status.
+    pub refused: u64,
+    /// Bodies that stopped short.
+    pub aborted: u64,
+    /// Body bytes sent.
+    pub bytes_sent: u64,
+}
+
+type Callback = Arc<dyn Fn(&HttpStats) + Send + Sync>;
+
+/// Configures an [`HttpServer`].
+pub struct HttpServerBuilder<H> {
+    handler: Arc<H>,
+    limits: HttpLimits,
+    on_end: Option<Callback>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct HttpLimits {
+    max_connections: usize,
+    max_connections_per_peer: usize,
+    max_header_bytes: usize,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl<H: Handler> HttpServerBuilder<H> {
+    /// Most connections at once (default
+    /// [`DEFAULT_HTTP_MAX_CONNECTIONS`], at least 1).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n.max(1);
+        self
+    }
+
+    /// Most connections at once from one client address (default
+    /// [`DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER`], at least 1).
+    pub fn max_connections_per_peer(mut self, n: usize) -> Self {
+        self.limits.max_connections_per_peer = n.max(1);
+        self
+    }
+
+    /// Largest request head (default and least
+    /// [`DEFAULT_HTTP_MAX_HEADER_BYTES`]); a larger one gets 431.
+    pub fn max_header_bytes(mut self, n: usize) -> Self {
+        self.limits.max_header_bytes = n.max(DEFAULT_HTTP_MAX_HEADER_BYTES);
+        self
+    }
+
+    /// Time to send a request head (default [`DEFAULT_HTTP_HEADER_TIMEOUT`]).
+    pub fn header_timeout(mut self, t: Duration) -> Self {
+        self.limits.header_timeout = t;
+        self
+    }
+
+    /// Time a connection may go with nothing moving, and a handler may take
+    /// to answer (default [`DEFAULT_HTTP_IDLE_TIMEOUT`]).
+    pub fn idle_timeout(mut self, t: Duration) -> Self {
+        self.limits.idle_timeout = t;
+        self
+    }
+
+    /// Called with each request's [`HttpStats`] when it ends.
+    pub fn on_request_end(mut self, f: impl Fn(&HttpStats) + Send + Sync + 'static) -> Self {
+        self.on_end = Some(Arc::new(f));
+        self
+    }
+
+    /// The server, ready to [`serve`](HttpServer::serve).
+    pub fn build(self) -> HttpServer<H> {
+        HttpServer {
+            inner: Arc::new(Inner {
+                handler: self.handler,
+                limits: self.limits,
+                on_end: self.on_end,
+                peers: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+        }
+    }
+}
+
+/// Serves a [`Handler`] over HTTP: see the [module](self) docs.
+pub struct HttpServer<H> {
+    inner: Arc<Inner<H>>,
+}
+
+impl<H> Clone for HttpServer<H> {
+    fn clone(&self) -> Self {
+        HttpServer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H> fmt::Debug for HttpServer<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<H> {
+    handler: Arc<H>,
+    limits: HttpLimits,
+    on_end: Option<Callback>,
+    peers: Mutex<HashMap<IpAddr, usize>>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    connections_refused: AtomicU64,
+    connections_active: AtomicUsize,
+    accept_errors: AtomicU64,
+    requests: AtomicU64,
+    completed: AtomicU64,
+    refused: AtomicU64,
+    aborted: AtomicU64,
+    bytes_sent: AtomicU64,
+}
+
+impl<H: Handler> HttpServer<H> {
+    /// A server for `handler` (shared with the TFTP server: `Arc<H>` is a
+    /// handler too).
+    pub fn builder(handler: Arc<H>) -> HttpServerBuilder<H> {
+        HttpServerBuilder {
+            handler,
+            limits: HttpLimits {
+                max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+                max_connections_per_peer: DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER,
+                max_header_bytes: DEFAULT_HTTP_MAX_HEADER_BYTES,
+                header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
+                idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
+            },
+            on_end: None,
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> HttpServerStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HttpServerStats {
+            connections: get(&c.connections),
+            connections_refused: get(&c.connections_refused),
+            connections_active: c.connections_active.load(Ordering::Relaxed) as u64,
+            accept_errors: get(&c.accept_errors),
+            requests: get(&c.requests),
+            completed: get(&c.completed),
+            refused: get(&c.refused),
+            aborted: get(&c.aborted),
+            bytes_sent: get(&c.bytes_sent),
+        }
+    }
+
+    /// Serves every listener until `shutdown` completes; then stops
+    /// accepting, lets each connection finish the answer it is sending
+    /// (bounded by the idle time) and returns.
+    pub async fn serve(
+        &self,
+        listeners: Vec<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let mut loops = JoinSet::new();
+        for listener in listeners {
+            loops.spawn(accept_loop(self.inner.clone(), listener, stopped.clone()));
+        }
+        shutdown.await;
+        let _ = stop.send(true);
+        while loops.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+async fn accept_loop<H: Handler>(
+    inner: Arc<Inner<H>>,
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stopping(&mut stopped) => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                inner.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "http accept failed");
+                tokio::time::sleep(HTTP_ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Some(slot) = Slot::take(&inner, peer.ip()) else {
+            inner
+                .counters
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            // Best effort and never waits: the socket is new, its send
+            // buffer empty.
+            let _ = stream.try_write(OVER_LIMIT);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection(slot, stream, peer, stopped.clone()));
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// Returns once the server is told to stop.
+async fn stopping(stopped: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone: stopped as well.
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// A connection's place under the limits, given back when dropped.
+struct Slot<H> {
+    inner: Arc<Inner<H>>,
+    ip: IpAddr,
+}
+
+impl<H> Slot<H> {
+    fn take(inner: &Arc<Inner<H>>, ip: IpAddr) -> Option<Self> {
+        let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let active = &inner.counters.connections_active;
+        if active.load(Ordering::Relaxed) >= inner.limits.max_connections {
+            return None;
+        }
+        let n = peers.entry(ip).or_insert(0);
+        if *n >= inner.limits.max_connections_per_peer {
+            return None;
+        }
+        *n += 1;
+        active.fetch_add(1, Ordering::Relaxed);
+        inner.counters.connections.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            inner: inner.clone(),
+            ip,
+        })
+    }
+}
+
+impl<H> Drop for Slot<H> {
+    fn drop(&mut self) {
+        let mut peers = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+        self.inner
+            .counters
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn connection<H: Handler>(
+    slot: Slot<H>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let inner = slot.inner.clone();
+    let local = stream.local_addr().ok();
+    let limits = inner.limits;
+    let answering = Arc::new(AtomicBool::new(false));
+    let io = TokioIo::new(Watched::new(stream, limits.idle_timeout, answering.clone()));
+    let service = hyper::service::service_fn(move |request| {
+        let inner = inner.clone();
+        let answering = answering.clone();
+        async move {
+            answering.store(true, Ordering::Relaxed);
+            let response = respond(&inner, request, peer, local).await;
+            answering.store(false, Ordering::Relaxed);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stopping(&mut stopped) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+    drop(slot);
+}
+
+/// The stream with the idle limit: a read or write that has waited while
+/// nothing moved either way for the idle time fails with `TimedOut`.
+struct Watched {
+    io: TcpStream,
+    /// Set while the handler is deciding: that wait has its own bound.
+    answering: Arc<AtomicBool>,
+    idle: Duration,
+    last: Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Watched {
+    fn new(io: TcpStream, idle: Duration, answering: Arc<AtomicBool>) -> Self {
+        let last = Instant::now();
+        Watched {
+            io,
+            answering,
+            idle,
+            last,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    /// After a wait: whether the idle time is up (else the timer is armed
+    /// for when it would be).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.answering.load(Ordering::Relaxed) {
+                self.last = Instant::now();
+            }
+            let deadline = self.last + self.idle;
+            if Instant::now() >= deadline {
+                return true;
+            }
+            if self.timer.deadline().into_std() != deadline {
+                self.timer.as_mut().reset(deadline.into());
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+        }
+    }
+
+    fn waited<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if self.expired(cx) {
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "nothing moved for the idle time",
+            )))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Pending => this.waited(cx),
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.last = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Pending => this.waited(cx),
+            Poll::Ready(r) => {
+                this.last = Instant::now();
+                Poll::Ready(r)
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.waited(cx),
+            Poll::Ready(r) => {
+                this.last = Instant::now();
+                Poll::Ready(r)
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// What is reported when a request ends.
+struct Report<H> {
+    inner: Arc<Inner<H>>,
+    stats: HttpStats,
+    started: Instant,
+}
+
+impl<H> Report<H> {
+    fn end(mut self, outcome: HttpOutcome, error: Option<String>) {
+        self.stats.outcome = outcome;
+        self.stats.error = error;
+        self.stats.duration = self.started.elapsed();
+        let c = &self.inner.counters;
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        c.bytes_sent
+            .fetch_add(self.stats.bytes_sent, Ordering::Relaxed);
+        match outcome {
+            HttpOutcome::Completed => &c.completed,
+            HttpOutcome::Refused => &c.refused,
+            HttpOutcome::Aborted => &c.aborted,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = &self.inner.on_end {
+            f(&self.stats);
+        }
+    }
+}
+
+async fn respond<H: Handler>(
+    inner: &Arc<Inner<H>>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Response<HttpBody> {
+    let mut report = Report {
+        inner: inner.clone(),
+        stats: HttpStats {
+            peer,
+            local,
+            method: request.method().clone(),
+            path: Vec::new(),
+            status: 0,
+            range: None,
+            size: None,
+            bytes_sent: 0,
+            outcome: HttpOutcome::Refused,
+            error: None,
+            duration: Duration::ZERO,
+        },
+        started: Instant::now(),
+    };
+    let head = match *request.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => {
+            let mut response = refusal(
+                &mut report,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "GET and HEAD only",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+    };
+    let Some(path) = percent_decode(request.uri().path().as_bytes()) else {
+        return refusal(&mut report, StatusCode::BAD_REQUEST, "Malformed path");
+    };
+    let name = path.strip_prefix(b"/").unwrap_or(&path).to_vec();
+    report.stats.path.clone_from(&name);
+    let info = match read_request(&name, peer, local) {
+        Ok(info) => info,
+        Err(status) => return refusal(&mut report, status, "Malformed file name"),
+    };
+    let answer = tokio::time::timeout(inner.limits.idle_timeout, inner.handler.read(&info)).await;
+    let answer = match answer {
+        Err(_) => {
+            return refusal(
+                &mut report,
+                StatusCode::GATEWAY_TIMEOUT,
+                "No answer in time",
+            );
+        }
+        Ok(Err(e)) => {
+            let status = status_of(&e);
+            let mut response = refusal(&mut report, status, &e.message);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            return response;
+        }
+        Ok(Ok(answer)) => answer,
+    };
+    let size = answer.size();
+    let modified = answer.modified();
+    report.stats.size = size;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    let etag = size.zip(modified).map(|(s, m)| entity_tag(s, m));
+    if let Some(m) = modified {
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(m)) {
+            headers.insert(header::LAST_MODIFIED, v);
+        }
+    }
+    if let Some(tag) = &etag {
+        if let Ok(v) = HeaderValue::from_str(tag) {
+            headers.insert(header::ETAG, v);
+        }
+    }
+    if size.is_some() {
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    if not_modified(request.headers(), etag.as_deref(), modified) {
+        report.stats.status = 304;
+        report.end(HttpOutcome::Completed, None);
+        return with_headers(StatusCode::NOT_MODIFIED, headers, HttpBody::empty());
+    }
+    let range = match size {
+        Some(size) if if_range_holds(request.headers(), etag.as_deref(), modified) => request
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| parse_range(v.as_bytes(), size)),
+        _ => None,
+    };
+    let (status, skip, length) = match (range, size) {
+        (Some(Ok((first, last))), Some(size)) => {
+            let v = format!("bytes {first}-{last}/{size}");
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            report.stats.range = Some((first, last));
+            (StatusCode::PARTIAL_CONTENT, first, Some(last - first + 1))
+        }
+        (Some(Err(Unsatisfiable)), Some(size)) => {
+            let mut response = refusal(
+                &mut report,
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "Range not satisfiable",
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return response;
+        }
+        _ => (StatusCode::OK, 0, size),
+    };
+    if let Some(n) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    report.stats.status = status.as_u16();
+    if head || length == Some(0) {
+        report.end(HttpOutcome::Completed, None);
+        return with_headers(status, headers, HttpBody::empty());
+    }
+    let mut reader = match answer.into_source().0 {
+        Source::Tokio(r) => Reader::Tokio(r),
+        Source::Native(s) => Reader::Native(s),
+    };
+    let mut skip = skip;
+    if let Reader::Native(source) = &mut reader {
+        match source.skip_file(skip) {
+            Ok(true) => skip = 0,
+            Ok(false) => {}
+            Err(e) => {
+                return refusal(
+                    &mut report,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &e.to_string(),
+                );
+            }
+        }
+    }
+    let body = HttpBody {
+        kind: Kind::Stream(Box::new(Stream {
+            reader,
+            skip,
+            remaining: length,
+            buf: Vec::new(),
+            report: Some(Box::new(report)),
+        })),
+    };
+    with_headers(status, headers, body)
+}
+
+fn with_headers(status: StatusCode, headers: HeaderMap, body: HttpBody) -> Response<HttpBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// An answer with an error status, its text as the body; reported at once.
+fn refusal<H>(report: &mut Report<H>, status: StatusCode, text: &str) -> Response<HttpBody> {
+    let body = format!("{text}\n");
+    let stats = Report {
+        inner: report.inner.clone(),
+        stats: HttpStats {
+            status: status.as_u16(),
+            ..report.stats.clone()
+        },
+        started: report.started,
+    };
+    stats.end(HttpOutcome::Refused, Some(text.to_owned()));
+    let mut response = Response::new(HttpBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The HTTP status of a handler's refusal.
+fn status_of(e: &TftpError) -> StatusCode {
+    if e.is_busy() {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    match e.code {
+        ErrorCode::FileNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::AccessViolation => StatusCode::FORBIDDEN,
+        ErrorCode::IllegalOperation => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The read request the handler gets: the one a TFTP client asking for
+/// `name` in octet mode from `peer` would make, parsed by the core.
+fn read_request(
+    name: &[u8],
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Result<RequestInfo, StatusCode> {
+    if name.contains(&0) {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let mut datagram = Vec::with_capacity(name.len() + 9);
+    datagram.extend_from_slice(&[0, 1]);
+    datagram.extend_from_slice(name);
+    datagram.extend_from_slice(b"\0octet\0");
+    let limits = Limits::default();
+    if datagram.len() > limits.max_request_size {
+        return Err(StatusCode::URI_TOO_LONG);
+    }
+    match accept(&datagram, peer, &limits) {
+        Ok(mut request) => {
+            request.local = local;
+            Ok(request)
+        }
+        Err(_) => Err(StatusCode::NOT_FOUND),
+    }
+}
+
+/// `%XX` decoded; `None` for a `%` not followed by two hex digits.
+fn percent_decode(path: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut bytes = path.iter();
+    while let Some(&b) = bytes.next() {
+        if b == b'%' {
+            let hi = (*bytes.next()? as char).to_digit(16)?;
+            let lo = (*bytes.next()? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    Some(out)
+}
+
+/// A strong validator from the size and the modification time.
+fn entity_tag(size: u64, modified: SystemTime) -> String {
+    let t = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("\"{:x}.{:x}-{size:x}\"", t.as_secs(), t.subsec_nanos())
+}
+
+fn seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// `If-None-Match` (weak comparison), else `If-Modified-Since`.
+fn not_modified(headers: &HeaderMap, etag: Option<&str>, modified: Option<SystemTime>) -> bool {
+    if let Some(v) = headers.get(header::IF_NONE_MATCH) {
+        let Some(etag) = etag else { return false };
+        let Ok(v) = v.to_str() else { return false };
+        return v
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag);
+    }
+    match (headers.get(header::IF_MODIFIED_SINCE), modified) {
+        (Some(v), Some(modified)) => v
+            .to_str()
+            .ok()
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_some_and(|since| seconds(modified) <= seconds(since)),
+        _ => false,
+    }
+}
+
+/// Whether a `Range` may be honoured: no `If-Range`, or one naming this
+/// version (strong comparison, or the exact modification date).
+fn if_range_holds(headers: &HeaderMap, etag: Option<&str>, modified: Option<SystemTime>) -> bool {
+    let Some(v) = headers.get(header::IF_RANGE) else {
+        return true;
+    };
+    let Ok(v) = v.to_str() else { return false };
+    let v = v.trim();
+    if v.starts_with('"') || v.starts_with("W/") {
+        return etag == Some(v);
+    }
+    match (httpdate::parse_http_date(v), modified) {
+        (Ok(date), Some(modified)) => seconds(date) == seconds(modified),
+        _ => false,
+    }
+}
+
+/// A range that starts past the end.
+#[derive(Debug, PartialEq, Eq)]
+struct Unsatisfiable;
+
+/// One `bytes=` range of a body of `size` bytes as its first and last byte;
+/// `None` (serve it all) when the header is malformed or asks for several.
+fn parse_range(value: &[u8], size: u64) -> Option<Result<(u64, u64), Unsatisfiable>> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let spec = value.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let number = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    if first.trim().is_empty() {
+        let n = number(last)?;
+        if n == 0 || size == 0 {
+            return Some(Err(Unsatisfiable));
+        }
+        return Some(Ok((size - n.min(size), size - 1)));
+    }
+    let first = number(first)?;
+    let last = match last.trim() {
+        "" => u64::MAX,
+        l => number(l)?,
+    };
+    if last < first {
+        return None;
+    }
+    if first >= size {
+        return Some(Err(Unsatisfiable));
+    }
+    Some(Ok((first, last.min(size - 1))))
+}
+
+/// A response body: nothing, a short text, or a source streamed a chunk at
+/// a time as the connection takes it.
+pub struct HttpBody {
+    kind: Kind,
+}
+
+impl fmt::Debug for HttpBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpBody").finish_non_exhaustive()
+    }
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Stream(Box<Stream>),
+}
+
+/// The erased report of a streamed body (the handler type is gone by then).
+trait End: Send {
+    fn stats(&mut self) -> &mut HttpStats;
+    fn end(self: Box<Self>, outcome: HttpOutcome, error: Option<String>);
+}
+
+impl<H: Send + Sync + 'static> End for Report<H> {
+    fn stats(&mut self) -> &mut HttpStats {
+        &mut self.stats
+    }
+    fn end(self: Box<Self>, outcome: HttpOutcome, error: Option<String>) {
+        Report::end(*self, outcome, error);
+    }
+}
+
+struct Stream {
+    reader: Reader,
+    /// Bytes still to read and drop before the range starts.
+    skip: u64,
+    /// Bytes still to send, when known.
+    remaining: Option<u64>,
+    buf: Vec<u8>,
+    report: Option<Box<dyn End>>,
+}
+
+enum Reader {
+    Tokio(Pin<Box<dyn AsyncRead + Send>>),
+    Native(AsyncSource),
+}
+
+impl Reader {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Reader::Tokio(r) => {
+                let mut read = ReadBuf::new(buf);
+                match r.as_mut().poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            Reader::Native(s) => s.reader().poll_read(cx, buf),
+        }
+    }
+}
+
+impl HttpBody {
+    fn empty() -> Self {
+        HttpBody {
+            kind: Kind::Full(None),
+        }
+    }
+
+    fn full(text: String) -> Self {
+        HttpBody {
+            kind: Kind::Full(Some(Bytes::from(text))),
+        }
+    }
+}
+
+impl Stream {
+    fn finish(&mut self, outcome: HttpOutcome, error: Option<String>) {
+        if let Some(report) = self.report.take() {
+            report.end(outcome, error);
+        }
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            let want = match self.remaining {
+                Some(0) => return Poll::Ready(None),
+                Some(n) if self.skip == 0 => n.min(HTTP_CHUNK as u64) as usize,
+                _ => HTTP_CHUNK,
+            };
+            let want = if self.skip > 0 {
+                want.min(usize::try_from(self.skip).unwrap_or(usize::MAX))
+            } else {
+                want
+            };
+            self.buf.resize(want, 0);
+            let n = match self.reader.poll_read(cx, &mut self.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Ok(n)) => n,
+            };
+            if n == 0 {
+                return Poll::Ready(self.remaining.map(|_| {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the source ended before its size",
+                    ))
+                }));
+            }
+            if self.skip > 0 {
+                self.skip -= n as u64;
+                continue;
+            }
+            if let Some(report) = &mut self.report {
+                report.stats().bytes_sent += n as u64;
+            }
+            if let Some(r) = &mut self.remaining {
+                *r -= n as u64;
+                if *r == 0 {
+                    // hyper asks for nothing more once the length is sent.
+                    self.finish(HttpOutcome::Completed, None);
+                }
+            }
+            return Poll::Ready(Some(Ok(Bytes::copy_from_slice(&self.buf[..n]))));
+        }
+    }
+}
+
+impl Body for HttpBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Stream(stream) => match stream.poll_chunk(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                Poll::Ready(Some(Err(e))) => {
+                    stream.finish(HttpOutcome::Aborted, Some(e.to_string()));
+                    Poll::Ready(Some(Err(e)))
+                }
+                Poll::Ready(None) => {
+                    stream.finish(HttpOutcome::Completed, None);
+                    Poll::Ready(None)
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Stream(stream) => stream.remaining == Some(0),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Stream(stream) => match stream.remaining {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.finish(
+            HttpOutcome::Aborted,
+            Some("the connection ended first".to_owned()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let r = |s: &str, size| parse_range(s.as_bytes(), size);
+        assert_eq!(r("bytes=0-99", 1000), Some(Ok((0, 99))));
+        assert_eq!(r("bytes=900-", 1000), Some(Ok((900, 999))));
+        assert_eq!(r("bytes=900-5000", 1000), Some(Ok((900, 999))));
+        assert_eq!(r("bytes=-100", 1000), Some(Ok((900, 999))));
+        assert_eq!(r("bytes=-5000", 1000), Some(Ok((0, 999))));
+        assert_eq!(r("bytes=999-999", 1000), Some(Ok((999, 999))));
+        assert_eq!(r("bytes=1000-", 1000), Some(Err(Unsatisfiable)));
+        assert_eq!(r("bytes=-0", 1000), Some(Err(Unsatisfiable)));
+        assert_eq!(r("bytes=0-", 0), Some(Err(Unsatisfiable)));
+        // Ignored: the whole body is served.
+        assert_eq!(r("bytes=5-4", 1000), None);
+        assert_eq!(r("bytes=0-1,5-6", 1000), None);
+        assert_eq!(r("items=0-1", 1000), None);
+        assert_eq!(r("bytes=a-b", 1000), None);
+        assert_eq!(r("bytes=+1-2", 1000), None);
+        assert_eq!(r("bytes=99999999999999999999999-", 1000), None);
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(percent_decode(b"/a%20b%2F..").unwrap(), b"/a b/..");
+        assert_eq!(percent_decode(b"/%ff").unwrap(), [b'/', 0xff]);
+        assert_eq!(percent_decode(b"/%4"), None);
+        assert_eq!(percent_decode(b"/%zz"), None);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(
+            read_request(b"a\0b", peer, None),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            read_request(&[b'a'; 600], peer, None),
+            Err(StatusCode::URI_TOO_LONG)
+        );
+        let request = read_request(b"pxelinux.cfg/default", peer, None).unwrap();
+        assert_eq!(request.filename(), b"pxelinux.cfg/default");
+    }
+
+    #[test]
+    fn validators() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+        let tag = entity_tag(10, t);
+        let mut h = HeaderMap::new();
+        assert!(!not_modified(&h, Some(&tag), Some(t)));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"x\", W/{tag}")).unwrap(),
+        );
+        assert!(not_modified(&h, Some(&tag), Some(t)));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
+        assert!(!not_modified(&h, Some(&tag), Some(t)));
+        let mut h = HeaderMap::new();
+        let date = HeaderValue::from_str(&httpdate::fmt_http_date(t)).unwrap();
+        h.insert(header::IF_MODIFIED_SINCE, date.clone());
+        assert!(not_modified(&h, Some(&tag), Some(t)));
+        assert!(!not_modified(
+            &h,
+            Some(&tag),
+            Some(t + Duration::from_secs(1))
+        ));
+        let mut h = HeaderMap::new();
+        assert!(if_range_holds(&h, Some(&tag), Some(t)));
+        h.insert(header::IF_RANGE, HeaderValue::from_str(&tag).unwrap());
+        assert!(if_range_holds(&h, Some(&tag), Some(t)));
+        h.insert(
+            header::IF_RANGE,
+            HeaderValue::from_str(&format!("W/{tag}")).unwrap(),
+        );
+        assert!(!if_range_holds(&h, Some(&tag), Some(t)));
+        h.insert(header::IF_RANGE, date);
+        assert!(if_range_holds(&h, Some(&tag), Some(t)));
+        assert!(!if_range_holds(
+            &h,
+            Some(&tag),
+            Some(t + Duration::from_secs(1))
+        ));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(status_of(&TftpError::not_found()), StatusCode::NOT_FOUND);
+        assert_eq!(
+            status_of(&TftpError::busy()),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(&TftpError::access_violation("no")),
+            StatusCode::FORBIDDEN
+        );
+    }
+}
