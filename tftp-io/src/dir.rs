@@ -121,9 +121,15 @@ impl DirHandler {
         }
     }
 
-    fn open_read(&self, request: &Request) -> Result<(std::fs::File, u64), TftpError> {
+    /// The file, its size and its modification time (one `fstat`).
+    fn open_read(
+        &self,
+        request: &Request,
+    ) -> Result<(std::fs::File, u64, Option<std::time::SystemTime>), TftpError> {
         let scope = self.scope(request);
-        self.root.open_read_in(scope.as_deref(), request.filename())
+        self.root
+            .open_read_meta(scope.as_deref(), request.filename())
+            .map(|(file, meta)| (file, meta.len(), meta.modified().ok()))
     }
 
     fn open_write(&self, request: &Request) -> Result<Upload, TftpError> {
@@ -139,8 +145,7 @@ impl DirHandler {
 
 impl Handler for DirHandler {
     async fn read(&self, request: &Request) -> Result<ReadResponse, TftpError> {
-        let (file, size) = self.open_read(request)?;
-        let modified = file.metadata().and_then(|m| m.modified()).ok();
+        let (file, size, modified) = self.open_read(request)?;
         let source = FileSource::new(file, size);
         let response = ReadResponse::new(AsyncSource(Source::File(source)), Some(size));
         Ok(match modified {
@@ -156,7 +161,7 @@ impl Handler for DirHandler {
 
 impl blocking::Handler for DirHandler {
     fn read(&self, request: &Request) -> Result<ReadResponse<StdSource>, TftpError> {
-        let (file, size) = self.open_read(request)?;
+        let (file, size, _) = self.open_read(request)?;
         Ok(ReadResponse::new(FileSource::new(file, size), Some(size)))
     }
 
@@ -185,6 +190,31 @@ impl FileSource {
 }
 
 impl FileSource {
+    /// Up to `max` next bytes in a buffer of their own, read straight into
+    /// it (no zeroing, no copy): empty at the end.
+    pub(crate) fn read_owned(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let want = max.min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let Some(file) = self.file.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut buf = Vec::with_capacity(want);
+        let n = loop {
+            match rustix::io::read(file, rustix::buffer::spare_capacity(&mut buf)) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            self.file = None;
+        } else {
+            self.left = self.left.saturating_sub(n as u64);
+            if self.left == 0 {
+                self.file = None;
+            }
+        }
+        Ok(buf)
+    }
+
     /// Moves `n` bytes on (at most to the end it was opened with).
     pub(crate) fn skip(&mut self, n: u64) -> io::Result<()> {
         let n = n.min(self.left);

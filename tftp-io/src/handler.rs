@@ -186,6 +186,18 @@ impl AsyncSource {
         }
     }
 
+    /// For a file source ([`DirHandler`](crate::DirHandler)'s), up to `max`
+    /// next bytes in a buffer of their own, read straight into it on the
+    /// calling thread (empty at the end); `None` for any other source, to
+    /// be read through [`reader`](Self::reader). The HTTP side sends such
+    /// buffers without copying them again.
+    pub fn read_owned(&mut self, max: usize) -> Option<io::Result<Vec<u8>>> {
+        match &mut self.0 {
+            Source::Stream(_) => None,
+            Source::File(f) => Some(f.read_owned(max)),
+        }
+    }
+
     /// Skips the next `n` bytes without reading them when the source is a
     /// file ([`DirHandler`](crate::DirHandler)'s): returns whether it did.
     /// Any other source returns `false` and is left as it was, to be read

@@ -118,6 +118,16 @@ impl Root {
         scope: Option<&[u8]>,
         filename: &[u8],
     ) -> Result<(std::fs::File, u64), TftpError> {
+        self.open_read_meta(scope, filename)
+            .map(|(file, meta)| (file, meta.len()))
+    }
+
+    /// [`Root::open_read_in`] with the file's metadata (one `fstat`).
+    pub(crate) fn open_read_meta(
+        &self,
+        scope: Option<&[u8]>,
+        filename: &[u8],
+    ) -> Result<(std::fs::File, std::fs::Metadata), TftpError> {
         let path = scoped(scope, &relative(filename)?);
         if is_upload_temp(&path) {
             return Err(TftpError::not_found());
@@ -130,7 +140,7 @@ impl Root {
         if !meta.is_file() {
             return Err(TftpError::from(Failure::NotRegularFile));
         }
-        Ok((file, meta.len()))
+        Ok((file, meta))
     }
 
     /// Removes the temporary files uploads left behind (a crash, a kill)

@@ -996,6 +996,13 @@ struct Stream {
     report: Option<Box<dyn End>>,
 }
 
+/// A piece of a body: a buffer of its own, or the first bytes of the
+/// stream's reused one.
+enum Chunk {
+    Owned(Vec<u8>),
+    InBuf(usize),
+}
+
 enum Reader {
     Tokio(Pin<Box<dyn AsyncRead + Send>>),
     Native(AsyncSource),
@@ -1050,11 +1057,25 @@ impl Stream {
             } else {
                 want
             };
-            self.buf.resize(want, 0);
-            let n = match self.reader.poll_read(cx, &mut self.buf) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Ok(n)) => n,
+            let owned = match &mut self.reader {
+                Reader::Native(source) if self.skip == 0 => source.read_owned(want),
+                _ => None,
+            };
+            let chunk = match owned {
+                Some(Ok(buf)) => Chunk::Owned(buf),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    self.buf.resize(want, 0);
+                    match self.reader.poll_read(cx, &mut self.buf) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                        Poll::Ready(Ok(n)) => Chunk::InBuf(n),
+                    }
+                }
+            };
+            let n = match &chunk {
+                Chunk::Owned(buf) => buf.len(),
+                Chunk::InBuf(n) => *n,
             };
             if n == 0 {
                 return Poll::Ready(self.remaining.map(|_| {
@@ -1078,7 +1099,10 @@ impl Stream {
                     self.finish(HttpOutcome::Completed, None);
                 }
             }
-            return Poll::Ready(Some(Ok(Bytes::copy_from_slice(&self.buf[..n]))));
+            return Poll::Ready(Some(Ok(match chunk {
+                Chunk::Owned(buf) => Bytes::from(buf),
+                Chunk::InBuf(n) => Bytes::copy_from_slice(&self.buf[..n]),
+            })));
         }
     }
 }
