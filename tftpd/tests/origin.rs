@@ -1566,3 +1566,64 @@ fn unanswered_requests_cannot_hold_the_origin_slots() {
         );
     }
 }
+
+/// `--http` beside `--origin`: HTTP and TFTP clients of one cold object,
+/// at once, make one origin request between them (the one cache, its
+/// single flight); an HTTP range of the cached copy is right too.
+#[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
+fn tftp_and_http_clients_share_one_origin_get() {
+    use std::io::{Read, Write};
+    let nginx = Nginx::start();
+    let data = content(3_000_000);
+    nginx.put("vmlinuz", &data);
+    let mut d = tftpd(&nginx.template(), &["--http", "127.0.0.1:0"]);
+    let line = d.wait_for("HTTP on");
+    let http: SocketAddr = field(&line, "addr=").parse().unwrap();
+    let fetch = move |head: String| {
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(http).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).unwrap();
+            let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            (
+                String::from_utf8_lossy(&raw[..end]).into_owned(),
+                raw[end + 4..].to_vec(),
+            )
+        })
+    };
+    let get = |extra: &str| {
+        format!("GET /vmlinuz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n")
+    };
+    let https: Vec<_> = (0..8).map(|_| fetch(get(""))).collect();
+    let tftps: Vec<_> = (0..8)
+        .map(|_| {
+            let c = client(&d);
+            std::thread::spawn(move || {
+                runtime().block_on(async {
+                    let mut out = Vec::new();
+                    c.get("vmlinuz", &mut out).await.map(|_| out)
+                })
+            })
+        })
+        .collect();
+    for h in https {
+        let (head, body) = h.join().unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body == data, "{} bytes", body.len());
+    }
+    for t in tftps {
+        assert!(t.join().unwrap().expect("tftp download") == data);
+    }
+    assert_eq!(nginx.count("/boot/vmlinuz", 200), 1, "{:#?}", nginx.log());
+    let (head, body) = fetch(get("Range: bytes=2999000-\r\n")).join().unwrap();
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, &data[2_999_000..]);
+    // Not found at the origin: 404 over HTTP, as ERROR 1 over TFTP.
+    let (head, _) = fetch("GET /nothing HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into())
+        .join()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert_eq!(nginx.log().len(), 2, "{:#?}", nginx.log());
+}
