@@ -1,7 +1,7 @@
 //! For tftpd's own tests only (nothing here changes the binaries): what this
 //! machine has that some of them need. `cfg(has_nginx)`, `has_moto_server`,
 //! `has_fake_gcs_server`, `has_azurite_blob`, `has_curl`, `has_prlimit`,
-//! `has_ip` and `has_nft`
+//! `has_ip`, `has_nft` and `has_qemu`
 //! when the program is on PATH; `cfg(root)` when building as root (the
 //! privilege-drop tests). A test whose need is missing is compiled
 //! `#[ignore = "needs ..."]`, so `cargo test` lists it as ignored with its
@@ -23,6 +23,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("prlimit", "has_prlimit"),
     ("ip", "has_ip"),
     ("nft", "has_nft"),
+    ("qemu-system-x86_64", "has_qemu"),
 ];
 
 fn main() {
