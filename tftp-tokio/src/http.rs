@@ -25,15 +25,24 @@
 //!   handler that does not answer within the idle time 504;
 //! - any other method 405.
 //!
-//! Limits, each with a default and a builder method: connections at once
-//! ([`DEFAULT_HTTP_MAX_CONNECTIONS`]) and per client address
-//! ([`DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER`]); past either the
-//! connection gets a 503 and is closed. Request heads of at most
-//! [`DEFAULT_HTTP_MAX_HEADER_BYTES`] that arrive within
-//! [`DEFAULT_HTTP_HEADER_TIMEOUT`]; a connection on which nothing moves
-//! either way for [`DEFAULT_HTTP_IDLE_TIMEOUT`] (a stalled reader, a
-//! silent keep-alive) is closed. A failed accept (out of descriptors)
-//! pauses accepting for [`HTTP_ACCEPT_BACKOFF`].
+//! Limits, each with a default and a builder method:
+//! - connections at once ([`DEFAULT_HTTP_MAX_CONNECTIONS`]) and per client
+//!   ([`DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER`]; a client is an IPv4
+//!   address or an IPv6 /64, IPv4-mapped counting as IPv4, as for TFTP);
+//!   past either the connection gets a 503 and is closed;
+//! - request heads of at most [`DEFAULT_HTTP_MAX_HEADER_BYTES`] that arrive
+//!   within [`DEFAULT_HTTP_HEADER_TIMEOUT`] (also how long an idle
+//!   keep-alive connection is kept: hyper's head timer runs while it waits
+//!   for the next request);
+//! - a connection on which nothing moves either way for
+//!   [`DEFAULT_HTTP_IDLE_TIMEOUT`] (a stalled reader) is closed, and a
+//!   handler that has not answered by then gets a 504;
+//! - an answer its client takes slower than the minimum rate on average
+//!   (TFTP's [`DEFAULT_MIN_RATE`] after [`DEFAULT_MIN_RATE_GRACE`]) is cut;
+//! - at shutdown, answers being sent may go on for the drain time
+//!   ([`DEFAULT_DRAIN_TIMEOUT`]);
+//! - a failed accept (out of descriptors) pauses accepting for
+//!   [`HTTP_ACCEPT_BACKOFF`].
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -68,20 +77,23 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tftp_io::tftp_proto::options::Limits;
+use tftp_io::tftp_proto::options::{DEFAULT_MIN_RATE, DEFAULT_MIN_RATE_GRACE};
 use tftp_io::tftp_proto::packet::ErrorCode;
-use tftp_io::tftp_proto::server::accept;
+use tftp_io::tftp_proto::server::{accept, PeerKey, DEFAULT_IPV6_PEER_PREFIX};
+use tftp_io::DEFAULT_DRAIN_TIMEOUT;
 use tftp_io::{AsyncSource, TftpError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::handler::{Handler, RequestInfo, Source};
 
@@ -102,6 +114,10 @@ pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HTTP_CHUNK: usize = 64 * 1024;
 /// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS) before the next.
 pub const HTTP_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Chunks read and dropped (the start of a range of a source that cannot
+/// seek) in one poll at most.
+const SKIP_PER_POLL: usize = 16;
 
 /// Sent to a connection over a limit before it is closed.
 const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n";
@@ -197,6 +213,10 @@ struct HttpLimits {
     max_header_bytes: usize,
     header_timeout: Duration,
     idle_timeout: Duration,
+    min_rate: u32,
+    min_rate_grace: Duration,
+    drain_timeout: Duration,
+    ipv6_peer_prefix: u8,
 }
 
 impl<H: Handler> HttpServerBuilder<H> {
@@ -231,6 +251,32 @@ impl<H: Handler> HttpServerBuilder<H> {
     /// to answer (default [`DEFAULT_HTTP_IDLE_TIMEOUT`]).
     pub fn idle_timeout(mut self, t: Duration) -> Self {
         self.limits.idle_timeout = t;
+        self
+    }
+
+    /// Slowest answer kept, in bytes per second on average since it
+    /// started, once it has run `grace` (default [`DEFAULT_MIN_RATE`] after
+    /// [`DEFAULT_MIN_RATE_GRACE`], as for TFTP transfers; 0: no minimum).
+    /// Checked while the client is not taking what is sent.
+    pub fn min_rate(mut self, bytes_per_second: u32, grace: Duration) -> Self {
+        self.limits.min_rate = bytes_per_second;
+        self.limits.min_rate_grace = grace;
+        self
+    }
+
+    /// How long the answers being sent may go on after shutdown starts
+    /// (default [`DEFAULT_DRAIN_TIMEOUT`]).
+    pub fn drain_timeout(mut self, t: Duration) -> Self {
+        self.limits.drain_timeout = t;
+        self
+    }
+
+    /// IPv6 clients are counted by this prefix for the per-client limit
+    /// (default [`DEFAULT_IPV6_PEER_PREFIX`], a /64, as for TFTP: a host
+    /// may use any address of its own /64); IPv4-mapped addresses count as
+    /// IPv4.
+    pub fn ipv6_peer_prefix(mut self, bits: u8) -> Self {
+        self.limits.ipv6_peer_prefix = bits.min(128);
         self
     }
 
@@ -279,7 +325,7 @@ struct Inner<H> {
     handler: Arc<H>,
     limits: HttpLimits,
     on_end: Option<Callback>,
-    peers: Mutex<HashMap<IpAddr, usize>>,
+    peers: Mutex<HashMap<PeerKey, usize>>,
     counters: Counters,
 }
 
@@ -308,6 +354,10 @@ impl<H: Handler> HttpServer<H> {
                 max_header_bytes: DEFAULT_HTTP_MAX_HEADER_BYTES,
                 header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
                 idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
+                min_rate: DEFAULT_MIN_RATE,
+                min_rate_grace: DEFAULT_MIN_RATE_GRACE,
+                drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+                ipv6_peer_prefix: DEFAULT_IPV6_PEER_PREFIX,
             },
             on_end: None,
         }
@@ -396,7 +446,7 @@ async fn stopping(stopped: &mut watch::Receiver<bool>) {
 /// A connection's place under the limits, given back when dropped.
 struct Slot<H> {
     inner: Arc<Inner<H>>,
-    ip: IpAddr,
+    key: PeerKey,
 }
 
 impl<H> Slot<H> {
@@ -406,7 +456,8 @@ impl<H> Slot<H> {
         if active.load(Ordering::Relaxed) >= inner.limits.max_connections {
             return None;
         }
-        let n = peers.entry(ip).or_insert(0);
+        let key = PeerKey::with_prefix(ip, inner.limits.ipv6_peer_prefix);
+        let n = peers.entry(key).or_insert(0);
         if *n >= inner.limits.max_connections_per_peer {
             return None;
         }
@@ -415,7 +466,7 @@ impl<H> Slot<H> {
         inner.counters.connections.fetch_add(1, Ordering::Relaxed);
         Some(Slot {
             inner: inner.clone(),
-            ip,
+            key,
         })
     }
 }
@@ -423,10 +474,10 @@ impl<H> Slot<H> {
 impl<H> Drop for Slot<H> {
     fn drop(&mut self) {
         let mut peers = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = peers.get_mut(&self.ip) {
+        if let Some(n) = peers.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                peers.remove(&self.ip);
+                peers.remove(&self.key);
             }
         }
         self.inner
@@ -445,15 +496,16 @@ async fn connection<H: Handler>(
     let inner = slot.inner.clone();
     let local = stream.local_addr().ok();
     let limits = inner.limits;
-    let answering = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(Watched::new(stream, limits.idle_timeout, answering.clone()));
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(Watched::new(stream, limits, activity.clone()));
     let service = hyper::service::service_fn(move |request| {
         let inner = inner.clone();
-        let answering = answering.clone();
+        let activity = activity.clone();
         async move {
-            answering.store(true, Ordering::Relaxed);
+            activity.answering.store(true, Ordering::Relaxed);
             let response = respond(&inner, request, peer, local).await;
-            answering.store(false, Ordering::Relaxed);
+            activity.answering.store(false, Ordering::Relaxed);
+            activity.responded.store(true, Ordering::Relaxed);
             Ok::<_, Infallible>(response)
         }
     });
@@ -466,49 +518,88 @@ async fn connection<H: Handler>(
     tokio::select! {
         _ = conn.as_mut() => {}
         () = stopping(&mut stopped) => {
+            // The answer being sent may finish, for the drain time at most.
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            let _ = tokio::time::timeout(limits.drain_timeout, conn).await;
         }
     }
     drop(slot);
 }
 
-/// The stream with the idle limit: a read or write that has waited while
-/// nothing moved either way for the idle time fails with `TimedOut`.
+/// What the service tells the stream about the request in progress.
+#[derive(Default)]
+struct Activity {
+    /// Set while the handler is deciding: that wait has its own bound.
+    answering: AtomicBool,
+    /// Set when an answer has been decided: its sending starts the rate
+    /// measure.
+    responded: AtomicBool,
+}
+
+/// The stream with the idle limit and the minimum rate: a read or write
+/// that has waited while nothing moved either way for the idle time fails
+/// with `TimedOut`; so does a write that waits when the answer being sent
+/// has averaged less than the minimum rate since its start, once it has run
+/// the grace time.
 struct Watched {
     io: TcpStream,
-    /// Set while the handler is deciding: that wait has its own bound.
-    answering: Arc<AtomicBool>,
+    activity: Arc<Activity>,
     idle: Duration,
+    min_rate: u32,
+    grace: Duration,
     last: Instant,
+    /// Bytes written on the connection.
+    written: u64,
+    /// When the answer being sent started, and `written` then.
+    answer: Option<(Instant, u64)>,
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Watched {
-    fn new(io: TcpStream, idle: Duration, answering: Arc<AtomicBool>) -> Self {
+    fn new(io: TcpStream, limits: HttpLimits, activity: Arc<Activity>) -> Self {
         let last = Instant::now();
         Watched {
             io,
-            answering,
-            idle,
+            activity,
+            idle: limits.idle_timeout,
+            min_rate: limits.min_rate,
+            grace: limits.min_rate_grace,
             last,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            written: 0,
+            answer: None,
+            timer: Box::pin(tokio::time::sleep_until(last + limits.idle_timeout)),
         }
     }
 
-    /// After a wait: whether the idle time is up (else the timer is armed
-    /// for when it would be).
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+    /// When the answer being sent falls below the minimum rate, if ever.
+    fn rate_deadline(&self) -> Option<Instant> {
+        let (start, at) = self.answer?;
+        if self.min_rate == 0 {
+            return None;
+        }
+        let sent = self.written - at;
+        let earned = Duration::from_secs_f64(sent as f64 / f64::from(self.min_rate));
+        Some(start + earned.max(self.grace))
+    }
+
+    /// After a wait: whether a limit is up (else the timer is armed for
+    /// when one would be). `writing`: the wait is a write's.
+    fn expired(&mut self, cx: &mut Context<'_>, writing: bool) -> bool {
         loop {
-            if self.answering.load(Ordering::Relaxed) {
+            if self.activity.answering.load(Ordering::Relaxed) {
                 self.last = Instant::now();
             }
-            let deadline = self.last + self.idle;
+            let mut deadline = self.last + self.idle;
+            if writing {
+                if let Some(rate) = self.rate_deadline() {
+                    deadline = deadline.min(rate);
+                }
+            }
             if Instant::now() >= deadline {
                 return true;
             }
-            if self.timer.deadline().into_std() != deadline {
-                self.timer.as_mut().reset(deadline.into());
+            if self.timer.deadline() != deadline {
+                self.timer.as_mut().reset(deadline);
             }
             if self.timer.as_mut().poll(cx).is_pending() {
                 return false;
@@ -516,15 +607,27 @@ impl Watched {
         }
     }
 
-    fn waited<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        if self.expired(cx) {
+    fn waited<T>(&mut self, cx: &mut Context<'_>, writing: bool) -> Poll<io::Result<T>> {
+        if self.expired(cx, writing) {
             Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "nothing moved for the idle time",
+                "the client took too long (idle time or minimum rate)",
             )))
         } else {
             Poll::Pending
         }
+    }
+
+    /// Before a write: a newly decided answer starts the rate measure.
+    fn before_write(&mut self) {
+        if self.activity.responded.swap(false, Ordering::Relaxed) {
+            self.answer = Some((Instant::now(), self.written));
+        }
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.written += n as u64;
+        self.last = Instant::now();
     }
 }
 
@@ -537,7 +640,7 @@ impl AsyncRead for Watched {
         let this = self.get_mut();
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Pending => this.waited(cx),
+            Poll::Pending => this.waited(cx, false),
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     this.last = Instant::now();
@@ -555,12 +658,14 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.before_write();
         match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Pending => this.waited(cx),
-            Poll::Ready(r) => {
-                this.last = Instant::now();
-                Poll::Ready(r)
+            Poll::Pending => this.waited(cx, true),
+            Poll::Ready(Ok(n)) => {
+                this.wrote(n);
+                Poll::Ready(Ok(n))
             }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
     }
 
@@ -570,12 +675,14 @@ impl AsyncWrite for Watched {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.before_write();
         match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Pending => this.waited(cx),
-            Poll::Ready(r) => {
-                this.last = Instant::now();
-                Poll::Ready(r)
+            Poll::Pending => this.waited(cx, true),
+            Poll::Ready(Ok(n)) => {
+                this.wrote(n);
+                Poll::Ready(Ok(n))
             }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
     }
 
@@ -597,10 +704,18 @@ struct Report<H> {
     inner: Arc<Inner<H>>,
     stats: HttpStats,
     started: Instant,
+    done: bool,
 }
 
 impl<H> Report<H> {
     fn end(mut self, outcome: HttpOutcome, error: Option<String>) {
+        self.finish(outcome, error);
+    }
+
+    fn finish(&mut self, outcome: HttpOutcome, error: Option<String>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
         self.stats.outcome = outcome;
         self.stats.error = error;
         self.stats.duration = self.started.elapsed();
@@ -617,6 +732,18 @@ impl<H> Report<H> {
         if let Some(f) = &self.inner.on_end {
             f(&self.stats);
         }
+    }
+}
+
+/// A request dropped before its answer was decided (its connection ended
+/// while the handler or origin was deciding: shutdown's drain time ran out,
+/// or the connection failed) is reported too.
+impl<H> Drop for Report<H> {
+    fn drop(&mut self) {
+        self.finish(
+            HttpOutcome::Aborted,
+            Some("the connection ended before the answer".to_owned()),
+        );
     }
 }
 
@@ -642,16 +769,13 @@ async fn respond<H: Handler>(
             duration: Duration::ZERO,
         },
         started: Instant::now(),
+        done: false,
     };
     let head = match *request.method() {
         Method::GET => false,
         Method::HEAD => true,
         _ => {
-            let mut response = refusal(
-                &mut report,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "GET and HEAD only",
-            );
+            let mut response = refusal(report, StatusCode::METHOD_NOT_ALLOWED, "GET and HEAD only");
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -659,26 +783,22 @@ async fn respond<H: Handler>(
         }
     };
     let Some(path) = percent_decode(request.uri().path().as_bytes()) else {
-        return refusal(&mut report, StatusCode::BAD_REQUEST, "Malformed path");
+        return refusal(report, StatusCode::BAD_REQUEST, "Malformed path");
     };
     let name = path.strip_prefix(b"/").unwrap_or(&path).to_vec();
     report.stats.path.clone_from(&name);
     let info = match read_request(&name, peer, local) {
         Ok(info) => info,
-        Err(status) => return refusal(&mut report, status, "Malformed file name"),
+        Err(status) => return refusal(report, status, "Malformed file name"),
     };
     let answer = tokio::time::timeout(inner.limits.idle_timeout, inner.handler.read(&info)).await;
     let answer = match answer {
         Err(_) => {
-            return refusal(
-                &mut report,
-                StatusCode::GATEWAY_TIMEOUT,
-                "No answer in time",
-            );
+            return refusal(report, StatusCode::GATEWAY_TIMEOUT, "No answer in time");
         }
         Ok(Err(e)) => {
             let status = status_of(&e);
-            let mut response = refusal(&mut report, status, &e.message);
+            let mut response = refusal(report, status, &e.message);
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 response
                     .headers_mut()
@@ -733,7 +853,7 @@ async fn respond<H: Handler>(
         }
         (Some(Err(Unsatisfiable)), Some(size)) => {
             let mut response = refusal(
-                &mut report,
+                report,
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "Range not satisfiable",
             );
@@ -762,11 +882,7 @@ async fn respond<H: Handler>(
             Ok(true) => skip = 0,
             Ok(false) => {}
             Err(e) => {
-                return refusal(
-                    &mut report,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &e.to_string(),
-                );
+                return refusal(report, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
             }
         }
     }
@@ -790,17 +906,10 @@ fn with_headers(status: StatusCode, headers: HeaderMap, body: HttpBody) -> Respo
 }
 
 /// An answer with an error status, its text as the body; reported at once.
-fn refusal<H>(report: &mut Report<H>, status: StatusCode, text: &str) -> Response<HttpBody> {
+fn refusal<H>(mut report: Report<H>, status: StatusCode, text: &str) -> Response<HttpBody> {
     let body = format!("{text}\n");
-    let stats = Report {
-        inner: report.inner.clone(),
-        stats: HttpStats {
-            status: status.as_u16(),
-            ..report.stats.clone()
-        },
-        started: report.started,
-    };
-    stats.end(HttpOutcome::Refused, Some(text.to_owned()));
+    report.stats.status = status.as_u16();
+    report.end(HttpOutcome::Refused, Some(text.to_owned()));
     let mut response = Response::new(HttpBody::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -879,12 +988,11 @@ fn seconds(t: SystemTime) -> u64 {
 /// `If-None-Match` (weak comparison), else `If-Modified-Since`.
 fn not_modified(headers: &HeaderMap, etag: Option<&str>, modified: Option<SystemTime>) -> bool {
     if let Some(v) = headers.get(header::IF_NONE_MATCH) {
-        let Some(etag) = etag else { return false };
         let Ok(v) = v.to_str() else { return false };
-        return v
-            .split(',')
-            .map(str::trim)
-            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag);
+        // `*` matches any current version; this one exists.
+        return v.split(',').map(str::trim).any(|tag| {
+            tag == "*" || etag.is_some_and(|etag| tag.strip_prefix("W/").unwrap_or(tag) == etag)
+        });
     }
     match (headers.get(header::IF_MODIFIED_SINCE), modified) {
         (Some(v), Some(modified)) => v
@@ -898,6 +1006,10 @@ fn not_modified(headers: &HeaderMap, etag: Option<&str>, modified: Option<System
 
 /// Whether a `Range` may be honoured: no `If-Range`, or one naming this
 /// version (strong comparison, or the exact modification date).
+///
+/// A date is a validator only when the file is at least a second older
+/// than now (RFC 9110 13.1.5): one changed within the same second could
+/// otherwise be spliced.
 fn if_range_holds(headers: &HeaderMap, etag: Option<&str>, modified: Option<SystemTime>) -> bool {
     let Some(v) = headers.get(header::IF_RANGE) else {
         return true;
@@ -908,7 +1020,9 @@ fn if_range_holds(headers: &HeaderMap, etag: Option<&str>, modified: Option<Syst
         return etag == Some(v);
     }
     match (httpdate::parse_http_date(v), modified) {
-        (Ok(date), Some(modified)) => seconds(date) == seconds(modified),
+        (Ok(date), Some(modified)) => {
+            seconds(date) == seconds(modified) && seconds(modified) < seconds(SystemTime::now())
+        }
         _ => false,
     }
 }
@@ -921,7 +1035,11 @@ struct Unsatisfiable;
 /// `None` (serve it all) when the header is malformed or asks for several.
 fn parse_range(value: &[u8], size: u64) -> Option<Result<(u64, u64), Unsatisfiable>> {
     let value = std::str::from_utf8(value).ok()?.trim();
-    let spec = value.strip_prefix("bytes=")?.trim();
+    let (unit, spec) = value.split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let spec = spec.trim();
     if spec.contains(',') {
         return None;
     }
@@ -935,8 +1053,12 @@ fn parse_range(value: &[u8], size: u64) -> Option<Result<(u64, u64), Unsatisfiab
     };
     if first.trim().is_empty() {
         let n = number(last)?;
-        if n == 0 || size == 0 {
+        if n == 0 {
             return Some(Err(Unsatisfiable));
+        }
+        if size == 0 {
+            // Satisfiable by nothing: the (empty) whole is the answer.
+            return None;
         }
         return Some(Ok((size - n.min(size), size - 1)));
     }
@@ -1046,7 +1168,14 @@ impl Stream {
     }
 
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let mut skipped = 0;
         loop {
+            if skipped == SKIP_PER_POLL {
+                // A long skip of an always-ready source gives the worker
+                // back now and then.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let want = match self.remaining {
                 Some(0) => return Poll::Ready(None),
                 Some(n) if self.skip == 0 => n.min(HTTP_CHUNK as u64) as usize,
@@ -1087,6 +1216,7 @@ impl Stream {
             }
             if self.skip > 0 {
                 self.skip -= n as u64;
+                skipped += 1;
                 continue;
             }
             if let Some(report) = &mut self.report {
@@ -1175,6 +1305,8 @@ mod tests {
         assert_eq!(r("bytes=1000-", 1000), Some(Err(Unsatisfiable)));
         assert_eq!(r("bytes=-0", 1000), Some(Err(Unsatisfiable)));
         assert_eq!(r("bytes=0-", 0), Some(Err(Unsatisfiable)));
+        assert_eq!(r("bytes=-5", 0), None);
+        assert_eq!(r("Bytes=0-1", 1000), Some(Ok((0, 1))));
         // Ignored: the whole body is served.
         assert_eq!(r("bytes=5-4", 1000), None);
         assert_eq!(r("bytes=0-1,5-6", 1000), None);
@@ -1216,6 +1348,8 @@ mod tests {
         assert!(not_modified(&h, Some(&tag), Some(t)));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
         assert!(!not_modified(&h, Some(&tag), Some(t)));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(not_modified(&h, None, None));
         let mut h = HeaderMap::new();
         let date = HeaderValue::from_str(&httpdate::fmt_http_date(t)).unwrap();
         h.insert(header::IF_MODIFIED_SINCE, date.clone());
@@ -1241,6 +1375,13 @@ mod tests {
             Some(&tag),
             Some(t + Duration::from_secs(1))
         ));
+        // A date of this very second is no validator.
+        let now = SystemTime::now();
+        h.insert(
+            header::IF_RANGE,
+            HeaderValue::from_str(&httpdate::fmt_http_date(now)).unwrap(),
+        );
+        assert!(!if_range_holds(&h, None, Some(now)));
     }
 
     #[test]

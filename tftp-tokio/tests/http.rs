@@ -31,9 +31,16 @@ impl AsyncRead for Endless {
     }
 }
 
+/// 8 MiB made in memory (a source that cannot seek).
+fn big_generated() -> Vec<u8> {
+    (0..8u32 << 20).map(|i| (i % 251) as u8).collect()
+}
+
 struct TestHandler {
     dir: DirHandler,
     endless_read: Arc<AtomicU64>,
+    /// Told when a request for `never` reaches the handler.
+    never_asked: Arc<tokio::sync::Notify>,
 }
 
 impl Handler for TestHandler {
@@ -44,8 +51,12 @@ impl Handler for TestHandler {
                 req.peer().ip()
             ))),
             b"endless" => Ok(ReadResponse::stream(Endless(self.endless_read.clone()))),
+            b"big-generated" => Ok(ReadResponse::from_bytes(big_generated())),
             b"busy" => Err(TftpError::busy()),
-            b"never" => std::future::pending().await,
+            b"never" => {
+                self.never_asked.notify_one();
+                std::future::pending().await
+            }
             _ => self.dir.read(req).await,
         }
     }
@@ -57,12 +68,20 @@ struct Fixture {
     data: Vec<u8>,
     ended: mpsc::UnboundedReceiver<HttpStats>,
     endless_read: Arc<AtomicU64>,
+    never_asked: Arc<tokio::sync::Notify>,
     server: HttpServer<TestHandler>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 async fn start(
+    configure: impl FnOnce(HttpServerBuilder<TestHandler>) -> HttpServerBuilder<TestHandler>,
+) -> Fixture {
+    start_on("127.0.0.1:0", configure).await
+}
+
+async fn start_on(
+    listen: &str,
     configure: impl FnOnce(HttpServerBuilder<TestHandler>) -> HttpServerBuilder<TestHandler>,
 ) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
@@ -81,9 +100,11 @@ async fn start(
     std::fs::create_dir(dir.path().join("sub dir")).unwrap();
     std::fs::write(dir.path().join("sub dir/a b"), b"spaced").unwrap();
     let endless_read = Arc::new(AtomicU64::new(0));
+    let never_asked = Arc::new(tokio::sync::Notify::new());
     let handler = Arc::new(TestHandler {
         dir: DirHandler::new(dir.path()).unwrap(),
         endless_read: endless_read.clone(),
+        never_asked: never_asked.clone(),
     });
     let (tx, ended) = mpsc::unbounded_channel();
     let server = configure(HttpServer::builder(handler))
@@ -91,7 +112,7 @@ async fn start(
             let _ = tx.send(s.clone());
         })
         .build();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let s = server.clone();
@@ -107,6 +128,7 @@ async fn start(
         data,
         ended,
         endless_read,
+        never_asked,
         server,
         stop: Some(stop),
         served,
@@ -507,4 +529,108 @@ async fn shutdown_finishes_the_answer_being_sent() {
         .unwrap();
     // Nothing accepts any more.
     assert!(TcpStream::connect(f.addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_skip_of_a_source_that_cannot_seek() {
+    let f = start(|b| b).await;
+    let data = big_generated();
+    let a = ask(
+        f.addr,
+        &format!("{}\r\nRange: bytes=8000000-", get("/big-generated")),
+    )
+    .await;
+    assert_eq!(a.status, 206);
+    assert_eq!(a.body, &data[8_000_000..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_mapped_clients_count_as_ipv4() {
+    // An IPv6 socket on the IPv4-mapped loopback: its clients arrive as
+    // ::ffff:127.0.0.1, the same client as 127.0.0.1 on an IPv4 socket.
+    let f = start_on("[::ffff:127.0.0.1]:0", |b| b.max_connections_per_peer(1)).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], f.addr.port()));
+    let v4 = connect_from("127.0.0.1", addr).await;
+    assert!(refused(connect_from("127.0.0.1", addr).await).await);
+    drop(v4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slower_than_the_minimum_rate_is_closed() {
+    let mut f = start(|b| b.min_rate(100_000_000, Duration::from_millis(300))).await;
+    // It takes a little, then nothing: far below 100 MB/s once the grace
+    // time has run, long before the (default, 30 s) idle time.
+    let mut s = TcpStream::connect(f.addr).await.unwrap();
+    s.write_all(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0; 65536];
+    s.read_exact(&mut buf).await.unwrap();
+    let ended = f.next_end().await;
+    assert_eq!(ended.outcome, HttpOutcome::Aborted);
+    assert!(
+        ended.duration < Duration::from_secs(10),
+        "{:?}",
+        ended.duration
+    );
+    // A client that takes what it is sent is not affected.
+    let a = ask(f.addr, &get("/kernel")).await;
+    assert_eq!((a.status, a.body.len()), (200, 300_000));
+    assert_eq!(f.next_end().await.outcome, HttpOutcome::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_still_undecided_when_the_drain_ends_is_reported() {
+    let mut f = start(|b| b.drain_timeout(Duration::from_millis(300))).await;
+    let mut s = TcpStream::connect(f.addr).await.unwrap();
+    s.write_all(b"GET /never HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), f.never_asked.notified())
+        .await
+        .expect("the request reached the handler");
+    f.stop.take().unwrap().send(()).unwrap();
+    let ended = f.next_end().await;
+    assert_eq!(ended.outcome, HttpOutcome::Aborted);
+    assert_eq!(ended.path, b"never");
+    assert_eq!(f.server.stats().aborted, 1);
+    tokio::time::timeout(Duration::from_secs(10), &mut f.served)
+        .await
+        .expect("serve returned")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_slow_answer_only_the_drain_time() {
+    let mut f = start(|b| {
+        b.drain_timeout(Duration::from_millis(300))
+            .min_rate(0, Duration::ZERO)
+    })
+    .await;
+    let mut s = TcpStream::connect(f.addr).await.unwrap();
+    s.write_all(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0; 4096];
+    s.read_exact(&mut buf).await.unwrap();
+    // The client keeps taking a little (so the idle time never runs out),
+    // the answer is endless: only the drain time ends it.
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0; 4096];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    f.stop.take().unwrap().send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), &mut f.served)
+        .await
+        .expect("serve returned within the drain time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.next_end().await.outcome, HttpOutcome::Aborted);
+    reader.await.unwrap();
 }

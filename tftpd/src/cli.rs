@@ -161,7 +161,8 @@ pub struct Args {
     pub max_timeout: u8,
 
     /// Slowest transfer kept, in bytes per second on average after its
-    /// first 30 s (0: no minimum); slower ones end with ERROR 0.
+    /// first 30 s (0: no minimum); slower ones end with ERROR 0 (an HTTP
+    /// answer whose client takes it slower: the connection is closed).
     #[arg(long, env = "TFTPD_MIN_RATE", value_name = "BYTES", default_value_t = tftp_proto::options::DEFAULT_MIN_RATE)]
     pub min_rate: u32,
 
@@ -275,7 +276,8 @@ pub struct Args {
     pub http_max_connections_per_client: usize,
 
     /// Seconds an HTTP connection may go with nothing moving either way (a
-    /// stalled client, an idle keep-alive) before it is closed.
+    /// stalled client) before it is closed; also the longest the handler or
+    /// origin may take to answer (then 504).
     #[arg(
         long,
         env = "TFTPD_HTTP_IDLE_TIMEOUT",

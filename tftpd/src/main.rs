@@ -143,6 +143,12 @@ async fn serve(
             .max_connections(args.http_max_connections)
             .max_connections_per_peer(args.http_max_connections_per_client)
             .idle_timeout(Duration::from_secs(args.http_idle_timeout))
+            .min_rate(
+                args.min_rate,
+                tftp_tokio::tftp_proto::options::DEFAULT_MIN_RATE_GRACE,
+            )
+            .drain_timeout(Duration::from_secs(args.drain_timeout))
+            .ipv6_peer_prefix(args.ipv6_peer_prefix)
             .on_request_end(move |s| {
                 recorded.observe_http(s);
                 log::http(s, escape);
