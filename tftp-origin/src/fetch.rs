@@ -304,6 +304,10 @@ async fn http_get(
     let status = response.status();
     let meta = |headers: &HeaderMap| Meta {
         size: response.content_length(),
+        modified: headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok()),
         validators: Validators {
             etag: text(headers.get(header::ETAG)),
             last_modified: text(headers.get(header::LAST_MODIFIED)),
@@ -353,6 +357,7 @@ async fn store_get(
     };
     let meta_of = |meta: &object_store::ObjectMeta, attributes: &object_store::Attributes| Meta {
         size: Some(meta.size),
+        modified: Some(std::time::SystemTime::from(meta.last_modified)),
         validators: Validators {
             etag: meta.e_tag.clone(),
             last_modified: None,
@@ -451,6 +456,7 @@ async fn file_get(root: &Root, key: &str, validators: &Validators) -> Result<Fet
     let (file, stat) = opened;
     let meta = Meta {
         size: Some(stat.len()),
+        modified: stat.modified().ok(),
         validators: Validators {
             etag: Some(file_etag(&stat)),
             last_modified: None,

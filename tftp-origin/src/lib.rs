@@ -365,7 +365,14 @@ impl Origin {
         }
         let answer = match found {
             Ok(Found::Cached(object, how)) => match object.reader(first_block) {
-                Ok(reader) => (how, Ok(ReadResponse::new(reader, object.size()))),
+                Ok(reader) => {
+                    let response = ReadResponse::new(reader, object.size());
+                    let response = match object.modified() {
+                        Some(time) => response.with_modified(time),
+                        None => response,
+                    };
+                    (how, Ok(response))
+                }
                 Err(e) if out_of_descriptors(&e) => {
                     // The busy answer, asked again within the server's
                     // descriptor wait.

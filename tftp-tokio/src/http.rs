@@ -17,8 +17,10 @@
 //!   starts past the end; several ranges, or a malformed header, get the
 //!   whole file (RFC 9110 lets a server ignore them); `If-Range`;
 //! - `Last-Modified` and an `ETag` (modification time and size) when the
-//!   source has a modification time (files from
-//!   [`DirHandler`](crate::DirHandler)), with `If-None-Match` and
+//!   source has a modification time
+//!   ([`ReadResponse::with_modified`](tftp_io::ReadResponse::with_modified):
+//!   files from [`DirHandler`](crate::DirHandler), objects from tftp-origin
+//!   whose origin gives one), with `If-None-Match` and
 //!   `If-Modified-Since` answered 304;
 //! - the handler's refusals as statuses: not found 404, access violation
 //!   403, busy 503 with `Retry-After`, a malformed name 400, other 500; a

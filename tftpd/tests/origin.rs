@@ -1620,6 +1620,27 @@ fn tftp_and_http_clients_share_one_origin_get() {
     let (head, body) = fetch(get("Range: bytes=2999000-\r\n")).join().unwrap();
     assert!(head.starts_with("HTTP/1.1 206"), "{head}");
     assert_eq!(body, &data[2_999_000..]);
+    // The origin's Last-Modified is passed on, with an ETag made of it and
+    // the size, and conditional requests are answered from the cache.
+    let (head, _) = fetch(get("")).join().unwrap();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {head}"))
+            .trim()
+            .to_owned()
+    };
+    let modified = header("last-modified:");
+    let etag = header("etag:");
+    let (head, body) = fetch(get(&format!("If-None-Match: {etag}\r\n")))
+        .join()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    assert!(body.is_empty());
+    let (head, _) = fetch(get(&format!("If-Modified-Since: {modified}\r\n")))
+        .join()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
     // Not found at the origin: 404 over HTTP, as ERROR 1 over TFTP.
     let (head, _) = fetch("GET /nothing HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into())
         .join()

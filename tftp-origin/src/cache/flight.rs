@@ -362,7 +362,7 @@ impl Cache {
             let mut index = self.lock();
             let settled = index.on_fetched(&url, now(), prior, response, |meta| {
                 let n = self.next_file.fetch_add(1, Ordering::Relaxed) + 1;
-                match Object::create(&self.store, n, meta.size) {
+                match Object::create(&self.store, n, meta.size, meta.modified) {
                     Ok(o) => Some(Arc::new(o)),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot create a cache file: streaming through");
@@ -580,6 +580,7 @@ mod tests {
     fn meta(size: Option<u64>) -> Meta {
         Meta {
             size,
+            modified: None,
             validators: Validators::default(),
             freshness: Freshness::Default,
         }
@@ -598,7 +599,11 @@ mod tests {
             Lookup::Start { .. }
         ));
         let response = Response::Body(meta(size));
-        let create = |m: &Meta| Object::create(&Store::Memory, 1, m.size).ok().map(Arc::new);
+        let create = |m: &Meta| {
+            Object::create(&Store::Memory, 1, m.size, None)
+                .ok()
+                .map(Arc::new)
+        };
         match index.on_fetched(url, now(), None, response, create) {
             Settled::Admitted(object, _) => Some(object),
             _ => None,
@@ -733,7 +738,7 @@ mod tests {
     async fn fill_follows_demand_then_commits_and_orphans_end_it() {
         let cache = new_cache(1 << 20, 4);
         let slot = cache.slots.acquire().await;
-        let o = Arc::new(Object::create(&Store::Memory, 1, Some(1 << 20)).unwrap());
+        let o = Arc::new(Object::create(&Store::Memory, 1, Some(1 << 20), None).unwrap());
         // No reader: abandoned after the grace, not before.
         let started = Instant::now();
         assert!(!wanted(&o, &slot).await);

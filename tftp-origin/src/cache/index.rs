@@ -662,6 +662,7 @@ mod tests {
     fn meta(size: Option<u64>) -> Meta {
         Meta {
             size,
+            modified: None,
             validators: Validators::default(),
             freshness: Freshness::Default,
         }
@@ -677,6 +678,7 @@ mod tests {
     fn tagged(size: u64, tag: &str, freshness: Freshness) -> Meta {
         Meta {
             size: Some(size),
+            modified: None,
             validators: etag(tag),
             freshness,
         }
@@ -731,6 +733,7 @@ mod tests {
         let (prior, _) = t.start("a", 30).unwrap();
         let bare = Meta {
             size: None,
+            modified: None,
             validators: Validators::default(),
             freshness: Freshness::Default,
         };

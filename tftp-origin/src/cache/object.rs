@@ -58,6 +58,7 @@ enum Data {
 /// One version of an object: its bytes so far and whether more come.
 pub(crate) struct Object {
     size: Option<u64>,
+    modified: Option<std::time::SystemTime>,
     data: Data,
     len: AtomicU64,
     state: Mutex<Fill>,
@@ -92,7 +93,12 @@ impl Stored for Arc<Object> {
 impl Object {
     /// A new, empty object of announced `size`; on disk, file number `n`
     /// of `store`'s directory.
-    pub fn create(store: &Store, n: u64, size: Option<u64>) -> io::Result<Self> {
+    pub fn create(
+        store: &Store,
+        n: u64,
+        size: Option<u64>,
+        modified: Option<std::time::SystemTime>,
+    ) -> io::Result<Self> {
         let data = match store {
             Store::Memory => Data::Memory(Mutex::default()),
             Store::Disk(dir) => {
@@ -106,6 +112,7 @@ impl Object {
         };
         Ok(Object {
             size,
+            modified,
             data,
             len: AtomicU64::new(0),
             state: Mutex::new(Fill::Filling),
@@ -155,6 +162,11 @@ impl Object {
     /// The announced size, if any.
     pub fn announced(&self) -> Option<u64> {
         self.size
+    }
+
+    /// When the origin says it last changed.
+    pub fn modified(&self) -> Option<std::time::SystemTime> {
+        self.modified
     }
 
     /// The size to announce (`tsize`): the origin's, or the final length.
@@ -409,7 +421,7 @@ mod tests {
     use super::*;
 
     fn object(store: &Store, size: Option<u64>, chunks: &[&[u8]]) -> Arc<Object> {
-        let o = Object::create(store, 1, size).unwrap();
+        let o = Object::create(store, 1, size, None).unwrap();
         for c in chunks {
             o.append(c).unwrap();
         }
@@ -509,7 +521,7 @@ mod tests {
         let before = open_fds();
         let objects: Vec<_> = (0..50)
             .map(|i| {
-                let o = Object::create(&Store::Disk(dir.path().into()), i, Some(3)).unwrap();
+                let o = Object::create(&Store::Disk(dir.path().into()), i, Some(3), None).unwrap();
                 o.append(b"abc").unwrap();
                 o.finish(Ok(()));
                 Arc::new(o)

@@ -48,6 +48,10 @@ pub(crate) enum Freshness {
 #[derive(Clone, Debug)]
 pub(crate) struct Meta {
     pub size: Option<u64>,
+    /// When the object last changed, when the origin says (HTTP's
+    /// `Last-Modified`, an object store's or a file's modification time):
+    /// passed on to the HTTP side's clients.
+    pub modified: Option<std::time::SystemTime>,
     pub validators: Validators,
     pub freshness: Freshness,
 }
@@ -239,6 +243,7 @@ mod tests {
         let old_life = Freshness::For(Duration::from_secs(30));
         let bare = Meta {
             size: None,
+            modified: None,
             validators: Validators::default(),
             freshness: Freshness::Default,
         };
@@ -252,6 +257,7 @@ mod tests {
         };
         let said = Meta {
             size: None,
+            modified: None,
             validators: new.clone(),
             freshness: Freshness::NoStore,
         };
