@@ -18,6 +18,9 @@ mkdir -p "$LAB/www" "$LAB/tmp" "$LAB/cache"
 head -c $((64 << 20)) /dev/urandom > "$LAB/www/big.bin"
 # nginx's workers run as another user: they must read it.
 chmod 755 "$LAB" "$LAB/www"; chmod 644 "$LAB/www/big.bin"
+# Written back before measuring: dirty pages being flushed would slow
+# whoever reads them first.
+sync
 cat > "$LAB/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;

@@ -634,3 +634,73 @@ async fn shutdown_waits_for_a_slow_answer_only_the_drain_time() {
     assert_eq!(f.next_end().await.outcome, HttpOutcome::Aborted);
     reader.await.unwrap();
 }
+
+/// Reads one answer with a Content-Length off a kept-alive connection.
+async fn read_answer(s: &mut TcpStream) -> Answer {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        raw.push(byte[0]);
+    }
+    let mut a = parse(&raw);
+    let n: usize = a.header("content-length").unwrap().parse().unwrap();
+    let mut body = vec![0; n];
+    s.read_exact(&mut body).await.unwrap();
+    a.body = body;
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_answers_keep_their_order_on_one_connection() {
+    let f = start(|b| b).await;
+    let mut s = TcpStream::connect(f.addr).await.unwrap();
+    // Pipelined: three answers, in order.
+    s.write_all(
+        b"GET /kernel HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /kernel HTTP/1.1\r\nHost: t\r\nRange: bytes=123456-\r\n\r\n\
+          GET /sub%20dir/a%20b HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let a = read_answer(&mut s).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body == f.data);
+    let a = read_answer(&mut s).await;
+    assert_eq!(a.status, 206);
+    assert!(a.body == f.data[123_456..]);
+    let a = read_answer(&mut s).await;
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"spaced"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_cut_short_while_sent_ends_the_connection() {
+    let mut f = start(|b| b).await;
+    let big = f.dir.path().join("big");
+    std::fs::write(&big, vec![7u8; 32 << 20]).unwrap();
+    let mut s = TcpStream::connect(f.addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0; 1 << 20];
+    s.read_exact(&mut first).await.unwrap();
+    // Cut while the answer is on its way: what is past the cut cannot be
+    // sent, and the client must not wait for it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the connection ended")
+        .ok();
+    assert!(first.len() + rest.len() < 32 << 20);
+    let ended = f.next_end().await;
+    // hyper is handed a body only as fast as the client takes it: far
+    // from all of it when the cut came.
+    assert_eq!(ended.outcome, HttpOutcome::Aborted);
+    assert!(ended.bytes_sent < 32 << 20);
+}
