@@ -15,7 +15,10 @@ TFTPD="$PWD/target/release/tftpd"
 LAB=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$LAB"' EXIT
 mkdir -p "$LAB/www" "$LAB/tmp" "$LAB/cache"
-head -c $((64 << 20)) /dev/urandom > "$LAB/www/big.bin"
+# Written in 1 MiB pieces, as cp or a package manager would: how a file
+# was written changes how fast the page cache hands it out (measured here:
+# 64 KiB writes read back about a fifth faster than head's small ones).
+dd if=/dev/urandom of="$LAB/www/big.bin" bs=1M count=64 iflag=fullblock status=none
 # nginx's workers run as another user: they must read it.
 chmod 755 "$LAB" "$LAB/www"; chmod 644 "$LAB/www/big.bin"
 # Written back before measuring: dirty pages being flushed would slow
