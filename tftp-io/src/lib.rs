@@ -50,6 +50,7 @@ mod driver;
 mod error;
 mod fallback;
 mod handler;
+pub mod http;
 mod listen;
 pub mod neighbour;
 pub mod net;

@@ -79,25 +79,24 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tftp_io::tftp_proto::options::Limits;
+use tftp_io::http as rules;
 use tftp_io::tftp_proto::options::{DEFAULT_MIN_RATE, DEFAULT_MIN_RATE_GRACE};
-use tftp_io::tftp_proto::packet::ErrorCode;
-use tftp_io::tftp_proto::server::{accept, PeerKey, DEFAULT_IPV6_PEER_PREFIX};
+use tftp_io::tftp_proto::server::{PeerKey, DEFAULT_IPV6_PEER_PREFIX};
+use tftp_io::AsyncSource;
 use tftp_io::DEFAULT_DRAIN_TIMEOUT;
-use tftp_io::{AsyncSource, TftpError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::handler::{Handler, RequestInfo, Source};
+use crate::handler::{Handler, Source};
 
 /// Default most HTTP connections served at once.
 pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 1024;
@@ -784,14 +783,17 @@ async fn respond<H: Handler>(
             return response;
         }
     };
-    let Some(path) = percent_decode(request.uri().path().as_bytes()) else {
+    let Some(path) = rules::percent_decode(request.uri().path().as_bytes()) else {
         return refusal(report, StatusCode::BAD_REQUEST, "Malformed path");
     };
     let name = path.strip_prefix(b"/").unwrap_or(&path).to_vec();
     report.stats.path.clone_from(&name);
-    let info = match read_request(&name, peer, local) {
+    let info = match rules::read_request(&name, peer, local) {
         Ok(info) => info,
-        Err(status) => return refusal(report, status, "Malformed file name"),
+        Err(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            return refusal(report, status, "Malformed file name");
+        }
     };
     let answer = tokio::time::timeout(inner.limits.idle_timeout, inner.handler.read(&info)).await;
     let answer = match answer {
@@ -799,7 +801,8 @@ async fn respond<H: Handler>(
             return refusal(report, StatusCode::GATEWAY_TIMEOUT, "No answer in time");
         }
         Ok(Err(e)) => {
-            let status = status_of(&e);
+            let status = StatusCode::from_u16(rules::status_of(&e))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = refusal(report, status, &e.message);
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 response
@@ -818,7 +821,7 @@ async fn respond<H: Handler>(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    let etag = size.zip(modified).map(|(s, m)| entity_tag(s, m));
+    let etag = size.zip(modified).map(|(s, m)| rules::entity_tag(s, m));
     if let Some(m) = modified {
         if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(m)) {
             headers.insert(header::LAST_MODIFIED, v);
@@ -832,16 +835,31 @@ async fn respond<H: Handler>(
     if size.is_some() {
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
-    if not_modified(request.headers(), etag.as_deref(), modified) {
+    let headers_in = request.headers();
+    if rules::not_modified(
+        value(headers_in, header::IF_NONE_MATCH),
+        value(headers_in, header::IF_MODIFIED_SINCE),
+        etag.as_deref(),
+        modified,
+    ) {
         report.stats.status = 304;
         report.end(HttpOutcome::Completed, None);
         return with_headers(StatusCode::NOT_MODIFIED, headers, HttpBody::empty());
     }
     let range = match size {
-        Some(size) if if_range_holds(request.headers(), etag.as_deref(), modified) => request
-            .headers()
-            .get(header::RANGE)
-            .and_then(|v| parse_range(v.as_bytes(), size)),
+        Some(size)
+            if rules::if_range_holds(
+                value(headers_in, header::IF_RANGE),
+                etag.as_deref(),
+                modified,
+                SystemTime::now(),
+            ) =>
+        {
+            request
+                .headers()
+                .get(header::RANGE)
+                .and_then(|v| rules::parse_range(v.as_bytes(), size))
+        }
         _ => None,
     };
     let (status, skip, length) = match (range, size) {
@@ -853,7 +871,7 @@ async fn respond<H: Handler>(
             report.stats.range = Some((first, last));
             (StatusCode::PARTIAL_CONTENT, first, Some(last - first + 1))
         }
-        (Some(Err(Unsatisfiable)), Some(size)) => {
+        (Some(Err(rules::Unsatisfiable)), Some(size)) => {
             let mut response = refusal(
                 report,
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -921,161 +939,10 @@ fn refusal<H>(mut report: Report<H>, status: StatusCode, text: &str) -> Response
     response
 }
 
-/// The HTTP status of a handler's refusal.
-fn status_of(e: &TftpError) -> StatusCode {
-    if e.is_busy() {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    match e.code {
-        ErrorCode::FileNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::AccessViolation => StatusCode::FORBIDDEN,
-        ErrorCode::IllegalOperation => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// The read request the handler gets: the one a TFTP client asking for
-/// `name` in octet mode from `peer` would make, parsed by the core.
-fn read_request(
-    name: &[u8],
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-) -> Result<RequestInfo, StatusCode> {
-    if name.contains(&0) {
-        return Err(StatusCode::BAD_REQUEST);
-    }
-    let mut datagram = Vec::with_capacity(name.len() + 9);
-    datagram.extend_from_slice(&[0, 1]);
-    datagram.extend_from_slice(name);
-    datagram.extend_from_slice(b"\0octet\0");
-    let limits = Limits::default();
-    if datagram.len() > limits.max_request_size {
-        return Err(StatusCode::URI_TOO_LONG);
-    }
-    match accept(&datagram, peer, &limits) {
-        Ok(mut request) => {
-            request.local = local;
-            Ok(request)
-        }
-        Err(_) => Err(StatusCode::NOT_FOUND),
-    }
-}
-
-/// `%XX` decoded; `None` for a `%` not followed by two hex digits.
-fn percent_decode(path: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(path.len());
-    let mut bytes = path.iter();
-    while let Some(&b) = bytes.next() {
-        if b == b'%' {
-            let hi = (*bytes.next()? as char).to_digit(16)?;
-            let lo = (*bytes.next()? as char).to_digit(16)?;
-            out.push((hi * 16 + lo) as u8);
-        } else {
-            out.push(b);
-        }
-    }
-    Some(out)
-}
-
-/// A strong validator from the size and the modification time.
-fn entity_tag(size: u64, modified: SystemTime) -> String {
-    let t = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("\"{:x}.{:x}-{size:x}\"", t.as_secs(), t.subsec_nanos())
-}
-
-fn seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
-}
-
-/// `If-None-Match` (weak comparison), else `If-Modified-Since`.
-fn not_modified(headers: &HeaderMap, etag: Option<&str>, modified: Option<SystemTime>) -> bool {
-    if let Some(v) = headers.get(header::IF_NONE_MATCH) {
-        let Ok(v) = v.to_str() else { return false };
-        // `*` matches any current version; this one exists.
-        return v.split(',').map(str::trim).any(|tag| {
-            tag == "*" || etag.is_some_and(|etag| tag.strip_prefix("W/").unwrap_or(tag) == etag)
-        });
-    }
-    match (headers.get(header::IF_MODIFIED_SINCE), modified) {
-        (Some(v), Some(modified)) => v
-            .to_str()
-            .ok()
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-            .is_some_and(|since| seconds(modified) <= seconds(since)),
-        _ => false,
-    }
-}
-
-/// Whether a `Range` may be honoured: no `If-Range`, or one naming this
-/// version (strong comparison, or the exact modification date).
-///
-/// A date is a validator only when the file is at least a second older
-/// than now (RFC 9110 13.1.5): one changed within the same second could
-/// otherwise be spliced.
-fn if_range_holds(headers: &HeaderMap, etag: Option<&str>, modified: Option<SystemTime>) -> bool {
-    let Some(v) = headers.get(header::IF_RANGE) else {
-        return true;
-    };
-    let Ok(v) = v.to_str() else { return false };
-    let v = v.trim();
-    if v.starts_with('"') || v.starts_with("W/") {
-        return etag == Some(v);
-    }
-    match (httpdate::parse_http_date(v), modified) {
-        (Ok(date), Some(modified)) => {
-            seconds(date) == seconds(modified) && seconds(modified) < seconds(SystemTime::now())
-        }
-        _ => false,
-    }
-}
-
-/// A range that starts past the end.
-#[derive(Debug, PartialEq, Eq)]
-struct Unsatisfiable;
-
-/// One `bytes=` range of a body of `size` bytes as its first and last byte;
-/// `None` (serve it all) when the header is malformed or asks for several.
-fn parse_range(value: &[u8], size: u64) -> Option<Result<(u64, u64), Unsatisfiable>> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (unit, spec) = value.split_once('=')?;
-    if !unit.trim().eq_ignore_ascii_case("bytes") {
-        return None;
-    }
-    let spec = spec.trim();
-    if spec.contains(',') {
-        return None;
-    }
-    let (first, last) = spec.split_once('-')?;
-    let number = |s: &str| -> Option<u64> {
-        let s = s.trim();
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok()
-    };
-    if first.trim().is_empty() {
-        let n = number(last)?;
-        if n == 0 {
-            return Some(Err(Unsatisfiable));
-        }
-        if size == 0 {
-            // Satisfiable by nothing: the (empty) whole is the answer.
-            return None;
-        }
-        return Some(Ok((size - n.min(size), size - 1)));
-    }
-    let first = number(first)?;
-    let last = match last.trim() {
-        "" => u64::MAX,
-        l => number(l)?,
-    };
-    if last < first {
-        return None;
-    }
-    if first >= size {
-        return Some(Err(Unsatisfiable));
-    }
-    Some(Ok((first, last.min(size - 1))))
+/// A request header's value as text; a value that is not text is kept as
+/// `""`, which matches no validator.
+fn value(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).map(|v| v.to_str().unwrap_or(""))
 }
 
 /// A response body: nothing, a short text, or a source streamed a chunk at
@@ -1287,115 +1154,6 @@ impl Drop for Stream {
         self.finish(
             HttpOutcome::Aborted,
             Some("the connection ended first".to_owned()),
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        let r = |s: &str, size| parse_range(s.as_bytes(), size);
-        assert_eq!(r("bytes=0-99", 1000), Some(Ok((0, 99))));
-        assert_eq!(r("bytes=900-", 1000), Some(Ok((900, 999))));
-        assert_eq!(r("bytes=900-5000", 1000), Some(Ok((900, 999))));
-        assert_eq!(r("bytes=-100", 1000), Some(Ok((900, 999))));
-        assert_eq!(r("bytes=-5000", 1000), Some(Ok((0, 999))));
-        assert_eq!(r("bytes=999-999", 1000), Some(Ok((999, 999))));
-        assert_eq!(r("bytes=1000-", 1000), Some(Err(Unsatisfiable)));
-        assert_eq!(r("bytes=-0", 1000), Some(Err(Unsatisfiable)));
-        assert_eq!(r("bytes=0-", 0), Some(Err(Unsatisfiable)));
-        assert_eq!(r("bytes=-5", 0), None);
-        assert_eq!(r("Bytes=0-1", 1000), Some(Ok((0, 1))));
-        // Ignored: the whole body is served.
-        assert_eq!(r("bytes=5-4", 1000), None);
-        assert_eq!(r("bytes=0-1,5-6", 1000), None);
-        assert_eq!(r("items=0-1", 1000), None);
-        assert_eq!(r("bytes=a-b", 1000), None);
-        assert_eq!(r("bytes=+1-2", 1000), None);
-        assert_eq!(r("bytes=99999999999999999999999-", 1000), None);
-    }
-
-    #[test]
-    fn paths() {
-        assert_eq!(percent_decode(b"/a%20b%2F..").unwrap(), b"/a b/..");
-        assert_eq!(percent_decode(b"/%ff").unwrap(), [b'/', 0xff]);
-        assert_eq!(percent_decode(b"/%4"), None);
-        assert_eq!(percent_decode(b"/%zz"), None);
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(
-            read_request(b"a\0b", peer, None),
-            Err(StatusCode::BAD_REQUEST)
-        );
-        assert_eq!(
-            read_request(&[b'a'; 600], peer, None),
-            Err(StatusCode::URI_TOO_LONG)
-        );
-        let request = read_request(b"pxelinux.cfg/default", peer, None).unwrap();
-        assert_eq!(request.filename(), b"pxelinux.cfg/default");
-    }
-
-    #[test]
-    fn validators() {
-        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
-        let tag = entity_tag(10, t);
-        let mut h = HeaderMap::new();
-        assert!(!not_modified(&h, Some(&tag), Some(t)));
-        h.insert(
-            header::IF_NONE_MATCH,
-            HeaderValue::from_str(&format!("\"x\", W/{tag}")).unwrap(),
-        );
-        assert!(not_modified(&h, Some(&tag), Some(t)));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
-        assert!(!not_modified(&h, Some(&tag), Some(t)));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert!(not_modified(&h, None, None));
-        let mut h = HeaderMap::new();
-        let date = HeaderValue::from_str(&httpdate::fmt_http_date(t)).unwrap();
-        h.insert(header::IF_MODIFIED_SINCE, date.clone());
-        assert!(not_modified(&h, Some(&tag), Some(t)));
-        assert!(!not_modified(
-            &h,
-            Some(&tag),
-            Some(t + Duration::from_secs(1))
-        ));
-        let mut h = HeaderMap::new();
-        assert!(if_range_holds(&h, Some(&tag), Some(t)));
-        h.insert(header::IF_RANGE, HeaderValue::from_str(&tag).unwrap());
-        assert!(if_range_holds(&h, Some(&tag), Some(t)));
-        h.insert(
-            header::IF_RANGE,
-            HeaderValue::from_str(&format!("W/{tag}")).unwrap(),
-        );
-        assert!(!if_range_holds(&h, Some(&tag), Some(t)));
-        h.insert(header::IF_RANGE, date);
-        assert!(if_range_holds(&h, Some(&tag), Some(t)));
-        assert!(!if_range_holds(
-            &h,
-            Some(&tag),
-            Some(t + Duration::from_secs(1))
-        ));
-        // A date of this very second is no validator.
-        let now = SystemTime::now();
-        h.insert(
-            header::IF_RANGE,
-            HeaderValue::from_str(&httpdate::fmt_http_date(now)).unwrap(),
-        );
-        assert!(!if_range_holds(&h, None, Some(now)));
-    }
-
-    #[test]
-    fn refusals() {
-        assert_eq!(status_of(&TftpError::not_found()), StatusCode::NOT_FOUND);
-        assert_eq!(
-            status_of(&TftpError::busy()),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            status_of(&TftpError::access_violation("no")),
-            StatusCode::FORBIDDEN
         );
     }
 }

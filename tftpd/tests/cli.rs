@@ -135,21 +135,6 @@ fn get_put_errors_and_metrics() {
     assert_eq!(d.wait_exit(), 0);
 }
 
-/// A minimal HTTP GET without a client library.
-fn scrape(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(
-        body.starts_with("HTTP/1.") && body.contains(" 200 "),
-        "{body}"
-    );
-    body
-}
-
 #[test]
 fn writes_when_allowed() {
     let dir = tempfile::tempdir().unwrap();

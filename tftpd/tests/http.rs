@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use common::{content, field, Daemon, TFTP};
+use common::{content, field, scrape, Daemon, TFTP};
 
 /// tftpd on `root` with `--http 127.0.0.1:0` and `extra`; its HTTP address.
 fn daemon(root: &std::path::Path, extra: &[&str]) -> (Daemon, SocketAddr) {
@@ -165,16 +165,6 @@ fn curl_gets_what_tftp_gets_through_the_same_stack() {
     assert_eq!(value("tftpd_http_bytes_sent_total"), 3_000_000 + 4 + 1000);
     d.signal("TERM");
     assert_eq!(d.wait_exit(), 0);
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]
