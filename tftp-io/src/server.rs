@@ -383,6 +383,9 @@ async fn drive<R: Runtime>(
     .await;
     let stats = driver.stats().clone();
     drop(driver);
+    // The source or sink goes before the end is reported: an upload that
+    // did not complete has removed its temporary file by then.
+    *data = Data::None;
     ticket.finish(&stats);
 }
 
