@@ -83,7 +83,7 @@ pub use handler::{
 };
 pub use listen::{LISTEN_BATCH, LISTEN_RCVBUF};
 pub use neighbour::{mac_of, Mac};
-pub use readahead::{MIN_READ_AHEAD, READ_AHEAD};
+pub use readahead::{MIN_READ_AHEAD, MIN_READ_AHEAD_ON_THREAD, READ_AHEAD};
 pub use root::DEFAULT_MAX_UPLOAD_SIZE;
 pub use runtime::{AsyncUdpSocket, Runtime, Serves, Timer, Wrap};
 pub use server::{Server, StatsHandle, MIN_STATS_INTERVAL};

@@ -2,8 +2,9 @@
 //! reads (see [`SessionDriver`](crate::driver::SessionDriver)).
 //!
 //! Once the peer is verified, blocks come out of one buffer of two windows
-//! (at least [`MIN_READ_AHEAD`], at most [`READ_AHEAD`] bytes: one read per
-//! many small blocks), an optional buffer of the memory budget. While the session waits for its peer and
+//! (at least [`MIN_READ_AHEAD`], or [`MIN_READ_AHEAD_ON_THREAD`] on a thread
+//! of its own, at most [`READ_AHEAD`] bytes: one read per many small
+//! blocks), an optional buffer of the memory budget. While the session waits for its peer and
 //! the buffer is less than half full, the driver tops it up, so the next
 //! blocks' read is not on the round trip (tftpd-hpa reads the next block
 //! while it waits for the ACK, too).
@@ -15,9 +16,16 @@ use crate::registry::Ticket;
 /// Bytes a verified session reads from its source at once, for blocks up
 /// to this size (larger blocks are read straight into their packets).
 pub const READ_AHEAD: usize = 64 * 1024;
-/// The smallest read-ahead buffer (a lock-step session's of small blocks:
-/// 32 blocks of 512 bytes per read).
-pub const MIN_READ_AHEAD: usize = 16 * 1024;
+/// The smallest read-ahead buffer of a session on the async executor (a
+/// lock-step session's of small blocks): one page, 8 blocks of 512 bytes
+/// per read, as much as a stdio server reads at once. Many such sessions
+/// run at once, so this is what each of them costs.
+pub const MIN_READ_AHEAD: usize = 4 * 1024;
+/// The smallest read-ahead buffer of a session on a thread of its own (the
+/// threads executor): 32 blocks of 512 bytes per read. A lock-step
+/// transfer there is a large file, one per thread, so fewer reads count
+/// more than the memory.
+pub const MIN_READ_AHEAD_ON_THREAD: usize = 16 * 1024;
 
 /// The buffer. Each read returns what the source has (a stream's first
 /// bytes are not held back to fill it).
@@ -48,8 +56,9 @@ impl ReadAhead {
     }
 
     /// The size of a verified session's buffer for blocks of `block` bytes
-    /// and a window of `window` blocks: two windows, at least
-    /// [`MIN_READ_AHEAD`], at most [`READ_AHEAD`]; none for larger blocks
+    /// and a window of `window` blocks: two windows, at least `min` (the
+    /// executor's: [`MIN_READ_AHEAD`] or [`MIN_READ_AHEAD_ON_THREAD`]), at
+    /// most [`READ_AHEAD`]; none for larger blocks
     /// (read straight into their packets). A source of known `size` up to
     /// [`READ_AHEAD`] gets a buffer that holds it whole instead: one read
     /// takes the rest of it, and a file source then closes its descriptor
@@ -60,6 +69,7 @@ impl ReadAhead {
     pub(crate) fn size_for(
         block: usize,
         window: usize,
+        min: usize,
         size: Option<u64>,
         mut ticket: Option<&mut Ticket>,
     ) -> usize {
@@ -69,7 +79,7 @@ impl ReadAhead {
         let windows = block
             .saturating_mul(window)
             .saturating_mul(2)
-            .clamp(MIN_READ_AHEAD, READ_AHEAD);
+            .clamp(min.min(READ_AHEAD), READ_AHEAD);
         let whole = size
             .and_then(|s| usize::try_from(s).ok())
             .filter(|&s| s <= READ_AHEAD);
@@ -311,27 +321,60 @@ mod tests {
 
     #[test]
     fn the_buffer_is_two_windows_within_its_bounds() {
-        assert_eq!(ReadAhead::size_for(512, 1, None, None), MIN_READ_AHEAD);
-        assert_eq!(ReadAhead::size_for(1468, 8, None, None), 1468 * 16);
-        assert_eq!(ReadAhead::size_for(1468, 64, None, None), READ_AHEAD);
-        assert_eq!(ReadAhead::size_for(READ_AHEAD, 1, None, None), READ_AHEAD);
         assert_eq!(
-            ReadAhead::size_for(READ_AHEAD + 1, 1, None, None),
+            ReadAhead::size_for(512, 1, MIN_READ_AHEAD, None, None),
+            MIN_READ_AHEAD
+        );
+        assert_eq!(
+            ReadAhead::size_for(1468, 1, MIN_READ_AHEAD, None, None),
+            MIN_READ_AHEAD,
+            "two lock-step blocks of 1468 are less than a page"
+        );
+        // On a thread of its own: the larger floor, the same two windows
+        // above it.
+        assert_eq!(
+            ReadAhead::size_for(512, 1, MIN_READ_AHEAD_ON_THREAD, None, None),
+            MIN_READ_AHEAD_ON_THREAD
+        );
+        assert_eq!(
+            ReadAhead::size_for(1468, 8, MIN_READ_AHEAD_ON_THREAD, None, None),
+            1468 * 16
+        );
+        assert_eq!(
+            ReadAhead::size_for(1468, 8, MIN_READ_AHEAD, None, None),
+            1468 * 16
+        );
+        assert_eq!(
+            ReadAhead::size_for(1468, 64, MIN_READ_AHEAD, None, None),
+            READ_AHEAD
+        );
+        assert_eq!(
+            ReadAhead::size_for(READ_AHEAD, 1, MIN_READ_AHEAD, None, None),
+            READ_AHEAD
+        );
+        assert_eq!(
+            ReadAhead::size_for(READ_AHEAD + 1, 1, MIN_READ_AHEAD, None, None),
             0,
             "larger blocks get none"
         );
         // A known size up to READ_AHEAD: the whole source, smaller or
         // larger than two windows.
-        assert_eq!(ReadAhead::size_for(1468, 1, Some(3000), None), 3000);
         assert_eq!(
-            ReadAhead::size_for(1468, 1, Some(READ_AHEAD as u64), None),
+            ReadAhead::size_for(1468, 1, MIN_READ_AHEAD, Some(3000), None),
+            3000
+        );
+        assert_eq!(
+            ReadAhead::size_for(1468, 1, MIN_READ_AHEAD, Some(READ_AHEAD as u64), None),
             READ_AHEAD
         );
         assert_eq!(
-            ReadAhead::size_for(1468, 1, Some(READ_AHEAD as u64 + 1), None),
+            ReadAhead::size_for(1468, 1, MIN_READ_AHEAD, Some(READ_AHEAD as u64 + 1), None),
             MIN_READ_AHEAD,
             "larger sources: two windows"
         );
-        assert_eq!(ReadAhead::size_for(512, 1, Some(0), None), 0);
+        assert_eq!(
+            ReadAhead::size_for(512, 1, MIN_READ_AHEAD, Some(0), None),
+            0
+        );
     }
 }

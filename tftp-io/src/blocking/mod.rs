@@ -36,11 +36,14 @@ impl Now for Threads {
 
 /// What the threads executor can do: read a source while it waits only if
 /// the read cannot block (a source of known size: a file, bytes), and
-/// receive one datagram at a time.
+/// receive one datagram at a time. Each session has a thread of its own,
+/// so its read-ahead is at least
+/// [`MIN_READ_AHEAD_ON_THREAD`](crate::MIN_READ_AHEAD_ON_THREAD).
 pub(crate) fn executor(sized: bool) -> Executor {
     Executor {
         top_up: sized,
         two_slots: false,
+        min_read_ahead: crate::MIN_READ_AHEAD_ON_THREAD,
     }
 }
 

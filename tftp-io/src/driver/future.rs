@@ -80,6 +80,7 @@ impl Stops {
 pub(crate) const ASYNC: Executor = Executor {
     top_up: true,
     two_slots: true,
+    min_read_ahead: crate::MIN_READ_AHEAD,
 };
 
 /// Where a session's datagrams go and come from: a transfer socket of its

@@ -228,6 +228,11 @@ pub(crate) struct Executor {
     pub(crate) top_up: bool,
     /// It receives with one `recvmmsg` into two slots.
     pub(crate) two_slots: bool,
+    /// Its smallest read-ahead: [`MIN_READ_AHEAD`](crate::MIN_READ_AHEAD)
+    /// where many sessions share a thread,
+    /// [`MIN_READ_AHEAD_ON_THREAD`](crate::MIN_READ_AHEAD_ON_THREAD) where
+    /// each has one.
+    pub(crate) min_read_ahead: usize,
 }
 
 /// A result to hand to the session before it is polled again.
@@ -375,6 +380,7 @@ impl<'t, S: Session> SessionDriver<'t, S> {
                 self.read_ahead.resize(ReadAhead::size_for(
                     block,
                     window,
+                    self.executor.min_read_ahead,
                     size,
                     self.ticket.as_deref_mut(),
                 ));

@@ -300,10 +300,7 @@ fn start(registry: &Arc<Registry>, blksize: u16, windowsize: u16) -> (ClientGet,
     (client, request, ticket)
 }
 
-const ASYNC: Executor = Executor {
-    top_up: true,
-    two_slots: true,
-};
+const ASYNC: Executor = super::future::ASYNC;
 
 /// Every block arrives whole and in order through short and interrupted
 /// reads, lock-step and windowed, small and large blocks (read-ahead,
@@ -464,6 +461,7 @@ fn top_ups_only_where_the_executor_allows_them() {
         let executor = Executor {
             top_up,
             two_slots: false,
+            min_read_ahead: crate::MIN_READ_AHEAD_ON_THREAD,
         };
         let mut driver =
             SessionDriver::new(session, Data::Source(None), Some(&mut ticket), executor);
@@ -519,13 +517,26 @@ fn the_lease_holds_the_read_ahead_sized_to_the_window() {
 /// A source of known size up to [`READ_AHEAD`](crate::READ_AHEAD) is read
 /// whole once the peer is verified (here at the OACK's answer, before the
 /// first block): in one read (a file source closes its descriptor then),
-/// with a lease of its size; a larger one gets two windows.
+/// with a lease of its size; a larger one gets two windows, at least the
+/// executor's floor: a page where sessions share threads, more on a thread
+/// of its own.
 #[test]
 fn a_small_source_of_known_size_is_read_whole() {
-    for (size, reads, lease) in [
-        (40_000, 1, 40_000),
-        (crate::READ_AHEAD, 1, crate::READ_AHEAD),
-        (crate::READ_AHEAD + 1, 7, crate::readahead::MIN_READ_AHEAD),
+    let on_thread = Executor {
+        min_read_ahead: crate::MIN_READ_AHEAD_ON_THREAD,
+        ..ASYNC
+    };
+    for (size, executor, reads, lease) in [
+        (40_000, ASYNC, 1, 40_000),
+        (crate::READ_AHEAD, ASYNC, 1, crate::READ_AHEAD),
+        (crate::READ_AHEAD + 1, ASYNC, 23, crate::MIN_READ_AHEAD),
+        (crate::READ_AHEAD, on_thread, 1, crate::READ_AHEAD),
+        (
+            crate::READ_AHEAD + 1,
+            on_thread,
+            7,
+            crate::MIN_READ_AHEAD_ON_THREAD,
+        ),
     ] {
         let registry = new_registry(Limits::default());
         let (mut client, request, mut ticket) = start(&registry, 1468, 1);
@@ -537,7 +548,7 @@ fn a_small_source_of_known_size_is_read_whole() {
             Instant::ZERO,
         );
         let data_kind = Data::Source(Some(size as u64));
-        let mut driver = SessionDriver::new(session, data_kind, Some(&mut ticket), ASYNC);
+        let mut driver = SessionDriver::new(session, data_kind, Some(&mut ticket), executor);
         let sent = data(size);
         let source = Source::Reads(Chunks {
             data: sent.clone(),
