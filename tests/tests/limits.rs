@@ -312,7 +312,46 @@ fn garbage_on_the_listening_port_is_ignored<A: Adapter>() {
     server.stop();
 }
 
+/// Requests whose option area ends early are served as tftpd-hpa serves
+/// them: a last name with no value is ignored, and an empty string ends the
+/// options (what follows it is not read); the options before count.
+fn incomplete_option_areas_are_served<A: Adapter>() {
+    let dir = common::root(&[("f.bin", b"ok")]);
+    let server = A::serve_dir(dir.path(), &Cfg::default());
+    for (request, oack) in [
+        (&b"\x00\x01f.bin\x00octet\x00blksize\x00"[..], None),
+        (b"\x00\x01f.bin\x00octet\x00\x00garbage", None),
+        (
+            b"\x00\x01f.bin\x00octet\x00tsize\x000\x00blksize\x00",
+            Some(&b"\x00\x06tsize\x002\x00"[..]),
+        ),
+        (
+            b"\x00\x01f.bin\x00octet\x00tsize\x000\x00\x00blksize\x008\x00",
+            Some(b"\x00\x06tsize\x002\x00"),
+        ),
+    ] {
+        // A port of its own: the last one's session may not have heard
+        // its final ACK yet.
+        let raw = Raw::new();
+        raw.send(server.addr, request);
+        let (reply, tid) = raw.recv();
+        match oack {
+            None => assert_eq!(reply, b"\x00\x03\x00\x01ok", "{request:?}"),
+            Some(oack) => {
+                assert_eq!(reply, oack, "{request:?}");
+                raw.send(tid, &ack(0));
+                let (data, _) = raw.recv();
+                assert_eq!(data, b"\x00\x03\x00\x01ok", "{request:?}");
+            }
+        }
+        raw.send(tid, &ack(1));
+    }
+    assert_eq!(server.stats().bad_requests, 0);
+    server.stop();
+}
+
 for_each_adapter!(
+    incomplete_option_areas_are_served,
     max_sessions_edge,
     max_sessions_per_peer_edge,
     request_size_edge,

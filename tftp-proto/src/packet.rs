@@ -231,9 +231,6 @@ pub enum ParseError {
     /// The obsolete `mail` mode (RFC 1350 says not to implement it).
     #[error("mail mode is obsolete and not supported")]
     MailMode,
-    /// An option with an empty name.
-    #[error("option with an empty name")]
-    EmptyOptionName,
     /// More than [`MAX_OPTIONS`] options.
     #[error("more than {MAX_OPTIONS} options")]
     TooManyOptions,
@@ -459,15 +456,18 @@ pub struct OptionPair<'a> {
 }
 
 impl<'a> RawOptions<'a> {
-    /// Checks an option area. Trailing NUL bytes after the last pair are padding.
+    /// Checks an option area, as tftpd-hpa reads one: an empty string ends
+    /// it (trailing NUL padding, or anything after it), and a last name
+    /// with no value after it is ignored. A name or value without its NUL
+    /// is an error.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let mut r = Reader::new(bytes);
         let mut count = 0usize;
         let mut end = 0;
-        while !r.remaining().iter().all(|&b| b == 0) {
-            let name = r.cstr().ok_or(ParseError::MissingNul("option name"))?;
-            if name.is_empty() {
-                return Err(ParseError::EmptyOptionName);
+        while r.remaining().first().is_some_and(|&b| b != 0) {
+            r.cstr().ok_or(ParseError::MissingNul("option name"))?;
+            if r.remaining().is_empty() {
+                break;
             }
             r.cstr().ok_or(ParseError::MissingNul("option value"))?;
             count = count.saturating_add(1);
@@ -625,10 +625,31 @@ mod tests {
             Packet::parse(b"\x00\x01f\x00octet\x00blksize\x00512"),
             Err(ParseError::MissingNul("option value"))
         );
-        assert_eq!(
-            Packet::parse(b"\x00\x01f\x00octet\x00\x00512\x00"),
-            Err(ParseError::EmptyOptionName)
-        );
+    }
+
+    /// What tftpd-hpa serves, served: a last option name with no value is
+    /// ignored, and an empty string ends the options, whatever follows.
+    #[test]
+    fn incomplete_option_areas_are_read_as_tftpd_hpa_reads_them() {
+        for (request, options) in [
+            (&b"\x00\x01f\x00octet\x00blksize\x00"[..], &b""[..]),
+            (
+                b"\x00\x01f\x00octet\x00tsize\x000\x00blksize\x00",
+                b"tsize\x000\x00",
+            ),
+            (b"\x00\x01f\x00octet\x00\x00512\x00", b""),
+            (
+                b"\x00\x01f\x00octet\x00tsize\x000\x00\x00blksize\x001468\x00",
+                b"tsize\x000\x00",
+            ),
+            (b"\x00\x01f\x00octet\x00\x00garbage", b""),
+        ] {
+            let Ok(Packet::Rrq(req)) = Packet::parse(request) else {
+                panic!("{request:?} refused");
+            };
+            assert_eq!(req.options.as_bytes(), options, "{request:?}");
+            assert_eq!(req.options.iter().count(), req.options.len());
+        }
     }
 
     #[test]

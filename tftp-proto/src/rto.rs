@@ -45,6 +45,11 @@ impl Rto {
         rto
     }
 
+    /// The negotiated `timeout`, if any: the peer's timer too.
+    pub(crate) fn fixed(&self) -> Option<Duration> {
+        self.fixed
+    }
+
     /// The current timeout, backoff included.
     pub(crate) fn current(&self) -> Duration {
         self.timeout

@@ -503,6 +503,35 @@ fn write_acks_dallies_and_reacks_the_last_block() {
     assert_eq!(s.stats().duplicate_data, 2);
 }
 
+/// A client that negotiated a `timeout` above the RTO ceiling re-sends its
+/// last DATA only after that long: the server, dallying after its final
+/// ACK, is still there to answer it.
+#[test]
+fn the_final_ack_outlasts_a_negotiated_timeout() {
+    let limits = Limits {
+        max_timeout: 60,
+        ..Limits::default()
+    };
+    assert!(limits.max_rto < Duration::from_secs(30));
+    let req = request(b"\x00\x02up\x00octet\x00timeout\x0030\x00");
+    let oack = req.negotiate(&limits, None).oack;
+    let mut s = Transfer::server_write(&req, oack, &limits, ms(0));
+    let mut src: &[u8] = &[];
+    assert_eq!(
+        only(&drain(&mut s, ms(0), &mut src)),
+        b"\x00\x06timeout\x0030\x00"
+    );
+    s.handle_datagram(ms(1), addr(PEER), &data(1, b"last"));
+    let d = drain(&mut s, ms(1), &mut src);
+    assert_eq!(only(&d), ack(1));
+    assert_eq!(d.wait, Some(ms(1 + 60_000)), "twice the timeout");
+    // The final ACK was lost: the client's timer fires 30 s on.
+    s.handle_datagram(ms(30_002), addr(PEER), &data(1, b"last"));
+    let d = drain(&mut s, ms(30_002), &mut src);
+    assert_eq!(only(&d), ack(1));
+    assert!(d.done.is_none());
+}
+
 #[test]
 fn write_without_options_acks_0() {
     let req = request(b"\x00\x02up\x00octet\x00");

@@ -142,12 +142,18 @@ impl Timer {
     }
 
     /// How long a receiver lingers after its final ACK: at least `dally`,
-    /// and long enough to hear a sender whose timer has backed off (up to
-    /// the RTO ceiling).
+    /// long enough to hear a sender whose timer has backed off (up to the
+    /// RTO ceiling), and, when a `timeout` was negotiated, twice that: the
+    /// sender re-sends its last DATA after exactly that long, whatever the
+    /// ceiling (RFC 1350 section 6: the final ACK must outlast the peer's
+    /// retransmission). The option is at most 255 s, and a server accepts
+    /// at most its `max_timeout`.
     pub(crate) fn linger(&self, limits: &Limits) -> Duration {
+        let negotiated = self.rto.fixed().unwrap_or_default().saturating_mul(2);
         limits
             .dally
             .max(self.rto.current().saturating_mul(3).min(limits.max_rto))
+            .max(negotiated)
     }
 }
 
@@ -247,6 +253,24 @@ mod tests {
             t.back_off();
         }
         assert_eq!(t.linger(&limits), limits.dally.max(limits.max_rto));
+    }
+
+    /// A negotiated timeout above the RTO ceiling: the sender waits that
+    /// long before it re-sends its last DATA, so the receiver stays twice
+    /// as long to answer it.
+    #[test]
+    fn the_linger_outlasts_a_negotiated_timeout() {
+        let limits = Limits::default();
+        let mut t = Timer::new(&limits);
+        t.reset(&limits, Some(30));
+        assert!(limits.max_rto < Duration::from_secs(30));
+        assert_eq!(t.linger(&limits), Duration::from_secs(60));
+        t.reset(&limits, Some(1));
+        assert_eq!(
+            t.linger(&limits),
+            limits.dally.max(Duration::from_secs(3)),
+            "a short one: three timeouts, as without the option"
+        );
     }
 
     #[test]
