@@ -328,7 +328,7 @@ async fn run_session<H: Handler, R: Runtime>(
     // not when the last session does.
     let listening = Arc::downgrade(&listening);
     let local = socket.local_addr().ok();
-    let (session, data, ticket) = start_session(shared, &request, local, ticket).await;
+    let (session, data, ticket) = Box::pin(start_session(shared, &request, local, ticket)).await;
     let (session, mut data, socket, ticket) = match on_thread(shared, session, data, socket, ticket)
     {
         Ok(()) => return,
@@ -353,7 +353,8 @@ async fn run_single_port<H: Handler, R: Runtime>(
     route: &Route,
 ) {
     let local = Some(route.local());
-    let (session, mut data, ticket) = start_session(shared, &request, local, ticket).await;
+    let (session, mut data, ticket) =
+        Box::pin(start_session(shared, &request, local, ticket)).await;
     let mut link = Link::shared(&listening.socket, listening.listener.bound(), route);
     drive(shared, session, &mut data, &mut link, ticket).await;
 }
@@ -391,6 +392,10 @@ async fn drive<R: Runtime>(
 
 /// Asks the handler for `request` within the session's budget and opens
 /// the session on `local`.
+///
+/// Boxed where it is awaited: the handler's future (an origin's, say) is
+/// then held only while it runs, not for the whole session in the
+/// session's own future.
 async fn start_session<H: Handler, R: Runtime>(
     shared: &Shared<H, R>,
     request: &Request,
