@@ -99,8 +99,9 @@ impl<R> Client<R> {
     /// client's defaults, [`DEFAULT_CLIENT_DALLY`] and
     /// [`DEFAULT_CLIENT_MAX_RTO`] included:
     /// `Limits::default()` has a server's 3 s dally. The receiver lingers
-    /// `max(dally, 3 × RTO)` (capped by `max_rto`), so with a negotiated
-    /// `timeout` of N s a download returns about 3N s after its last block.
+    /// `max(dally, 3 × RTO)` (capped by `max_rto`), and at least twice a
+    /// negotiated `timeout`: with a `timeout` of N s a download returns 2N
+    /// to 3N s after its last block.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
