@@ -1,0 +1,325 @@
+//! Real boot firmware in QEMU (TCG) against tftpd on port 69, as a boot LAN
+//! has it: a tap link in a network namespace of the test's own (nothing
+//! leaves the machine), since QEMU's user network answers port 69 of its
+//! host address itself.
+//!
+//! - U-Boot (Debian's u-boot-qemu, x86_64): `tftpboot` windowed (blksize
+//!   1468, windowsize 8) and lock-step (blksize 512); U-Boot's own CRC32 of
+//!   the loaded bytes is checked against the file's.
+//! - UEFI PXE (Debian's OVMF: EDK2's PXE and MTFTP4 on virtio-net, dnsmasq
+//!   as the DHCP server): its `tsize` probe, which it ends with ERROR 8,
+//!   then the boot file fetched whole.
+//!
+//! iPXE is `tests/ipxe.rs`. Needs root, `ip` and `qemu-system-x86_64`
+//! (ignored without them, see build.rs); without the firmware files or
+//! dnsmasq a test skips with the reason, unless `TFTP_INTEROP_REQUIRED=1`.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use common::{content, field, ip, Daemon, Namespaces, TFTPD};
+
+const UBOOT: &str = "/usr/lib/u-boot/qemu-x86_64/u-boot.rom";
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+
+/// TCG is slow and CI machines slower: bounds, not a pace.
+const BOOT: Duration = Duration::from_secs(180);
+const COMMAND: Duration = Duration::from_secs(120);
+
+/// Whether `paths` exist; if one does not, says so and skips the test
+/// (fails it under `TFTP_INTEROP_REQUIRED=1`).
+fn present(paths: &[&str], package: &str) -> bool {
+    for path in paths {
+        if !Path::new(path).exists() {
+            assert!(
+                std::env::var("TFTP_INTEROP_REQUIRED").as_deref() != Ok("1"),
+                "{path} is missing (apt-get install {package})"
+            );
+            eprintln!("skipped: {path} is missing (apt-get install {package})");
+            return false;
+        }
+    }
+    true
+}
+
+/// A namespace with a tap device `tap0` at 10.203.0.1/24, for QEMU to
+/// attach to.
+fn tap_namespace(tag: &str) -> Namespaces {
+    let ns = Namespaces::new(tag, &["s"]);
+    let name = ns.name(0).to_owned();
+    ip(&["-n", &name, "tuntap", "add", "tap0", "mode", "tap"]);
+    ip(&["-n", &name, "addr", "add", "10.203.0.1/24", "dev", "tap0"]);
+    ip(&["-n", &name, "link", "set", "tap0", "up"]);
+    ns
+}
+
+/// tftpd on 10.203.0.1:69 in namespace `ns`, serving `root`.
+fn tftpd(ns: &str, root: &Path) -> Daemon {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, TFTPD])
+        .arg("--root")
+        .arg(root)
+        .args(["--listen", "10.203.0.1:69", "--workers", "1"]);
+    Daemon::spawn(cmd)
+}
+
+/// The next tftpd session line for `file` (panics at `deadline`).
+fn session_line(d: &mut Daemon, file: &str, deadline: Instant) -> String {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = d
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no session for {file}; seen: {:?}", d.seen));
+        d.seen.push(line.clone());
+        if line.contains("tftpd::session") && line.contains(&format!("file={file} ")) {
+            return line;
+        }
+    }
+}
+
+/// QEMU with its serial console on stdin and stdout; killed when dropped.
+struct Qemu {
+    child: Child,
+    stdin: ChildStdin,
+    output: Receiver<Vec<u8>>,
+    /// Console output so far.
+    seen: Vec<u8>,
+}
+
+impl Qemu {
+    fn start(ns: &str, args: &[&str]) -> Qemu {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "qemu-system-x86_64"])
+            .args(["-nographic", "-no-reboot", "-m", "512"])
+            .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start qemu");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, output) = channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Qemu {
+            child,
+            stdin,
+            output,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for `needle` in the output after byte `from`; the offset just
+    /// past it.
+    fn wait_for(&mut self, needle: &str, from: usize, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(at) = self.seen[from.min(self.seen.len())..]
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+            {
+                return from + at + needle.len();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(chunk) => self.seen.extend_from_slice(&chunk),
+                Err(_) => panic!(
+                    "no {needle:?} from the firmware; its console:\n{}",
+                    String::from_utf8_lossy(&self.seen)
+                ),
+            }
+        }
+    }
+
+    /// Types `command` at U-Boot's prompt and waits for the next prompt;
+    /// what the command printed.
+    fn run(&mut self, command: &str) -> String {
+        let from = self.seen.len();
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        // The echo, then the output, then the next prompt (at a line's
+        // start: `crc32` prints `==> `).
+        let echoed = self.wait_for(command, from, COMMAND);
+        let end = self.wait_for("\n=> ", echoed, COMMAND);
+        String::from_utf8_lossy(&self.seen[echoed..end]).into_owned()
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CRC-32 (IEEE), as U-Boot's `crc32` prints it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+#[test]
+#[cfg_attr(
+    not(all(root, has_ip, has_qemu)),
+    ignore = "needs root, ip (iproute2) and qemu-system-x86_64 (apt-get install qemu-system-x86)"
+)]
+fn u_boot_loads_a_kernel_windowed_and_lock_step() {
+    if !present(&[UBOOT], "u-boot-qemu") {
+        return;
+    }
+    let ns = tap_namespace("uboot");
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = content(2_000_123);
+    std::fs::write(dir.path().join("kernel.bin"), &kernel).unwrap();
+    let mut d = tftpd(ns.name(0), dir.path());
+    let mut qemu = Qemu::start(ns.name(0), &["-bios", UBOOT, "-device", "e1000,netdev=n0"]);
+    let at = qemu.wait_for("Hit any key to stop autoboot", 0, BOOT);
+    writeln!(qemu.stdin).unwrap();
+    qemu.stdin.flush().unwrap();
+    qemu.wait_for("=> ", at, BOOT);
+    for command in [
+        "setenv ipaddr 10.203.0.2",
+        "setenv netmask 255.255.255.0",
+        "setenv serverip 10.203.0.1",
+    ] {
+        qemu.run(command);
+    }
+    let want = format!("==> {:08x}", crc32(&kernel));
+    let deadline = Instant::now() + BOOT;
+    for (blksize, windowsize, address) in [(1468, 8, "0x2000000"), (512, 1, "0x3000000")] {
+        qemu.run(&format!("setenv tftpblocksize {blksize}"));
+        qemu.run(&format!("setenv tftpwindowsize {windowsize}"));
+        let loaded = qemu.run(&format!("tftpboot {address} kernel.bin"));
+        assert!(
+            loaded.contains(&format!("Bytes transferred = {}", kernel.len())),
+            "{loaded}"
+        );
+        let crc = qemu.run(&format!("crc32 {address} ${{filesize}}"));
+        assert!(crc.contains(&want), "U-Boot's CRC {crc}, the file's {want}");
+        let line = session_line(&mut d, "kernel.bin", deadline);
+        assert!(line.contains("outcome=completed"), "{line}");
+        assert!(
+            line.contains(&format!("bytes_sent={} ", kernel.len())),
+            "{line}"
+        );
+        let negotiated = field(&line, "options_negotiated=");
+        assert!(negotiated.contains(&format!("blksize={blksize}")), "{line}");
+        assert_eq!(
+            negotiated.contains("windowsize=8"),
+            windowsize == 8,
+            "{line}"
+        );
+        // U-Boot asks the size and a timeout too.
+        assert!(
+            negotiated.contains(&format!("tsize={}", kernel.len())),
+            "{line}"
+        );
+        assert!(negotiated.contains("timeout="), "{line}");
+    }
+}
+
+/// dnsmasq as the DHCP server only (no DNS), in `ns`, on tap0; killed when
+/// dropped.
+struct Dhcp(Child);
+
+impl Drop for Dhcp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(all(root, has_ip, has_qemu)),
+    ignore = "needs root, ip (iproute2) and qemu-system-x86_64 (apt-get install qemu-system-x86)"
+)]
+fn uefi_pxe_probes_the_size_then_loads_the_boot_file() {
+    if !present(&[OVMF_CODE, OVMF_VARS], "ovmf") || !present(&[DNSMASQ], "dnsmasq-base") {
+        return;
+    }
+    let ns = tap_namespace("uefi");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    // Not a valid EFI image: the firmware loads it, then refuses to run it.
+    let nbp = content(300_001);
+    std::fs::write(root.join("boot.efi"), &nbp).unwrap();
+    let vars = dir.path().join("vars.fd");
+    std::fs::copy(OVMF_VARS, &vars).unwrap();
+    let leases = dir.path().join("leases");
+    let _dhcp = Dhcp(
+        Command::new("ip")
+            .args(["netns", "exec", ns.name(0), DNSMASQ])
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--interface=tap0",
+                "--bind-interfaces",
+                "--dhcp-range=10.203.0.50,10.203.0.99,1h",
+                "--dhcp-boot=boot.efi,,10.203.0.1",
+            ])
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq"),
+    );
+    let mut d = tftpd(ns.name(0), &root);
+    let code = format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}");
+    let vars = format!("if=pflash,format=raw,file={}", vars.display());
+    let mut qemu = Qemu::start(
+        ns.name(0),
+        &[
+            "-machine",
+            "q35",
+            "-drive",
+            &code,
+            "-drive",
+            &vars,
+            // No option ROM: EDK2's own virtio-net driver and PXE stack,
+            // not iPXE's.
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=",
+        ],
+    );
+    let deadline = Instant::now() + BOOT;
+    let probe = session_line(&mut d, "boot.efi", deadline);
+    assert!(probe.contains("outcome=options_refused"), "{probe}");
+    assert!(
+        field(&probe, "options_negotiated=").contains(&format!("tsize={}", nbp.len())),
+        "{probe}"
+    );
+    let load = session_line(&mut d, "boot.efi", deadline);
+    assert!(load.contains("outcome=completed"), "{load}");
+    assert!(
+        load.contains(&format!("bytes_sent={} ", nbp.len())),
+        "{load}"
+    );
+    qemu.wait_for("NBP file downloaded successfully", 0, BOOT);
+}
