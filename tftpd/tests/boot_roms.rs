@@ -6,9 +6,10 @@
 //! - U-Boot (Debian's u-boot-qemu, x86_64): `tftpboot` windowed (blksize
 //!   1468, windowsize 8) and lock-step (blksize 512); U-Boot's own CRC32 of
 //!   the loaded bytes is checked against the file's.
-//! - UEFI PXE (Debian's OVMF: EDK2's PXE and MTFTP4 on virtio-net, dnsmasq
-//!   as the DHCP server): its `tsize` probe, which it ends with ERROR 8,
-//!   then the boot file fetched whole.
+//! - UEFI PXE (Debian's OVMF: EDK2's PXE and MTFTP on virtio-net, dnsmasq
+//!   as the DHCPv4 and DHCPv6 server), over IPv4 and then IPv6: each time
+//!   its `tsize` probe, which it ends with ERROR 8, then the boot file
+//!   fetched whole.
 //!
 //! iPXE is `tests/ipxe.rs`. Needs root, `ip` and `qemu-system-x86_64`
 //! (ignored without them, see build.rs); without the firmware files or
@@ -49,24 +50,36 @@ fn present(paths: &[&str], package: &str) -> bool {
     true
 }
 
-/// A namespace with a tap device `tap0` at 10.203.0.1/24, for QEMU to
-/// attach to.
+/// A namespace with a tap device `tap0` at 10.203.0.1/24 and
+/// fd00:203::1/64, for QEMU to attach to.
 fn tap_namespace(tag: &str) -> Namespaces {
     let ns = Namespaces::new(tag, &["s"]);
     let name = ns.name(0).to_owned();
     ip(&["-n", &name, "tuntap", "add", "tap0", "mode", "tap"]);
     ip(&["-n", &name, "addr", "add", "10.203.0.1/24", "dev", "tap0"]);
+    ip(&[
+        "-n",
+        &name,
+        "addr",
+        "add",
+        "fd00:203::1/64",
+        "dev",
+        "tap0",
+        "nodad",
+    ]);
     ip(&["-n", &name, "link", "set", "tap0", "up"]);
     ns
 }
 
-/// tftpd on 10.203.0.1:69 in namespace `ns`, serving `root`.
+/// tftpd on port 69 of 10.203.0.1 and fd00:203::1 in namespace `ns`,
+/// serving `root`.
 fn tftpd(ns: &str, root: &Path) -> Daemon {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, TFTPD])
         .arg("--root")
         .arg(root)
-        .args(["--listen", "10.203.0.1:69", "--workers", "1"]);
+        .args(["--listen", "10.203.0.1:69", "--listen", "[fd00:203::1]:69"])
+        .args(["--workers", "1"]);
     Daemon::spawn(cmd)
 }
 
@@ -256,7 +269,7 @@ impl Drop for Dhcp {
     not(all(root, has_ip, has_qemu)),
     ignore = "needs root, ip (iproute2) and qemu-system-x86_64 (apt-get install qemu-system-x86)"
 )]
-fn uefi_pxe_probes_the_size_then_loads_the_boot_file() {
+fn uefi_pxe_probes_the_size_then_loads_the_boot_file_over_ipv4_and_ipv6() {
     if !present(&[OVMF_CODE, OVMF_VARS], "ovmf") || !present(&[DNSMASQ], "dnsmasq-base") {
         return;
     }
@@ -264,9 +277,12 @@ fn uefi_pxe_probes_the_size_then_loads_the_boot_file() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
-    // Not a valid EFI image: the firmware loads it, then refuses to run it.
+    // Not valid EFI images: the firmware loads one, refuses to run it and
+    // goes on to its next boot option, PXE over IPv6.
     let nbp = content(300_001);
     std::fs::write(root.join("boot.efi"), &nbp).unwrap();
+    let nbp6 = content(200_003);
+    std::fs::write(root.join("boot6.efi"), &nbp6).unwrap();
     let vars = dir.path().join("vars.fd");
     std::fs::copy(OVMF_VARS, &vars).unwrap();
     let leases = dir.path().join("leases");
@@ -282,6 +298,9 @@ fn uefi_pxe_probes_the_size_then_loads_the_boot_file() {
                 "--bind-interfaces",
                 "--dhcp-range=10.203.0.50,10.203.0.99,1h",
                 "--dhcp-boot=boot.efi,,10.203.0.1",
+                "--enable-ra",
+                "--dhcp-range=fd00:203::50,fd00:203::99,64,1h",
+                "--dhcp-option=option6:bootfile-url,tftp://[fd00:203::1]/boot6.efi",
             ])
             .arg(format!("--dhcp-leasefile={}", leases.display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
@@ -309,17 +328,22 @@ fn uefi_pxe_probes_the_size_then_loads_the_boot_file() {
         ],
     );
     let deadline = Instant::now() + BOOT;
-    let probe = session_line(&mut d, "boot.efi", deadline);
-    assert!(probe.contains("outcome=options_refused"), "{probe}");
-    assert!(
-        field(&probe, "options_negotiated=").contains(&format!("tsize={}", nbp.len())),
-        "{probe}"
-    );
-    let load = session_line(&mut d, "boot.efi", deadline);
-    assert!(load.contains("outcome=completed"), "{load}");
-    assert!(
-        load.contains(&format!("bytes_sent={} ", nbp.len())),
-        "{load}"
-    );
-    qemu.wait_for("NBP file downloaded successfully", 0, BOOT);
+    for (file, size, client) in [
+        ("boot.efi", nbp.len(), "peer=10.203.0."),
+        ("boot6.efi", nbp6.len(), "peer=[fd00:203::"),
+    ] {
+        let probe = session_line(&mut d, file, deadline);
+        assert!(probe.contains(client), "{probe}");
+        assert!(probe.contains("outcome=options_refused"), "{probe}");
+        assert!(
+            field(&probe, "options_negotiated=").contains(&format!("tsize={size}")),
+            "{probe}"
+        );
+        let load = session_line(&mut d, file, deadline);
+        assert!(load.contains(client), "{load}");
+        assert!(load.contains("outcome=completed"), "{load}");
+        assert!(load.contains(&format!("bytes_sent={size} ")), "{load}");
+    }
+    let v4 = qemu.wait_for("NBP file downloaded successfully", 0, BOOT);
+    qemu.wait_for("NBP file downloaded successfully", v4, BOOT);
 }
