@@ -11,7 +11,13 @@
 //!   its `tsize` probe, which it ends with ERROR 8, then the boot file
 //!   fetched whole.
 //!
-//! iPXE is `tests/ipxe.rs`. Needs root, `ip` and `qemu-system-x86_64`
+//! - PXELINUX on a BIOS PXE ROM (SeaBIOS and QEMU's iPXE ROM; Debian's
+//!   pxelinux and syslinux-common): pxelinux.0, ldlinux.c32, the config
+//!   lookups a boot LAN answers "File not found" to (the MAC's, the
+//!   client's address in hex, shortened a digit at a time), `default`, and
+//!   the kernel it names (`ipxe.lkrn`), which then runs.
+//!
+//! iPXE's own fetches are `tests/ipxe.rs`. Needs root, `ip` and `qemu-system-x86_64`
 //! (ignored without them, see build.rs); without the firmware files or
 //! dnsmasq a test skips with the reason, unless `TFTP_INTEROP_REQUIRED=1`.
 
@@ -29,6 +35,9 @@ const UBOOT: &str = "/usr/lib/u-boot/qemu-x86_64/u-boot.rom";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+const PXELINUX: &str = "/usr/lib/PXELINUX/pxelinux.0";
+const LDLINUX: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
+const KERNEL: &str = "/usr/lib/ipxe/ipxe.lkrn";
 
 /// TCG is slow and CI machines slower: bounds, not a pace.
 const BOOT: Duration = Duration::from_secs(180);
@@ -253,9 +262,34 @@ fn u_boot_loads_a_kernel_windowed_and_lock_step() {
     }
 }
 
-/// dnsmasq as the DHCP server only (no DNS), in `ns`, on tap0; killed when
-/// dropped.
+/// dnsmasq as the DHCP server only (no DNS), in `ns`, on tap0, its files
+/// in `dir`; killed when dropped.
 struct Dhcp(Child);
+
+impl Dhcp {
+    fn start(ns: &str, dir: &Path, options: &[&str]) -> Dhcp {
+        Dhcp(
+            Command::new("ip")
+                .args(["netns", "exec", ns, DNSMASQ])
+                .args([
+                    "--no-daemon",
+                    "--conf-file=/dev/null",
+                    "--port=0",
+                    "--user=root",
+                    "--interface=tap0",
+                    "--bind-interfaces",
+                    "--dhcp-range=10.203.0.50,10.203.0.99,1h",
+                ])
+                .args(options)
+                .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
+                .arg(format!("--pid-file={}", dir.join("pid").display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start dnsmasq"),
+        )
+    }
+}
 
 impl Drop for Dhcp {
     fn drop(&mut self) {
@@ -285,29 +319,15 @@ fn uefi_pxe_probes_the_size_then_loads_the_boot_file_over_ipv4_and_ipv6() {
     std::fs::write(root.join("boot6.efi"), &nbp6).unwrap();
     let vars = dir.path().join("vars.fd");
     std::fs::copy(OVMF_VARS, &vars).unwrap();
-    let leases = dir.path().join("leases");
-    let _dhcp = Dhcp(
-        Command::new("ip")
-            .args(["netns", "exec", ns.name(0), DNSMASQ])
-            .args([
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--user=root",
-                "--interface=tap0",
-                "--bind-interfaces",
-                "--dhcp-range=10.203.0.50,10.203.0.99,1h",
-                "--dhcp-boot=boot.efi,,10.203.0.1",
-                "--enable-ra",
-                "--dhcp-range=fd00:203::50,fd00:203::99,64,1h",
-                "--dhcp-option=option6:bootfile-url,tftp://[fd00:203::1]/boot6.efi",
-            ])
-            .arg(format!("--dhcp-leasefile={}", leases.display()))
-            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq"),
+    let _dhcp = Dhcp::start(
+        ns.name(0),
+        dir.path(),
+        &[
+            "--dhcp-boot=boot.efi,,10.203.0.1",
+            "--enable-ra",
+            "--dhcp-range=fd00:203::50,fd00:203::99,64,1h",
+            "--dhcp-option=option6:bootfile-url,tftp://[fd00:203::1]/boot6.efi",
+        ],
     );
     let mut d = tftpd(ns.name(0), &root);
     let code = format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}");
@@ -346,4 +366,90 @@ fn uefi_pxe_probes_the_size_then_loads_the_boot_file_over_ipv4_and_ipv6() {
     }
     let v4 = qemu.wait_for("NBP file downloaded successfully", 0, BOOT);
     qemu.wait_for("NBP file downloaded successfully", v4, BOOT);
+}
+
+#[test]
+#[cfg_attr(
+    not(all(root, has_ip, has_qemu)),
+    ignore = "needs root, ip (iproute2) and qemu-system-x86_64 (apt-get install qemu-system-x86)"
+)]
+fn pxelinux_finds_its_config_and_boots_its_kernel() {
+    if !present(&[PXELINUX], "pxelinux")
+        || !present(&[LDLINUX], "syslinux-common")
+        || !present(&[KERNEL], "ipxe")
+        || !present(&[DNSMASQ], "dnsmasq-base")
+    {
+        return;
+    }
+    let ns = tap_namespace("pxelinux");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
+    for (from, to) in [
+        (PXELINUX, "pxelinux.0"),
+        (LDLINUX, "ldlinux.c32"),
+        (KERNEL, "vmlinuz"),
+    ] {
+        std::fs::copy(from, root.join(to)).unwrap();
+    }
+    let config = "DEFAULT k\nLABEL k\n  KERNEL vmlinuz\n";
+    std::fs::write(root.join("pxelinux.cfg/default"), config).unwrap();
+    let kernel = std::fs::metadata(KERNEL).unwrap().len();
+    let _dhcp = Dhcp::start(
+        ns.name(0),
+        dir.path(),
+        &["--dhcp-boot=pxelinux.0,,10.203.0.1"],
+    );
+    let d = tftpd(ns.name(0), &root);
+    let mut qemu = Qemu::start(
+        ns.name(0),
+        &["-device", "e1000,netdev=n0,mac=52:54:00:12:34:56"],
+    );
+    let deadline = Instant::now() + BOOT;
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = d
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no kernel fetched; sessions: {lines:#?}"));
+        if line.contains("tftpd::session") {
+            lines.push(line);
+            if lines.last().unwrap().contains("file=vmlinuz ") {
+                break;
+            }
+        }
+    }
+    let files: Vec<&str> = lines.iter().map(|l| field(l, "file=")).collect();
+    // The client's address in hex, as PXELINUX spells it.
+    let peer: std::net::SocketAddr = field(&lines[0], "peer=").parse().unwrap();
+    let std::net::IpAddr::V4(ip) = peer.ip() else {
+        panic!("{peer}")
+    };
+    let hex: String = ip.octets().iter().map(|b| format!("{b:02X}")).collect();
+    let mut want = vec![
+        "pxelinux.0".to_owned(),
+        "ldlinux.c32".to_owned(),
+        "pxelinux.cfg/01-52-54-00-12-34-56".to_owned(),
+    ];
+    want.extend((1..=8).rev().map(|n| format!("pxelinux.cfg/{}", &hex[..n])));
+    want.extend(["pxelinux.cfg/default".to_owned(), "vmlinuz".to_owned()]);
+    assert_eq!(files, want, "{lines:#?}");
+    for line in &lines {
+        if line.contains("file=pxelinux.cfg/0") {
+            assert!(line.contains("outcome=refused"), "{line}");
+            assert!(line.contains("error_code=1 "), "{line}");
+        } else {
+            assert!(line.contains("outcome=completed"), "{line}");
+        }
+    }
+    let last = lines.last().unwrap();
+    assert!(last.contains(&format!("bytes_sent={kernel} ")), "{last}");
+    assert!(
+        lines[lines.len() - 2].contains(&format!("bytes_sent={} ", config.len())),
+        "{lines:#?}"
+    );
+    // The kernel runs: PXELINUX says so, then its banner.
+    let loaded = qemu.wait_for("Loading vmlinuz... ok", 0, BOOT);
+    qemu.wait_for("iPXE", loaded, BOOT);
 }
