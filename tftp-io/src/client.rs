@@ -74,9 +74,10 @@ impl<R> Client<R> {
     }
 
     /// Asks for this retransmission timeout in seconds (RFC 2349). The timer
-    /// ceiling is raised to `3 × seconds` (at most 10 s) if lower, so the
-    /// dally still outlasts a server retransmitting every `seconds`
-    /// ([`Limits::fit_timeout`]).
+    /// ceiling is raised to `3 × seconds` (at most 10 s) if lower
+    /// ([`Limits::fit_timeout`]). Once negotiated, the dally after a
+    /// download's final ACK is at least `2 × seconds`, so it outlasts a
+    /// server retransmitting every `seconds`.
     pub fn timeout(mut self, seconds: u8) -> Self {
         self.options.timeout = Some(seconds);
         self.limits.fit_timeout(seconds);

@@ -6,8 +6,12 @@
 //! is decided elsewhere ([`crate::options`], the sessions). Encoders write into a
 //! buffer the caller owns and never allocate.
 //!
-//! Leniency, chosen for interoperability with old boot ROMs:
-//! - NUL bytes after the last option of a request or OACK are taken as padding;
+//! Leniency, chosen for interoperability with old boot ROMs (and as tftpd-hpa
+//! reads requests):
+//! - an empty option name ends the options of a request or OACK: NUL
+//!   padding after the last option, or anything after an empty string;
+//! - a last option name with no value after it is ignored (in an OACK too:
+//!   the client then goes on without that option);
 //! - an ERROR message without its terminating NUL runs to the end of the datagram;
 //! - bytes after the block number of an ACK are ignored.
 //!
@@ -441,7 +445,8 @@ pub fn encode_error(
 /// checked to be well formed, iterated in the order they were sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct RawOptions<'a> {
-    /// The pairs without trailing padding.
+    /// The complete pairs, without what the parse ignored (padding, what
+    /// follows an empty name, a last name without a value).
     bytes: &'a [u8],
     count: usize,
 }
@@ -456,10 +461,11 @@ pub struct OptionPair<'a> {
 }
 
 impl<'a> RawOptions<'a> {
-    /// Checks an option area, as tftpd-hpa reads one: an empty string ends
-    /// it (trailing NUL padding, or anything after it), and a last name
-    /// with no value after it is ignored. A name or value without its NUL
-    /// is an error.
+    /// Checks an option area, leniently, as tftpd-hpa reads one: an empty
+    /// option name ends it (trailing NUL padding, or anything after it),
+    /// and a last name with no value after it is ignored. A name or value
+    /// without its NUL is an error. (An empty value is kept: tftpd-hpa
+    /// stops there too, and the negotiation ignores such an option anyway.)
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let mut r = Reader::new(bytes);
         let mut count = 0usize;
@@ -483,7 +489,7 @@ impl<'a> RawOptions<'a> {
         })
     }
 
-    /// The encoded pairs, without padding.
+    /// The encoded complete pairs, without what the parse ignored.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.bytes
     }

@@ -118,7 +118,10 @@ pub trait Session {
     /// [`Output::Finish`], the received data is durable.
     fn delivered(&mut self);
     /// Ends the session with an ERROR to the peer: a code and text the
-    /// application chose. A session already closing or done is left alone.
+    /// application chose. A session already closing or done is left alone;
+    /// one whose transfer is complete (a receiver dallying after its final
+    /// ACK) ends [`Outcome::Completed`](crate::stats::Outcome::Completed)
+    /// without a word.
     fn abort(&mut self, code: ErrorCode, message: &str);
     /// Ends the session with the ERROR of a local failure (its code and text
     /// from the core's table, [`Failure::code`] and [`Failure::message`]),

@@ -389,6 +389,24 @@ fn abandon_after_the_final_ack_of_an_upload_is_completed() {
     assert_eq!(d.done, Some(Outcome::Completed));
 }
 
+/// An abort (a shutdown's drain running out) of an upload that is only
+/// dallying after its final ACK ends it completed, without an ERROR.
+#[test]
+fn abort_after_the_final_ack_of_an_upload_is_completed() {
+    let req = request(b"\x00\x02f\x00octet\x00");
+    let mut s = ServerSession::start(&req, &Limits::default(), None, None, ms(0));
+    let mut src: &[u8] = &[];
+    drain(&mut s, ms(0), &mut src);
+    s.handle_datagram(ms(1), addr(PEER), &data(1, b"short"));
+    let d = drain(&mut s, ms(1), &mut src);
+    assert_eq!(d.sent.last().map(|(_, p)| p.clone()), Some(ack(1)));
+    assert!(d.done.is_none(), "dallying");
+    s.abort(ErrorCode::NotDefined, "shutting down");
+    let d = drain(&mut s, ms(2), &mut src);
+    assert!(d.sent.is_empty(), "{:?}", d.sent);
+    assert_eq!(d.done, Some(Outcome::Completed));
+}
+
 #[test]
 fn memory_counts_the_window_and_the_netascii_stage() {
     let limits = Limits::default();

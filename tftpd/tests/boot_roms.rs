@@ -32,12 +32,30 @@ use std::time::{Duration, Instant};
 use common::{content, field, ip, Daemon, Namespaces, TFTPD};
 
 const UBOOT: &str = "/usr/lib/u-boot/qemu-x86_64/u-boot.rom";
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+/// OVMF's code and variable images: the 4 MiB pair (the only one in later
+/// Debian releases), else the 2 MiB one.
+const OVMF: [(&str, &str); 2] = [
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+];
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 const PXELINUX: &str = "/usr/lib/PXELINUX/pxelinux.0";
 const LDLINUX: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
 const KERNEL: &str = "/usr/lib/ipxe/ipxe.lkrn";
+
+/// One emulated machine at a time: three TCG guests at once on a small CI
+/// machine would each run slower than its bounds allow for.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// TCG is slow and CI machines slower: bounds, not a pace.
 const BOOT: Duration = Duration::from_secs(180);
@@ -211,6 +229,7 @@ fn u_boot_loads_a_kernel_windowed_and_lock_step() {
     if !present(&[UBOOT], "u-boot-qemu") {
         return;
     }
+    let _one = one_at_a_time();
     let ns = tap_namespace("uboot");
     let dir = tempfile::tempdir().unwrap();
     let kernel = content(2_000_123);
@@ -304,9 +323,19 @@ impl Drop for Dhcp {
     ignore = "needs root, ip (iproute2) and qemu-system-x86_64 (apt-get install qemu-system-x86)"
 )]
 fn uefi_pxe_probes_the_size_then_loads_the_boot_file_over_ipv4_and_ipv6() {
-    if !present(&[OVMF_CODE, OVMF_VARS], "ovmf") || !present(&[DNSMASQ], "dnsmasq-base") {
+    let ovmf = OVMF
+        .into_iter()
+        .find(|(code, vars)| Path::new(code).exists() && Path::new(vars).exists());
+    let Some((ovmf_code, ovmf_vars)) = ovmf.or_else(|| {
+        present(&[OVMF[0].0, OVMF[0].1], "ovmf");
+        None
+    }) else {
+        return;
+    };
+    if !present(&[DNSMASQ], "dnsmasq-base") {
         return;
     }
+    let _one = one_at_a_time();
     let ns = tap_namespace("uefi");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
@@ -318,7 +347,7 @@ fn uefi_pxe_probes_the_size_then_loads_the_boot_file_over_ipv4_and_ipv6() {
     let nbp6 = content(200_003);
     std::fs::write(root.join("boot6.efi"), &nbp6).unwrap();
     let vars = dir.path().join("vars.fd");
-    std::fs::copy(OVMF_VARS, &vars).unwrap();
+    std::fs::copy(ovmf_vars, &vars).unwrap();
     let _dhcp = Dhcp::start(
         ns.name(0),
         dir.path(),
@@ -330,7 +359,7 @@ fn uefi_pxe_probes_the_size_then_loads_the_boot_file_over_ipv4_and_ipv6() {
         ],
     );
     let mut d = tftpd(ns.name(0), &root);
-    let code = format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}");
+    let code = format!("if=pflash,format=raw,readonly=on,file={ovmf_code}");
     let vars = format!("if=pflash,format=raw,file={}", vars.display());
     let mut qemu = Qemu::start(
         ns.name(0),
@@ -381,6 +410,7 @@ fn pxelinux_finds_its_config_and_boots_its_kernel() {
     {
         return;
     }
+    let _one = one_at_a_time();
     let ns = tap_namespace("pxelinux");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");

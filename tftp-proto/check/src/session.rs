@@ -322,7 +322,8 @@ fn drive(input: &SessionInput<'_>, abandon_at: Option<usize>) -> u64 {
         return h.wire.0;
     }
     // The peer goes silent: the session must end within its retry budget,
-    // each wait at most the RTO ceiling or the negotiated `timeout` (255 s).
+    // each wait at most the RTO ceiling or the negotiated `timeout` (255 s),
+    // a dally at most twice that.
     let silent_from = h.now;
     let budget = (limits.retries + 3) as usize;
     for _ in 0..budget {
@@ -338,7 +339,7 @@ fn drive(input: &SessionInput<'_>, abandon_at: Option<usize>) -> u64 {
     }
     assert!(h.done, "session still running after the retry budget");
     let silent = h.now - silent_from;
-    let per_wait = limits.max_rto.max(Duration::from_secs(255));
+    let per_wait = limits.max_rto.max(Duration::from_secs(2 * 255));
     assert!(
         silent <= per_wait * (limits.retries + 3),
         "took {silent:?} to give up"

@@ -196,9 +196,10 @@ impl Limits {
     }
 
     /// A client asking for a `timeout` of `seconds`: the timer ceiling is
-    /// raised to `3 × seconds` (at most [`DEFAULT_MAX_RTO`]) if lower, so the
-    /// dally (`max(dally, 3 × RTO)` capped by `max_rto`) still outlasts a
-    /// server retransmitting every `seconds`.
+    /// raised to `3 × seconds` (at most [`DEFAULT_MAX_RTO`]) if lower, so a
+    /// server that does not acknowledge the option is still waited for as
+    /// long. (The dally outlasts a server retransmitting every `seconds`
+    /// in any case: it is at least twice a negotiated `timeout`.)
     pub fn fit_timeout(&mut self, seconds: u8) {
         let linger = Duration::from_secs(u64::from(seconds).saturating_mul(3)).min(DEFAULT_MAX_RTO);
         self.max_rto = self.max_rto.max(linger);

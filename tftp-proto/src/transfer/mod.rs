@@ -596,8 +596,13 @@ impl Transfer {
     }
 
     pub(crate) fn abort(&mut self, code: ErrorCode, message: &str) {
-        if !matches!(self.state, State::Closing(_) | State::Done(_)) {
-            self.close(code, message.as_bytes(), Outcome::LocalError(code));
+        match self.state {
+            State::Closing(_) | State::Done(_) => {}
+            // Everything was delivered and acknowledged: an ERROR now would
+            // tell a peer re-sending its last DATA that a transfer failed
+            // which did not (a shutdown's drain can reach a long dally).
+            State::Dallying { .. } => self.state = State::Closing(Outcome::Completed),
+            _ => self.close(code, message.as_bytes(), Outcome::LocalError(code)),
         }
     }
 
