@@ -637,6 +637,44 @@ fn client_get_checks_oack_and_acks_0() {
     assert_eq!(drain(&mut c, ms(3), &mut src).sent[0].0, addr(SERVER));
 }
 
+/// An OACK whose last option has no value: that option is ignored, the
+/// ones before it count, and the client goes on (ACK 0).
+#[test]
+fn client_takes_an_oack_whose_last_option_has_no_value() {
+    let opts = TransferOptions {
+        blksize: Some(1024),
+        tsize: Some(0),
+        ..Default::default()
+    };
+    let mut c = Transfer::get(
+        addr(SERVER),
+        b"f",
+        Mode::Octet,
+        opts,
+        &Limits::default(),
+        ms(0),
+    )
+    .unwrap();
+    let mut src: &[u8] = &[];
+    drain(&mut c, ms(0), &mut src);
+    c.handle_datagram(
+        ms(2),
+        addr(SERVER_TID),
+        b"\x00\x06tsize\x00600\x00blksize\x00",
+    );
+    let d = drain(&mut c, ms(2), &mut src);
+    assert_eq!(d.sent, [(addr(SERVER_TID), ack(0))]);
+    assert_eq!(c.transfer_size(), Some(600));
+    // blksize was not acknowledged: blocks of 512, the second one short.
+    c.handle_datagram(ms(3), addr(SERVER_TID), &data(1, &[7u8; 512]));
+    let d = drain(&mut c, ms(3), &mut src);
+    assert_eq!(d.sent, [(addr(SERVER_TID), ack(1))]);
+    c.handle_datagram(ms(4), addr(SERVER_TID), &data(2, &[8u8; 88]));
+    let d = drain(&mut c, ms(4), &mut src);
+    assert_eq!(d.delivered, [8u8; 88]);
+    assert_eq!(d.sent, [(addr(SERVER_TID), ack(2))], "the final ACK");
+}
+
 #[test]
 fn client_refuses_a_raised_blksize_with_error_8() {
     let opts = TransferOptions {
