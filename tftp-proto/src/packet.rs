@@ -464,8 +464,9 @@ impl<'a> RawOptions<'a> {
     /// Checks an option area, leniently, as tftpd-hpa reads one: an empty
     /// option name ends it (trailing NUL padding, or anything after it),
     /// and a last name with no value after it is ignored. A name or value
-    /// without its NUL is an error. (An empty value is kept: tftpd-hpa
-    /// stops there too, and the negotiation ignores such an option anyway.)
+    /// without its NUL is an error. An empty value is kept as a pair and the
+    /// options after it still count (tftpd-hpa stops reading there); the
+    /// negotiation ignores an option with an empty value.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let mut r = Reader::new(bytes);
         let mut count = 0usize;
