@@ -120,7 +120,7 @@ pub trait Session {
     /// Ends the session with an ERROR to the peer: a code and text the
     /// application chose. A session already closing or done is left alone;
     /// one whose transfer is complete (a receiver dallying after its final
-    /// ACK) ends [`Outcome::Completed`](crate::stats::Outcome::Completed)
+    /// ACK) ends [`Outcome::Completed`]
     /// without a word.
     fn abort(&mut self, code: ErrorCode, message: &str);
     /// Ends the session with the ERROR of a local failure (its code and text
