@@ -33,6 +33,19 @@ struct Drained {
 }
 
 /// Drains `s` at `now`, filling from `source` (advanced as read).
+/// A client's download of `f` from [`SERVER`] asking `opts`, at time zero.
+fn client_get(opts: TransferOptions) -> Transfer {
+    Transfer::get(
+        addr(SERVER),
+        b"f",
+        Mode::Octet,
+        opts,
+        &Limits::default(),
+        ms(0),
+    )
+    .unwrap()
+}
+
 fn drain(s: &mut dyn Session, now: Instant, source: &mut &[u8]) -> Drained {
     let mut d = Drained::default();
     for _ in 0..10_000 {
@@ -605,15 +618,7 @@ fn client_get_checks_oack_and_acks_0() {
         tsize: Some(0),
         ..Default::default()
     };
-    let mut c = Transfer::get(
-        addr(SERVER),
-        b"f",
-        Mode::Octet,
-        opts,
-        &Limits::default(),
-        ms(0),
-    )
-    .unwrap();
+    let mut c = client_get(opts);
     let mut src: &[u8] = &[];
     let d = drain(&mut c, ms(0), &mut src);
     assert_eq!(
@@ -646,15 +651,7 @@ fn client_takes_an_oack_whose_last_option_has_no_value() {
         tsize: Some(0),
         ..Default::default()
     };
-    let mut c = Transfer::get(
-        addr(SERVER),
-        b"f",
-        Mode::Octet,
-        opts,
-        &Limits::default(),
-        ms(0),
-    )
-    .unwrap();
+    let mut c = client_get(opts);
     let mut src: &[u8] = &[];
     drain(&mut c, ms(0), &mut src);
     c.handle_datagram(
@@ -681,15 +678,7 @@ fn client_refuses_a_raised_blksize_with_error_8() {
         blksize: Some(512),
         ..Default::default()
     };
-    let mut c = Transfer::get(
-        addr(SERVER),
-        b"f",
-        Mode::Octet,
-        opts,
-        &Limits::default(),
-        ms(0),
-    )
-    .unwrap();
+    let mut c = client_get(opts);
     let mut src: &[u8] = &[];
     drain(&mut c, ms(0), &mut src);
     c.handle_datagram(ms(1), addr(SERVER_TID), b"\x00\x06blksize\x001024\x00");
@@ -709,15 +698,7 @@ fn client_falls_back_when_server_ignores_options() {
         windowsize: Some(8),
         ..Default::default()
     };
-    let mut c = Transfer::get(
-        addr(SERVER),
-        b"f",
-        Mode::Octet,
-        opts,
-        &Limits::default(),
-        ms(0),
-    )
-    .unwrap();
+    let mut c = client_get(opts);
     let mut src: &[u8] = &[];
     drain(&mut c, ms(0), &mut src);
     c.handle_datagram(ms(1), addr(SERVER_TID), &data(1, b"short"));

@@ -25,11 +25,11 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{content, field, ip, Daemon, Namespaces, TFTPD};
+use common::{content, field, ip, Daemon, Killed, Namespaces, TFTPD};
 
 const UBOOT: &str = "/usr/lib/u-boot/qemu-x86_64/u-boot.rom";
 /// OVMF's code and variable images: the 4 MiB pair (the only one in later
@@ -127,7 +127,7 @@ fn session_line(d: &mut Daemon, file: &str, deadline: Instant) -> String {
 
 /// QEMU with its serial console on stdin and stdout; killed when dropped.
 struct Qemu {
-    child: Child,
+    _child: Killed,
     stdin: ChildStdin,
     output: Receiver<Vec<u8>>,
     /// Console output so far.
@@ -158,7 +158,7 @@ impl Qemu {
             }
         });
         Qemu {
-            child,
+            _child: Killed(child),
             stdin,
             output,
             seen: Vec::new(),
@@ -198,13 +198,6 @@ impl Qemu {
         let echoed = self.wait_for(command, from, COMMAND);
         let end = self.wait_for("\n=> ", echoed, COMMAND);
         String::from_utf8_lossy(&self.seen[echoed..end]).into_owned()
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -283,38 +276,27 @@ fn u_boot_loads_a_kernel_windowed_and_lock_step() {
 
 /// dnsmasq as the DHCP server only (no DNS), in `ns`, on tap0, its files
 /// in `dir`; killed when dropped.
-struct Dhcp(Child);
-
-impl Dhcp {
-    fn start(ns: &str, dir: &Path, options: &[&str]) -> Dhcp {
-        Dhcp(
-            Command::new("ip")
-                .args(["netns", "exec", ns, DNSMASQ])
-                .args([
-                    "--no-daemon",
-                    "--conf-file=/dev/null",
-                    "--port=0",
-                    "--user=root",
-                    "--interface=tap0",
-                    "--bind-interfaces",
-                    "--dhcp-range=10.203.0.50,10.203.0.99,1h",
-                ])
-                .args(options)
-                .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
-                .arg(format!("--pid-file={}", dir.join("pid").display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start dnsmasq"),
-        )
-    }
-}
-
-impl Drop for Dhcp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn dhcp(ns: &str, dir: &Path, options: &[&str]) -> Killed {
+    Killed(
+        Command::new("ip")
+            .args(["netns", "exec", ns, DNSMASQ])
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--interface=tap0",
+                "--bind-interfaces",
+                "--dhcp-range=10.203.0.50,10.203.0.99,1h",
+            ])
+            .args(options)
+            .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq"),
+    )
 }
 
 #[test]
@@ -348,7 +330,7 @@ fn uefi_pxe_probes_the_size_then_loads_the_boot_file_over_ipv4_and_ipv6() {
     std::fs::write(root.join("boot6.efi"), &nbp6).unwrap();
     let vars = dir.path().join("vars.fd");
     std::fs::copy(ovmf_vars, &vars).unwrap();
-    let _dhcp = Dhcp::start(
+    let _dhcp = dhcp(
         ns.name(0),
         dir.path(),
         &[
@@ -425,7 +407,7 @@ fn pxelinux_finds_its_config_and_boots_its_kernel() {
     let config = "DEFAULT k\nLABEL k\n  KERNEL vmlinuz\n";
     std::fs::write(root.join("pxelinux.cfg/default"), config).unwrap();
     let kernel = std::fs::metadata(KERNEL).unwrap().len();
-    let _dhcp = Dhcp::start(
+    let _dhcp = dhcp(
         ns.name(0),
         dir.path(),
         &["--dhcp-boot=pxelinux.0,,10.203.0.1"],

@@ -12,19 +12,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{field, Daemon};
+use common::{field, Daemon, Killed};
 
 const IPXE: &str = "/usr/lib/ipxe/ipxe.lkrn";
-
-/// Kills QEMU when the test ends, however it ends.
-struct Qemu(std::process::Child);
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 #[cfg_attr(
@@ -63,7 +53,7 @@ fn ipxe_chains_from_tftp_to_a_kernel_over_http() {
         ),
     )
     .unwrap();
-    let _qemu = Qemu(
+    let _qemu = Killed(
         Command::new("qemu-system-x86_64")
             .args([
                 "-display",

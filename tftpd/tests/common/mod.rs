@@ -146,6 +146,17 @@ pub fn tftp(args: &[&str]) -> std::process::Output {
     Command::new(TFTP).args(args).output().expect("run tftp")
 }
 
+/// A third-party program the test started (QEMU, dnsmasq, an emulator),
+/// killed and reaped when dropped, however the test ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `ip ARGS` (iproute2), panicking with its error when it fails.
 pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
