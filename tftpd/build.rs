@@ -1,9 +1,9 @@
 //! For tftpd's own tests only (nothing here changes the binaries): what this
 //! machine has that some of them need. `cfg(has_nginx)`, `has_moto_server`,
 //! `has_fake_gcs_server`, `has_azurite_blob`, `has_curl`, `has_prlimit`,
-//! `has_ip`, `has_nft` and `has_qemu`
-//! when the program is on PATH; `cfg(root)` when building as root (the
-//! privilege-drop tests). A test whose need is missing is compiled
+//! `has_ip`, `has_nft`, `has_qemu`, `has_atftpd`, `has_dnsmasq` and
+//! `has_tftpd_hpa` (`in.tftpd-hpa`) when the program is on PATH;
+//! `cfg(root)` when building as root (the privilege-drop tests). A test whose need is missing is compiled
 //! `#[ignore = "needs ..."]`, so `cargo test` lists it as ignored with its
 //! reason instead of passing it empty. Under `TFTP_INTEROP_REQUIRED=1` (CI)
 //! every program cfg is set: a missing program then fails its test.
@@ -24,6 +24,9 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("ip", "has_ip"),
     ("nft", "has_nft"),
     ("qemu-system-x86_64", "has_qemu"),
+    ("atftpd", "has_atftpd"),
+    ("dnsmasq", "has_dnsmasq"),
+    ("in.tftpd-hpa", "has_tftpd_hpa"),
 ];
 
 fn main() {
