@@ -198,29 +198,32 @@ fn tftp_hpa<A: Adapter>() {
     f.server.stop();
 }
 
+/// atftp's runs: without options, with blksize and tsize, with a window.
+const ATFTP_OPTIONS: &[(&str, &[&str])] = &[
+    ("plain", &[]),
+    (
+        "blksize+tsize",
+        &["--option", "blksize 1468", "--option", "tsize 0"],
+    ),
+    (
+        "windowsize",
+        &["--option", "blksize 1024", "--option", "windowsize 8"],
+    ),
+];
+
 fn atftp<A: Adapter>() {
     require("atftp");
     let f = fixture::<A>();
     let port = f.server.addr.port().to_string();
     for &size in SIZES {
         let name = format!("f{size}.bin");
-        for (label, opts) in [
-            ("plain", vec![]),
-            (
-                "blksize+tsize",
-                vec!["--option", "blksize 1468", "--option", "tsize 0"],
-            ),
-            (
-                "windowsize",
-                vec!["--option", "blksize 1024", "--option", "windowsize 8"],
-            ),
-        ] {
+        for &(label, opts) in ATFTP_OPTIONS {
             let local = f
                 .out
                 .path()
                 .join(format!("atftp-{size}-{}", label.replace('+', "_")));
             let ok = run(Command::new("atftp")
-                .args(&opts)
+                .args(opts)
                 .args(["-g", "-r", &name, "-l"])
                 .arg(&local)
                 .args(["127.0.0.1", &port]));
@@ -242,20 +245,10 @@ fn atftp<A: Adapter>() {
     check_stored(&f, "atftp-text.txt", TEXT, "atftp netascii upload");
     let data = common::content(300_001, 7);
     let src = upload_source(&f, "atftp-up", &data);
-    for (label, opts) in [
-        ("plain", vec![]),
-        (
-            "blksize+tsize",
-            vec!["--option", "blksize 1468", "--option", "tsize 0"],
-        ),
-        (
-            "windowsize",
-            vec!["--option", "blksize 1024", "--option", "windowsize 8"],
-        ),
-    ] {
+    for &(label, opts) in ATFTP_OPTIONS {
         let name = format!("atftp-{}.bin", label.replace('+', "_"));
         assert!(run(Command::new("atftp")
-            .args(&opts)
+            .args(opts)
             .args(["-p", "-r", &name, "-l"])
             .arg(&src)
             .args(["127.0.0.1", &port])));
