@@ -46,6 +46,13 @@ fn client_get(opts: TransferOptions) -> Transfer {
     .unwrap()
 }
 
+/// [`client_get`] once its RRQ has gone out (at 0 ms).
+fn client_asked(opts: TransferOptions) -> Transfer {
+    let mut c = client_get(opts);
+    drain(&mut c, ms(0), &mut &[][..]);
+    c
+}
+
 fn drain(s: &mut dyn Session, now: Instant, source: &mut &[u8]) -> Drained {
     let mut d = Drained::default();
     for _ in 0..10_000 {
@@ -651,9 +658,8 @@ fn client_takes_an_oack_whose_last_option_has_no_value() {
         tsize: Some(0),
         ..Default::default()
     };
-    let mut c = client_get(opts);
+    let mut c = client_asked(opts);
     let mut src: &[u8] = &[];
-    drain(&mut c, ms(0), &mut src);
     c.handle_datagram(
         ms(2),
         addr(SERVER_TID),
@@ -678,9 +684,8 @@ fn client_refuses_a_raised_blksize_with_error_8() {
         blksize: Some(512),
         ..Default::default()
     };
-    let mut c = client_get(opts);
+    let mut c = client_asked(opts);
     let mut src: &[u8] = &[];
-    drain(&mut c, ms(0), &mut src);
     c.handle_datagram(ms(1), addr(SERVER_TID), b"\x00\x06blksize\x001024\x00");
     let d = drain(&mut c, ms(1), &mut src);
     assert_eq!(d.sent[0].0, addr(SERVER_TID));
@@ -698,9 +703,8 @@ fn client_falls_back_when_server_ignores_options() {
         windowsize: Some(8),
         ..Default::default()
     };
-    let mut c = client_get(opts);
+    let mut c = client_asked(opts);
     let mut src: &[u8] = &[];
-    drain(&mut c, ms(0), &mut src);
     c.handle_datagram(ms(1), addr(SERVER_TID), &data(1, b"short"));
     let d = drain(&mut c, ms(1), &mut src);
     assert_eq!(d.delivered, b"short");
